@@ -1,0 +1,135 @@
+"""Plain records shared by every layer: punches, devices, commands, users."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attrs import field, frozen
+
+__all__ = ["Punch", "Device", "Command", "DeviceUser", "Rejected"]
+
+TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+@frozen
+class Punch:
+    """One attendance record as a terminal reported it.
+
+    ``timestamp`` is device local time as ``YYYY-MM-DD HH:MM:SS``; ``status`` is the
+    in/out state (the event's ``action``) and ``verify`` the verify method (``method``).
+    ``raw`` holds every field the device sent for this punch, parsed.
+    """
+
+    user_id: str
+    timestamp: str
+    status: int
+    verify: int
+    workcode: str = ""
+    raw: dict[str, Any] = field(factory=dict, eq=False, hash=False)
+
+
+@frozen
+class Device:
+    """A terminal the server knows, push (it calls us) or pull (we call it)."""
+
+    id: str
+    serial_number: str
+    name: str
+    kind: str  # "push" | "pull"
+    status: str  # "pending" | "online" | "offline" | "auth_failed" | "rejected"
+    approved: bool
+    timezone: str = ""
+    host: str = ""
+    port: int = 4370
+    comm_key: int = 0
+    transport: str = "tcp"
+    last_seen: str | None = None
+    info: dict[str, Any] = field(factory=dict, eq=False, hash=False)
+    created_at: str | None = None
+
+    @property
+    def display_name(self) -> str:
+        """The name dashboards show: the configured one, else ``Push Device <SN>``."""
+        if self.name:
+            return self.name
+        label = "Push Device" if self.kind == "push" else "Pull Device"
+        return f"{label} {self.serial_number}" if self.serial_number else label
+
+    def public(self) -> dict[str, Any]:
+        """The JSON shape of the device in the API (no comm key)."""
+        return {
+            "id": self.id,
+            "serial_number": self.serial_number,
+            "name": self.display_name,
+            "kind": self.kind,
+            "status": self.status,
+            "approved": self.approved,
+            "timezone": self.timezone,
+            "host": self.host,
+            "port": self.port,
+            "transport": self.transport,
+            "has_comm_key": bool(self.comm_key),
+            "last_seen": self.last_seen,
+            "info": dict(self.info),
+            "created_at": self.created_at,
+        }
+
+
+@frozen
+class Command:
+    """A command queued for a device and what became of it."""
+
+    id: str
+    device_id: str
+    command: str
+    status: str  # "queued" | "sent" | "done" | "failed"
+    return_code: int | None = None
+    result: str = ""
+    created_at: str | None = None
+    sent_at: str | None = None
+    finished_at: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "device_id": self.device_id,
+            "command": self.command,
+            "status": self.status,
+            "return_code": self.return_code,
+            "result": self.result,
+            "created_at": self.created_at,
+            "sent_at": self.sent_at,
+            "finished_at": self.finished_at,
+        }
+
+
+@frozen
+class DeviceUser:
+    """A user enrolled on a terminal."""
+
+    user_id: str
+    name: str = ""
+    privilege: int = 0
+    card: str = ""
+    password: str = ""
+    group: str = ""
+    uid: int | None = None  # pull devices' internal slot number
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "name": self.name,
+            "privilege": self.privilege,
+            "card": self.card,
+            "group": self.group,
+            "uid": self.uid,
+        }
+
+
+@frozen
+class Rejected:
+    """Input the server could not use, kept raw for an operator."""
+
+    source: str  # e.g. "ATTLOG", "OPERLOG", "cdata", "pull"
+    raw: str
+    reason: str

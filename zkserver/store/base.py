@@ -1,0 +1,150 @@
+"""The storage interface every backend (SQLite, PostgreSQL) implements.
+
+Every method returns a Deferred and never blocks the reactor. Both backends share one
+schema (``migrations/*.sql``) and pass the same test suite (``tests/store``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+
+from zkserver.events import Event
+from zkserver.records import Command, Device, DeviceUser, Punch, Rejected
+
+__all__ = ["Store", "StoreUnavailable", "DuplicateDevice", "AttendancePage"]
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached right now; the caller should answer 503."""
+
+
+class DuplicateDevice(Exception):
+    """A device with that serial number (or host:port) already exists."""
+
+
+AttendancePage = tuple[list[dict[str, Any]], "str | None"]
+"""Rows of ``GET /api/attendance`` and the cursor of the next page (None at the end)."""
+
+
+class Store(Protocol):
+    # --- life cycle -------------------------------------------------------------------
+    def start(self) -> Deferred[None]:
+        """Connect and apply pending migrations."""
+
+    def stop(self) -> Deferred[None]:
+        """Close every connection."""
+
+    def ping(self) -> Deferred[None]:
+        """Fire when the database answers a trivial query; fail otherwise."""
+
+    def watch(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback(max_event_id)`` when *another* process commits events.
+
+        PostgreSQL: LISTEN/NOTIFY on a dedicated, self-reconnecting connection.
+        SQLite: never called (one process owns the file).
+        """
+
+    # --- devices ----------------------------------------------------------------------
+    def device(self, device_id: str) -> Deferred[Device | None]: ...
+
+    def device_by_serial(self, serial_number: str) -> Deferred[Device | None]: ...
+
+    def devices(self, kind: str | None = None) -> Deferred[list[Device]]: ...
+
+    def add_device(
+        self,
+        *,
+        serial_number: str,
+        kind: str = "push",
+        name: str = "",
+        status: str = "pending",
+        approved: bool = False,
+        timezone: str = "",
+        host: str = "",
+        port: int = 4370,
+        comm_key: int = 0,
+        transport: str = "tcp",
+    ) -> Deferred[Device]:
+        """Insert a device with a new UUID; DuplicateDevice if the serial number exists."""
+
+    def update_device(self, device_id: str, **fields: Any) -> Deferred[Device | None]:
+        """Change any of name, timezone, status, approved, host, port, comm_key, transport,
+        serial_number, last_seen, info (a dict, merged into the stored one)."""
+
+    def delete_device(self, device_id: str) -> Deferred[bool]: ...
+
+    # --- punches and events -----------------------------------------------------------
+    def save_punches(self, device: Device, punches: Sequence[Punch]) -> Deferred[list[Event]]:
+        """In ONE transaction insert the punches (duplicates on serial number, user id,
+        timestamp insert nothing) and one ``attendance`` event per new punch; return the
+        new events, ids ascending. Event ids become visible in commit order."""
+
+    def append_event(self, payload: dict[str, Any], serial_number: str = "") -> Deferred[Event]:
+        """Store a non-punch event (device_status, user_sync, command_result)."""
+
+    def events_after(self, last_id: int, limit: int = 1000) -> Deferred[list[Event]]:
+        """Committed events with id > last_id, ascending."""
+
+    def last_event_id(self) -> Deferred[int]:
+        """The highest committed event id (0 when there is none)."""
+
+    def attendance(
+        self,
+        *,
+        device_id: str | None = None,
+        user_id: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Deferred[AttendancePage]:
+        """Punches newest first (timestamp, id), filtered; ``cursor`` continues a page.
+
+        Each row: id, device_id, device_name, serial_number, user_id, user_name,
+        timestamp, action, method, workcode, photo_id, received_at."""
+
+    # --- users, operation log, photos -------------------------------------------------
+    def save_users(
+        self, device_id: str, users: Sequence[DeviceUser], replace: bool = False
+    ) -> Deferred[int]:
+        """Upsert users by (device, user_id); ``replace`` deletes the others first."""
+
+    def delete_user(self, device_id: str, user_id: str) -> Deferred[bool]: ...
+
+    def users(self, device_id: str) -> Deferred[list[DeviceUser]]: ...
+
+    def save_operlog(self, device_id: str, entries: Sequence[dict[str, Any]]) -> Deferred[int]:
+        """Keep OPLOG lines: dicts with op, operator, timestamp, obj, values, raw."""
+
+    def save_photo(
+        self, device_id: str, user_id: str, timestamp: str, filename: str, content: bytes
+    ) -> Deferred[int]:
+        """Store an attendance photo; linked to the punch with the same device, user, time."""
+
+    def photo(self, photo_id: int) -> Deferred[tuple[str, bytes] | None]: ...
+
+    # --- rejected input ---------------------------------------------------------------
+    def save_rejected(self, serial_number: str, items: Sequence[Rejected]) -> Deferred[int]: ...
+
+    def rejected(self, serial_number: str | None = None, limit: int = 100) -> Deferred[
+        list[dict[str, Any]]
+    ]:
+        """Newest first: id, serial_number, source, raw, reason, received_at."""
+
+    # --- command queue ----------------------------------------------------------------
+    def queue_command(self, device_id: str, command: str) -> Deferred[Command]:
+        """Append a command; its id is unique (<= 16 letters/digits) and survives restarts."""
+
+    def take_commands(self, device_id: str, max_bytes: int = 900_000) -> Deferred[list[Command]]:
+        """Mark the oldest queued commands ``sent`` (fitting max_bytes) and return them."""
+
+    def finish_command(
+        self, device_id: str, command_id: str, return_code: int, result: str = ""
+    ) -> Deferred[Command | None]:
+        """Record a result: status ``done`` (return code 0) or ``failed``."""
+
+    def commands(self, device_id: str, limit: int = 100) -> Deferred[list[Command]]:
+        """Newest first."""
