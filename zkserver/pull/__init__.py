@@ -1,0 +1,1 @@
+"""Pull devices: the binary ZK protocol on port 4370 (see :mod:`zkserver.pull.codec`)."""

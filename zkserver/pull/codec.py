@@ -1,0 +1,980 @@
+"""Pure codec for the binary ZK protocol (port 4370, TCP or UDP): bytes in, records out.
+
+No reactor and no sockets here: the server's client protocol and the device emulator both
+build on these functions.  Every decoder raises only :class:`CodecError` (or its subclass
+:class:`FrameError`) on bad input.
+
+Checksums: :func:`encode_packet` writes the true one's-complement checksum.  pyzk 0.9 sends
+a value one lower (and computes it over the pre-increment reply id), and devices do not check
+it, so :func:`decode_packet` never verifies checksums; an emulator must accept any value.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from enum import IntEnum, IntFlag
+
+from attrs import field, frozen
+
+from zkserver.records import TIMESTAMP_FORMAT, DeviceUser, Punch
+
+__all__ = [
+    "USHRT_MAX",
+    "TCP_MAGIC",
+    "TCP_HEADER_SIZE",
+    "HEADER_SIZE",
+    "MAX_FRAME_LENGTH",
+    "TCP_MAX_CHUNK",
+    "UDP_MAX_CHUNK",
+    "UDP_DATA_SIZE",
+    "USER_RECORD_SIZES",
+    "ATTENDANCE_RECORD_SIZES",
+    "ATTENDANCE_EVENT_SIZES",
+    "Cmd",
+    "Reply",
+    "Fct",
+    "EventFlag",
+    "EventCode",
+    "EF_ATTLOG",
+    "EF_FINGER",
+    "EF_ENROLLUSER",
+    "EF_ENROLLFINGER",
+    "EF_BUTTON",
+    "EF_UNLOCK",
+    "EF_VERIFY",
+    "EF_FPFTR",
+    "EF_ALARM",
+    "CodecError",
+    "FrameError",
+    "Packet",
+    "checksum",
+    "encode_packet",
+    "decode_packet",
+    "next_reply_id",
+    "frame_tcp",
+    "encode_tcp",
+    "TcpDeframer",
+    "make_commkey",
+    "check_commkey",
+    "encode_time",
+    "decode_time",
+    "pack_time",
+    "unpack_time",
+    "encode_event_time",
+    "decode_event_time",
+    "Sizes",
+    "parse_free_sizes",
+    "encode_free_sizes",
+    "parse_user_record",
+    "encode_user_record",
+    "parse_users",
+    "encode_users",
+    "PullRecord",
+    "parse_attendance",
+    "encode_attendance",
+    "to_punch",
+    "AttendanceEvent",
+    "OtherEvent",
+    "parse_event",
+    "encode_attendance_event",
+    "encode_reg_event",
+    "parse_reg_event",
+    "BufferReply",
+    "encode_prepare_buffer",
+    "parse_prepare_buffer",
+    "encode_prepare_buffer_ack",
+    "parse_prepare_buffer_reply",
+    "encode_read_chunk",
+    "parse_read_chunk",
+    "encode_prepare_data",
+    "parse_prepare_data",
+    "chunk_plan",
+    "encode_option_request",
+    "parse_option_request",
+    "encode_option_reply",
+    "parse_option_reply",
+    "encode_version",
+    "parse_version",
+]
+
+USHRT_MAX = 0xFFFF
+TCP_MAGIC = b"\x50\x50\x82\x7d"
+TCP_HEADER_SIZE = 8
+HEADER_SIZE = 8
+MAX_FRAME_LENGTH = 16 * 1024 * 1024
+TCP_MAX_CHUNK = 0xFFC0
+UDP_MAX_CHUNK = 16 * 1024
+UDP_DATA_SIZE = 1024
+
+_HEADER = struct.Struct("<4H")
+_TCP_TOP = struct.Struct("<4sI")
+
+
+# --------------------------------------------------------------------------- constants
+
+
+class Cmd(IntEnum):
+    """Command codes a client sends (and PREPARE_DATA/DATA, which devices send too)."""
+
+    DB_RRQ = 7
+    USER_WRQ = 8
+    USERTEMP_RRQ = 9
+    USERTEMP_WRQ = 10
+    OPTIONS_RRQ = 11
+    OPTIONS_WRQ = 12
+    ATTLOG_RRQ = 13
+    CLEAR_DATA = 14
+    CLEAR_ATTLOG = 15
+    DELETE_USER = 18
+    DELETE_USERTEMP = 19
+    CLEAR_ADMIN = 20
+    UNLOCK = 31
+    CLEAR_OPLOG = 33
+    OPLOG_RRQ = 34
+    GET_FREE_SIZES = 50
+    ENABLE_CLOCK = 57
+    STARTVERIFY = 60
+    STARTENROLL = 61
+    CANCELCAPTURE = 62
+    STATE_RRQ = 64
+    WRITE_LCD = 66
+    CLEAR_LCD = 67
+    GET_PINWIDTH = 69
+    DOORSTATE_RRQ = 75
+    GET_TIME = 201
+    SET_TIME = 202
+    REG_EVENT = 500
+    CONNECT = 1000
+    EXIT = 1001
+    ENABLEDEVICE = 1002
+    DISABLEDEVICE = 1003
+    RESTART = 1004
+    POWEROFF = 1005
+    SLEEP = 1006
+    RESUME = 1007
+    CAPTUREFINGER = 1009
+    TEST_TEMP = 1011
+    CAPTUREIMAGE = 1012
+    REFRESHDATA = 1013
+    REFRESHOPTION = 1014
+    TESTVOICE = 1017
+    GET_VERSION = 1100
+    CHANGE_SPEED = 1101
+    AUTH = 1102
+    PREPARE_DATA = 1500
+    DATA = 1501
+    FREE_DATA = 1502
+    PREPARE_BUFFER = 1503
+    READ_BUFFER = 1504
+
+
+class Reply(IntEnum):
+    """Reply codes a device sends."""
+
+    ACK_OK = 2000
+    ACK_ERROR = 2001
+    ACK_DATA = 2002
+    ACK_RETRY = 2003
+    ACK_REPEAT = 2004
+    ACK_UNAUTH = 2005
+    ACK_ERROR_DATA = 0xFFFB
+    ACK_ERROR_INIT = 0xFFFC
+    ACK_ERROR_CMD = 0xFFFD
+    ACK_UNKNOWN = 0xFFFF
+
+
+class Fct(IntEnum):
+    """Data-set selectors (``fct``) for the prepare-buffer command."""
+
+    ATTLOG = 1
+    FINGERTMP = 2
+    OPLOG = 4
+    USER = 5
+    SMS = 6
+    UDATA = 7
+    WORKCODE = 8
+
+
+class EventFlag(IntFlag):
+    """REG_EVENT subscription bits."""
+
+    ATTLOG = 1
+    FINGER = 1 << 1
+    ENROLLUSER = 1 << 2
+    ENROLLFINGER = 1 << 3
+    BUTTON = 1 << 4
+    UNLOCK = 1 << 5
+    VERIFY = 1 << 7
+    FPFTR = 1 << 8
+    ALARM = 1 << 9
+
+
+class EventCode(IntEnum):
+    """Event code carried in the session field of a device's command-500 packet."""
+
+    ATTLOG = 1
+    FINGER = 1 << 1
+    ENROLLUSER = 1 << 2
+    ENROLLFINGER = 1 << 3
+    BUTTON = 1 << 4
+    UNLOCK = 1 << 5
+    VERIFY = 1 << 7
+    FPFTR = 1 << 8
+    ALARM = 1 << 9
+
+
+EF_ATTLOG = EventFlag.ATTLOG
+EF_FINGER = EventFlag.FINGER
+EF_ENROLLUSER = EventFlag.ENROLLUSER
+EF_ENROLLFINGER = EventFlag.ENROLLFINGER
+EF_BUTTON = EventFlag.BUTTON
+EF_UNLOCK = EventFlag.UNLOCK
+EF_VERIFY = EventFlag.VERIFY
+EF_FPFTR = EventFlag.FPFTR
+EF_ALARM = EventFlag.ALARM
+
+
+class CodecError(ValueError):
+    """Bytes that do not decode, or values that cannot be encoded."""
+
+
+class FrameError(CodecError):
+    """Corrupt TCP framing: the stream cannot be resynchronised, reset the session."""
+
+
+# --------------------------------------------------------------------------- packets
+
+
+@frozen
+class Packet:
+    """One inner packet (the checksum is computed on encode, ignored on decode)."""
+
+    command: int
+    session_id: int = 0
+    reply_id: int = 0
+    data: bytes = b""
+
+
+def checksum(buf: bytes) -> int:
+    """One's-complement 16-bit LE word sum of ``buf`` (odd tail byte padded with zero)."""
+    if len(buf) % 2:
+        buf += b"\x00"
+    total = sum(struct.unpack(f"<{len(buf) // 2}H", buf))
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def encode_packet(p: Packet) -> bytes:
+    """Serialise ``p`` as an inner packet with the correct checksum."""
+    try:
+        head = _HEADER.pack(p.command, 0, p.session_id, p.reply_id)
+    except struct.error as e:
+        raise CodecError(f"packet field out of range: {p!r}") from e
+    data = bytes(p.data)
+    csum = checksum(head + data)
+    return _HEADER.pack(p.command, csum, p.session_id, p.reply_id) + data
+
+
+def decode_packet(raw: bytes) -> Packet:
+    """Parse an inner packet (a UDP datagram, or a TCP frame's body)."""
+    if len(raw) < HEADER_SIZE:
+        raise CodecError(f"packet too short: {len(raw)} bytes, need {HEADER_SIZE}")
+    command, _csum, session_id, reply_id = _HEADER.unpack_from(raw)
+    return Packet(command, session_id, reply_id, bytes(raw[HEADER_SIZE:]))
+
+
+def next_reply_id(reply_id: int) -> int:
+    """The reply id for the next command (wraps like the SDK: 65534 -> 0)."""
+    return (reply_id + 1) % USHRT_MAX
+
+
+def frame_tcp(inner: bytes) -> bytes:
+    """Prefix an inner packet with the TCP header (magic + uint32 LE length)."""
+    return _TCP_TOP.pack(TCP_MAGIC, len(inner)) + inner
+
+
+def encode_tcp(p: Packet) -> bytes:
+    """``frame_tcp(encode_packet(p))``: one TCP frame, to be written in one send."""
+    return frame_tcp(encode_packet(p))
+
+
+class TcpDeframer:
+    """Incremental TCP deframer: feed stream bytes, get whole packets.
+
+    Handles frames split across reads and several frames per read.  On wrong magic or an
+    absurd length it raises :class:`FrameError` and stays broken (every later ``feed``
+    raises again): the caller must drop the connection.
+    """
+
+    def __init__(self, max_length: int = MAX_FRAME_LENGTH) -> None:
+        self.max_length = max_length
+        self._buf = bytearray()
+        self._error: FrameError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held waiting for the rest of a frame."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[Packet]:
+        """Add ``data``; return every packet now complete, in order."""
+        if self._error is not None:
+            raise self._error
+        self._buf += data
+        out: list[Packet] = []
+        buf = self._buf
+        pos = 0
+        try:
+            while len(buf) - pos >= TCP_HEADER_SIZE:
+                magic, length = _TCP_TOP.unpack_from(buf, pos)
+                if magic != TCP_MAGIC:
+                    raise FrameError(f"bad TCP magic {bytes(magic).hex()}")
+                if length < HEADER_SIZE or length > self.max_length:
+                    raise FrameError(f"bad TCP frame length {length}")
+                end = pos + TCP_HEADER_SIZE + length
+                if len(buf) < end:
+                    break
+                out.append(decode_packet(bytes(buf[pos + TCP_HEADER_SIZE : end])))
+                pos = end
+        except FrameError as e:
+            self._error = e
+            self._buf = bytearray()
+            raise
+        del buf[:pos]
+        return out
+
+
+# --------------------------------------------------------------------------- auth
+
+
+def make_commkey(key: int, session_id: int, ticks: int = 50) -> bytes:
+    """The 4-byte CMD_AUTH payload for comm key ``key`` (same bytes as the SDK/pyzk)."""
+    key = int(key) & 0xFFFFFFFF
+    rev = int(f"{key:032b}"[::-1], 2)  # bit-reverse the 32-bit key
+    k = (rev + int(session_id)) & 0xFFFFFFFF
+    b = bytes(x ^ y for x, y in zip(struct.pack("<I", k), b"ZKSO", strict=True))
+    b = b[2:] + b[:2]  # swap the 16-bit halves
+    t = ticks & 0xFF
+    return bytes((b[0] ^ t, b[1] ^ t, t, b[3] ^ t))
+
+
+def check_commkey(data: bytes, key: int, session_id: int) -> bool:
+    """Whether a CMD_AUTH payload matches ``key`` (ticks are read from the payload)."""
+    if len(data) < 4:
+        return False
+    return bytes(data[:4]) == make_commkey(key, session_id, data[2])
+
+
+# --------------------------------------------------------------------------- time
+
+
+def encode_time(dt: datetime) -> int:
+    """Device time: seconds in a calendar where every month has 31 days (year % 100)."""
+    days = (dt.year % 100) * 12 * 31 + (dt.month - 1) * 31 + dt.day - 1
+    return days * 86400 + (dt.hour * 60 + dt.minute) * 60 + dt.second
+
+
+def decode_time(t: int) -> datetime:
+    """Inverse of :func:`encode_time` (years from 2000)."""
+    if t < 0:
+        raise CodecError(f"negative device time {t}")
+    rest, second = divmod(t, 60)
+    rest, minute = divmod(rest, 60)
+    rest, hour = divmod(rest, 24)
+    rest, day = divmod(rest, 31)
+    year, month = divmod(rest, 12)
+    try:
+        return datetime(year + 2000, month + 1, day + 1, hour, minute, second)
+    except ValueError as e:
+        raise CodecError(f"invalid device time {t}: {e}") from e
+
+
+def pack_time(dt: datetime) -> bytes:
+    """SET_TIME payload / GET_TIME reply: ``<I encode_time(dt)>``."""
+    try:
+        return struct.pack("<I", encode_time(dt))
+    except struct.error as e:
+        raise CodecError(f"time out of range: {dt}") from e
+
+
+def unpack_time(data: bytes) -> datetime:
+    """Decode a 4-byte device time (extra bytes ignored)."""
+    if len(data) < 4:
+        raise CodecError(f"time needs 4 bytes, got {len(data)}")
+    return decode_time(struct.unpack_from("<I", data)[0])
+
+
+def encode_event_time(dt: datetime) -> bytes:
+    """The 6-byte real-time event time ``YY MM DD hh mm ss`` (year - 2000)."""
+    if not 2000 <= dt.year <= 2255:
+        raise CodecError(f"event year out of range: {dt.year}")
+    return bytes((dt.year - 2000, dt.month, dt.day, dt.hour, dt.minute, dt.second))
+
+
+def decode_event_time(data: bytes) -> datetime:
+    """Inverse of :func:`encode_event_time`."""
+    if len(data) != 6:
+        raise CodecError(f"event time needs 6 bytes, got {len(data)}")
+    y, mo, d, h, mi, s = data
+    try:
+        return datetime(2000 + y, mo, d, h, mi, s)
+    except ValueError as e:
+        raise CodecError(f"invalid event time {bytes(data).hex()}: {e}") from e
+
+
+# --------------------------------------------------------------------------- free sizes
+
+
+@frozen
+class Sizes:
+    """GET_FREE_SIZES reply: counts, capacities and free slots."""
+
+    users: int = 0
+    fingers: int = 0
+    records: int = 0
+    cards: int = 0
+    fingers_cap: int = 0
+    users_cap: int = 0
+    records_cap: int = 0
+    fingers_available: int = 0
+    users_available: int = 0
+    records_available: int = 0
+    faces: int | None = None
+    faces_cap: int | None = None
+
+    @classmethod
+    def of(
+        cls,
+        users: int,
+        fingers: int,
+        records: int,
+        *,
+        users_cap: int = 10_000,
+        fingers_cap: int = 10_000,
+        records_cap: int = 100_000,
+        cards: int = 0,
+        faces: int | None = None,
+        faces_cap: int | None = None,
+    ) -> Sizes:
+        """Sizes consistent with the counts (available = capacity - count)."""
+        return cls(
+            users=users,
+            fingers=fingers,
+            records=records,
+            cards=cards,
+            fingers_cap=fingers_cap,
+            users_cap=users_cap,
+            records_cap=records_cap,
+            fingers_available=fingers_cap - fingers,
+            users_available=users_cap - users,
+            records_available=records_cap - records,
+            faces=faces,
+            faces_cap=faces_cap,
+        )
+
+
+def parse_free_sizes(data: bytes) -> Sizes:
+    """Parse the 80-byte ``<20i>`` reply, plus face counts when 92 bytes are present."""
+    if len(data) < 80:
+        raise CodecError(f"free sizes need 80 bytes, got {len(data)}")
+    f = struct.unpack_from("<20i", data)
+    faces = faces_cap = None
+    if len(data) >= 92:
+        faces, _, faces_cap = struct.unpack_from("<3i", data, 80)
+    return Sizes(
+        users=f[4],
+        fingers=f[6],
+        records=f[8],
+        cards=f[12],
+        fingers_cap=f[14],
+        users_cap=f[15],
+        records_cap=f[16],
+        fingers_available=f[17],
+        users_available=f[18],
+        records_available=f[19],
+        faces=faces,
+        faces_cap=faces_cap,
+    )
+
+
+def encode_free_sizes(sizes: Sizes) -> bytes:
+    """80 bytes, or 92 when ``sizes.faces`` is set."""
+    f = [0] * 20
+    f[4], f[6], f[8], f[12] = sizes.users, sizes.fingers, sizes.records, sizes.cards
+    f[14], f[15], f[16] = sizes.fingers_cap, sizes.users_cap, sizes.records_cap
+    f[17], f[18], f[19] = sizes.fingers_available, sizes.users_available, sizes.records_available
+    try:
+        out = struct.pack("<20i", *f)
+        if sizes.faces is not None:
+            out += struct.pack("<3i", sizes.faces, 0, sizes.faces_cap or 0)
+    except struct.error as e:
+        raise CodecError(f"sizes out of range: {sizes!r}") from e
+    return out
+
+
+# --------------------------------------------------------------------------- text helpers
+
+
+def _decode_text(raw: bytes) -> str:
+    """NUL-terminated device text: UTF-8, else GBK, else latin-1 (never fails)."""
+    raw = bytes(raw).split(b"\x00", 1)[0]
+    for enc in ("utf-8", "gbk"):
+        try:
+            return raw.decode(enc)
+        except UnicodeDecodeError:
+            pass
+    return raw.decode("latin-1")
+
+
+def _encode_text(text: str, width: int) -> bytes:
+    """UTF-8 ``text`` cut to ``width`` bytes on a character boundary, NUL padded."""
+    raw = text.encode("utf-8")
+    if len(raw) > width:
+        raw = raw[:width].decode("utf-8", errors="ignore").encode("utf-8")
+    return raw.ljust(width, b"\x00")
+
+
+def _int_field(value: str, what: str) -> int:
+    try:
+        return int(value) if value else 0
+    except ValueError as e:
+        raise CodecError(f"{what} must be numeric for this record size: {value!r}") from e
+
+
+# --------------------------------------------------------------------------- users
+
+_USER28 = struct.Struct("<HB5s8sIxBhI")
+_USER72 = struct.Struct("<HB8s24sIx7sx24s")
+USER_RECORD_SIZES = (28, 72)
+
+
+def parse_user_record(data: bytes, record_size: int) -> DeviceUser:
+    """One user record (also the CMD_USER_WRQ payload) of 28 or 72 bytes."""
+    if record_size not in USER_RECORD_SIZES:
+        raise CodecError(f"unknown user record size {record_size}")
+    if len(data) < record_size:
+        raise CodecError(f"user record needs {record_size} bytes, got {len(data)}")
+    if record_size == 28:
+        uid, priv, pwd, name, card, group, _tz, user_id = _USER28.unpack_from(data)
+        group_s, user_id_s = str(group), str(user_id)
+    else:
+        uid, priv, pwd, name, card, group_b, user_id_b = _USER72.unpack_from(data)
+        group_s, user_id_s = _decode_text(group_b), _decode_text(user_id_b)
+    return DeviceUser(
+        user_id=user_id_s,
+        name=_decode_text(name),
+        privilege=priv,
+        card=str(card) if card else "",
+        password=_decode_text(pwd),
+        group=group_s,
+        uid=uid,
+    )
+
+
+def encode_user_record(user: DeviceUser, record_size: int, uid: int | None = None) -> bytes:
+    """Inverse of :func:`parse_user_record`; text is cut to the field widths."""
+    uid = user.uid if user.uid is not None else uid
+    if uid is None:
+        raise CodecError(f"user {user.user_id!r} has no uid")
+    card = _int_field(user.card, "card")
+    try:
+        if record_size == 28:
+            return _USER28.pack(
+                uid,
+                user.privilege,
+                _encode_text(user.password, 5),
+                _encode_text(user.name, 8),
+                card,
+                _int_field(user.group, "group"),
+                0,
+                _int_field(user.user_id, "user_id"),
+            )
+        if record_size == 72:
+            return _USER72.pack(
+                uid,
+                user.privilege,
+                _encode_text(user.password, 8),
+                _encode_text(user.name, 24),
+                card,
+                _encode_text(user.group, 7),
+                _encode_text(user.user_id, 24),
+            )
+    except struct.error as e:
+        raise CodecError(f"user field out of range: {user!r}") from e
+    raise CodecError(f"unknown user record size {record_size}")
+
+
+def _dataset_body(dataset: bytes) -> bytes:
+    if len(dataset) < 4:
+        raise CodecError(f"dataset needs a 4-byte length, got {len(dataset)} bytes")
+    (total,) = struct.unpack_from("<I", dataset)
+    if len(dataset) - 4 < total:
+        raise CodecError(f"dataset truncated: {len(dataset) - 4} of {total} bytes")
+    return bytes(dataset[4 : 4 + total])
+
+
+def _record_size(
+    body: bytes, count: int | None, record_size: int | None, sizes: Sequence[int], what: str
+) -> int | None:
+    """Pick the record size: explicit, else total/count, else the only size that divides."""
+    if record_size is None and count is not None:
+        if count <= 0:
+            return None
+        record_size, rem = divmod(len(body), count)
+        if rem:
+            raise CodecError(f"{what} dataset of {len(body)} bytes is not {count} records")
+    if record_size is None:
+        fits = [s for s in sizes if len(body) % s == 0]
+        if not fits:
+            raise CodecError(f"{what} dataset of {len(body)} bytes fits no record size")
+        record_size = max(fits)
+    if record_size not in sizes:
+        raise CodecError(f"unknown {what} record size {record_size}")
+    if len(body) % record_size:
+        raise CodecError(f"{what} dataset of {len(body)} bytes is not {record_size}-byte records")
+    return record_size
+
+
+def parse_users(
+    dataset: bytes, count: int | None = None, *, record_size: int | None = None
+) -> list[DeviceUser]:
+    """Users from a ``<I length>`` + records dataset.
+
+    The record size is ``record_size``, else ``length / count`` (``count`` from
+    GET_FREE_SIZES), else guessed from the length (72 when both sizes divide it).
+    """
+    body = _dataset_body(dataset)
+    if not body:
+        return []
+    size = _record_size(body, count, record_size, USER_RECORD_SIZES, "user")
+    if size is None:
+        return []
+    return [parse_user_record(body[i : i + size], size) for i in range(0, len(body), size)]
+
+
+def encode_users(users: Iterable[DeviceUser], record_size: int) -> bytes:
+    """A users dataset (``<I length>`` + records); users without uid get 1, 2, ..."""
+    body = b"".join(encode_user_record(u, record_size, uid=i) for i, u in enumerate(users, start=1))
+    return struct.pack("<I", len(body)) + body
+
+
+# --------------------------------------------------------------------------- attendance
+
+_ATT8 = struct.Struct("<HB4sB")
+_ATT16 = struct.Struct("<I4sBB2sI")
+_ATT40 = struct.Struct("<H24sB4sB8s")
+ATTENDANCE_RECORD_SIZES = (8, 16, 40)
+
+
+@frozen
+class PullRecord:
+    """One attendance record read from a pull device.
+
+    ``state`` is the in/out state (pyzk's ``punch``); ``verify_method`` is how the user
+    verified (pyzk's ``status``).  ``uid`` is the device slot when the layout carries it.
+    """
+
+    user_id: str
+    timestamp: datetime
+    state: int
+    verify_method: int
+    uid: int | None = None
+    workcode: int = 0
+
+
+def parse_attendance(
+    dataset: bytes,
+    count: int | None = None,
+    *,
+    record_size: int | None = None,
+    users: Iterable[DeviceUser] = (),
+) -> list[PullRecord]:
+    """Attendance records from a ``<I length>`` + records dataset (8, 16 or 40 bytes each).
+
+    Pass ``count`` (records from GET_FREE_SIZES) or ``record_size`` to be exact; otherwise
+    the largest size dividing the length is used.  ``users`` maps 8-byte records' uid to
+    user ids (and fills ``uid`` for 16-byte records).
+    """
+    body = _dataset_body(dataset)
+    if not body:
+        return []
+    size = _record_size(body, count, record_size, ATTENDANCE_RECORD_SIZES, "attendance")
+    if size is None:
+        return []
+    users = list(users)
+    by_uid = {u.uid: u.user_id for u in users if u.uid is not None}
+    by_user_id = {u.user_id: u.uid for u in users}
+    out = []
+    for i in range(0, len(body), size):
+        chunk = body[i : i + size]
+        workcode = 0
+        if size == 8:
+            uid, verify, t, state = _ATT8.unpack(chunk)
+            user_id = by_uid.get(uid, str(uid))
+        elif size == 16:
+            uid_int, t, verify, state, _res, workcode = _ATT16.unpack(chunk)
+            user_id = str(uid_int)
+            uid = by_user_id.get(user_id)
+        else:
+            uid, user_id_b, verify, t, state, _space = _ATT40.unpack(chunk)
+            user_id = _decode_text(user_id_b)
+        ts = decode_time(struct.unpack("<I", t)[0])
+        out.append(PullRecord(user_id, ts, state, verify, uid, workcode))
+    return out
+
+
+def encode_attendance(
+    records: Iterable[PullRecord], record_size: int, users: Iterable[DeviceUser] = ()
+) -> bytes:
+    """An attendance dataset (``<I length>`` + records).
+
+    8-byte records carry only the uid: it is ``record.uid``, else looked up in ``users``,
+    else the numeric user id.
+    """
+    uids = {u.user_id: u.uid for u in users if u.uid is not None}
+    parts = []
+    try:
+        for r in records:
+            t = pack_time(r.timestamp)
+            if record_size == 8:
+                uid = r.uid if r.uid is not None else uids.get(r.user_id)
+                if uid is None:
+                    uid = _int_field(r.user_id, "user_id")
+                parts.append(_ATT8.pack(uid, r.verify_method, t, r.state))
+            elif record_size == 16:
+                uid_int = _int_field(r.user_id, "user_id")
+                parts.append(_ATT16.pack(uid_int, t, r.verify_method, r.state, b"", r.workcode))
+            elif record_size == 40:
+                parts.append(
+                    _ATT40.pack(
+                        r.uid or 0, _encode_text(r.user_id, 24), r.verify_method, t, r.state, b""
+                    )
+                )
+            else:
+                raise CodecError(f"unknown attendance record size {record_size}")
+    except struct.error as e:
+        raise CodecError(f"attendance field out of range: {e}") from e
+    body = b"".join(parts)
+    return struct.pack("<I", len(body)) + body
+
+
+def to_punch(record: PullRecord | AttendanceEvent) -> Punch:
+    """The shared :class:`~zkserver.records.Punch` for a pulled record or real-time event."""
+    raw: dict[str, object] = {
+        "user_id": record.user_id,
+        "timestamp": record.timestamp.strftime(TIMESTAMP_FORMAT),
+        "status": record.state,
+        "verify_method": record.verify_method,
+    }
+    uid = getattr(record, "uid", None)
+    if uid is not None:
+        raw["uid"] = uid
+    workcode = getattr(record, "workcode", 0)
+    if workcode:
+        raw["workcode"] = workcode
+    return Punch(
+        user_id=record.user_id,
+        timestamp=record.timestamp.strftime(TIMESTAMP_FORMAT),
+        status=record.state,
+        verify=record.verify_method,
+        workcode=str(workcode) if workcode else "",
+        raw=raw,
+    )
+
+
+# --------------------------------------------------------------------------- events
+
+# size -> (struct, user id is an integer)
+_EVENT_LAYOUTS: dict[int, tuple[struct.Struct, bool]] = {
+    10: (struct.Struct("<HBB6s"), True),
+    12: (struct.Struct("<IBB6s"), True),
+    14: (struct.Struct("<HBB6s4s"), True),
+    32: (struct.Struct("<24sBB6s"), False),
+    36: (struct.Struct("<24sBB6s4s"), False),
+    37: (struct.Struct("<24sBB6s5s"), False),
+    52: (struct.Struct("<24sBB6s20s"), False),
+}
+ATTENDANCE_EVENT_SIZES = tuple(sorted(_EVENT_LAYOUTS))
+
+
+@frozen
+class AttendanceEvent:
+    """A real-time attendance event (event code 1)."""
+
+    user_id: str
+    timestamp: datetime
+    state: int
+    verify_method: int
+    extra: bytes = field(default=b"", eq=False)
+
+
+@frozen
+class OtherEvent:
+    """A real-time event this codec does not decode (finger, enroll, button, alarm...)."""
+
+    code: int
+    data: bytes
+
+
+def parse_event(event_code: int, data: bytes) -> AttendanceEvent | OtherEvent:
+    """Decode a command-500 packet's data; ``event_code`` is the packet's session field."""
+    if event_code != EventCode.ATTLOG:
+        return OtherEvent(event_code, bytes(data))
+    size = len(data)
+    if size > 52:
+        size = 52
+    if size not in _EVENT_LAYOUTS:
+        raise CodecError(f"unknown attendance event size {len(data)}")
+    layout, numeric = _EVENT_LAYOUTS[size]
+    user, verify, state, t, *rest = layout.unpack_from(data)
+    user_id = str(user) if numeric else _decode_text(user)
+    return AttendanceEvent(
+        user_id, decode_event_time(t), state, verify, rest[0] + bytes(data[size:]) if rest else b""
+    )
+
+
+def encode_attendance_event(
+    user_id: str, state: int, verify: int, dt: datetime, size: int = 36
+) -> bytes:
+    """Attendance event data (command 500, session field 1) in one of the B.5 layouts."""
+    if size not in _EVENT_LAYOUTS:
+        raise CodecError(f"unknown attendance event size {size}")
+    layout, numeric = _EVENT_LAYOUTS[size]
+    user: int | bytes = _int_field(user_id, "user_id") if numeric else _encode_text(user_id, 24)
+    extra = [b""] if size in (14, 36, 37, 52) else []
+    try:
+        return layout.pack(user, verify, state, encode_event_time(dt), *extra)
+    except struct.error as e:
+        raise CodecError(f"event field out of range: {e}") from e
+
+
+def encode_reg_event(flags: int) -> bytes:
+    """CMD_REG_EVENT payload ``<I flags>``."""
+    return struct.pack("<I", flags)
+
+
+def parse_reg_event(data: bytes) -> EventFlag:
+    """Flags from a CMD_REG_EVENT payload."""
+    if len(data) < 4:
+        raise CodecError(f"REG_EVENT needs 4 bytes, got {len(data)}")
+    return EventFlag(struct.unpack_from("<I", data)[0])
+
+
+# --------------------------------------------------------------------------- bulk reads
+
+_PREPARE_BUFFER = struct.Struct("<bhii")
+_READ_CHUNK = struct.Struct("<ii")
+
+
+@frozen
+class BufferReply:
+    """Reply to the prepare-buffer command: the whole dataset inline, or its size."""
+
+    size: int
+    data: bytes | None = None  # set when the device answered CMD_DATA
+
+
+def encode_prepare_buffer(command: int, fct: int = 0, ext: int = 0) -> bytes:
+    """Payload of command 1503: ``<bhii>(1, command, fct, ext)``."""
+    try:
+        return _PREPARE_BUFFER.pack(1, command, fct, ext)
+    except struct.error as e:
+        raise CodecError(f"prepare-buffer field out of range: {e}") from e
+
+
+def parse_prepare_buffer(data: bytes) -> tuple[int, int, int]:
+    """(command, fct, ext) from a 1503 payload."""
+    if len(data) < _PREPARE_BUFFER.size:
+        raise CodecError(f"prepare-buffer needs {_PREPARE_BUFFER.size} bytes, got {len(data)}")
+    _one, command, fct, ext = _PREPARE_BUFFER.unpack_from(data)
+    return command, fct, ext
+
+
+def encode_prepare_buffer_ack(size: int) -> bytes:
+    """ACK_OK payload announcing a dataset of ``size`` bytes: ``<BI>(0, size)``."""
+    return struct.pack("<BI", 0, size)
+
+
+def parse_prepare_buffer_reply(p: Packet) -> BufferReply:
+    """Interpret the device's reply to 1503 (CMD_DATA inline or ACK_OK with a size)."""
+    if p.command == Cmd.DATA:
+        return BufferReply(len(p.data), p.data)
+    if p.command == Reply.ACK_OK:
+        if len(p.data) < 5:
+            raise CodecError(f"prepare-buffer ACK needs 5 bytes, got {len(p.data)}")
+        return BufferReply(struct.unpack_from("<I", p.data, 1)[0])
+    raise CodecError(f"prepare-buffer refused: reply code {p.command}")
+
+
+def encode_read_chunk(start: int, size: int) -> bytes:
+    """Payload of command 1504: ``<ii>(start, size)``."""
+    try:
+        return _READ_CHUNK.pack(start, size)
+    except struct.error as e:
+        raise CodecError(f"read-chunk field out of range: {e}") from e
+
+
+def parse_read_chunk(data: bytes) -> tuple[int, int]:
+    """(start, size) from a 1504 payload."""
+    if len(data) < _READ_CHUNK.size:
+        raise CodecError(f"read-chunk needs {_READ_CHUNK.size} bytes, got {len(data)}")
+    return _READ_CHUNK.unpack_from(data)
+
+
+def encode_prepare_data(size: int) -> bytes:
+    """CMD_PREPARE_DATA payload (8 bytes) announcing ``size`` bytes of DATA."""
+    return struct.pack("<II", size, 0)
+
+
+def parse_prepare_data(data: bytes) -> int:
+    """Size announced by a CMD_PREPARE_DATA payload."""
+    if len(data) < 4:
+        raise CodecError(f"PREPARE_DATA needs 4 bytes, got {len(data)}")
+    return struct.unpack_from("<I", data)[0]
+
+
+def chunk_plan(total: int, max_chunk: int = TCP_MAX_CHUNK) -> list[tuple[int, int]]:
+    """(start, size) reads covering ``total`` bytes, each at most ``max_chunk``."""
+    if max_chunk <= 0:
+        raise ValueError("max_chunk must be positive")
+    return [(s, min(max_chunk, total - s)) for s in range(0, max(total, 0), max_chunk)]
+
+
+# --------------------------------------------------------------------------- options
+
+
+def encode_option_request(key: str) -> bytes:
+    """OPTIONS_RRQ payload: ``key`` NUL-terminated (e.g. ``~SerialNumber``)."""
+    return key.encode("utf-8") + b"\x00"
+
+
+def parse_option_request(data: bytes) -> str:
+    """The option key from an OPTIONS_RRQ payload."""
+    return _decode_text(data)
+
+
+def encode_option_reply(key: str, value: str) -> bytes:
+    """OPTIONS_RRQ reply payload ``key=value\\0``."""
+    return f"{key}={value}".encode() + b"\x00"
+
+
+def parse_option_reply(data: bytes) -> tuple[str, str]:
+    """(key, value) from ``key=value\\0``."""
+    text = _decode_text(data)
+    if "=" not in text:
+        raise CodecError(f"option reply without '=': {text!r}")
+    key, value = text.split("=", 1)
+    return key, value
+
+
+def encode_version(version: str) -> bytes:
+    """GET_VERSION reply payload (``Ver 6.60 ...\\0``)."""
+    return version.encode("utf-8") + b"\x00"
+
+
+def parse_version(data: bytes) -> str:
+    """Firmware version string from a GET_VERSION reply (up to the first NUL)."""
+    return _decode_text(data).strip()
