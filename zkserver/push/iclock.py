@@ -1,0 +1,862 @@
+"""The push ("ADMS" / iclock HTTP) protocol, pure: text and bytes in, records out.
+
+Nothing here touches the reactor or does I/O; the Klein resource and the push terminal
+emulator call these functions. Parsers never raise on device data (except
+:func:`parse_attphoto`, which raises :class:`MalformedPhoto`): a line the server cannot use
+becomes a :class:`~zkserver.records.Rejected` kept for an operator, because answering a
+terminal with an error makes it resend the same batch forever.
+
+Decisions worth knowing (see ``shared/protocols.md`` part A):
+
+- Lines are separated by LF (CR before it is dropped); a line holding only spaces, TABs, CR
+  or NUL is blank and ignored. Every other line becomes exactly one record or one Rejected.
+- ATTLOG: PIN and time are required. A *missing or empty* status defaults to 255
+  ("undefined" in the protocol) and a missing or empty verify to 200 ("other"), so a short
+  line from odd firmware is kept without claiming "check-in" or "password"; a present but
+  non-numeric value is rejected. Extended fields are kept as strings, exactly as sent.
+- Handshake: a terminal that sends no ``pushver`` (old firmware) or one below 2.0 gets the old
+  stamp keys (``Stamp``, ``OpStamp``, ``PhotoStamp``, integers) *in addition to* the new ones
+  (unknown keys are ignored by terminals) and ``TransFlag=111111111111``; a terminal with
+  pushver >= 2.0 gets only the new keys and the TAB-separated TransFlag.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from attrs import field, frozen
+
+from zkserver.records import TIMESTAMP_FORMAT, DeviceUser, Punch, Rejected
+
+__all__ = [
+    "ATTLOG_FIELDS",
+    "CommandResult",
+    "MAX_ATTLOG_LINE",
+    "MAX_COMMAND_REPLY",
+    "MalformedPhoto",
+    "OperlogBatch",
+    "Photo",
+    "check_command",
+    "decode_text",
+    "fit_commands",
+    "format_attlog_line",
+    "format_commands",
+    "format_devicecmd_result",
+    "format_handshake",
+    "format_ok",
+    "format_user_fields",
+    "format_user_line",
+    "format_userinfo_command",
+    "parse_attlog",
+    "parse_attphoto",
+    "parse_card",
+    "parse_devicecmd",
+    "parse_handshake_reply",
+    "parse_info",
+    "parse_key_values",
+    "parse_ok",
+    "parse_operlog",
+    "parse_options",
+    "parse_query",
+    "parse_user_fields",
+    "push_version_tuple",
+    "split_lines",
+    "timezone_value",
+    "utc_offset_minutes",
+]
+
+#: Field names of an ATTLOG line, in order (the first seven are the documented form).
+ATTLOG_FIELDS: tuple[str, ...] = (
+    "user_id",
+    "timestamp",
+    "status",
+    "verify_method",
+    "workcode",
+    "reserved1",
+    "reserved2",
+    "mask_flag",
+    "temperature",
+    "conv_temperature",
+    "time_offset",
+    "extend_data",
+)
+
+#: Longest ATTLOG line accepted (extend_data is base64 JSON, so allow some room).
+MAX_ATTLOG_LINE = 8192
+#: Longest OPERLOG/BIODATA line accepted (USERPIC/BIOPHOTO carry base64 images).
+MAX_OPERLOG_LINE = 4 * 1024 * 1024
+#: Longest PIN accepted (pull devices store 24 bytes; leave room for odd firmware).
+MAX_PIN = 32
+#: A ``getrequest`` reply must stay under ~900 KB.
+MAX_COMMAND_REPLY = 900 * 1024
+#: How much of an over-long line a Rejected keeps.
+REJECTED_RAW_KEEP = 1024
+
+DEFAULT_STATUS = 255  # "undefined"
+DEFAULT_VERIFY = 200  # "other"
+
+_BLANK = " \t\r\x00"
+# C0 controls except TAB, DEL, C1 controls, and the replacement character.
+_JUNK = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\ufffd]")
+_UINT = re.compile(r"[0-9]{1,9}")
+_INT = re.compile(r"[+-]?[0-9]{1,9}")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_TIME = re.compile(r"[0-9]{2}:[0-9]{2}:[0-9]{2}")
+_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
+_COMMAND_ID = re.compile(r"[A-Za-z0-9]{1,16}")
+_KEYWORD = re.compile(r"[A-Z][A-Z0-9_]*")
+_KEYWORD_SPLIT = re.compile(r"([^ \t]*)([ \t]?)(.*)", re.DOTALL)
+_KV_SPACE_SPLIT = re.compile(r" +(?=[A-Za-z~][A-Za-z0-9_~]*=)")
+_MIN_YEAR, _MAX_YEAR = 1970, 2099
+
+
+# --------------------------------------------------------------------------- text helpers
+
+
+def decode_text(data: bytes) -> str:
+    """Decode device text: UTF-8, else GBK (Chinese firmware), else latin-1.
+
+    latin-1 maps every byte to a character, so nothing is ever dropped and the original
+    bytes stay recoverable with ``.encode("latin-1")``.
+    """
+    for encoding in ("utf-8", "gbk"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            pass
+    return data.decode("latin-1", errors="replace")
+
+
+def split_lines(text: str) -> Iterator[str]:
+    """The non-blank lines of a body: LF-separated, a CR before the LF dropped."""
+    for line in text.split("\n"):
+        if line.endswith("\r"):
+            line = line[:-1]
+        if line.strip(_BLANK):
+            yield line
+
+
+def _lines(body: str | bytes, limit: int) -> Iterator[tuple[str, str | None]]:
+    """Yield ``(line, reason)`` pairs; ``reason`` is set for lines too long to parse.
+
+    Bytes are split first and decoded line by line (one GBK line does not change how the
+    others decode); an over-long line is never decoded as a whole.
+    """
+    if isinstance(body, str):
+        for line in split_lines(body):
+            if len(line) > limit:
+                yield _clip(line), f"line too long ({len(line)} characters, max {limit})"
+            else:
+                yield line, None
+        return
+    for chunk in body.split(b"\n"):
+        if chunk.endswith(b"\r"):
+            chunk = chunk[:-1]
+        if len(chunk) > limit:
+            head = decode_text(chunk[:REJECTED_RAW_KEEP])
+            yield head + "...", f"line too long ({len(chunk)} bytes, max {limit})"
+            continue
+        if not chunk.strip(_BLANK.encode()):
+            continue
+        yield decode_text(chunk), None
+
+
+def _clip(line: str) -> str:
+    return line if len(line) <= REJECTED_RAW_KEEP else line[:REJECTED_RAW_KEEP] + "..."
+
+
+def _junk(line: str) -> str | None:
+    match = _JUNK.search(line)
+    if match is None:
+        return None
+    return f"control or binary character {match.group()!r} at column {match.start() + 1}"
+
+
+def _valid_timestamp(value: str) -> str | None:
+    """``None`` if ``value`` is a real ``YYYY-MM-DD HH:MM:SS``, else why not."""
+    if not _TIMESTAMP.fullmatch(value):
+        return f"bad timestamp {value[:40]!r} (want YYYY-MM-DD HH:MM:SS)"
+    try:
+        moment = datetime.strptime(value, TIMESTAMP_FORMAT)
+    except ValueError:
+        return f"impossible timestamp {value!r}"
+    if not _MIN_YEAR <= moment.year <= _MAX_YEAR:
+        return f"timestamp year out of range {value!r}"
+    return None
+
+
+def _pin_problem(pin: str) -> str | None:
+    if not pin:
+        return "empty PIN"
+    if len(pin) > MAX_PIN:
+        return f"PIN too long ({len(pin)} characters)"
+    if any(ch.isspace() for ch in pin):
+        return "PIN contains whitespace"
+    return None
+
+
+# --------------------------------------------------------------------------- query string
+
+
+def parse_query(uri: bytes | str) -> dict[str, str]:
+    """The query string of a raw request URI as a dict (first value wins, keys as sent).
+
+    Read this instead of ``request.args``, which also merges a form-encoded body.
+    """
+    text = decode_text(uri) if isinstance(uri, bytes) else uri
+    query = urlsplit(text).query
+    result: dict[str, str] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        result.setdefault(key, value)
+    return result
+
+
+# --------------------------------------------------------------------------- ATTLOG
+
+
+def parse_attlog(body: str | bytes) -> tuple[list[Punch], list[Rejected]]:
+    """Parse an ATTLOG upload: one punch per line, TAB- or space-separated.
+
+    Returns the punches in order and the lines that could not be used.
+    """
+    punches: list[Punch] = []
+    rejected: list[Rejected] = []
+    for line, reason in _lines(body, MAX_ATTLOG_LINE):
+        if reason is None:
+            result = _parse_attlog_line(line)
+            if isinstance(result, Punch):
+                punches.append(result)
+                continue
+            reason = result
+        rejected.append(Rejected(source="ATTLOG", raw=line, reason=reason))
+    return punches, rejected
+
+
+def _attlog_fields(line: str) -> list[str]:
+    if "\t" in line:
+        fields = [f.strip(" ") for f in line.split("\t")]
+        # Some firmware puts a TAB between date and time.
+        if len(fields) > 2 and _DATE.fullmatch(fields[1]) and _TIME.fullmatch(fields[2]):
+            fields[1:3] = [f"{fields[1]} {fields[2]}"]
+    else:
+        fields = line.split()
+        if len(fields) > 2 and _DATE.fullmatch(fields[1]):
+            fields[1:3] = [f"{fields[1]} {fields[2]}"]
+    while fields and fields[-1] == "":
+        fields.pop()
+    return fields
+
+
+def _parse_attlog_line(line: str) -> Punch | str:
+    """A Punch, or the reason the line is rejected."""
+    if problem := _junk(line):
+        return problem
+    fields = _attlog_fields(line)
+    if len(fields) < 2:
+        return "missing timestamp"
+    pin, timestamp = fields[0], fields[1]
+    if problem := _pin_problem(pin):
+        return problem
+    if problem := _valid_timestamp(timestamp):
+        return problem
+    numbers: list[int] = []
+    for index, default in ((2, DEFAULT_STATUS), (3, DEFAULT_VERIFY)):
+        value = fields[index] if index < len(fields) else ""
+        if value == "":
+            numbers.append(default)
+        elif _UINT.fullmatch(value):
+            numbers.append(int(value))
+        else:
+            return f"non-numeric {ATTLOG_FIELDS[index]} {value[:20]!r}"
+    status, verify = numbers
+    raw: dict[str, Any] = {
+        "user_id": pin,
+        "timestamp": timestamp,
+        "status": status,
+        "verify_method": verify,
+    }
+    for name, value in zip(ATTLOG_FIELDS[4:], fields[4:], strict=False):
+        raw[name] = value
+    if len(fields) > len(ATTLOG_FIELDS):
+        raw["extra"] = fields[len(ATTLOG_FIELDS) :]
+    workcode = fields[4] if len(fields) > 4 else ""
+    return Punch(pin, timestamp, status, verify, workcode, raw)
+
+
+def format_attlog_line(punch: Punch) -> str:
+    """One ATTLOG line (the documented 7-field TAB form, plus extended fields in ``raw``)."""
+    fields = [
+        punch.user_id,
+        punch.timestamp,
+        str(punch.status),
+        str(punch.verify),
+        punch.workcode,
+        str(punch.raw.get("reserved1", "0")),
+        str(punch.raw.get("reserved2", "0")),
+    ]
+    extended = [name for name in ATTLOG_FIELDS[7:] if name in punch.raw]
+    if extended:
+        last = ATTLOG_FIELDS.index(extended[-1])
+        fields += [str(punch.raw.get(name, "")) for name in ATTLOG_FIELDS[7 : last + 1]]
+    return "\t".join(_one_field(f) for f in fields)
+
+
+def _one_field(value: str) -> str:
+    return re.sub(r"[\t\r\n]", " ", value)
+
+
+# --------------------------------------------------------------------------- OPERLOG / users
+
+
+@frozen
+class OperlogBatch:
+    """What an OPERLOG (or BIODATA) upload held.
+
+    ``oplogs`` are dicts ``{op, operator, timestamp, obj, values, raw}``; ``other`` holds
+    template/photo lines (FP, FACE, USERPIC, BIOPHOTO, BIODATA, ...) as
+    ``{kind, pin, raw}`` without decoding them.
+    """
+
+    users: list[DeviceUser] = field(factory=list)
+    oplogs: list[dict[str, Any]] = field(factory=list)
+    other: list[dict[str, str]] = field(factory=list)
+    rejected: list[Rejected] = field(factory=list)
+
+    @property
+    def accepted(self) -> int:
+        """Records the server can count in its ``OK: n``."""
+        return len(self.users) + len(self.oplogs) + len(self.other)
+
+    def counts(self) -> dict[str, int]:
+        """Number of records per keyword (``USER``, ``OPLOG``, ``FP``, ...)."""
+        result: dict[str, int] = {}
+        if self.users:
+            result["USER"] = len(self.users)
+        if self.oplogs:
+            result["OPLOG"] = len(self.oplogs)
+        for item in self.other:
+            result[item["kind"]] = result.get(item["kind"], 0) + 1
+        return result
+
+
+def parse_key_values(text: str) -> dict[str, str]:
+    """``Key=Val<TAB>Key=Val`` into a dict (keys as sent, first wins).
+
+    Without any TAB, fields are split on spaces that precede ``Key=`` (odd firmware), so a
+    name with spaces survives.
+    """
+    parts = text.split("\t") if "\t" in text else _KV_SPACE_SPLIT.split(text.strip(" "))
+    result: dict[str, str] = {}
+    for part in parts:
+        key, sep, value = part.partition("=")
+        key = key.strip(" ")
+        if sep and key:
+            result.setdefault(key, value)
+    return result
+
+
+def parse_card(value: str) -> str:
+    """A card number as decimal text; ``[15CD5B07]`` is little-endian hex (123456789).
+
+    ``""`` for no card (empty or zero). Raises ValueError for anything else.
+    """
+    value = value.strip()
+    if value.startswith("[") and value.endswith("]"):
+        digits = value[1:-1]
+        if not re.fullmatch(r"(?:[0-9A-Fa-f]{2})*", digits):
+            raise ValueError(f"bad hex card {value!r}")
+        number = int.from_bytes(bytes.fromhex(digits), "little")
+    elif re.fullmatch(r"[0-9]{1,20}", value):
+        number = int(value)
+    elif value == "":
+        return ""
+    else:
+        raise ValueError(f"bad card {value!r}")
+    return str(number) if number else ""
+
+
+def parse_user_fields(text: str) -> DeviceUser:
+    """A DeviceUser from ``PIN=..\\tName=..\\tPri=..\\tPasswd=..\\tCard=..\\tGrp=..``.
+
+    Raises ValueError when the PIN is missing or a number is malformed.
+    """
+    fields = {key.lower(): value for key, value in parse_key_values(text).items()}
+    pin = fields.get("pin", "").strip()
+    if problem := _pin_problem(pin):
+        raise ValueError(problem)
+    privilege = fields.get("pri", "").strip() or "0"
+    if not _UINT.fullmatch(privilege):
+        raise ValueError(f"bad privilege {privilege[:20]!r}")
+    return DeviceUser(
+        user_id=pin,
+        name=fields.get("name", ""),
+        privilege=int(privilege),
+        card=parse_card(fields.get("card", "")),
+        password=fields.get("passwd", ""),
+        group=fields.get("grp", "").strip(),
+    )
+
+
+def format_user_fields(user: DeviceUser) -> str:
+    """``PIN=..\\tName=..\\tPri=..\\tPasswd=..\\tCard=..\\tGrp=..`` for a user."""
+    return "\t".join(
+        [
+            f"PIN={_one_field(user.user_id)}",
+            f"Name={_one_field(user.name)}",
+            f"Pri={user.privilege}",
+            f"Passwd={_one_field(user.password)}",
+            f"Card={_one_field(user.card)}",
+            f"Grp={_one_field(user.group)}",
+        ]
+    )
+
+
+def format_user_line(user: DeviceUser) -> str:
+    """An OPERLOG ``USER`` line, as a terminal uploads it."""
+    return f"USER {format_user_fields(user)}"
+
+
+def format_userinfo_command(user: DeviceUser) -> str:
+    """The getrequest command that adds or updates a user on a terminal."""
+    return f"DATA UPDATE USERINFO {format_user_fields(user)}"
+
+
+def parse_operlog(body: str | bytes) -> OperlogBatch:
+    """Parse an OPERLOG or BIODATA upload into users, op-log entries and other lines."""
+    batch = OperlogBatch()
+    for line, reason in _lines(body, MAX_OPERLOG_LINE):
+        if reason is None:
+            reason = _parse_operlog_line(line, batch)
+        if reason is not None:
+            batch.rejected.append(Rejected(source="OPERLOG", raw=_clip(line), reason=reason))
+    return batch
+
+
+def _parse_operlog_line(line: str, batch: OperlogBatch) -> str | None:
+    """Add the line's record to ``batch``; return a reason if it is rejected."""
+    if problem := _junk(line):
+        return problem
+    # The keyword ends at the first space (or TAB, seen on some firmware).
+    keyword, _, rest = _KEYWORD_SPLIT.fullmatch(line.lstrip(" ")).groups()  # type: ignore[union-attr]
+    if keyword == "USER":
+        try:
+            batch.users.append(parse_user_fields(rest))
+        except ValueError as e:
+            return f"bad USER line: {e}"
+        return None
+    if keyword == "OPLOG":
+        return _parse_oplog(line, rest, batch)
+    if _KEYWORD.fullmatch(keyword):
+        fields = {key.lower(): value for key, value in parse_key_values(rest).items()}
+        batch.other.append({"kind": keyword, "pin": fields.get("pin", ""), "raw": line})
+        return None
+    return f"unknown record {keyword[:20]!r}"
+
+
+def _parse_oplog(line: str, rest: str, batch: OperlogBatch) -> str | None:
+    fields = [f.strip(" ") for f in rest.split("\t")]
+    if len(fields) < 3:
+        return "bad OPLOG line: fewer than 3 fields"
+    op, operator, timestamp = fields[:3]
+    if not _UINT.fullmatch(op):
+        return f"bad OPLOG line: non-numeric op {op[:20]!r}"
+    if problem := _valid_timestamp(timestamp):
+        return f"bad OPLOG line: {problem}"
+    batch.oplogs.append(
+        {
+            "op": int(op),
+            "operator": operator,
+            "timestamp": timestamp,
+            "obj": fields[3] if len(fields) > 3 else "",
+            "values": fields[4:],
+            "raw": line,
+        }
+    )
+    return None
+
+
+# --------------------------------------------------------------------------- ATTPHOTO
+
+
+class MalformedPhoto(ValueError):
+    """An ATTPHOTO upload that does not follow the documented layout."""
+
+
+@frozen
+class Photo:
+    """An attendance photo: who, when (device local time) and the JPEG bytes."""
+
+    user_id: str
+    timestamp: str
+    filename: str
+    serial_number: str
+    data: bytes = field(repr=lambda data: f"<{len(data)} bytes>")
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+_PHOTO_NAME = re.compile(r"([0-9]{14})(?:-([^/\\\s]{1,32}))?\.jpe?g", re.IGNORECASE)
+_MAX_PHOTO_HEADER = 4096
+
+
+def parse_attphoto(body: bytes) -> Photo:
+    """Parse ``PIN=<yyyyMMddHHmmss-PIN.jpg>\\nSN=..\\nsize=<n>\\nCMD=uploadphoto\\0<JPEG>``.
+
+    Raises :class:`MalformedPhoto` (a ValueError) with the reason.
+    """
+    header_bytes, sep, data = body.partition(b"\0")
+    if not sep:
+        raise MalformedPhoto("no NUL between the header and the image")
+    if len(header_bytes) > _MAX_PHOTO_HEADER:
+        raise MalformedPhoto(f"header too long ({len(header_bytes)} bytes)")
+    header: dict[str, str] = {}
+    for line in split_lines(decode_text(header_bytes)):
+        key, eq, value = line.partition("=")
+        if eq:
+            header.setdefault(key.strip().lower(), value.strip())
+    filename = header.get("pin", "")
+    match = _PHOTO_NAME.fullmatch(filename)
+    if match is None:
+        raise MalformedPhoto(f"bad photo file name {filename[:60]!r}")
+    stamp, pin = match.group(1), match.group(2) or ""
+    try:
+        moment = datetime.strptime(stamp, "%Y%m%d%H%M%S")
+    except ValueError:
+        raise MalformedPhoto(f"impossible time in file name {filename!r}") from None
+    size_text = header.get("size", "")
+    if not _UINT.fullmatch(size_text):
+        raise MalformedPhoto(f"bad size {size_text[:20]!r}")
+    size = int(size_text)
+    if size != len(data):
+        raise MalformedPhoto(f"size says {size} bytes, image has {len(data)}")
+    return Photo(
+        user_id=pin,
+        timestamp=moment.strftime(TIMESTAMP_FORMAT),
+        filename=filename,
+        serial_number=header.get("sn", ""),
+        data=data,
+    )
+
+
+# --------------------------------------------------------------------------- options, INFO
+
+
+def parse_options(text: str | bytes) -> dict[str, str]:
+    """A ``table=options`` body ``Key=Val,Key=Val,...`` (also LF-separated) as a dict.
+
+    A piece without ``=`` is a comma inside the previous value and is joined back to it.
+    """
+    if isinstance(text, bytes):
+        text = decode_text(text)
+    result: dict[str, str] = {}
+    last: str | None = None
+    for line in split_lines(text):
+        for piece in line.split(","):
+            key, eq, value = piece.partition("=")
+            key = key.strip(_BLANK)
+            if eq and key:
+                result[key] = value.strip(_BLANK)
+                last = key
+            elif last is not None and piece.strip(_BLANK):
+                result[last] += "," + piece.strip(_BLANK)
+    return result
+
+
+#: Positional names of the ``INFO=`` getrequest value.
+INFO_FIELDS: tuple[str, ...] = (
+    "firmware",
+    "user_count",
+    "fp_count",
+    "attlog_count",
+    "ip",
+    "fpver",
+    "facever",
+    "face_tmp_count",
+    "face_count",
+    "function_flags",
+)
+_INFO_INTS = {"user_count", "fp_count", "attlog_count", "face_tmp_count", "face_count"}
+
+
+def parse_info(value: str) -> dict[str, Any]:
+    """The getrequest ``INFO=`` value by position; counts as ints when numeric.
+
+    Fewer fields give fewer keys; surplus fields go to ``extra``.
+    """
+    parts = [p.strip() for p in value.split(",")] if value.strip() else []
+    result: dict[str, Any] = {}
+    for name, part in zip(INFO_FIELDS, parts, strict=False):
+        if name in _INFO_INTS and _UINT.fullmatch(part):
+            result[name] = int(part)
+        else:
+            result[name] = part
+    if len(parts) > len(INFO_FIELDS):
+        result["extra"] = parts[len(INFO_FIELDS) :]
+    return result
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@frozen
+class CommandResult:
+    """One ``ID=..&Return=..&CMD=..`` result; ``result`` holds following Key=Value lines."""
+
+    id: str
+    return_code: int | None
+    cmd: str
+    result: str = ""
+    params: dict[str, str] = field(factory=dict, eq=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.return_code == 0
+
+
+def _ampersand_fields(line: str) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for piece in line.split("&"):
+        key, _, value = piece.partition("=")
+        result.setdefault(key.strip(_BLANK), value.strip(_BLANK))
+    return result
+
+
+def parse_devicecmd(text: str | bytes) -> list[CommandResult]:
+    """Parse a devicecmd body: several ``ID=<id>&Return=<code>&CMD=<type>`` lines.
+
+    Lines that do not start with ``ID=`` belong to the result before them (INFO's
+    ``Key=Value`` lines); any before the first result are ignored. A non-numeric Return
+    gives ``return_code=None``.
+    """
+    if isinstance(text, bytes):
+        text = decode_text(text)
+    results: list[CommandResult] = []
+    current: dict[str, Any] | None = None
+    extra: list[str] = []
+
+    def close() -> None:
+        if current is not None:
+            code = current.pop("Return", "")
+            results.append(
+                CommandResult(
+                    id=current.pop("ID", ""),
+                    return_code=int(code) if _INT.fullmatch(code) else None,
+                    cmd=current.pop("CMD", ""),
+                    result="\n".join(extra),
+                    params=current,
+                )
+            )
+
+    for line in split_lines(text):
+        stripped = line.strip(_BLANK)
+        if stripped.startswith("ID="):
+            close()
+            current, extra = _ampersand_fields(stripped), []
+        elif current is not None:
+            extra.append(stripped)
+    close()
+    return results
+
+
+def format_devicecmd_result(cmd_id: str, return_code: int, cmd: str, result: str = "") -> str:
+    """One devicecmd result, as a terminal posts it (result lines follow, if any)."""
+    head = f"ID={cmd_id}&Return={return_code}&CMD={cmd}"
+    return f"{head}\n{result}" if result else head
+
+
+def check_command(cmd_id: str, command: str) -> None:
+    """Raise ValueError unless ``C:<cmd_id>:<command>`` is a valid single command line."""
+    if not _COMMAND_ID.fullmatch(cmd_id):
+        raise ValueError(f"command id must be 1-16 letters or digits: {cmd_id!r}")
+    if not command or "\n" in command or "\r" in command:
+        raise ValueError("command must be one non-empty line")
+    if len(f"C:{cmd_id}:{command}".encode()) > MAX_COMMAND_REPLY:
+        raise ValueError("command longer than a getrequest reply may be")
+
+
+def fit_commands(
+    commands: Sequence[tuple[str, str]], max_bytes: int = MAX_COMMAND_REPLY
+) -> list[tuple[str, str]]:
+    """The leading commands whose ``C:`` lines fit in one reply of ``max_bytes``."""
+    chosen: list[tuple[str, str]] = []
+    total = 0
+    for cmd_id, command in commands:
+        check_command(cmd_id, command)
+        size = len(f"C:{cmd_id}:{command}".encode()) + (1 if chosen else 0)
+        if total + size > max_bytes:
+            break
+        chosen.append((cmd_id, command))
+        total += size
+    return chosen
+
+
+def format_commands(commands: Sequence[tuple[str, str]], max_bytes: int = MAX_COMMAND_REPLY) -> str:
+    """A getrequest reply: ``C:<id>:<command>`` lines, or ``OK`` when there are none.
+
+    Only the commands that fit in ``max_bytes`` are included; call :func:`fit_commands`
+    to learn which ones were sent.
+    """
+    chosen = fit_commands(commands, max_bytes)
+    if not chosen:
+        return "OK"
+    return "\n".join(f"C:{cmd_id}:{command}" for cmd_id, command in chosen)
+
+
+def format_ok(n: int | None = None) -> str:
+    """``OK: n`` for uploads, plain ``OK`` otherwise."""
+    return "OK" if n is None else f"OK: {n}"
+
+
+def parse_ok(text: str) -> int | None:
+    """The ``n`` of an ``OK: n`` / ``OK:n`` / ``OK`` reply (0 for bare OK); None if not OK."""
+    match = re.fullmatch(r"\s*OK(?:\s*:\s*([0-9]+))?\s*", text)
+    if match is None:
+        return None
+    return int(match.group(1)) if match.group(1) else 0
+
+
+# --------------------------------------------------------------------------- handshake
+
+_NEW_TRANSFLAG = "\t".join(
+    [
+        "TransData AttLog",
+        "OpLog",
+        "AttPhoto",
+        "EnrollUser",
+        "ChgUser",
+        "EnrollFP",
+        "ChgFP",
+        "UserPic",
+    ]
+)
+
+
+def push_version_tuple(value: str | None) -> tuple[int, ...] | None:
+    """``"2.4.1"`` -> ``(2, 4, 1)``; None when absent or unreadable."""
+    if not value:
+        return None
+    numbers = re.findall(r"[0-9]+", value)
+    return tuple(int(n) for n in numbers[:4]) if numbers else None
+
+
+def timezone_value(offset_minutes: int) -> int:
+    """The handshake ``TimeZone``: whole hours within -12..12, else minutes."""
+    hours, rest = divmod(offset_minutes, 60)
+    if rest == 0 and -12 <= hours <= 12:
+        return hours
+    return offset_minutes
+
+
+def _int_stamp(value: str) -> str:
+    return value if _UINT.fullmatch(value) else "9999"
+
+
+def format_handshake(
+    serial: str,
+    *,
+    timezone_offset_minutes: int,
+    delay: int = 10,
+    error_delay: int = 30,
+    trans_interval: int = 1,
+    realtime: bool = True,
+    push_version: str | None = None,
+    trans_times: str = "00:00;14:05",
+    attlog_stamp: str = "None",
+    operlog_stamp: str = "9999",
+    attphoto_stamp: str = "None",
+    push_options: Sequence[str] = (),
+    server_version: str = "2.4.1",
+) -> str:
+    """The reply to ``GET /iclock/cdata?SN=..&options=all`` (protocols.md A.1)."""
+    version = push_version_tuple(push_version)
+    old = version is None or version < (2,)
+    lines = [
+        f"GET OPTION FROM: {serial}",
+        f"ATTLOGStamp={attlog_stamp}",
+        f"OPERLOGStamp={_int_stamp(operlog_stamp)}",
+        f"ATTPHOTOStamp={attphoto_stamp}",
+    ]
+    if old:
+        lines += [
+            f"Stamp={_int_stamp(attlog_stamp)}",
+            f"OpStamp={_int_stamp(operlog_stamp)}",
+            f"PhotoStamp={_int_stamp(attphoto_stamp)}",
+        ]
+    lines += [
+        f"ErrorDelay={error_delay}",
+        f"Delay={delay}",
+        f"TransTimes={trans_times}",
+        f"TransInterval={trans_interval}",
+        f"TransFlag={'111111111111' if old else _NEW_TRANSFLAG}",
+        f"TimeZone={timezone_value(timezone_offset_minutes)}",
+        f"Realtime={1 if realtime else 0}",
+        "Encrypt=None",
+        f"ServerVer={server_version}",
+        f"PushProtVer={server_version}",
+    ]
+    if push_options:
+        lines.append(f"PushOptions={','.join(push_options)}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_handshake_reply(text: str) -> dict[str, str]:
+    """A handshake reply as a dict; raises ValueError without ``GET OPTION FROM``."""
+    lines = list(split_lines(text))
+    if not lines or not lines[0].startswith("GET OPTION FROM"):
+        raise ValueError("handshake reply lacks 'GET OPTION FROM'")
+    result: dict[str, str] = {"serial": lines[0].partition(":")[2].strip()}
+    for line in lines[1:]:
+        key, eq, value = line.partition("=")
+        if eq:
+            result[key.strip()] = value.strip()
+    return result
+
+
+# --------------------------------------------------------------------------- time zones
+
+_OFFSET = re.compile(
+    r"(?:UTC|GMT)?\s*(?P<sign>[+-]?)\s*(?P<h>[0-9]{1,4})(?::(?P<m>[0-9]{2}))?", re.IGNORECASE
+)
+_MAX_OFFSET = 14 * 60
+
+
+def utc_offset_minutes(tz_name: str, now: datetime) -> int:
+    """The UTC offset of a zone at ``now``, in minutes.
+
+    ``tz_name`` is an IANA name (``Asia/Kolkata``), ``""`` for the server's local zone, or
+    a fixed offset: ``+05:30``, ``+0530`` (four digits are HHMM), ``UTC-3``, ``-3``
+    (hours when |n| <= 14) or ``330`` (minutes). A naive ``now`` is taken as UTC.
+    Raises ValueError for an unknown zone.
+    """
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    name = tz_name.strip()
+    if not name:
+        offset = now.astimezone().utcoffset()
+    elif match := _OFFSET.fullmatch(name):
+        sign = -1 if match["sign"] == "-" else 1
+        digits, extra = match["h"], match["m"]
+        if extra is None and len(digits) == 4:  # +0530
+            digits, extra = digits[:2], digits[2:]
+        hours = int(digits)
+        if extra is not None:
+            minutes = hours * 60 + int(extra)
+        else:
+            minutes = hours * 60 if hours <= 14 else hours
+        if minutes > _MAX_OFFSET or (extra is not None and int(extra) >= 60):
+            raise ValueError(f"UTC offset out of range: {tz_name!r}")
+        return sign * minutes
+    else:
+        try:
+            zone = ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError) as e:
+            raise ValueError(f"unknown time zone {tz_name!r}") from e
+        offset = now.astimezone(zone).utcoffset()
+    return int((offset or timedelta()) / timedelta(minutes=1))
