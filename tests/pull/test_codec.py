@@ -20,7 +20,6 @@ from zkserver.pull.codec import (
     BufferReply,
     Cmd,
     CodecError,
-    DeviceUser,
     EventCode,
     FrameError,
     OtherEvent,
@@ -30,7 +29,7 @@ from zkserver.pull.codec import (
     Sizes,
     TcpDeframer,
 )
-from zkserver.records import Punch
+from zkserver.records import DeviceUser, Punch
 
 
 def _pyzk() -> ZK:
