@@ -129,9 +129,9 @@ class Store(Protocol):
     # --- rejected input ---------------------------------------------------------------
     def save_rejected(self, serial_number: str, items: Sequence[Rejected]) -> Deferred[int]: ...
 
-    def rejected(self, serial_number: str | None = None, limit: int = 100) -> Deferred[
-        list[dict[str, Any]]
-    ]:
+    def rejected(
+        self, serial_number: str | None = None, limit: int = 100
+    ) -> Deferred[list[dict[str, Any]]]:
         """Newest first: id, serial_number, source, raw, reason, received_at."""
 
     # --- command queue ----------------------------------------------------------------

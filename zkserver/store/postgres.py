@@ -1,0 +1,440 @@
+"""The production store: PostgreSQL through txpostgres.
+
+- Queries run on a txpostgres ``ConnectionPool`` whose connections (re)connect lazily:
+  a connection that failed in a way that means "dead" is closed and reconnected the next
+  time it is used, so the store recovers by itself after the database comes back.
+- Every transaction that inserts events first takes ``pg_advisory_xact_lock(EVENTS_LOCK)``,
+  so event ids are allocated and committed in the same order by every process, and ends
+  with ``pg_notify`` (delivered at COMMIT) on the schema's channel.
+- :meth:`PostgresStore.watch` listens on a dedicated connection that reconnects itself
+  with backoff and probes the server while idle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import psycopg2
+from twisted.internet import error as net_error
+from twisted.internet import task
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, fail, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from txpostgres import reconnection
+from txpostgres import txpostgres as txpg
+
+from zkserver.store.base import StoreUnavailable
+from zkserver.store.sql import EVENTS_LOCK, InFlight, Q, Script, SQLStore, render
+
+__all__ = ["PostgresStore", "events_channel"]
+
+T = TypeVar("T")
+
+#: The NOTIFY channel of a database whose tables live in the ``public`` schema.
+CHANNEL = "zkserver_events"
+
+#: Failures meaning the connection (or the server) is gone: close, reconnect later, 503.
+_DEAD = (
+    psycopg2.OperationalError,
+    psycopg2.InterfaceError,
+    txpg.RollbackFailed,
+    txpg.AlreadyConnected,
+    reconnection.ConnectionDead,
+    net_error.ConnectionDone,
+    net_error.ConnectionLost,
+    CancelledError,
+    TimeoutError,
+)
+
+#: Extra libpq settings: notice a silently dead peer within about a minute.
+_CONNECT_KW = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+
+def events_channel(schema: str) -> str:
+    """The NOTIFY channel of one schema: deployments sharing a database stay apart."""
+    if not schema or schema == "public":
+        return CHANNEL
+    name = f"{CHANNEL}_{schema}"
+    if len(name.encode()) > 63:  # NAMEDATALEN - 1
+        name = f"{CHANNEL}_{hashlib.sha1(schema.encode()).hexdigest()[:16]}"
+    return name
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _is_open(conn: txpg.Connection) -> bool:
+    raw = conn._connection
+    return raw is not None and not raw.closed
+
+
+def _close(conn: txpg.Connection) -> None:
+    if conn._connection is not None:
+        try:
+            conn.close()
+        except Exception:  # it is dead already; closing is best effort
+            pass
+
+
+class _Connection(txpg.Connection):
+    """A txpostgres connection that tells when it has been lost."""
+
+    def __init__(self, reactor: Any, cooperator: Any = None) -> None:
+        super().__init__(reactor, cooperator)
+        self.lost: Deferred[None] = Deferred()
+
+    def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)
+        if not self.lost.called:
+            self.lost.callback(None)
+
+
+async def _connect(
+    reactor: Any, conn: txpg.Connection, dsn: str, timeout: float
+) -> txpg.Connection:
+    """Connect (or reconnect) ``conn``; libpq's connect_timeout is not applied in async
+    mode, so a timer closes a connection attempt that hangs."""
+    _close(conn)
+    timer = reactor.callLater(timeout, _close, conn)
+    try:
+        await conn.connect(dsn, **_CONNECT_KW)
+    finally:
+        if timer.active():
+            timer.cancel()
+    return conn
+
+
+async def _drive(cursor: txpg.Cursor, script: Script[T]) -> T:
+    """Run a transaction script on a txpostgres cursor (inside runInteraction)."""
+    try:
+        query: Q = next(script)
+        while True:
+            sql = render(query.sql, "postgresql")
+            await cursor.execute(sql, query.params)
+            rows = cursor.fetchall() if cursor.description is not None else []
+            try:
+                query = script.send(rows)
+            except StopIteration as stop:
+                return stop.value
+    finally:
+        script.close()
+
+
+class _Pool(txpg.ConnectionPool):
+    """txpostgres' pool with lazy (re)connection and a per-transaction deadline."""
+
+    log = Logger()
+
+    def __init__(
+        self, reactor: Any, dsn: str, size: int, connect_timeout: float, op_timeout: float
+    ) -> None:
+        self.reactor = reactor
+        self.connectionFactory = _Connection
+        super().__init__(None, dsn, min=size)
+        self.dsn = dsn
+        self.connect_timeout = connect_timeout
+        self.op_timeout = op_timeout
+
+    def _runInteraction(self, interaction: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        conn = self.connections.pop()
+        d = Deferred.fromCoroutine(self._use(conn, interaction, *args, **kwargs))
+        return d.addBoth(self._putBackAndPassthrough, conn)
+
+    async def _use(self, conn: txpg.Connection, interaction: Any, *args: Any, **kw: Any) -> Any:
+        if not _is_open(conn):
+            try:
+                await _connect(self.reactor, conn, self.dsn, self.connect_timeout)
+            except Exception:
+                _close(conn)
+                raise
+        timer = self.reactor.callLater(self.op_timeout, self._expire, conn)
+        try:
+            return await conn.runInteraction(interaction, *args, **kw)
+        except _DEAD:
+            _close(conn)  # reconnect on next use
+            raise
+        finally:
+            if timer.active():
+                timer.cancel()
+
+    def _expire(self, conn: txpg.Connection) -> None:
+        self.log.warn(
+            "PostgreSQL transaction took longer than {timeout}s; closing its connection",
+            timeout=self.op_timeout,
+        )
+        _close(conn)
+
+    def close(self) -> None:
+        for conn in self.connections:
+            _close(conn)
+
+
+class _Listener:
+    """LISTEN on a dedicated connection; reconnect with backoff; probe while idle."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        dsn: str,
+        channel: str,
+        notified: Callable[[int], None],
+        reconnected: Callable[[], Any],
+        connect_timeout: float,
+        probe_interval: float,
+    ) -> None:
+        self.reactor = reactor
+        self.dsn = dsn
+        self.channel = channel
+        self.notified = notified
+        self.reconnected = reconnected
+        self.connect_timeout = connect_timeout
+        self.probe_interval = probe_interval
+        self.connected = False
+        self._running = False
+        self._conn: _Connection | None = None
+        self._sleep: Deferred[None] | None = None
+        self._done: Deferred[None] | None = None
+
+    def start(self) -> None:
+        if not self._running:
+            self._running = True
+            self._done = Deferred.fromCoroutine(self._loop())
+            self._done.addErrback(lambda f: self.log.failure("LISTEN loop crashed", f))
+
+    def stop(self) -> Deferred[None]:
+        self._running = False
+        if self._sleep is not None:
+            self._sleep.cancel()
+        if self._conn is not None:
+            _close(self._conn)
+        return self._done if self._done is not None else succeed(None)
+
+    async def _loop(self) -> None:
+        delay, first = 0.25, True
+        while self._running:
+            conn = _Connection(self.reactor)
+            self._conn = conn
+            try:
+                await _connect(self.reactor, conn, self.dsn, self.connect_timeout)
+                conn.addNotifyObserver(self._on_notify)
+                await conn.runOperation("LISTEN " + _quote_ident(self.channel))
+            except Exception as e:
+                _close(conn)
+                if not self._running:
+                    break
+                self.log.warn(
+                    "LISTEN {channel}: cannot connect ({error}); retrying in {delay}s",
+                    channel=self.channel,
+                    error=str(e).strip(),
+                    delay=delay,
+                )
+                await self._pause(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            self.connected = True
+            delay = 0.25
+            if not first:
+                self.log.info("LISTEN {channel}: reconnected", channel=self.channel)
+                self.reconnected()
+            first = False
+            probe = task.LoopingCall(self._probe, conn)
+            probe.clock = self.reactor
+            probe.start(self.probe_interval, now=False).addErrback(lambda f: None)
+            await conn.lost
+            self.connected = False
+            if probe.running:
+                probe.stop()
+            _close(conn)
+            if self._running:
+                self.log.warn("LISTEN {channel}: connection lost", channel=self.channel)
+        self._conn = None
+
+    async def _pause(self, seconds: float) -> None:
+        self._sleep = task.deferLater(self.reactor, seconds, lambda: None)
+        try:
+            await self._sleep
+        except CancelledError:
+            pass
+        finally:
+            self._sleep = None
+
+    def _probe(self, conn: _Connection) -> Deferred[None]:
+        """A silent peer is only noticed by asking: close the connection if no answer."""
+        timer = self.reactor.callLater(self.connect_timeout, _close, conn)
+
+        def answered(result: Any) -> None:
+            if timer.active():
+                timer.cancel()
+            if isinstance(result, Failure):
+                _close(conn)
+
+        return conn.runOperation("SELECT 1").addBoth(answered)
+
+    def _on_notify(self, notify: Any) -> None:
+        if notify.channel != self.channel:
+            return
+        try:
+            max_id = int(notify.payload)
+        except ValueError:
+            self.log.warn("Ignoring NOTIFY {payload!r}", payload=notify.payload)
+            return
+        self.notified(max_id)
+
+
+class PostgresStore(SQLStore):
+    """:class:`~zkserver.store.base.Store` on PostgreSQL (txpostgres)."""
+
+    dialect = "postgresql"
+    _integrity_errors = (psycopg2.IntegrityError,)
+    log = Logger()
+
+    def __init__(
+        self,
+        dsn: str,
+        reactor: Any = None,
+        pool_size: int = 4,
+        connect_timeout: float = 5.0,
+        op_timeout: float = 30.0,
+        probe_interval: float = 15.0,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.dsn = dsn
+        self._reactor = reactor
+        self._pool_size = pool_size
+        self._connect_timeout = connect_timeout
+        self._op_timeout = op_timeout
+        self._probe_interval = probe_interval
+        self._pool: _Pool | None = None
+        self._in_flight = InFlight()
+        self._watchers: list[Callable[[int], None]] = []
+        self._listener: _Listener | None = None
+        self.channel = CHANNEL
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore {self.dsn}>"
+
+    # --- PostgreSQL-only statements in the shared scripts ---------------------------
+    def _lock_events(self) -> Iterator[Q]:
+        yield Q("SELECT pg_advisory_xact_lock(%s)", (EVENTS_LOCK,))
+
+    def _notify_events(self, max_id: int) -> Iterator[Q]:
+        yield Q("SELECT pg_notify(%s, %s)", (self.channel, str(max_id)))
+
+    # --- life cycle -----------------------------------------------------------------
+    def start(self) -> Deferred[None]:
+        if self._pool is not None:
+            return succeed(None)
+        self._pool = _Pool(
+            self._reactor, self.dsn, self._pool_size, self._connect_timeout, self._op_timeout
+        )
+        return Deferred.fromCoroutine(self._start())
+
+    async def _start(self) -> None:
+        try:
+            applied = await self._run(self._migrate())
+
+            def schema() -> Script[str]:
+                rows = yield Q("SELECT current_schema()")
+                return rows[0][0] or ""
+
+            self.channel = events_channel(await self._run(schema(), write=False))
+        except BaseException:
+            self._close_pool()
+            raise
+        self.log.info(
+            "PostgreSQL store ready (applied migrations: {applied}; channel {channel})",
+            applied=applied or "none",
+            channel=self.channel,
+        )
+        if self._watchers:
+            self._start_listener()
+
+    def _close_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    async def _stop(self) -> None:
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            await listener.stop()
+        await self._in_flight.wait()
+        self._close_pool()
+
+    def stop(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._stop())
+
+    # --- notifications --------------------------------------------------------------
+    def watch(self, callback: Callable[[int], None]) -> None:
+        self._watchers.append(callback)
+        if self._pool is not None:
+            self._start_listener()
+
+    @property
+    def listening(self) -> bool:
+        """True while the LISTEN connection is up (for tests and health checks)."""
+        return self._listener is not None and self._listener.connected
+
+    def _start_listener(self) -> None:
+        if self._listener is None:
+            self._listener = _Listener(
+                self._reactor,
+                self.dsn,
+                self.channel,
+                self._notify_watchers,
+                self._caught_up,
+                self._connect_timeout,
+                self._probe_interval,
+            )
+            self._listener.start()
+
+    def _notify_watchers(self, max_id: int) -> None:
+        for callback in list(self._watchers):
+            try:
+                callback(max_id)
+            except Exception:
+                self.log.failure("Event watcher {callback!r} failed", callback=callback)
+
+    def _caught_up(self) -> None:
+        """After a LISTEN outage, NOTIFYs may have been missed: report the latest id."""
+        d = self.last_event_id()
+        d.addCallback(self._notify_watchers)
+        d.addErrback(
+            lambda f: self.log.warn("Cannot read the last event id: {error}", error=str(f.value))
+        )
+
+    # --- running scripts ------------------------------------------------------------
+    def _run(self, script: Script[T], write: bool = True) -> Deferred[T]:
+        pool = self._pool
+        if pool is None:
+            script.close()
+            return fail(StoreUnavailable("the store is not running"))
+
+        def interaction(cursor: txpg.Cursor) -> Deferred[T]:
+            return Deferred.fromCoroutine(_drive(cursor, script))
+
+        d = self._in_flight.track(pool.runInteraction(interaction))
+
+        def failed(failure: Failure) -> Failure:
+            if failure.check(*_DEAD):
+                error = failure.value
+                if isinstance(error, txpg.RollbackFailed):
+                    error = error.originalFailure.value
+                self.log.warn("PostgreSQL unavailable: {error}", error=str(error).strip())
+                raise StoreUnavailable(str(error).strip() or type(error).__name__) from error
+            return failure
+
+        return d.addErrback(failed)

@@ -1,0 +1,880 @@
+"""The SQL both backends share: dialect rendering, migrations and transaction scripts.
+
+Every store operation is a *transaction script*: a generator that yields :class:`Q`
+statements (``%s`` placeholders) and receives each statement's rows. A backend runs the
+script inside one transaction: SQLite synchronously in its single adbapi thread,
+PostgreSQL asynchronously on a txpostgres cursor. The SQL text is therefore written
+once; the only dialect differences are the ``{{token}}`` substitutions of
+:data:`DIALECTS` and the two PostgreSQL-only hooks (:meth:`SQLStore._lock_events`,
+:meth:`SQLStore._notify_events`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+import re
+import uuid
+from collections.abc import Callable, Generator, Iterator, Sequence
+from datetime import UTC, datetime
+from importlib import resources
+from itertools import chain
+from typing import Any, TypeVar
+
+from attrs import frozen
+from twisted.internet.defer import Deferred, fail, succeed
+
+from zkserver.events import Event, attendance_payload
+from zkserver.records import Command, Device, DeviceUser, Punch, Rejected
+from zkserver.store.base import AttendancePage, DuplicateDevice
+
+__all__ = [
+    "InFlight",
+    "Q",
+    "Script",
+    "SQLStore",
+    "DIALECTS",
+    "Migration",
+    "MIGRATIONS",
+    "render",
+    "utc_now",
+]
+
+T = TypeVar("T")
+Row = tuple[Any, ...]
+Rows = list[Row]
+
+
+@frozen
+class Q:
+    """One statement of a transaction script: SQL with ``%s`` placeholders."""
+
+    sql: str
+    params: tuple[Any, ...] | None = None
+
+
+Script = Generator[Q, Rows, T]
+"""A transaction script: yields statements, receives their rows, returns a result."""
+
+DIALECTS: dict[str, dict[str, str]] = {
+    "postgresql": {
+        "id": "BIGSERIAL PRIMARY KEY",
+        "blob": "BYTEA",
+        "for_update": " FOR UPDATE",
+    },
+    "sqlite": {
+        "id": "INTEGER PRIMARY KEY AUTOINCREMENT",
+        "blob": "BLOB",
+        "for_update": "",
+    },
+}
+_TOKEN = re.compile(r"\{\{(\w+)\}\}")
+
+#: pg_advisory_xact_lock keys (the 64-bit key space; pull-device locks use other keys).
+EVENTS_LOCK = int.from_bytes(b"zkevents", "big")
+MIGRATIONS_LOCK = int.from_bytes(b"zkschema", "big")
+
+#: Rows per multi-row INSERT (keeps SQLite far below its bound-parameter limit).
+BATCH = 200
+
+
+@functools.lru_cache(maxsize=1024)
+def render(sql: str, dialect: str) -> str:
+    """Substitute ``{{tokens}}`` and, for SQLite, turn ``%s`` into ``?``."""
+    tokens = DIALECTS[dialect]
+    sql = _TOKEN.sub(lambda m: tokens[m.group(1)], sql)
+    if dialect == "sqlite":
+        sql = sql.replace("%s", "?")
+    return sql
+
+
+def utc_now() -> str:
+    """Server time as stored: UTC ISO-8601 to the second."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def values(rows: Sequence[Sequence[Any]]) -> tuple[str, tuple[Any, ...]]:
+    """A multi-row ``VALUES`` list and its flattened parameters."""
+    one = "(" + ", ".join(["%s"] * len(rows[0])) + ")"
+    return ", ".join([one] * len(rows)), tuple(chain.from_iterable(rows))
+
+
+def chunks(items: Sequence[T], size: int = BATCH) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+# --- migrations ---------------------------------------------------------------------
+
+
+@frozen
+class Migration:
+    """One ``migrations/NNNN_name.sql`` file, split into statements."""
+
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+def split_statements(text: str) -> tuple[str, ...]:
+    """Drop ``--`` comment lines and split on ``;`` at the end of a line."""
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("--")]
+    parts = re.split(r";[ \t]*(?:\n|$)", "\n".join(lines))
+    return tuple(part.strip() for part in parts if part.strip())
+
+
+def load_migrations() -> tuple[Migration, ...]:
+    found = []
+    for entry in resources.files("zkserver.store").joinpath("migrations").iterdir():
+        match = re.fullmatch(r"(\d+)_(\w+)\.sql", entry.name)
+        if match:
+            text = entry.read_text(encoding="utf-8")
+            found.append(Migration(int(match[1]), match[2], split_statements(text)))
+    found.sort(key=lambda m: m.version)
+    if len({m.version for m in found}) != len(found):
+        raise RuntimeError("two migrations share a version number")
+    return tuple(found)
+
+
+MIGRATIONS = load_migrations()
+
+
+# --- row mapping --------------------------------------------------------------------
+
+DEVICE_COLS = (
+    "id, serial_number, name, kind, status, approved, timezone, host, port, comm_key,"
+    " transport, last_seen, info, created_at"
+)
+COMMAND_COLS = (
+    "id, device_id, command, status, return_code, result, created_at, sent_at, finished_at"
+)
+EVENT_COLS = "id, type, payload, serial_number"
+DEVICE_FIELDS = frozenset(
+    {
+        "name",
+        "timezone",
+        "status",
+        "approved",
+        "host",
+        "port",
+        "comm_key",
+        "transport",
+        "serial_number",
+        "last_seen",
+        "info",
+    }
+)
+
+
+def _device(row: Row) -> Device:
+    return Device(
+        id=row[0],
+        serial_number=row[1],
+        name=row[2],
+        kind=row[3],
+        status=row[4],
+        approved=bool(row[5]),
+        timezone=row[6],
+        host=row[7],
+        port=int(row[8]),
+        comm_key=int(row[9]),
+        transport=row[10],
+        last_seen=row[11],
+        info=json.loads(row[12] or "{}"),
+        created_at=row[13],
+    )
+
+
+def _command(row: Row) -> Command:
+    return Command(
+        id=str(row[0]),
+        device_id=row[1],
+        command=row[2],
+        status=row[3],
+        return_code=row[4],
+        result=row[5],
+        created_at=row[6],
+        sent_at=row[7],
+        finished_at=row[8],
+    )
+
+
+def _event(row: Row) -> Event:
+    return Event(int(row[0]), row[1], json.loads(row[2]), row[3])
+
+
+def _display_name(name: str | None, kind: str | None, serial_number: str) -> str:
+    if name:
+        return name
+    if kind is None:  # the device was deleted; its punches stay
+        return serial_number
+    label = "Push Device" if kind == "push" else "Pull Device"
+    return f"{label} {serial_number}" if serial_number else label
+
+
+def encode_cursor(timestamp: str, punch_id: int) -> str:
+    raw = json.dumps([timestamp, punch_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, int]:
+    """Raise ValueError for anything :func:`encode_cursor` did not produce."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        timestamp, punch_id = json.loads(raw)
+    except (binascii.Error, ValueError, TypeError) as e:
+        raise ValueError(f"invalid cursor: {cursor!r}") from e
+    if not isinstance(timestamp, str) or not isinstance(punch_id, int):
+        raise ValueError(f"invalid cursor: {cursor!r}")
+    return timestamp, punch_id
+
+
+def _user_sort_key(user: DeviceUser) -> tuple[int, int, str]:
+    uid = user.user_id
+    return (0, int(uid), uid) if uid.isdigit() else (1, 0, uid)
+
+
+class InFlight:
+    """Counts running operations so ``stop()`` can wait for them to finish."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._waiters: list[Deferred[None]] = []
+
+    def track(self, d: Deferred[T]) -> Deferred[T]:
+        self._count += 1
+        return d.addBoth(self._finished)
+
+    def _finished(self, result: T) -> T:
+        self._count -= 1
+        if not self._count:
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+        return result
+
+    def wait(self) -> Deferred[None]:
+        if not self._count:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._waiters.append(waiter)
+        return waiter
+
+
+# --- the store ----------------------------------------------------------------------
+
+
+class SQLStore:
+    """Every :class:`~zkserver.store.base.Store` operation as a transaction script.
+
+    Subclasses provide :meth:`_run` (run a script in one transaction and map
+    "cannot reach the database" failures to StoreUnavailable), the life cycle, and
+    optionally the PostgreSQL event hooks.
+    """
+
+    dialect: str = ""
+    _integrity_errors: tuple[type[BaseException], ...] = ()
+
+    def _run(self, script: Script[T], write: bool = True) -> Deferred[T]:
+        raise NotImplementedError
+
+    def _lock_events(self) -> Iterator[Q]:
+        """Statements that serialise event-id allocation up to COMMIT (none for SQLite)."""
+        return iter(())
+
+    def _notify_events(self, max_id: int) -> Iterator[Q]:
+        """Statements that tell other processes about new events (none for SQLite)."""
+        return iter(())
+
+    def _call(self, make: Callable[..., Script[T]], *args: Any, write: bool = True) -> Deferred[T]:
+        """Build a script (argument errors fail the Deferred) and run it."""
+        try:
+            script = make(*args)
+        except Exception:
+            return fail()
+        return self._run(script, write)
+
+    # --- migrations -----------------------------------------------------------------
+    def _migrate(self) -> Script[list[int]]:
+        if self.dialect == "postgresql":
+            yield Q("SELECT pg_advisory_xact_lock(%s)", (MIGRATIONS_LOCK,))
+        yield Q(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        )
+        done = {row[0] for row in (yield Q("SELECT version FROM schema_version"))}
+        applied = []
+        for migration in MIGRATIONS:
+            if migration.version in done:
+                continue
+            for statement in migration.statements:
+                yield Q(statement)
+            yield Q(
+                "INSERT INTO schema_version (version, name, applied_at) VALUES (%s, %s, %s)",
+                (migration.version, migration.name, utc_now()),
+            )
+            applied.append(migration.version)
+        return applied
+
+    def schema_versions(self) -> Deferred[list[int]]:
+        """Applied migration versions, ascending (for tests and diagnostics)."""
+
+        def script() -> Script[list[int]]:
+            rows = yield Q("SELECT version FROM schema_version ORDER BY version")
+            return [row[0] for row in rows]
+
+        return self._call(script, write=False)
+
+    def ping(self) -> Deferred[None]:
+        def script() -> Script[None]:
+            yield Q("SELECT 1")
+
+        return self._call(script, write=False)
+
+    # --- devices --------------------------------------------------------------------
+    def _one_device(self, where: str, param: Any) -> Script[Device | None]:
+        rows = yield Q(f"SELECT {DEVICE_COLS} FROM devices WHERE {where} = %s", (param,))
+        return _device(rows[0]) if rows else None
+
+    def device(self, device_id: str) -> Deferred[Device | None]:
+        return self._call(self._one_device, "id", device_id, write=False)
+
+    def device_by_serial(self, serial_number: str) -> Deferred[Device | None]:
+        if not serial_number:
+            return succeed(None)
+        return self._call(self._one_device, "serial_number", serial_number, write=False)
+
+    def devices(self, kind: str | None = None) -> Deferred[list[Device]]:
+        def script() -> Script[list[Device]]:
+            if kind is None:
+                rows = yield Q(f"SELECT {DEVICE_COLS} FROM devices ORDER BY created_at, id")
+            else:
+                rows = yield Q(
+                    f"SELECT {DEVICE_COLS} FROM devices WHERE kind = %s ORDER BY created_at, id",
+                    (kind,),
+                )
+            return [_device(row) for row in rows]
+
+        return self._call(script, write=False)
+
+    def _duplicate(self, failure: Any) -> Any:
+        if self._integrity_errors and failure.check(*self._integrity_errors):
+            raise DuplicateDevice(str(failure.value).strip()) from failure.value
+        return failure
+
+    def add_device(
+        self,
+        *,
+        serial_number: str,
+        kind: str = "push",
+        name: str = "",
+        status: str = "pending",
+        approved: bool = False,
+        timezone: str = "",
+        host: str = "",
+        port: int = 4370,
+        comm_key: int = 0,
+        transport: str = "tcp",
+    ) -> Deferred[Device]:
+        def script() -> Script[Device]:
+            if kind not in ("push", "pull"):
+                raise ValueError(f"unknown device kind {kind!r}")
+            if transport not in ("tcp", "udp"):
+                raise ValueError(f"unknown transport {transport!r}")
+            params = (
+                str(uuid.uuid4()),
+                serial_number,
+                name,
+                kind,
+                status,
+                int(bool(approved)),
+                timezone,
+                host,
+                int(port),
+                int(comm_key),
+                transport,
+                "{}",
+                utc_now(),
+            )
+            rows = yield Q(
+                "INSERT INTO devices (id, serial_number, name, kind, status, approved,"
+                " timezone, host, port, comm_key, transport, info, created_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                f" RETURNING {DEVICE_COLS}",
+                params,
+            )
+            return _device(rows[0])
+
+        return self._call(script).addErrback(self._duplicate)
+
+    def update_device(self, device_id: str, **fields: Any) -> Deferred[Device | None]:
+        unknown = set(fields) - DEVICE_FIELDS
+        if unknown:
+            return fail(TypeError(f"update_device: unknown fields {sorted(unknown)}"))
+
+        def script() -> Script[Device | None]:
+            rows = yield Q(
+                f"SELECT {DEVICE_COLS} FROM devices WHERE id = %s{{{{for_update}}}}",
+                (device_id,),
+            )
+            if not rows:
+                return None
+            if not fields:
+                return _device(rows[0])
+            changes = dict(fields)
+            if "info" in changes:
+                merged = json.loads(rows[0][12] or "{}")
+                merged.update(changes["info"] or {})
+                changes["info"] = _json(merged)
+            if "approved" in changes:
+                changes["approved"] = int(bool(changes["approved"]))
+            for key in ("port", "comm_key"):
+                if key in changes:
+                    changes[key] = int(changes[key])
+            names = sorted(changes)
+            assignments = ", ".join(f"{name} = %s" for name in names)
+            rows = yield Q(
+                f"UPDATE devices SET {assignments} WHERE id = %s RETURNING {DEVICE_COLS}",
+                (*(changes[name] for name in names), device_id),
+            )
+            return _device(rows[0]) if rows else None
+
+        return self._call(script).addErrback(self._duplicate)
+
+    def delete_device(self, device_id: str) -> Deferred[bool]:
+        """Delete the device, its users and its commands; its punches and photos stay."""
+
+        def script() -> Script[bool]:
+            yield Q("DELETE FROM users WHERE device_id = %s", (device_id,))
+            yield Q("DELETE FROM commands WHERE device_id = %s", (device_id,))
+            rows = yield Q("DELETE FROM devices WHERE id = %s RETURNING id", (device_id,))
+            return bool(rows)
+
+        return self._call(script)
+
+    # --- punches and events ---------------------------------------------------------
+    def save_punches(self, device: Device, punches: Sequence[Punch]) -> Deferred[list[Event]]:
+        if not punches:
+            return succeed([])
+        return self._call(self._save_punches, device, punches)
+
+    def _save_punches(self, device: Device, punches: Sequence[Punch]) -> Script[list[Event]]:
+        now = utc_now()
+        # The dedup key is the serial number; a device without one yet uses its id.
+        key = device.serial_number or device.id
+        batch: dict[tuple[str, str], Punch] = {}
+        for punch in punches:
+            batch.setdefault((punch.user_id, punch.timestamp), punch)
+        yield from self._lock_events()
+        inserted: set[tuple[str, str]] = set()
+        for chunk in chunks(list(batch.values())):
+            sql, params = values(
+                [
+                    (
+                        device.id,
+                        key,
+                        p.user_id,
+                        p.timestamp,
+                        int(p.status),
+                        int(p.verify),
+                        p.workcode,
+                        _json(p.raw),
+                        now,
+                    )
+                    for p in chunk
+                ]
+            )
+            rows = yield Q(
+                "INSERT INTO punches (device_id, serial_number, user_id, timestamp, status,"
+                f" verify, workcode, raw, received_at) VALUES {sql}"
+                " ON CONFLICT (serial_number, user_id, timestamp) DO NOTHING"
+                " RETURNING user_id, timestamp",
+                params,
+            )
+            inserted.update((row[0], row[1]) for row in rows)
+        payloads = {
+            _json(attendance_payload(device, p)): attendance_payload(device, p)
+            for k, p in batch.items()
+            if k in inserted
+        }
+        if not payloads:
+            return []
+        events: list[Event] = []
+        for chunk in chunks(list(payloads)):
+            sql, params = values(
+                [("attendance", device.serial_number, text, now) for text in chunk]
+            )
+            rows = yield Q(
+                f"INSERT INTO events (type, serial_number, payload, created_at) VALUES {sql}"
+                " RETURNING id, payload",
+                params,
+            )
+            events.extend(
+                Event(int(row[0]), "attendance", payloads[row[1]], device.serial_number)
+                for row in rows
+            )
+        events.sort(key=lambda e: e.id)
+        yield from self._notify_events(events[-1].id)
+        return events
+
+    def append_event(self, payload: dict[str, Any], serial_number: str = "") -> Deferred[Event]:
+        def script() -> Script[Event]:
+            kind = payload.get("type")
+            if not isinstance(kind, str) or not kind:
+                raise ValueError("an event payload needs a 'type'")
+            yield from self._lock_events()
+            rows = yield Q(
+                "INSERT INTO events (type, serial_number, payload, created_at)"
+                " VALUES (%s, %s, %s, %s) RETURNING id",
+                (kind, serial_number, _json(payload), utc_now()),
+            )
+            event = Event(int(rows[0][0]), kind, dict(payload), serial_number)
+            yield from self._notify_events(event.id)
+            return event
+
+        return self._call(script)
+
+    def events_after(self, last_id: int, limit: int = 1000) -> Deferred[list[Event]]:
+        def script() -> Script[list[Event]]:
+            rows = yield Q(
+                f"SELECT {EVENT_COLS} FROM events WHERE id > %s ORDER BY id LIMIT %s",
+                (int(last_id), max(1, int(limit))),
+            )
+            return [_event(row) for row in rows]
+
+        return self._call(script, write=False)
+
+    def last_event_id(self) -> Deferred[int]:
+        def script() -> Script[int]:
+            rows = yield Q("SELECT COALESCE(MAX(id), 0) FROM events")
+            return int(rows[0][0])
+
+        return self._call(script, write=False)
+
+    def attendance(
+        self,
+        *,
+        device_id: str | None = None,
+        user_id: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Deferred[AttendancePage]:
+        """Newest first. ``since`` and ``until`` are inclusive device-local times; a bare
+        date ``until`` (``YYYY-MM-DD``) means the end of that day. ValueError for a bad
+        cursor."""
+
+        def script() -> Script[AttendancePage]:
+            where: list[str] = []
+            params: list[Any] = []
+            if device_id is not None:
+                where.append("p.device_id = %s")
+                params.append(device_id)
+            if user_id is not None:
+                where.append("p.user_id = %s")
+                params.append(user_id)
+            if since:
+                where.append("p.timestamp >= %s")
+                params.append(since)
+            if until:
+                where.append("p.timestamp <= %s")
+                params.append(until + " 23:59:59" if len(until) == 10 else until)
+            if cursor:
+                timestamp, punch_id = decode_cursor(cursor)
+                where.append("(p.timestamp < %s OR (p.timestamp = %s AND p.id < %s))")
+                params.extend([timestamp, timestamp, punch_id])
+            size = min(max(int(limit), 1), 1000)
+            rows = yield Q(
+                "SELECT p.id, p.device_id, d.name, d.kind,"
+                " COALESCE(NULLIF(d.serial_number, ''), p.serial_number), p.user_id,"
+                " COALESCE("
+                "  (SELECT NULLIF(u.name, '') FROM users u"
+                "   WHERE u.device_id = p.device_id AND u.user_id = p.user_id),"
+                "  (SELECT u.name FROM users u WHERE u.user_id = p.user_id AND u.name <> ''"
+                "   ORDER BY u.device_id LIMIT 1)),"
+                " p.timestamp, p.status, p.verify, p.workcode,"
+                " (SELECT MAX(ph.id) FROM photos ph WHERE ph.device_id = p.device_id"
+                "   AND ph.user_id = p.user_id AND ph.timestamp = p.timestamp),"
+                " p.received_at"
+                " FROM punches p LEFT JOIN devices d ON d.id = p.device_id"
+                + (" WHERE " + " AND ".join(where) if where else "")
+                + " ORDER BY p.timestamp DESC, p.id DESC LIMIT %s",
+                (*params, size + 1),
+            )
+            page = [
+                {
+                    "id": int(row[0]),
+                    "device_id": row[1],
+                    "device_name": _display_name(row[2], row[3], row[4]),
+                    "serial_number": row[4],
+                    "user_id": row[5],
+                    "user_name": row[6],
+                    "timestamp": row[7],
+                    "action": row[8],
+                    "method": row[9],
+                    "workcode": row[10],
+                    "photo_id": None if row[11] is None else int(row[11]),
+                    "received_at": row[12],
+                }
+                for row in rows[:size]
+            ]
+            more = len(rows) > size
+            next_cursor = encode_cursor(page[-1]["timestamp"], page[-1]["id"]) if more else None
+            return page, next_cursor
+
+        return self._call(script, write=False)
+
+    # --- users, operation log, photos -----------------------------------------------
+    def save_users(
+        self, device_id: str, users: Sequence[DeviceUser], replace: bool = False
+    ) -> Deferred[int]:
+        def script() -> Script[int]:
+            latest = {user.user_id: user for user in users}  # the last one wins
+            if replace:
+                yield Q("DELETE FROM users WHERE device_id = %s", (device_id,))
+            now = utc_now()
+            for chunk in chunks(list(latest.values())):
+                sql, params = values(
+                    [
+                        (
+                            device_id,
+                            u.user_id,
+                            u.name,
+                            int(u.privilege),
+                            u.card,
+                            u.password,
+                            u.group,
+                            u.uid,
+                            now,
+                        )
+                        for u in chunk
+                    ]
+                )
+                yield Q(
+                    "INSERT INTO users (device_id, user_id, name, privilege, card, password,"
+                    f" grp, uid, updated_at) VALUES {sql}"
+                    " ON CONFLICT (device_id, user_id) DO UPDATE SET name = excluded.name,"
+                    " privilege = excluded.privilege, card = excluded.card,"
+                    " password = excluded.password, grp = excluded.grp, uid = excluded.uid,"
+                    " updated_at = excluded.updated_at",
+                    params,
+                )
+            return len(latest)
+
+        return self._call(script)
+
+    def delete_user(self, device_id: str, user_id: str) -> Deferred[bool]:
+        def script() -> Script[bool]:
+            rows = yield Q(
+                "DELETE FROM users WHERE device_id = %s AND user_id = %s RETURNING user_id",
+                (device_id, user_id),
+            )
+            return bool(rows)
+
+        return self._call(script)
+
+    def users(self, device_id: str) -> Deferred[list[DeviceUser]]:
+        def script() -> Script[list[DeviceUser]]:
+            rows = yield Q(
+                "SELECT user_id, name, privilege, card, password, grp, uid FROM users"
+                " WHERE device_id = %s",
+                (device_id,),
+            )
+            found = [
+                DeviceUser(
+                    user_id=r[0],
+                    name=r[1],
+                    privilege=r[2],
+                    card=r[3],
+                    password=r[4],
+                    group=r[5],
+                    uid=r[6],
+                )
+                for r in rows
+            ]
+            return sorted(found, key=_user_sort_key)
+
+        return self._call(script, write=False)
+
+    def save_operlog(self, device_id: str, entries: Sequence[dict[str, Any]]) -> Deferred[int]:
+        """Returns how many entries were new (a resent batch stores nothing twice)."""
+
+        def script() -> Script[int]:
+            now = utc_now()
+            count = 0
+            rows_in = [
+                (
+                    device_id,
+                    str(e.get("op", "")),
+                    str(e.get("operator", "")),
+                    str(e.get("timestamp", "")),
+                    str(e.get("obj", "")),
+                    _json(e.get("values", [])),
+                    str(e.get("raw", "")),
+                    now,
+                )
+                for e in entries
+            ]
+            for chunk in chunks(rows_in):
+                sql, params = values(chunk)
+                rows = yield Q(
+                    "INSERT INTO operlog (device_id, op, operator, timestamp, obj, vals, raw,"
+                    f" received_at) VALUES {sql} ON CONFLICT"
+                    " (device_id, timestamp, op, operator, obj, vals) DO NOTHING RETURNING id",
+                    params,
+                )
+                count += len(rows)
+            return count
+
+        if not entries:
+            return succeed(0)
+        return self._call(script)
+
+    def save_photo(
+        self, device_id: str, user_id: str, timestamp: str, filename: str, content: bytes
+    ) -> Deferred[int]:
+        """A photo resent under the same file name replaces the stored one."""
+
+        def script() -> Script[int]:
+            rows = yield Q(
+                "INSERT INTO photos (device_id, user_id, timestamp, filename, content,"
+                " received_at) VALUES (%s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (device_id, filename) DO UPDATE SET user_id = excluded.user_id,"
+                " timestamp = excluded.timestamp, content = excluded.content,"
+                " received_at = excluded.received_at RETURNING id",
+                (device_id, user_id, timestamp, filename, bytes(content), utc_now()),
+            )
+            return int(rows[0][0])
+
+        return self._call(script)
+
+    def photo(self, photo_id: int) -> Deferred[tuple[str, bytes] | None]:
+        def script() -> Script[tuple[str, bytes] | None]:
+            rows = yield Q("SELECT filename, content FROM photos WHERE id = %s", (int(photo_id),))
+            return (rows[0][0], bytes(rows[0][1])) if rows else None
+
+        return self._call(script, write=False)
+
+    # --- rejected input -------------------------------------------------------------
+    def save_rejected(self, serial_number: str, items: Sequence[Rejected]) -> Deferred[int]:
+        def script() -> Script[int]:
+            now = utc_now()
+            for chunk in chunks(list(items)):
+                sql, params = values(
+                    [(serial_number, i.source, i.raw, i.reason, now) for i in chunk]
+                )
+                yield Q(
+                    "INSERT INTO rejected (serial_number, source, raw, reason, received_at)"
+                    f" VALUES {sql}",
+                    params,
+                )
+            return len(items)
+
+        if not items:
+            return succeed(0)
+        return self._call(script)
+
+    def rejected(
+        self, serial_number: str | None = None, limit: int = 100
+    ) -> Deferred[list[dict[str, Any]]]:
+        def script() -> Script[list[dict[str, Any]]]:
+            cols = "id, serial_number, source, raw, reason, received_at"
+            size = max(1, int(limit))
+            if serial_number is None:
+                rows = yield Q(f"SELECT {cols} FROM rejected ORDER BY id DESC LIMIT %s", (size,))
+            else:
+                rows = yield Q(
+                    f"SELECT {cols} FROM rejected WHERE serial_number = %s"
+                    " ORDER BY id DESC LIMIT %s",
+                    (serial_number, size),
+                )
+            names = cols.split(", ")
+            return [dict(zip(names, row, strict=True)) for row in rows]
+
+        return self._call(script, write=False)
+
+    # --- command queue --------------------------------------------------------------
+    def queue_command(self, device_id: str, command: str) -> Deferred[Command]:
+        def script() -> Script[Command]:
+            if not command or "\n" in command or "\r" in command:
+                raise ValueError("a command is one non-empty line")
+            rows = yield Q(
+                "INSERT INTO commands (device_id, command, status, created_at)"
+                f" VALUES (%s, %s, 'queued', %s) RETURNING {COMMAND_COLS}",
+                (device_id, command, utc_now()),
+            )
+            return _command(rows[0])
+
+        return self._call(script)
+
+    def take_commands(self, device_id: str, max_bytes: int = 900_000) -> Deferred[list[Command]]:
+        """The oldest queued commands whose ``C:<id>:<cmd>`` lines fit ``max_bytes``
+        (always at least one, so an oversized command cannot block the queue).
+        Safe with several processes: a command is handed out once."""
+
+        def script() -> Script[list[Command]]:
+            rows = yield Q(
+                "SELECT id, command FROM commands WHERE device_id = %s AND status = 'queued'"
+                " ORDER BY id LIMIT 1000",
+                (device_id,),
+            )
+            chosen: list[int] = []
+            size = 0
+            for command_id, command in rows:
+                line = len(f"C:{command_id}:{command}\n".encode())
+                if chosen and size + line > max_bytes:
+                    break
+                chosen.append(int(command_id))
+                size += line
+            if not chosen:
+                return []
+            marks = ", ".join(["%s"] * len(chosen))
+            rows = yield Q(
+                "UPDATE commands SET status = 'sent', sent_at = %s"
+                f" WHERE status = 'queued' AND id IN ({marks}) RETURNING {COMMAND_COLS}",
+                (utc_now(), *chosen),
+            )
+            return sorted((_command(row) for row in rows), key=lambda c: int(c.id))
+
+        return self._call(script)
+
+    def finish_command(
+        self, device_id: str, command_id: str, return_code: int, result: str = ""
+    ) -> Deferred[Command | None]:
+        if not str(command_id).isdigit():
+            return succeed(None)
+
+        def script() -> Script[Command | None]:
+            rows = yield Q(
+                "UPDATE commands SET status = %s, return_code = %s, result = %s,"
+                f" finished_at = %s WHERE device_id = %s AND id = %s RETURNING {COMMAND_COLS}",
+                (
+                    "done" if int(return_code) == 0 else "failed",
+                    int(return_code),
+                    result,
+                    utc_now(),
+                    device_id,
+                    int(command_id),
+                ),
+            )
+            return _command(rows[0]) if rows else None
+
+        return self._call(script)
+
+    def commands(self, device_id: str, limit: int = 100) -> Deferred[list[Command]]:
+        def script() -> Script[list[Command]]:
+            rows = yield Q(
+                f"SELECT {COMMAND_COLS} FROM commands WHERE device_id = %s"
+                " ORDER BY id DESC LIMIT %s",
+                (device_id, max(1, int(limit))),
+            )
+            return [_command(row) for row in rows]
+
+        return self._call(script, write=False)

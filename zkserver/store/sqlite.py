@@ -1,0 +1,166 @@
+"""The embedded store: one SQLite file in WAL mode behind one adbapi writer thread.
+
+All statements run on a single connection in a single pool thread, so transactions are
+serialised by construction and event ids are committed in the order they are allocated.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from zkserver.store.base import StoreUnavailable
+from zkserver.store.sql import InFlight, Q, Script, SQLStore, render
+
+__all__ = ["SqliteStore"]
+
+T = TypeVar("T")
+
+#: sqlite3 error messages that mean "the database cannot serve us now" (not a bug).
+_UNAVAILABLE = (
+    "database is locked",
+    "database table is locked",
+    "database is busy",
+    "disk i/o error",
+    "unable to open database file",
+    "database or disk is full",
+    "attempt to write a readonly database",
+    "database disk image is malformed",
+    "file is not a database",
+    "cannot operate on a closed database",
+)
+
+
+def _unavailable(failure: Failure) -> bool:
+    if failure.check(adbapi.ConnectionLost):
+        return True
+    if failure.check(sqlite3.DatabaseError, sqlite3.ProgrammingError):
+        message = str(failure.value).lower()
+        return any(text in message for text in _UNAVAILABLE)
+    return False
+
+
+def _drive(conn: Any, script: Script[T], write: bool) -> T:
+    """Run a transaction script on the pool thread, in one transaction."""
+    cursor = conn.cursor()
+    cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    try:
+        query: Q = next(script)
+        while True:
+            sql = render(query.sql, "sqlite")
+            if query.params is None:
+                cursor.execute(sql)
+            else:
+                cursor.execute(sql, query.params)
+            rows = cursor.fetchall()
+            try:
+                query = script.send(rows)
+            except StopIteration as stop:
+                result = stop.value
+                break
+        cursor.execute("COMMIT")
+        return result
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        raise
+    finally:
+        script.close()
+        cursor.close()
+
+
+class SqliteStore(SQLStore):
+    """:class:`~zkserver.store.base.Store` on a SQLite file (WAL, one writer)."""
+
+    dialect = "sqlite"
+    _integrity_errors = (sqlite3.IntegrityError,)
+    log = Logger()
+
+    def __init__(self, path: str, reactor: Any = None, busy_timeout: float = 5.0) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.path = path
+        self._reactor = reactor
+        self._busy_timeout = busy_timeout
+        self._pool: adbapi.ConnectionPool | None = None
+        self._in_flight = InFlight()
+        self._watchers: list[Callable[[int], None]] = []
+
+    def __repr__(self) -> str:
+        return f"<SqliteStore {self.path}>"
+
+    def _on_open(self, conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+
+    # --- life cycle -----------------------------------------------------------------
+    def start(self) -> Deferred[None]:
+        if self._pool is not None:
+            return succeed(None)
+        directory = os.path.dirname(os.path.abspath(self.path))
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as e:
+            return fail(StoreUnavailable(f"cannot create {directory}: {e}"))
+        self._pool = adbapi.ConnectionPool(
+            "sqlite3",
+            self.path,
+            timeout=self._busy_timeout,
+            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+            check_same_thread=False,  # adbapi closes connections from the reactor thread
+            cp_min=1,
+            cp_max=1,
+            cp_openfun=self._on_open,
+            cp_reactor=self._reactor,
+        )
+        d = self._run(self._migrate())
+
+        def started(applied: list[int]) -> None:
+            self.log.info(
+                "SQLite store {path} ready (applied migrations: {applied})",
+                path=self.path,
+                applied=applied or "none",
+            )
+
+        def failed(failure: Failure) -> Failure:
+            self._close_pool()
+            return failure
+
+        return d.addCallbacks(started, failed)
+
+    def _close_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    def stop(self) -> Deferred[None]:
+        """Wait for running statements, then close the connection."""
+        return self._in_flight.wait().addCallback(lambda _: self._close_pool())
+
+    def watch(self, callback: Callable[[int], None]) -> None:
+        """One process owns the file: nobody else commits events, nothing to watch."""
+        self._watchers.append(callback)
+
+    # --- running scripts ------------------------------------------------------------
+    def _run(self, script: Script[T], write: bool = True) -> Deferred[T]:
+        if self._pool is None:
+            script.close()
+            return fail(StoreUnavailable("the store is not running"))
+        d = self._in_flight.track(self._pool.runWithConnection(_drive, script, write))
+
+        def done(result: Any) -> Any:
+            if isinstance(result, Failure) and _unavailable(result):
+                self.log.warn("SQLite store unavailable: {error}", error=str(result.value))
+                raise StoreUnavailable(str(result.value)) from result.value
+            return result
+
+        return d.addBoth(done)
