@@ -1,0 +1,30 @@
+"""Fixtures shared by every test package: real databases and a real running server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import pytest_twisted
+
+from tests.databases import BACKENDS, database
+from tests.harness import RunningServer, start_server
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def db_url(backend: str, tmp_path) -> Iterator[str]:
+    with database(backend, tmp_path) as url:
+        yield url
+
+
+@pytest_twisted.async_yield_fixture
+async def server(db_url: str, tmp_path) -> AsyncIterator[RunningServer]:
+    """zkserver with auto-approval, on loopback ports, against the backend under test."""
+    running = await start_server(db_url, str(tmp_path / "data"), "--auto-approve")
+    yield running
+    await running.stop()

@@ -1,0 +1,172 @@
+"""Test harness: a real zkserver on loopback ports, and a real SSE client over treq."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import treq
+from attrs import define, field
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
+from twisted.web.client import HTTPConnectionPool
+
+from zkserver.tap import Options, ZKServer, makeService
+
+__all__ = ["RunningServer", "start_server", "SSEClient", "wait_until", "new_pool"]
+
+
+def new_pool() -> HTTPConnectionPool:
+    return HTTPConnectionPool(reactor, persistent=False)
+
+
+async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> None:
+    """Poll ``predicate()`` on the reactor until true; AssertionError after ``timeout``."""
+    waited = 0.0
+    while not predicate():
+        if waited >= timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await deferLater(reactor, interval, lambda: None)
+        waited += interval
+
+
+@define
+class RunningServer:
+    service: ZKServer
+    args: list[str]
+    pool: HTTPConnectionPool = field(factory=new_pool)
+
+    @property
+    def push_url(self) -> str:
+        return f"http://127.0.0.1:{self.service.push_listeners[0].port.getHost().port}"
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.service.web_listeners[0].port.getHost().port}"
+
+    @property
+    def token(self) -> str:
+        return self.service.token
+
+    @property
+    def store(self) -> Any:
+        return self.service.store
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    async def api(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
+        """Call the API with the token; returns (status code, decoded JSON or text)."""
+        headers = {**self.auth, **kwargs.pop("headers", {})}
+        if body is not None:
+            kwargs["data"] = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        response = await treq.request(
+            method, self.web_url + path, headers=headers, pool=self.pool, **kwargs
+        )
+        text = await response.text("utf-8")
+        try:
+            return response.code, json.loads(text)
+        except ValueError:
+            return response.code, text
+
+    async def stop(self) -> None:
+        await self.service.stopService()
+        await self.pool.closeCachedConnections()
+
+
+async def start_server(db: str, data_dir: str, *extra: str) -> RunningServer:
+    args = [
+        "--data-dir", data_dir,
+        "--db", db,
+        "--push", "tcp:0:interface=127.0.0.1",
+        "--web", "tcp:0:interface=127.0.0.1",
+        *extra,
+    ]
+    config = Options()
+    config.parseOptions(args)
+    service = makeService(config, reactor)
+    service.startService()
+    await service.ready
+    return RunningServer(service=service, args=args)
+
+
+class _Body(Protocol):
+    def __init__(self, client: SSEClient) -> None:
+        self.client = client
+
+    def dataReceived(self, data: bytes) -> None:
+        self.client.feed(data)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.client.closed = True
+        if not self.client.finished.called:
+            self.client.finished.callback(None)
+
+
+@define(eq=False)
+class SSEClient:
+    """Reads ``GET /devices/events`` over a real socket and parses its frames."""
+
+    url: str
+    headers: dict[str, str] = field(factory=dict)
+    events: list[dict[str, Any]] = field(factory=list)
+    ids: list[int] = field(factory=list)
+    comments: list[str] = field(factory=list)
+    retry: int | None = None
+    closed: bool = False
+    status: int | None = None
+    response_headers: Any = None
+    finished: Deferred[None] = field(factory=Deferred)
+    _buffer: bytes = b""
+    _body: _Body | None = None
+    _pool: HTTPConnectionPool = field(factory=new_pool)
+
+    async def connect(self) -> SSEClient:
+        response = await treq.get(
+            self.url, headers=self.headers, unbuffered=True, pool=self._pool
+        )
+        self.status = response.code
+        self.response_headers = response.headers
+        self._body = _Body(self)
+        response.deliverBody(self._body)
+        return self
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+        while b"\n\n" in self._buffer:
+            block, self._buffer = self._buffer.split(b"\n\n", 1)
+            self._frame(block.decode("utf-8"))
+
+    def _frame(self, block: str) -> None:
+        event_id: int | None = None
+        data: list[str] = []
+        for line in block.split("\n"):
+            if line.startswith(":"):
+                self.comments.append(line[1:].strip())
+            elif line.startswith("id:"):
+                event_id = int(line[3:].strip())
+            elif line.startswith("data:"):
+                data.append(line[5:].lstrip(" "))
+            elif line.startswith("retry:"):
+                self.retry = int(line[6:].strip())
+        if data:
+            assert event_id is not None, f"frame without id: {block!r}"
+            self.ids.append(event_id)
+            self.events.append(json.loads("\n".join(data)))
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e.get("type") == kind]
+
+    async def wait_for(self, count: int, kind: str = "attendance", timeout: float = 10) -> None:
+        await wait_until(lambda: len(self.of_type(kind)) >= count, timeout)
+
+    async def close(self) -> None:
+        if self._body is not None and self._body.transport is not None and not self.closed:
+            self._body.transport.stopProducing()
+        if self._body is not None:
+            await self.finished
+        await self._pool.closeCachedConnections()

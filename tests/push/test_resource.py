@@ -1,0 +1,251 @@
+"""The push listener over real sockets: the ADMS conversation a terminal has with us."""
+
+from __future__ import annotations
+
+import pytest_twisted
+import treq
+from twisted.web.http import stringToDatetime
+
+from tests.harness import RunningServer, SSEClient
+
+SN = "PYA8252300166"
+
+
+async def call(server: RunningServer, method: str, path: str, body: bytes | None = None,
+               headers: dict | None = None):
+    response = await treq.request(
+        method, server.push_url + path, data=body, headers=headers or {}, pool=server.pool
+    )
+    return response, await response.content()
+
+
+@pytest_twisted.ensureDeferred
+async def test_handshake_sends_the_option_block_with_date_and_length(server: RunningServer):
+    response, body = await call(
+        server, "GET", f"/iclock/cdata?SN={SN}&options=all&pushver=2.4.1&language=69"
+    )
+    text = body.decode()
+    assert response.code == 200
+    assert text.splitlines()[0] == f"GET OPTION FROM: {SN}"
+    for key in ("ErrorDelay=30", "Delay=10", "Realtime=1", "Encrypt=", "ServerVer=",
+                "ATTLOGStamp=", "OPERLOGStamp=", "TimeZone="):
+        assert key in text, key
+    trans_flag = next(line for line in text.splitlines() if line.startswith("TransFlag="))
+    assert "\t" in trans_flag and " " not in trans_flag.split("=", 1)[1]
+    assert response.headers.getRawHeaders("content-length") == [str(len(body))]
+    date = response.headers.getRawHeaders("date")[0]
+    assert stringToDatetime(date) > 0
+    assert response.headers.getRawHeaders("transfer-encoding") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_device_timezone_is_used_in_the_handshake(server: RunningServer):
+    code, device = await server.api(
+        "POST", "/api/devices", {"serial_number": "TZDEV1", "timezone": "Asia/Kolkata"}
+    )
+    assert code == 201
+    _, body = await call(server, "GET", "/iclock/cdata?SN=TZDEV1&options=all&pushver=2.4.1")
+    assert "TimeZone=330" in body.decode().splitlines()
+
+
+@pytest_twisted.ensureDeferred
+async def test_attlog_upload_counts_only_saved_lines_and_keeps_the_rest(server: RunningServer):
+    lines = [
+        "1001\t2025-10-09 18:30:45\t0\t15\t0\t0\t0",
+        "1002\t2025-10-09 18:31:00\t1\t1\t0\t0\t0\t0\t36.5\t97.7\t+28800\t",
+        "1003 2025-10-09 18:32:00 0 4 0 0 0",
+        "1004\t2025-02-30 10:00:00\t0\t1\t0\t0\t0",
+        "1005\tnot-a-time\t0\t1",
+        "\x00\x01\x02garbage",
+    ]
+    body = "\r\n".join(lines).encode()
+    response, reply = await call(server, "POST", f"/iclock/cdata?SN={SN}&table=ATTLOG&Stamp=1",
+                                 body)
+    assert response.code == 200
+    assert reply == b"OK: 3"
+    code, page = await server.api("GET", "/api/attendance")
+    assert code == 200
+    assert sorted(row["user_id"] for row in page["items"]) == ["1001", "1002", "1003"]
+    code, rejected = await server.api("GET", f"/api/rejected?serial_number={SN}")
+    assert code == 200
+    assert len(rejected) == 3
+    assert all(r["reason"] for r in rejected)
+    assert any("2025-02-30" in r["raw"] for r in rejected)
+
+
+@pytest_twisted.ensureDeferred
+async def test_resent_batch_inserts_and_broadcasts_nothing_new(server: RunningServer):
+    url = f"{server.web_url}/devices/events?token={server.token}&type=attendance"
+    client = await SSEClient(url).connect()
+    try:
+        body = b"2001\t2025-10-09 08:00:00\t0\t1\t0\t0\t0\n2002\t2025-10-09 08:01:00\t0\t1\t0\t0\t0"
+        path = f"/iclock/cdata?SN={SN}&table=ATTLOG"
+        first, _ = await call(server, "POST", path, body)
+        await client.wait_for(2)
+        again, reply = await call(server, "POST", path, body)
+        assert reply == b"OK: 2"
+        marker = b"2003\t2025-10-09 08:02:00\t0\t1\t0\t0\t0"
+        await call(server, "POST", path, marker)
+        await client.wait_for(3)
+        assert [e["user_id"] for e in client.events] == ["2001", "2002", "2003"]
+        _, page = await server.api("GET", "/api/attendance")
+        assert len(page["items"]) == 3
+    finally:
+        await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_missing_or_bad_serial_number_is_400(server: RunningServer):
+    response, body = await call(server, "GET", "/iclock/cdata?options=all")
+    assert response.code == 400 and b"SN" in body
+    response, _ = await call(server, "GET", "/iclock/cdata?SN=%00%01bad&options=all")
+    assert response.code == 400
+
+
+@pytest_twisted.ensureDeferred
+async def test_oversize_body_is_413_and_nothing_is_saved(db_url, tmp_path):
+    from tests.harness import start_server
+
+    running = await start_server(db_url, str(tmp_path / "d"), "--auto-approve",
+                                 "--max-body", "1000")
+    try:
+        body = b"".join(
+            f"{i}\t2025-10-09 08:00:00\t0\t1\t0\t0\t0\n".encode() for i in range(100)
+        )
+        response, reply = await call(running, "POST", f"/iclock/cdata?SN={SN}&table=ATTLOG",
+                                     body)
+        assert response.code == 413
+        _, page = await running.api("GET", "/api/attendance")
+        assert page["items"] == []
+    finally:
+        await running.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_huge_line_and_binary_junk_never_break_the_batch(server: RunningServer):
+    good = b"3001\t2025-10-09 09:00:00\t0\t1\t0\t0\t0"
+    junk = bytes(range(256)) * 4
+    huge = b"9" * (10 * 1024 * 1024)
+    body = b"\n".join([good, junk, huge])
+    response, reply = await call(server, "POST", f"/iclock/cdata?SN={SN}&table=ATTLOG", body)
+    assert response.code == 200 and reply == b"OK: 1"
+    _, rejected = await server.api("GET", "/api/rejected")
+    assert len(rejected) >= 2
+    assert all(len(r["raw"]) < 200_000 for r in rejected)
+    # The server is still alive and answering.
+    response, _ = await call(server, "GET", f"/iclock/ping?SN={SN}")
+    assert response.code == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_table_is_ok_and_kept_raw(server: RunningServer):
+    response, reply = await call(server, "POST", f"/iclock/cdata?SN={SN}&table=WEIRD",
+                                 b"something new")
+    assert response.code == 200 and reply == b"OK"
+    _, rejected = await server.api("GET", "/api/rejected")
+    assert any(r["raw"] == "something new" and "WEIRD" in r["reason"] for r in rejected)
+
+
+@pytest_twisted.ensureDeferred
+async def test_operlog_users_build_the_user_list_with_gbk_names(server: RunningServer):
+    body = (
+        b"USER PIN=1\tName=Ann\tPri=0\tPasswd=\tCard=[15CD5B07]\tGrp=1\tTZ=0\n"
+        b"OPLOG 4\t0\t2025-10-09 08:00:00\t0\t0\t0\t0\n"
+    ) + "USER PIN=2\tName=张伟\tPri=14\tPasswd=\tCard=\tGrp=1\tTZ=0\n".encode("gbk")
+    response, reply = await call(server, "POST", f"/iclock/cdata?SN={SN}&table=OPERLOG", body)
+    assert response.code == 200 and reply == b"OK: 3"
+    _, devices = await server.api("GET", "/api/devices")
+    device_id = next(d["id"] for d in devices if d["serial_number"] == SN)
+    _, users = await server.api("GET", f"/api/devices/{device_id}/users")
+    names = {u["user_id"]: u["name"] for u in users}
+    assert names == {"1": "Ann", "2": "张伟"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_attendance_photo_is_stored_and_linked_to_its_punch(server: RunningServer):
+    jpeg = b"\xff\xd8\xff\xe0" + b"photo-bytes" * 50 + b"\xff\xd9"
+    await call(server, "POST", f"/iclock/cdata?SN={SN}&table=ATTLOG",
+               b"4001\t2025-10-09 07:15:30\t0\t15\t0\t0\t0")
+    header = f"PIN=20251009071530-4001.jpg\nSN={SN}\nsize={len(jpeg)}\nCMD=uploadphoto\x00"
+    response, reply = await call(server, "POST", f"/iclock/cdata?SN={SN}&table=ATTPHOTO",
+                                 header.encode() + jpeg)
+    assert response.code == 200 and reply == b"OK"
+    _, page = await server.api("GET", "/api/attendance?user_id=4001")
+    photo_id = page["items"][0]["photo_id"]
+    assert photo_id
+    response = await treq.get(f"{server.web_url}/api/photos/{photo_id}", headers=server.auth,
+                              pool=server.pool)
+    assert await response.content() == jpeg
+    # The older /iclock/fdata path stores photos too.
+    response, reply = await call(server, "POST", f"/iclock/fdata?SN={SN}",
+                                 header.replace("071530", "071531").encode() + jpeg)
+    assert reply == b"OK"
+
+
+@pytest_twisted.ensureDeferred
+async def test_options_and_info_are_kept_on_the_device(server: RunningServer):
+    await call(server, "POST", f"/iclock/cdata?SN={SN}&table=options",
+               b"~DeviceName=SpeedFace,FirmVer=8.0.4,IPAddress=10.0.0.5")
+    await call(server, "GET",
+               f"/iclock/getrequest?SN={SN}&INFO=Ver%208.0.4,12,30,1500,10.0.0.5,10,7")
+    _, devices = await server.api("GET", "/api/devices")
+    info = next(d for d in devices if d["serial_number"] == SN)["info"]
+    assert info["options"]["FirmVer"] == "8.0.4"
+    flat = str(info)
+    assert "10.0.0.5" in flat and "1500" in flat
+
+
+@pytest_twisted.ensureDeferred
+async def test_command_queue_round_trip_survives_restart(db_url, tmp_path):
+    from tests.harness import start_server
+
+    data = str(tmp_path / "d")
+    running = await start_server(db_url, data, "--auto-approve")
+    try:
+        await call(running, "GET", f"/iclock/cdata?SN={SN}&options=all")
+        _, devices = await running.api("GET", "/api/devices")
+        device_id = devices[0]["id"]
+        code, first = await running.api("POST", f"/api/devices/{device_id}/commands",
+                                         {"command": "INFO"})
+        assert code == 201
+        code, second = await running.api("POST", f"/api/devices/{device_id}/commands",
+                                          {"command": "DATA DELETE USERINFO PIN=7"})
+        assert first["id"] != second["id"]
+    finally:
+        await running.stop()
+    running = await start_server(db_url, data, "--auto-approve")
+    try:
+        _, reply = await call(running, "GET", f"/iclock/getrequest?SN={SN}")
+        lines = reply.decode().splitlines()
+        assert lines == [f"C:{first['id']}:INFO", f"C:{second['id']}:DATA DELETE USERINFO PIN=7"]
+        _, reply = await call(running, "GET", f"/iclock/getrequest?SN={SN}")
+        assert reply == b"OK"
+        result = (f"ID={first['id']}&Return=0&CMD=INFO\n~DeviceName=X\n"
+                  f"ID={second['id']}&Return=-10&CMD=DATA\n")
+        response, reply = await call(running, "POST", f"/iclock/devicecmd?SN={SN}",
+                                     result.encode())
+        assert reply == b"OK"
+        _, commands = await running.api("GET", f"/api/devices/{device_id}/commands")
+        by_id = {c["id"]: c for c in commands}
+        assert by_id[first["id"]]["status"] == "done"
+        assert by_id[first["id"]]["return_code"] == 0
+        assert by_id[second["id"]]["status"] == "failed"
+        assert by_id[second["id"]]["return_code"] == -10
+    finally:
+        await running.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_push_listener_serves_only_iclock(server: RunningServer):
+    response, _ = await call(server, "GET", "/api/devices")
+    assert response.code == 404
+    response, _ = await call(server, "GET", "/devices/events")
+    assert response.code == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_ping(server: RunningServer):
+    response, reply = await call(server, "GET", f"/iclock/ping?SN={SN}")
+    assert (response.code, reply) == (200, b"OK")
+
+

@@ -1,0 +1,261 @@
+"""The push listener: Klein routes for ``/iclock/*`` (the ADMS protocol).
+
+Thin I/O over :mod:`zkserver.push.iclock`: read the query and the raw body, find the
+device, hand parsed records to the store / ingest, answer exactly what terminals expect.
+``OK: n`` goes out only after the punches have committed; a database failure answers 503
+so the terminal keeps its batch and resends it later.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any
+
+from attrs import define
+from klein import Klein
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+
+from zkserver.clock import utc_now
+from zkserver.devices import DeviceRegistry
+from zkserver.http import text_reply
+from zkserver.ingest import Ingest
+from zkserver.push import iclock
+from zkserver.records import Device, Rejected
+from zkserver.store.base import Store, StoreUnavailable
+
+__all__ = ["PushApp"]
+
+log = Logger()
+
+SERIAL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+RAW_KEEP = 64 * 1024  # bytes of a rejected upload kept for the operator
+
+
+def _raw_excerpt(data: bytes | str) -> str:
+    text = data if isinstance(data, str) else iclock.decode_text(data)
+    if len(text) <= RAW_KEEP:
+        return text
+    return text[:RAW_KEEP] + f"\n[... {len(text) - RAW_KEEP} more characters not kept]"
+
+
+Handler = Callable[..., Awaitable[bytes]]
+
+
+def terminal_route(handler: Handler) -> Handler:
+    """Common steps for every terminal request: SN check, device lookup, approval gate,
+    and a 503 (never a traceback) when the database or a handler fails."""
+
+    @wraps(handler)
+    async def wrapper(self: PushApp, request: IRequest) -> bytes:
+        params = iclock.parse_query(request.uri)
+        serial = params.get("SN", "").strip()
+        if not serial:
+            return text_reply(request, "ERROR: missing SN\n", 400)
+        if not SERIAL_RE.match(serial):
+            return text_reply(request, "ERROR: invalid SN\n", 400)
+        try:
+            device = await self.registry.push_device_seen(serial)
+            if not device.approved:
+                return text_reply(request, "UNAUTHORIZED: device not approved\n", 403)
+            return await handler(self, request, device, params)
+        except StoreUnavailable as e:
+            log.warn("Database unavailable, {serial} will resend: {error}", serial=serial,
+                     error=str(e))
+            return text_reply(request, "ERROR: database unavailable, retry later\n", 503)
+        except Exception:
+            log.failure("Failed to handle {method} {uri}", method=request.method,
+                        uri=request.uri)
+            return text_reply(request, "ERROR: server error, retry later\n", 503)
+
+    return wrapper
+
+
+@define(eq=False)
+class PushApp:
+    store: Store
+    registry: DeviceRegistry
+    ingest: Ingest
+    clock: IReactorTime
+    server_timezone: str = ""
+    delay: int = 10
+    error_delay: int = 30
+
+    def resource(self) -> Any:
+        return routes.__get__(self, PushApp).resource()
+
+    def handshake(self, device: Device, params: dict[str, str]) -> str:
+        offset = iclock.utc_offset_minutes(
+            device.timezone or self.server_timezone, utc_now(self.clock)
+        )
+        return iclock.format_handshake(
+            device.serial_number,
+            timezone_offset_minutes=offset,
+            delay=self.delay,
+            error_delay=self.error_delay,
+            push_version=params.get("pushver") or None,
+        )
+
+    async def save_rejected(self, device: Device, items: list[Rejected]) -> None:
+        if items:
+            log.warn("Kept {count} rejected lines from {serial}", count=len(items),
+                     serial=device.serial_number)
+            await self.store.save_rejected(device.serial_number, items)
+
+    async def upload(self, device: Device, table: str, body: bytes) -> str:
+        """Store one ``POST /iclock/cdata`` upload and return the reply text."""
+        upper = table.upper()
+        if upper == "ATTLOG":
+            punches, rejected = iclock.parse_attlog(iclock.decode_text(body))
+            await self.save_rejected(device, [_trim(r) for r in rejected])
+            await self.ingest.save_punches(device, punches)
+            return iclock.format_ok(len(punches))
+        if upper in ("OPERLOG", "BIODATA"):
+            batch = iclock.parse_operlog(iclock.decode_text(body))
+            await self.save_rejected(device, [_trim(r) for r in batch.rejected])
+            if batch.users:
+                await self.store.save_users(device.id, batch.users)
+                await self.ingest.record_event(
+                    {
+                        "type": "user_sync",
+                        "device_id": device.id,
+                        "device_name": device.display_name,
+                        "serial_number": device.serial_number,
+                        "count": len(batch.users),
+                        "user_ids": [u.user_id for u in batch.users][:100],
+                    },
+                    device.serial_number,
+                )
+            if batch.oplogs:
+                await self.store.save_operlog(device.id, batch.oplogs)
+            return iclock.format_ok(len(batch.users) + len(batch.oplogs) + len(batch.other))
+        if upper == "ATTPHOTO":
+            return await self.photo(device, body)
+        if upper == "OPTIONS":
+            options = iclock.parse_options(iclock.decode_text(body))
+            await self.store.update_device(device.id, info={"options": options})
+            return "OK"
+        log.warn("Unknown table {table} from {serial}; kept raw", table=table,
+                 serial=device.serial_number)
+        await self.store.save_rejected(
+            device.serial_number,
+            [Rejected(source=table[:40] or "cdata", raw=_raw_excerpt(body),
+                      reason=f"unknown table {table!r}")],
+        )
+        return "OK"
+
+    async def photo(self, device: Device, body: bytes) -> str:
+        try:
+            photo = iclock.parse_attphoto(body)
+        except ValueError as e:
+            await self.store.save_rejected(
+                device.serial_number,
+                [Rejected(source="ATTPHOTO", raw=_raw_excerpt(body[:4096]), reason=str(e))],
+            )
+            return "OK"
+        await self.store.save_photo(
+            device.id, photo.user_id, photo.timestamp, photo.filename, photo.data
+        )
+        return "OK"
+
+
+def _trim(item: Rejected) -> Rejected:
+    if len(item.raw) <= RAW_KEEP:
+        return item
+    return Rejected(source=item.source, raw=_raw_excerpt(item.raw), reason=item.reason)
+
+
+routes = Klein()
+
+
+def _body(request: IRequest) -> bytes:
+    return request.content.read() if request.content is not None else b""
+
+
+@routes.route("/iclock/cdata", methods=["GET", "HEAD"])
+@terminal_route
+async def cdata_get(self: PushApp, request: IRequest, device: Device,
+                    params: dict[str, str]) -> bytes:
+    if params.get("pushver") or params.get("DeviceType") or params.get("language"):
+        await self.store.update_device(
+            device.id,
+            info={k: params[k] for k in ("pushver", "DeviceType", "language") if k in params},
+        )
+    return text_reply(request, self.handshake(device, params))
+
+
+@routes.route("/iclock/cdata", methods=["POST"])
+@terminal_route
+async def cdata_post(self: PushApp, request: IRequest, device: Device,
+                     params: dict[str, str]) -> bytes:
+    table = params.get("table", "")
+    return text_reply(request, await self.upload(device, table, _body(request)))
+
+
+@routes.route("/iclock/fdata", methods=["POST"])
+@terminal_route
+async def fdata(self: PushApp, request: IRequest, device: Device,
+                params: dict[str, str]) -> bytes:
+    return text_reply(request, await self.photo(device, _body(request)))
+
+
+@routes.route("/iclock/getrequest", methods=["GET", "HEAD"])
+@terminal_route
+async def getrequest(self: PushApp, request: IRequest, device: Device,
+                     params: dict[str, str]) -> bytes:
+    if params.get("INFO"):
+        await self.store.update_device(device.id, info=iclock.parse_info(params["INFO"]))
+    commands = await self.store.take_commands(device.id)
+    return text_reply(request, iclock.format_commands([(c.id, c.command) for c in commands]))
+
+
+@routes.route("/iclock/devicecmd", methods=["POST"])
+@terminal_route
+async def devicecmd(self: PushApp, request: IRequest, device: Device,
+                    params: dict[str, str]) -> bytes:
+    for result in iclock.parse_devicecmd(iclock.decode_text(_body(request))):
+        code = result.return_code if result.return_code is not None else -1
+        command = await self.store.finish_command(device.id, result.id, code, result.result)
+        if command is None:
+            log.warn("Result for unknown command {id} from {serial}", id=result.id,
+                     serial=device.serial_number)
+            continue
+        await self.ingest.record_event(
+            {
+                "type": "command_result",
+                "device_id": device.id,
+                "serial_number": device.serial_number,
+                "command_id": command.id,
+                "command": command.command,
+                "status": command.status,
+                "return_code": command.return_code,
+            },
+            device.serial_number,
+        )
+    return text_reply(request, "OK")
+
+
+@routes.route("/iclock/ping", methods=["GET", "HEAD"])
+@terminal_route
+async def ping(self: PushApp, request: IRequest, device: Device,
+               params: dict[str, str]) -> bytes:
+    return text_reply(request, "OK")
+
+
+@routes.route("/iclock/rtdata", methods=["GET"])
+@terminal_route
+async def rtdata(self: PushApp, request: IRequest, device: Device,
+                 params: dict[str, str]) -> bytes:
+    now = utc_now(self.clock)
+    offset = iclock.utc_offset_minutes(device.timezone or self.server_timezone, now)
+    sign = "+" if offset >= 0 else "-"
+    tz = f"{sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}"
+    return text_reply(request, f"DateTime={int(now.timestamp())},ServerTZ={tz}")
+
+
+@routes.route("/", branch=True)
+def not_found(self: PushApp, request: IRequest) -> bytes:
+    return text_reply(request, "Not found: this listener serves /iclock/* only\n", 404)

@@ -1,0 +1,1 @@
+"""The web listener: API, event stream and monitoring page."""

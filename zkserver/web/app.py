@@ -1,0 +1,496 @@
+"""The web listener's Klein application: JSON API, event stream, monitoring page.
+
+Every route except ``/``, static files, ``/healthz`` and the login endpoint requires
+the operator token (see :mod:`zkserver.web.auth`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from functools import wraps
+from importlib.resources import files
+from typing import Any, Protocol
+
+from attrs import define
+from klein import Klein
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+from twisted.web.static import File
+
+from zkserver.devices import DeviceRegistry
+from zkserver.push.iclock import utc_offset_minutes
+from zkserver.records import Device
+from zkserver.store.base import DuplicateDevice, Store, StoreUnavailable
+from zkserver.web.auth import COOKIE_NAME, TokenAuth, query_params
+from zkserver.web.sse import EventStream
+
+__all__ = ["WebApp", "PullControl", "ApiError"]
+
+log = Logger()
+
+SERIAL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+COMMAND_RE = re.compile(r"^[^\r\n]{1,4096}$")
+MAX_JSON_BODY = 1 << 20
+
+
+class PullControl(Protocol):
+    """What the API needs from the pull-device manager (zkserver.pull.service)."""
+
+    def device_changed(self, device: Device) -> None: ...
+
+    def device_removed(self, device_id: str) -> None: ...
+
+    def sync_time(self, device: Device) -> Awaitable[dict[str, Any]]: ...
+
+    def read_users(self, device: Device) -> Awaitable[dict[str, Any]]: ...
+
+    def read_log(self, device: Device) -> Awaitable[dict[str, Any]]: ...
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def json_response(request: IRequest, body: Any, code: int = 200) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps(body, ensure_ascii=False).encode()
+
+
+Handler = Callable[..., Awaitable[Any]]
+
+
+def api(authenticated: bool = True) -> Callable[[Handler], Handler]:
+    """Wrap a route: token check, JSON errors, 503 when the database is down."""
+
+    def decorate(handler: Handler) -> Handler:
+        @wraps(handler)
+        async def wrapper(self: WebApp, request: IRequest, *args: Any, **kwargs: Any) -> Any:
+            self.apply_cors(request)
+            if authenticated and not self.auth.check(request):
+                return json_response(
+                    request, {"error": "unauthorized", "detail": "missing or wrong token"}, 401
+                )
+            try:
+                return await handler(self, request, *args, **kwargs)
+            except ApiError as e:
+                return json_response(request, {"error": e.message}, e.code)
+            except StoreUnavailable as e:
+                log.warn("Database unavailable: {error}", error=str(e))
+                return json_response(request, {"error": "database unavailable"}, 503)
+
+        return wrapper
+
+    return decorate
+
+
+def read_json(request: IRequest) -> dict[str, Any]:
+    raw = request.content.read(MAX_JSON_BODY + 1) if request.content else b""
+    if len(raw) > MAX_JSON_BODY:
+        raise ApiError(413, "request body too large")
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as e:
+        raise ApiError(400, f"invalid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "expected a JSON object")
+    return body
+
+
+def _int(value: Any, name: str, lo: int, hi: int) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ApiError(400, f"{name} must be an integer") from None
+    if not lo <= number <= hi:
+        raise ApiError(400, f"{name} must be between {lo} and {hi}")
+    return number
+
+
+def _str(body: dict[str, Any], name: str, default: str = "", limit: int = 200) -> str:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, str | int):
+        raise ApiError(400, f"{name} must be a string")
+    text = str(value).strip()
+    if len(text) > limit:
+        raise ApiError(400, f"{name} is longer than {limit} characters")
+    return text
+
+
+def _timezone(value: str) -> str:
+    if not value:
+        return ""
+    try:
+        utc_offset_minutes(value, datetime.now(UTC))
+    except Exception:
+        raise ApiError(400, f"unknown timezone {value!r}") from None
+    return value
+
+
+@define(eq=False)
+class WebApp:
+    store: Store
+    registry: DeviceRegistry
+    events: EventStream
+    auth: TokenAuth
+    pull: PullControl | None = None
+    cors_origins: frozenset[str] = frozenset()
+    secure_cookie: bool = False
+
+    def resource(self) -> Any:
+        """The twisted.web resource serving every route below, bound to this app."""
+        return routes.__get__(self, WebApp).resource()
+
+    def apply_cors(self, request: IRequest) -> None:
+        origin = request.getHeader(b"origin")
+        if origin and origin.decode("latin-1") in self.cors_origins:
+            request.setHeader(b"access-control-allow-origin", origin)
+            request.setHeader(b"vary", b"Origin")
+            request.setHeader(b"access-control-allow-credentials", b"true")
+            request.setHeader(
+                b"access-control-allow-headers", b"Authorization, Content-Type, Last-Event-ID"
+            )
+            request.setHeader(
+                b"access-control-allow-methods", b"GET, POST, PATCH, DELETE, OPTIONS"
+            )
+
+    async def device_or_404(self, device_id: str) -> Device:
+        device = await self.store.device(device_id)
+        if device is None:
+            raise ApiError(404, "no such device")
+        return device
+
+
+# The routes, written as functions of the WebApp they are bound to (see WebApp.resource).
+routes = Klein()
+
+
+@routes.route("/api/<path:_rest>", methods=["OPTIONS"])
+@api(authenticated=False)
+async def preflight(self: WebApp, request: IRequest, _rest: str) -> bytes:
+    request.setResponseCode(204)
+    return b""
+
+
+@routes.route("/healthz", methods=["GET"])
+@api(authenticated=False)
+async def healthz(self: WebApp, request: IRequest) -> bytes:
+    try:
+        await self.store.ping()
+    except Exception as e:
+        return json_response(request, {"status": "error", "database": str(e)[:200]}, 503)
+    return json_response(
+        request, {"status": "ok", "database": "ok", **self.events.broadcaster.stats()}
+    )
+
+
+@routes.route("/devices/events", methods=["GET"])
+@api()
+async def device_events(self: WebApp, request: IRequest) -> None:
+    await self.events.serve(request)
+
+
+# --- login ----------------------------------------------------------------------------
+@routes.route("/api/session", methods=["POST"])
+@api(authenticated=False)
+async def login(self: WebApp, request: IRequest) -> bytes:
+    body = read_json(request)
+    token = str(body.get("token", ""))
+    if not TokenAuth._same(token, self.auth.token):
+        return json_response(request, {"error": "unauthorized", "detail": "wrong token"}, 401)
+    request.addCookie(
+        COOKIE_NAME,
+        self.auth.session_value().encode(),
+        path=b"/",
+        httpOnly=True,
+        sameSite="strict",
+        secure=self.secure_cookie,
+    )
+    return json_response(request, {"status": "ok"})
+
+
+@routes.route("/api/session", methods=["DELETE"])
+@api(authenticated=False)
+async def logout(self: WebApp, request: IRequest) -> bytes:
+    request.addCookie(
+        COOKIE_NAME, b"", path=b"/", httpOnly=True, sameSite="strict", max_age=b"0"
+    )
+    return json_response(request, {"status": "ok"})
+
+
+@routes.route("/api/session", methods=["GET"])
+@api()
+async def session(self: WebApp, request: IRequest) -> bytes:
+    return json_response(request, {"status": "ok"})
+
+
+# --- devices ----------------------------------------------------------------------------
+@routes.route("/api/devices", methods=["GET"])
+@api()
+async def list_devices(self: WebApp, request: IRequest) -> bytes:
+    kind = query_params(request).get("kind") or None
+    devices = await self.store.devices(kind=kind)
+    return json_response(request, [d.public() for d in devices])
+
+
+@routes.route("/api/devices", methods=["POST"])
+@api()
+async def add_device(self: WebApp, request: IRequest) -> bytes:
+    body = read_json(request)
+    kind = _str(body, "kind", "push")
+    name = _str(body, "name")
+    timezone = _timezone(_str(body, "timezone"))
+    if kind == "push":
+        serial = _str(body, "serial_number")
+        if not SERIAL_RE.match(serial):
+            raise ApiError(400, "serial_number is required (letters, digits, '-', '_', '.')")
+        fields: dict[str, Any] = {"serial_number": serial}
+        status = "offline"
+    elif kind == "pull":
+        host = _str(body, "host")
+        if not host:
+            raise ApiError(400, "host is required for a pull device")
+        serial = _str(body, "serial_number")
+        if serial and not SERIAL_RE.match(serial):
+            raise ApiError(400, "serial_number may hold letters, digits, '-', '_', '.'")
+        transport = _str(body, "transport", "tcp").lower()
+        if transport not in ("tcp", "udp"):
+            raise ApiError(400, "transport must be tcp or udp")
+        fields = {
+            "serial_number": serial,
+            "host": host,
+            "port": _int(body.get("port", 4370), "port", 1, 65535),
+            "comm_key": _int(body.get("comm_key", 0) or 0, "comm_key", 0, 999_999_999),
+            "transport": transport,
+        }
+        status = "offline"
+    else:
+        raise ApiError(400, "kind must be push or pull")
+    try:
+        device = await self.store.add_device(
+            kind=kind, name=name, timezone=timezone, status=status, approved=True, **fields
+        )
+    except DuplicateDevice:
+        raise ApiError(409, "a device with that serial number already exists") from None
+    if kind == "pull" and self.pull is not None:
+        self.pull.device_changed(device)
+    return json_response(request, device.public(), 201)
+
+
+@routes.route("/api/devices/<device_id>", methods=["GET"])
+@api()
+async def get_device(self: WebApp, request: IRequest, device_id: str) -> bytes:
+    return json_response(request, (await self.device_or_404(device_id)).public())
+
+
+@routes.route("/api/devices/<device_id>", methods=["PATCH", "PUT"])
+@api()
+async def update_device(self: WebApp, request: IRequest, device_id: str) -> bytes:
+    device = await self.device_or_404(device_id)
+    body = read_json(request)
+    changes: dict[str, Any] = {}
+    if "name" in body:
+        changes["name"] = _str(body, "name")
+    if "timezone" in body:
+        changes["timezone"] = _timezone(_str(body, "timezone"))
+    if device.kind == "pull":
+        if "host" in body:
+            changes["host"] = _str(body, "host") or device.host
+        if "port" in body:
+            changes["port"] = _int(body["port"], "port", 1, 65535)
+        if "comm_key" in body:
+            changes["comm_key"] = _int(body["comm_key"] or 0, "comm_key", 0, 999_999_999)
+        if "transport" in body:
+            transport = _str(body, "transport").lower()
+            if transport not in ("tcp", "udp"):
+                raise ApiError(400, "transport must be tcp or udp")
+            changes["transport"] = transport
+    unknown = set(body) - {"name", "timezone", "host", "port", "comm_key", "transport"}
+    if unknown:
+        raise ApiError(400, f"cannot change: {', '.join(sorted(unknown))}")
+    updated = await self.store.update_device(device.id, **changes) if changes else device
+    if updated is None:
+        raise ApiError(404, "no such device")
+    if updated.kind == "pull" and self.pull is not None:
+        self.pull.device_changed(updated)
+    return json_response(request, updated.public())
+
+
+@routes.route("/api/devices/<device_id>", methods=["DELETE"])
+@api()
+async def delete_device(self: WebApp, request: IRequest, device_id: str) -> bytes:
+    device = await self.device_or_404(device_id)
+    if device.kind == "pull" and self.pull is not None:
+        self.pull.device_removed(device.id)
+    await self.store.delete_device(device.id)
+    return json_response(request, {"deleted": device.id})
+
+
+@routes.route("/api/devices/<device_id>/approve", methods=["POST"])
+@api()
+async def approve_device(self: WebApp, request: IRequest, device_id: str) -> bytes:
+    device = await self.registry.approve(await self.device_or_404(device_id))
+    if device.kind == "pull" and self.pull is not None:
+        self.pull.device_changed(device)
+    return json_response(request, device.public())
+
+
+@routes.route("/api/devices/<device_id>/reject", methods=["POST"])
+@api()
+async def reject_device(self: WebApp, request: IRequest, device_id: str) -> bytes:
+    device = await self.registry.reject(await self.device_or_404(device_id))
+    if device.kind == "pull" and self.pull is not None:
+        self.pull.device_removed(device.id)
+    return json_response(request, device.public())
+
+
+# --- commands (push) and operations (pull) ------------------------------------------------
+@routes.route("/api/devices/<device_id>/commands", methods=["POST"])
+@api()
+async def queue_command(self: WebApp, request: IRequest, device_id: str) -> bytes:
+    device = await self.device_or_404(device_id)
+    if device.kind != "push":
+        raise ApiError(409, "commands are queued for push devices; use the pull operations")
+    command = _str(read_json(request), "command", limit=4096)
+    if not COMMAND_RE.match(command):
+        raise ApiError(400, "command is required: one line, e.g. 'INFO' or 'REBOOT'")
+    queued = await self.store.queue_command(device.id, command)
+    return json_response(request, queued.public(), 201)
+
+
+@routes.route("/api/devices/<device_id>/commands", methods=["GET"])
+@api()
+async def list_commands(self: WebApp, request: IRequest, device_id: str) -> bytes:
+    device = await self.device_or_404(device_id)
+    commands = await self.store.commands(device.id)
+    return json_response(request, [c.public() for c in commands])
+
+
+async def _pull_operation(self: WebApp, device_id: str, name: str) -> dict[str, Any]:
+    device = await self.device_or_404(device_id)
+    if device.kind != "pull":
+        raise ApiError(409, f"{name} is a pull-device operation")
+    if self.pull is None:
+        raise ApiError(503, "pull devices are disabled on this server")
+    try:
+        return await getattr(self.pull, name.replace("-", "_"))(device)
+    except ApiError:
+        raise
+    except Exception as e:
+        raise ApiError(502, f"{name} failed: {e}") from None
+
+
+@routes.route("/api/devices/<device_id>/sync-time", methods=["POST"])
+@api()
+async def sync_time(self: WebApp, request: IRequest, device_id: str) -> bytes:
+    return json_response(request, await _pull_operation(self, device_id, "sync-time"))
+
+
+@routes.route("/api/devices/<device_id>/read-users", methods=["POST"])
+@api()
+async def read_users(self: WebApp, request: IRequest, device_id: str) -> bytes:
+    return json_response(request, await _pull_operation(self, device_id, "read-users"))
+
+
+@routes.route("/api/devices/<device_id>/read-log", methods=["POST"])
+@api()
+async def read_log(self: WebApp, request: IRequest, device_id: str) -> bytes:
+    return json_response(request, await _pull_operation(self, device_id, "read-log"))
+
+
+@routes.route("/api/devices/<device_id>/users", methods=["GET"])
+@api()
+async def device_users(self: WebApp, request: IRequest, device_id: str) -> bytes:
+    device = await self.device_or_404(device_id)
+    return json_response(request, [u.public() for u in await self.store.users(device.id)])
+
+
+# --- attendance, rejected input, photos -----------------------------------------------------
+def _attendance_filters(request: IRequest) -> dict[str, Any]:
+    params = query_params(request)
+    return {
+        "device_id": params.get("device_id") or None,
+        "user_id": params.get("user_id") or None,
+        "since": params.get("since") or None,
+        "until": params.get("until") or None,
+    }
+
+
+@routes.route("/api/attendance", methods=["GET"])
+@api()
+async def attendance(self: WebApp, request: IRequest) -> bytes:
+    params = query_params(request)
+    limit = _int(params.get("limit", 100), "limit", 1, 1000)
+    rows, cursor = await self.store.attendance(
+        **_attendance_filters(request), cursor=params.get("cursor") or None, limit=limit
+    )
+    return json_response(request, {"items": rows, "next_cursor": cursor})
+
+
+@routes.route("/api/attendance.csv", methods=["GET"])
+@api()
+async def attendance_csv(self: WebApp, request: IRequest) -> bytes:
+    filters = _attendance_filters(request)
+    out = io.StringIO()
+    columns = [
+        "timestamp", "user_id", "user_name", "action", "method", "device_name",
+        "serial_number", "device_id", "workcode", "received_at",
+    ]
+    writer = csv.writer(out)
+    writer.writerow(columns)
+    cursor: str | None = None
+    while True:
+        rows, cursor = await self.store.attendance(**filters, cursor=cursor, limit=1000)
+        for row in rows:
+            writer.writerow([row.get(c, "") if row.get(c) is not None else "" for c in columns])
+        if cursor is None:
+            break
+    request.setHeader(b"content-type", b"text/csv; charset=utf-8")
+    request.setHeader(b"content-disposition", b'attachment; filename="attendance.csv"')
+    return out.getvalue().encode()
+
+
+@routes.route("/api/rejected", methods=["GET"])
+@api()
+async def rejected(self: WebApp, request: IRequest) -> bytes:
+    params = query_params(request)
+    limit = _int(params.get("limit", 100), "limit", 1, 1000)
+    rows = await self.store.rejected(params.get("serial_number") or None, limit=limit)
+    return json_response(request, rows)
+
+
+@routes.route("/api/photos/<int:photo_id>", methods=["GET"])
+@api()
+async def photo(self: WebApp, request: IRequest, photo_id: int) -> bytes:
+    found = await self.store.photo(photo_id)
+    if found is None:
+        raise ApiError(404, "no such photo")
+    filename, content = found
+    request.setHeader(b"content-type", b"image/jpeg")
+    request.setHeader(b"content-disposition", f'inline; filename="{filename}"'.encode())
+    return content
+
+
+@routes.route("/api/stats", methods=["GET"])
+@api()
+async def stats(self: WebApp, request: IRequest) -> bytes:
+    return json_response(request, self.events.broadcaster.stats())
+
+
+# --- monitoring page -------------------------------------------------------------------------
+@routes.route("/", branch=True, methods=["GET", "HEAD"])
+def static(self: WebApp, request: IRequest) -> Any:
+    return File(str(files("zkserver.web") / "static"))

@@ -1,0 +1,99 @@
+"""``GET /devices/events``: the Server-Sent-Events stream dashboards read."""
+
+from __future__ import annotations
+
+from attrs import define
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+
+from zkserver.broadcaster import Broadcaster, EventFilter, Subscriber
+from zkserver.store.base import Store
+from zkserver.web.auth import query_params
+
+__all__ = ["EventStream"]
+
+log = Logger()
+
+REPLAY_PAGE = 500
+
+
+def _split(value: str | None) -> frozenset[str]:
+    return frozenset(v.strip() for v in (value or "").split(",") if v.strip())
+
+
+def _last_event_id(request: IRequest, params: dict[str, str]) -> int | None:
+    raw = request.getHeader(b"last-event-id")
+    text = raw.decode("latin-1") if raw else params.get("last_event_id")
+    if text is None or not text.strip():
+        return None
+    try:
+        return max(0, int(text.strip()))
+    except ValueError:
+        return None
+
+
+@define(eq=False)
+class EventStream:
+    """Opens one stream per request: optional replay from the store, then live events."""
+
+    broadcaster: Broadcaster
+    store: Store
+    max_buffer: int = 1 << 20
+    retry_ms: int = 3000
+
+    async def serve(self, request: IRequest) -> None:
+        params = query_params(request)
+        request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-cache")
+        request.setHeader(b"x-accel-buffering", b"no")
+        last_id = _last_event_id(request, params)
+        subscriber = Subscriber(
+            target=request,
+            on_overflow=self._drop,
+            event_filter=EventFilter(
+                serials=_split(params.get("device")), types=_split(params.get("type"))
+            ),
+            max_buffer=self.max_buffer,
+            last_id=last_id or 0,
+            holding=last_id is not None,
+        )
+        finished = request.notifyFinish()
+        finished.addBoth(lambda _: self._closed(subscriber))
+        request.registerProducer(subscriber, True)
+        self.broadcaster.subscribe(subscriber)
+        request.write(f"retry: {self.retry_ms}\n\n".encode())
+        never: Deferred[None] = Deferred(lambda _: self._closed(subscriber))
+        if last_id is not None:
+            await self._replay(subscriber, last_id)
+        await never
+
+    async def _replay(self, subscriber: Subscriber, last_id: int) -> None:
+        newest = await self.store.last_event_id()
+        if last_id > newest:  # an id from another database (or a reset one): start live
+            subscriber.last_id = newest
+        cursor = subscriber.last_id
+        while not subscriber.closed:
+            page = await self.store.events_after(cursor, REPLAY_PAGE)
+            for event in page:
+                subscriber.send_event(event)
+            if len(page) < REPLAY_PAGE:
+                break
+            cursor = page[-1].id
+            await subscriber.drained()
+        subscriber.release()
+
+    def _closed(self, subscriber: Subscriber) -> None:
+        self.broadcaster.unsubscribe(subscriber)
+        subscriber.close()
+
+    def _drop(self, subscriber: Subscriber) -> None:
+        log.warn(
+            "Dropping a slow SSE client after {limit} bytes queued (it replays on reconnect)",
+            limit=self.max_buffer,
+        )
+        self.broadcaster.unsubscribe(subscriber)
+        request = subscriber.target
+        transport = getattr(getattr(request, "channel", None), "transport", None)
+        if transport is not None:
+            transport.abortConnection()
