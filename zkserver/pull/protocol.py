@@ -1,0 +1,602 @@
+"""One client session with a ZK pull device (binary protocol, port 4370), TCP or UDP.
+
+:class:`ZKSession` holds the whole session logic over :mod:`zkserver.pull.codec`: reply
+ids, one request in flight at a time (others queue), a timeout per request (on timeout
+the session fails and closes), multi-packet replies (PREPARE_DATA, DATA..., ACK_OK) and
+real-time events (command 500), which are ACKed at once and handed to ``on_event``
+whenever they arrive, between requests or in the middle of one.
+
+The transports are thin: :class:`ZKClientProtocol` (TCP, framed by
+:class:`~zkserver.pull.codec.TcpDeframer`) and :class:`ZKDatagramProtocol` (UDP,
+connected to the device) only turn bytes into packets and back.  :func:`open_session`
+connects either.  Nothing here blocks the reactor.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from attrs import define, field
+from twisted.internet.defer import Deferred, DeferredLock, succeed
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from zkserver.pull import codec
+from zkserver.pull.codec import (
+    EF_ATTLOG,
+    AttendanceEvent,
+    Cmd,
+    CodecError,
+    FrameError,
+    Packet,
+    PullRecord,
+    Reply,
+    Sizes,
+)
+from zkserver.records import DeviceUser
+
+__all__ = [
+    "ZKError",
+    "AuthenticationFailed",
+    "RequestTimeout",
+    "SessionClosed",
+    "CommandFailed",
+    "ProtocolError",
+    "ZKSession",
+    "ZKClientProtocol",
+    "ZKDatagramProtocol",
+    "open_session",
+    "DEFAULT_TIMEOUT",
+]
+
+log = Logger()
+
+DEFAULT_TIMEOUT = 10.0
+"""Seconds a request may wait for its (next) reply packet before the session fails."""
+
+EventCallback = Callable[[AttendanceEvent], Any]
+
+
+class ZKError(Exception):
+    """Base class of every session error."""
+
+
+class AuthenticationFailed(ZKError):
+    """The device refused the comm key (ACK_UNAUTH after CMD_AUTH)."""
+
+
+class RequestTimeout(ZKError):
+    """The device did not answer in time; the session has been closed."""
+
+
+class SessionClosed(ZKError):
+    """The connection is gone (or was never made); pending requests fail with this."""
+
+
+class ProtocolError(ZKError):
+    """The device sent bytes that do not decode (garbage, wrong magic, absurd length)."""
+
+
+class CommandFailed(ZKError):
+    """The device answered a command with an error reply code."""
+
+    def __init__(self, command: int, reply: int) -> None:
+        super().__init__(f"command {_name(Cmd, command)} answered {_name(Reply, reply)}")
+        self.command = command
+        self.reply = reply
+
+
+def _name(enum: Any, value: int) -> str:
+    try:
+        return f"{enum(value).name}({value})"
+    except ValueError:
+        return str(value)
+
+
+# Replies that mean "done" for a request; everything else is an error reply.
+_OK_REPLIES = frozenset({Reply.ACK_OK, Reply.ACK_DATA, Cmd.DATA, Cmd.PREPARE_DATA})
+
+
+@define(eq=False)
+class _Request:
+    """One command on the wire and the packets collected for it."""
+
+    command: int
+    data: bytes
+    deferred: Deferred[list[Packet]]
+    multi: bool = False  # a chunk read: PREPARE_DATA, DATA..., ACK_OK
+    reply_id: int = -1
+    packets: list[Packet] = field(factory=list)
+
+    def add(self, p: Packet) -> bool:
+        """Collect ``p``; True when the reply is complete."""
+        self.packets.append(p)
+        if not self.multi:
+            return True
+        first = self.packets[0].command
+        if first != Cmd.PREPARE_DATA:
+            return True  # inline DATA, or an error reply
+        return len(self.packets) > 1 and p.command != Cmd.DATA
+
+
+class ZKSession:
+    """The session logic shared by the TCP and UDP protocols.
+
+    Subclasses implement :meth:`_write_packet` and :meth:`_close_transport` and call
+    :meth:`_packet_received` / :meth:`_session_lost`.  Public methods return Deferreds;
+    each multi-request operation (a bulk read, the handshake) runs alone.
+    """
+
+    max_chunk: int = codec.TCP_MAX_CHUNK
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        on_event: EventCallback | None = None,
+        peer: str = "",
+    ) -> None:
+        self.clock = clock
+        self.timeout = timeout
+        self.on_event = on_event
+        self.peer = peer
+        self.session_id = 0
+        self.reply_id = codec.USHRT_MAX - 1  # the first command carries next_reply_id() == 0
+        self.authenticated = False
+        self.closed = False
+        self.close_reason: ZKError | None = None
+        self.last_activity = clock.seconds()
+        self._current: _Request | None = None
+        self._queue: deque[_Request] = deque()
+        self._timer: IDelayedCall | None = None
+        self._op_lock = DeferredLock()
+        self._close_waiters: list[Deferred[ZKError]] = []
+
+    # ------------------------------------------------------------------ transport hooks
+
+    def _write_packet(self, p: Packet) -> None:
+        raise NotImplementedError
+
+    def _close_transport(self) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ life cycle
+
+    def notify_closed(self) -> Deferred[ZKError]:
+        """A Deferred firing (never failing) with the reason (a ZKError) once the session ends."""
+        if self.closed and self.close_reason is not None:
+            return succeed(self.close_reason)
+        d: Deferred[ZKError] = Deferred()
+        self._close_waiters.append(d)
+        return d
+
+    def abort(self, reason: Exception | Failure | None = None) -> None:
+        """Fail every pending request and close the connection now."""
+        if reason is None:
+            reason = SessionClosed(f"session with {self.peer} closed")
+        self._fail(reason)
+        self._close_transport()
+
+    def _session_lost(self, reason: Failure | Exception | None = None) -> None:
+        """The transport is gone: fail what is pending, tell the waiters."""
+        self._fail(reason or SessionClosed(f"connection to {self.peer} lost"))
+
+    def _fail(self, reason: Exception | Failure) -> None:
+        failure = reason if isinstance(reason, Failure) else Failure(reason)
+        if not isinstance(failure.value, ZKError):
+            failure = Failure(SessionClosed(f"connection to {self.peer} lost: {failure.value}"))
+        first = not self.closed
+        self.closed = True
+        if first:
+            self.close_reason = failure.value
+        self._cancel_timer()
+        pending = ([self._current] if self._current else []) + list(self._queue)
+        self._current = None
+        self._queue.clear()
+        for req in pending:
+            req.deferred.errback(failure)
+        if first:
+            waiters, self._close_waiters = self._close_waiters, []
+            for d in waiters:
+                d.callback(failure.value)
+
+    # ------------------------------------------------------------------ requests
+
+    def request(self, command: int, data: bytes = b"", *, multi: bool = False) -> Deferred[
+        list[Packet]
+    ]:
+        """Queue one command; fires with its reply packet(s) (the first one decides)."""
+        d: Deferred[list[Packet]] = Deferred()
+        if self.closed:
+            d.errback(self.close_reason or SessionClosed(f"session with {self.peer} closed"))
+            return d
+        self._queue.append(_Request(command, bytes(data), d, multi))
+        self._send_next()
+        return d
+
+    def _send_next(self) -> None:
+        if self._current is not None or not self._queue or self.closed:
+            return
+        req = self._current = self._queue.popleft()
+        self.reply_id = codec.next_reply_id(self.reply_id)
+        req.reply_id = self.reply_id
+        self._timer = self.clock.callLater(self.timeout, self._timed_out, req)
+        self._write_packet(Packet(req.command, self.session_id, req.reply_id, req.data))
+
+    def _timed_out(self, req: _Request) -> None:
+        self._timer = None
+        log.warn(
+            "ZK device {peer}: no reply to {command} within {timeout} s; closing the session",
+            peer=self.peer, command=_name(Cmd, req.command), timeout=self.timeout,
+        )
+        self.abort(RequestTimeout(
+            f"{self.peer}: no reply to {_name(Cmd, req.command)} within {self.timeout} s"
+        ))
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _packet_received(self, p: Packet) -> None:
+        if self.closed:
+            return
+        self.last_activity = self.clock.seconds()
+        if p.command == Cmd.REG_EVENT:
+            self._event_received(p)
+            return
+        req = self._current
+        if req is None or p.reply_id != req.reply_id:
+            log.debug(
+                "ZK device {peer}: ignoring unexpected {command} (reply id {reply_id})",
+                peer=self.peer, command=_name(Reply, p.command), reply_id=p.reply_id,
+            )
+            return
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(self.timeout)
+        if not req.add(p):
+            return
+        self._cancel_timer()
+        self._current = None
+        req.deferred.callback(req.packets)
+        self._send_next()
+
+    def _event_received(self, p: Packet) -> None:
+        # ACK first, always: the device waits for it before sending the next event.
+        self._write_packet(Packet(Reply.ACK_OK, self.session_id, p.reply_id))
+        try:
+            event = codec.parse_event(p.session_id, p.data)
+        except CodecError as e:
+            log.warn("ZK device {peer}: undecodable event skipped: {error}", peer=self.peer,
+                     error=str(e))
+            return
+        if not isinstance(event, AttendanceEvent):
+            log.debug("ZK device {peer}: event code {code} skipped", peer=self.peer,
+                      code=event.code)
+            return
+        if self.on_event is None:
+            return
+        try:
+            result = self.on_event(event)
+        except Exception:
+            log.failure("ZK device {peer}: event handler failed", peer=self.peer)
+            return
+        if isinstance(result, Deferred):
+            result.addErrback(
+                lambda f: log.failure("ZK device {peer}: event handler failed", f, peer=self.peer)
+            )
+
+    async def _command(self, command: int, data: bytes = b"") -> Packet:
+        """Send one command and return its reply; error replies raise CommandFailed."""
+        (reply,) = await self.request(command, data)
+        if reply.command not in _OK_REPLIES:
+            raise CommandFailed(command, reply.command)
+        return reply
+
+    async def _exclusive(self, fn: Callable[[], Any]) -> Any:
+        """Run a (multi-request) operation with no other operation interleaved."""
+        await self._op_lock.acquire()
+        try:
+            return await fn()
+        finally:
+            self._op_lock.release()
+
+    def _op(self, fn: Callable[[], Any]) -> Deferred[Any]:
+        return Deferred.fromCoroutine(self._exclusive(fn))
+
+    # ------------------------------------------------------------------ public API
+
+    def connect(self, comm_key: int = 0) -> Deferred[None]:
+        """CONNECT, then AUTH with the comm key if the device asks (AuthenticationFailed)."""
+
+        async def run() -> None:
+            (reply,) = await self.request(Cmd.CONNECT)
+            self.session_id = reply.session_id
+            if reply.command == Reply.ACK_UNAUTH:
+                key = codec.make_commkey(comm_key, self.session_id)
+                (reply,) = await self.request(Cmd.AUTH, key)
+                if reply.command == Reply.ACK_UNAUTH:
+                    raise AuthenticationFailed(f"{self.peer} refused the comm key")
+            if reply.command != Reply.ACK_OK:
+                raise CommandFailed(Cmd.CONNECT, reply.command)
+            self.authenticated = True
+
+        return self._op(run)
+
+    def disconnect(self) -> Deferred[None]:
+        """EXIT (best effort), then close the connection."""
+
+        async def run() -> None:
+            try:
+                if not self.closed:
+                    await self.request(Cmd.EXIT)
+            except ZKError:
+                pass
+            finally:
+                self.abort(SessionClosed(f"session with {self.peer} ended"))
+
+        return Deferred.fromCoroutine(run())
+
+    def read_serial_number(self) -> Deferred[str]:
+        async def run() -> str:
+            key = codec.encode_option_request("~SerialNumber")
+            reply = await self._command(Cmd.OPTIONS_RRQ, key)
+            _key, value = codec.parse_option_reply(reply.data)
+            return value.replace("=", "").strip()
+
+        return self._op(run)
+
+    def read_firmware(self) -> Deferred[str]:
+        async def run() -> str:
+            return codec.parse_version((await self._command(Cmd.GET_VERSION)).data)
+
+        return self._op(run)
+
+    def read_time(self) -> Deferred[datetime]:
+        async def run() -> datetime:
+            return codec.unpack_time((await self._command(Cmd.GET_TIME)).data)
+
+        return self._op(run)
+
+    def set_time(self, when: datetime) -> Deferred[None]:
+        async def run() -> None:
+            await self._command(Cmd.SET_TIME, codec.pack_time(when))
+
+        return self._op(run)
+
+    def read_sizes(self) -> Deferred[Sizes]:
+        return self._op(self._read_sizes)
+
+    async def _read_sizes(self) -> Sizes:
+        return codec.parse_free_sizes((await self._command(Cmd.GET_FREE_SIZES)).data)
+
+    def register_events(self, flags: int = EF_ATTLOG) -> Deferred[None]:
+        async def run() -> None:
+            await self._command(Cmd.REG_EVENT, codec.encode_reg_event(flags))
+
+        return self._op(run)
+
+    def read_users(self) -> Deferred[list[DeviceUser]]:
+        """Every user on the device (sizes, then a bulk read)."""
+
+        async def run() -> list[DeviceUser]:
+            return await self._read_users()
+
+        return self._op(run)
+
+    async def _read_users(self) -> list[DeviceUser]:
+        sizes = await self._read_sizes()
+        if sizes.users <= 0:
+            return []
+        dataset = await self._read_buffer(Cmd.USERTEMP_RRQ, codec.Fct.USER)
+        return codec.parse_users(dataset, sizes.users)
+
+    def read_attendance(self) -> Deferred[list[PullRecord]]:
+        """The whole attendance log (sizes, bulk read; users too for 8-byte records)."""
+
+        async def run() -> list[PullRecord]:
+            sizes = await self._read_sizes()
+            if sizes.records <= 0:
+                return []
+            dataset = await self._read_buffer(Cmd.ATTLOG_RRQ)
+            try:
+                records = codec.parse_attendance(dataset, sizes.records)
+            except CodecError:
+                # The count moved between GET_FREE_SIZES and the read: guess the size.
+                records = codec.parse_attendance(dataset)
+            body = len(dataset) - 4
+            if records and body // len(records) == 8:
+                users = await self._read_users()
+                records = codec.parse_attendance(dataset, record_size=8, users=users)
+            return records
+
+        return self._op(run)
+
+    async def _read_buffer(self, command: int, fct: int = 0, ext: int = 0) -> bytes:
+        """Bulk read (1503, 1504 per chunk, 1502): the dataset bytes."""
+        packets = await self.request(
+            Cmd.PREPARE_BUFFER, codec.encode_prepare_buffer(command, fct, ext)
+        )
+        try:
+            buffer = codec.parse_prepare_buffer_reply(packets[0])
+        except CodecError as e:
+            raise CommandFailed(Cmd.PREPARE_BUFFER, packets[0].command) from e
+        if buffer.data is not None:
+            return buffer.data
+        parts = []
+        for start, size in codec.chunk_plan(buffer.size, self.max_chunk):
+            parts.append(await self._read_chunk(start, size))
+        await self._command(Cmd.FREE_DATA)
+        return b"".join(parts)
+
+    async def _read_chunk(self, start: int, size: int) -> bytes:
+        packets = await self.request(
+            Cmd.READ_BUFFER, codec.encode_read_chunk(start, size), multi=True
+        )
+        first = packets[0]
+        if first.command == Cmd.DATA:
+            chunk = first.data
+        elif first.command == Cmd.PREPARE_DATA:
+            if packets[-1].command != Reply.ACK_OK:
+                raise CommandFailed(Cmd.READ_BUFFER, packets[-1].command)
+            chunk = b"".join(p.data for p in packets[1:-1])
+        else:
+            raise CommandFailed(Cmd.READ_BUFFER, first.command)
+        if len(chunk) != size:
+            raise ProtocolError(f"{self.peer}: chunk at {start} has {len(chunk)} of {size} bytes")
+        return chunk
+
+
+# ---------------------------------------------------------------------- transports
+
+
+class ZKClientProtocol(ZKSession, Protocol):
+    """The session over TCP (each packet in one frame, written in one call)."""
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        on_event: EventCallback | None = None,
+        peer: str = "",
+        max_frame: int = codec.MAX_FRAME_LENGTH,
+    ) -> None:
+        ZKSession.__init__(self, clock, timeout=timeout, on_event=on_event, peer=peer)
+        self._deframer = codec.TcpDeframer(max_frame)
+
+    def connectionMade(self) -> None:  # noqa: N802
+        if not self.peer:
+            addr = self.transport.getPeer()
+            self.peer = f"{getattr(addr, 'host', '?')}:{getattr(addr, 'port', '?')}"
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        try:
+            packets = self._deframer.feed(data)
+        except FrameError as e:
+            log.warn("ZK device {peer}: bad framing ({error}); closing", peer=self.peer,
+                     error=str(e))
+            self._fail(ProtocolError(f"{self.peer}: {e}"))
+            self.transport.abortConnection()
+            return
+        for p in packets:
+            if self.closed:
+                return
+            self._packet_received(p)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
+        self._session_lost(reason)
+
+    def _write_packet(self, p: Packet) -> None:
+        self.transport.write(codec.encode_tcp(p))
+
+    def _close_transport(self) -> None:
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+
+class ZKDatagramProtocol(ZKSession, DatagramProtocol):
+    """The session over UDP: each datagram is one packet; DATA arrives in 1024-byte pieces."""
+
+    max_chunk = codec.UDP_MAX_CHUNK
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        host: str,
+        port: int,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        on_event: EventCallback | None = None,
+    ) -> None:
+        ZKSession.__init__(self, clock, timeout=timeout, on_event=on_event, peer=f"{host}:{port}")
+        self.host = host
+        self.port = port
+        self.started: Deferred[None] = Deferred()
+
+    def startProtocol(self) -> None:  # noqa: N802
+        self.transport.connect(self.host, self.port)
+        self.started.callback(None)
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:  # noqa: N802
+        try:
+            p = codec.decode_packet(data)
+        except CodecError as e:
+            log.warn("ZK device {peer}: bad datagram ({error}); closing", peer=self.peer,
+                     error=str(e))
+            self.abort(ProtocolError(f"{self.peer}: {e}"))
+            return
+        self._packet_received(p)
+
+    def connectionRefused(self) -> None:  # noqa: N802
+        self.abort(SessionClosed(f"{self.peer} refused the datagram (port closed)"))
+
+    def stopProtocol(self) -> None:  # noqa: N802
+        self._session_lost()
+
+    def _write_packet(self, p: Packet) -> None:
+        if self.transport is not None:
+            self.transport.write(codec.encode_packet(p))
+
+    def _close_transport(self) -> None:
+        transport, self.transport = self.transport, None
+        if transport is not None:
+            transport.stopListening()
+
+
+class _SessionFactory(Factory):
+    def __init__(self, make: Callable[[], ZKClientProtocol]) -> None:
+        self.make = make
+
+    def buildProtocol(self, addr: Any) -> ZKClientProtocol:  # noqa: N802
+        proto = self.make()
+        proto.factory = self
+        return proto
+
+
+async def _resolve(reactor: Any, host: str) -> str:
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        return await reactor.resolve(host)
+
+
+def open_session(
+    reactor: Any,
+    host: str,
+    port: int = 4370,
+    *,
+    transport: str = "tcp",
+    timeout: float = DEFAULT_TIMEOUT,
+    on_event: EventCallback | None = None,
+) -> Deferred[ZKSession]:
+    """Open a TCP connection (or a connected UDP socket) to a device; not yet CONNECTed."""
+    peer = f"{host}:{port}"
+
+    async def run() -> ZKSession:
+        if transport == "udp":
+            address = await _resolve(reactor, host)
+            udp = ZKDatagramProtocol(reactor, address, port, timeout=timeout, on_event=on_event)
+            udp.peer = peer
+            reactor.listenUDP(0, udp)
+            await udp.started
+            return udp
+        endpoint = HostnameEndpoint(reactor, host.encode("idna"), port, timeout=timeout)
+        factory = _SessionFactory(
+            lambda: ZKClientProtocol(reactor, timeout=timeout, on_event=on_event, peer=peer)
+        )
+        try:
+            return await endpoint.connect(factory)
+        except Exception as e:
+            raise SessionClosed(f"cannot connect to {peer}: {e}") from e
+
+    return Deferred.fromCoroutine(run())
