@@ -221,10 +221,13 @@ async def _none() -> None:
     return None
 
 
-def _log_job(what: str, job: Any) -> Any:
-    """Run a periodic job, logging (never raising) its failures so the timer keeps going."""
+def _log_job(what: str, job: Any, server: ZKServer) -> Any:
+    """Run a periodic job once the store is ready, logging (never raising) its failures
+    so the timer keeps going."""
 
     def run() -> Any:
+        if not server.ready.called:
+            return None
         try:
             d = Deferred.fromCoroutine(job()) if callable(job) else job
         except Exception:
@@ -307,7 +310,7 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
     TimerService(config["heartbeat"], broadcaster.heartbeat).setServiceParent(server)
     TimerService(
         max(1, config["poll-delay"] // 2),
-        _log_job("presence", registry.mark_silent_offline),
+        _log_job("presence", registry.mark_silent_offline, server),
     ).setServiceParent(server)
     return server
 

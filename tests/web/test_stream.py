@@ -164,6 +164,13 @@ async def test_stalled_client_is_dropped_and_others_keep_receiving(db_url, tmp_p
         stalled.send(f"GET /devices/events?token={running.token} HTTP/1.1\r\n"
                      f"Host: x\r\n\r\n".encode())
         await wait_until(lambda: running.service.broadcaster.stats()["clients"] == 2)
+        # Loopback send buffers grow to megabytes; shrink the server side of the stalled
+        # connection so that a bounded test reaches the per-client cap.
+        local_port = stalled.getsockname()[1]
+        for subscriber in running.service.broadcaster.subscribers:
+            if subscriber.target.getClientAddress().port == local_port:
+                handle = subscriber.target.channel.transport.getHandle()
+                handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         total = 0
         for batch in range(30):
             rows = [(f"{batch}-{i}", f"2025-10-09 13:{batch:02d}:{i:02d}") for i in range(50)]
