@@ -494,3 +494,11 @@ async def stats(self: WebApp, request: IRequest) -> bytes:
 @routes.route("/", branch=True, methods=["GET", "HEAD"])
 def static(self: WebApp, request: IRequest) -> Any:
     return File(str(files("zkserver.web") / "static"))
+
+
+@routes.route("/api/openapi.json", methods=["GET"])
+@api(authenticated=False)
+async def openapi(self: WebApp, request: IRequest) -> bytes:
+    from zkserver.web.openapi import openapi_document
+
+    return json_response(request, openapi_document())
