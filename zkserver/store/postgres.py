@@ -26,7 +26,7 @@ from txpostgres import reconnection
 from txpostgres import txpostgres as txpg
 
 from zkserver.store.base import StoreUnavailable
-from zkserver.store.sql import EVENTS_LOCK, InFlight, Q, Script, SQLStore, render
+from zkserver.store.sql import EVENTS_LOCK, InFlight, Q, Script, SQLStore, params_for, render
 
 __all__ = ["PostgresStore", "events_channel"]
 
@@ -118,7 +118,7 @@ async def _drive(cursor: txpg.Cursor, script: Script[T]) -> T:
         query: Q = next(script)
         while True:
             sql = render(query.sql, "postgresql")
-            await cursor.execute(sql, query.params)
+            await cursor.execute(sql, params_for(query))
             rows = cursor.fetchall() if cursor.description is not None else []
             try:
                 query = script.send(rows)
@@ -149,21 +149,38 @@ class _Pool(txpg.ConnectionPool):
         return d.addBoth(self._putBackAndPassthrough, conn)
 
     async def _use(self, conn: txpg.Connection, interaction: Any, *args: Any, **kw: Any) -> Any:
-        if not _is_open(conn):
+        """Run ``interaction`` on ``conn``, connecting it first if needed.
+
+        A connection found dead at BEGIN (a stale socket after a database restart) is
+        replaced once at once: nothing has been sent on it, so the retry is safe."""
+        started = False
+
+        def run(cursor: txpg.Cursor) -> Any:
+            nonlocal started
+            started = True
+            return interaction(cursor, *args, **kw)
+
+        for attempt in (1, 2):
+            if not _is_open(conn):
+                try:
+                    await _connect(self.reactor, conn, self.dsn, self.connect_timeout)
+                except Exception:
+                    _close(conn)
+                    raise
+            timer = self.reactor.callLater(self.op_timeout, self._expire, conn)
             try:
-                await _connect(self.reactor, conn, self.dsn, self.connect_timeout)
-            except Exception:
+                return await conn.runInteraction(run)
+            except _DEAD:
                 _close(conn)
-                raise
-        timer = self.reactor.callLater(self.op_timeout, self._expire, conn)
-        try:
-            return await conn.runInteraction(interaction, *args, **kw)
-        except _DEAD:
-            _close(conn)  # reconnect on next use
-            raise
-        finally:
-            if timer.active():
-                timer.cancel()
+                # The server probably went away for every connection: reconnect them too.
+                for idle in list(self.connections):
+                    _close(idle)
+                if started or attempt == 2:
+                    raise
+            finally:
+                if timer.active():
+                    timer.cancel()
+        raise AssertionError("unreachable")
 
     def _expire(self, conn: txpg.Connection) -> None:
         self.log.warn(

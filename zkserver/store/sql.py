@@ -38,6 +38,7 @@ __all__ = [
     "DIALECTS",
     "Migration",
     "MIGRATIONS",
+    "params_for",
     "render",
     "utc_now",
 ]
@@ -90,9 +91,21 @@ def render(sql: str, dialect: str) -> str:
     return sql
 
 
+def params_for(query: Q) -> tuple[Any, ...] | None:
+    """The statement's parameters as both backends store them: PostgreSQL text cannot
+    hold NUL, so NUL characters (device garbage) become the four characters ``\\x00``
+    on both backends alike."""
+    if query.params is None:
+        return None
+    return tuple(
+        p.replace("\x00", "\\x00") if isinstance(p, str) and "\x00" in p else p
+        for p in query.params
+    )
+
+
 def utc_now() -> str:
-    """Server time as stored: UTC ISO-8601 to the second."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    """Server time as stored: UTC ISO-8601 (microseconds, ``+00:00``)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def values(rows: Sequence[Sequence[Any]]) -> tuple[str, tuple[Any, ...]]:

@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from zkserver.store.base import StoreUnavailable
-from zkserver.store.sql import InFlight, Q, Script, SQLStore, render
+from zkserver.store.sql import InFlight, Q, Script, SQLStore, params_for, render
 
 __all__ = ["SqliteStore"]
 
@@ -55,10 +55,11 @@ def _drive(conn: Any, script: Script[T], write: bool) -> T:
         query: Q = next(script)
         while True:
             sql = render(query.sql, "sqlite")
-            if query.params is None:
+            params = params_for(query)
+            if params is None:
                 cursor.execute(sql)
             else:
-                cursor.execute(sql, query.params)
+                cursor.execute(sql, params)
             rows = cursor.fetchall()
             try:
                 query = script.send(rows)

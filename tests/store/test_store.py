@@ -1,0 +1,522 @@
+"""The Store contract, run against SQLite and PostgreSQL (see conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import Deferred, DeferredList, gatherResults
+
+from tests.store.conftest import Stores, wait_until
+from tests.tcpproxy import TCPProxy
+from zkserver.events import attendance_payload, device_status_payload
+from zkserver.records import DeviceUser, Punch, Rejected
+from zkserver.store import (
+    DuplicateDevice,
+    PostgresStore,
+    SqliteStore,
+    Store,
+    StoreUnavailable,
+    open_store,
+)
+from zkserver.store.sql import MIGRATIONS
+
+
+def punch(user_id: str, timestamp: str, status: int = 0, verify: int = 15) -> Punch:
+    return Punch(user_id=user_id, timestamp=timestamp, status=status, verify=verify)
+
+
+async def raises(exc: type[BaseException], d: Any) -> BaseException:
+    """Await ``d`` and return the exception it fails with (AssertionError otherwise)."""
+    try:
+        result = await d
+    except exc as e:
+        return e
+    raise AssertionError(f"expected {exc.__name__}, got {result!r}")
+
+
+# --- open_store (no database needed) --------------------------------------------------
+
+
+def test_open_store_parses_db_option(tmp_path: Any) -> None:
+    data = str(tmp_path)
+    default = os.path.join(data, "zkserver.sqlite3")
+    assert isinstance(open_store("", data), SqliteStore)
+    assert open_store("", data).path == default  # type: ignore[attr-defined]
+    assert open_store("sqlite:", data).path == default  # type: ignore[attr-defined]
+    assert open_store("sqlite:db/x.db", data).path == os.path.join(data, "db/x.db")  # type: ignore[attr-defined]
+    assert open_store("sqlite:/abs/x.db", data).path == "/abs/x.db"  # type: ignore[attr-defined]
+    assert open_store("sqlite:///abs/x.db", data).path == "/abs/x.db"  # type: ignore[attr-defined]
+    pg = open_store("postgresql://u@h:5433/db?options=-csearch_path%3Ds", data)
+    assert isinstance(pg, PostgresStore)
+    with pytest.raises(ValueError):
+        open_store("mysql://x", data)
+    with pytest.raises(ValueError):
+        open_store("sqlite:x.db?bogus=1", data)
+
+
+# --- life cycle and migrations --------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_migrations_are_applied_once_and_data_survives_restart(stores: Stores) -> None:
+    versions = [m.version for m in MIGRATIONS]
+    first = await stores.open()
+    assert await first.schema_versions() == versions  # type: ignore[attr-defined]
+    device = await first.add_device(serial_number="SN1")
+    await first.stop()
+
+    again = await stores.open()
+    assert await again.schema_versions() == versions  # type: ignore[attr-defined]
+    assert await again.device(device.id) == device
+    await again.ping()
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_starts_migrate_once(stores: Stores) -> None:
+    one, two = stores.make(), stores.make()
+    await gatherResults([one.start(), two.start()])
+    assert await one.schema_versions() == [m.version for m in MIGRATIONS]  # type: ignore[attr-defined]
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopped_store_is_unavailable(stores: Stores) -> None:
+    store = await stores.open()
+    await store.stop()
+    await raises(StoreUnavailable, store.ping())
+
+
+# --- devices --------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_devices_add_find_update_delete(store: Store) -> None:
+    push = await store.add_device(serial_number="PYA1", name="", status="pending")
+    assert len(push.id) == 36 and push.kind == "push" and not push.approved
+    assert push.display_name == "Push Device PYA1"
+    pull = await store.add_device(
+        serial_number="", kind="pull", host="10.0.0.5", port=4370, comm_key=123, status="offline"
+    )
+    assert pull.comm_key == 123
+
+    assert await store.device_by_serial("PYA1") == push
+    assert await store.device_by_serial("nope") is None
+    assert await store.device("00000000-0000-4000-8000-000000000000") is None
+    assert {d.id for d in await store.devices()} == {push.id, pull.id}
+    assert [d.id for d in await store.devices("pull")] == [pull.id]
+
+    await raises(DuplicateDevice, store.add_device(serial_number="PYA1"))
+    await raises(DuplicateDevice, store.add_device(serial_number="", kind="pull", host="10.0.0.5"))
+    await raises(ValueError, store.add_device(serial_number="X", kind="weird"))
+
+    updated = await store.update_device(
+        push.id, name="Front door", approved=True, status="online", info={"fw": "1.0"}
+    )
+    assert updated is not None
+    assert (updated.name, updated.approved, updated.status) == ("Front door", True, "online")
+    merged = await store.update_device(
+        push.id, info={"users": 3}, last_seen="2025-01-01T00:00:00+00:00"
+    )
+    assert merged is not None and merged.info == {"fw": "1.0", "users": 3}
+    assert merged.last_seen == "2025-01-01T00:00:00+00:00"
+    await raises(DuplicateDevice, store.update_device(pull.id, serial_number="PYA1"))
+    await raises(TypeError, store.update_device(push.id, colour="red"))
+    assert await store.update_device("00000000-0000-4000-8000-000000000000", name="x") is None
+
+    assert await store.delete_device(pull.id) is True
+    assert await store.delete_device(pull.id) is False
+    assert await store.device(pull.id) is None
+
+
+# --- punches and events ---------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_save_punches_dedups_and_returns_events_ascending(store: Store) -> None:
+    device = await store.add_device(serial_number="PYA8252300166", status="online")
+    batch = [
+        punch("1001", "2025-10-09 18:30:45"),
+        punch("1002", "2025-10-09 18:31:00", status=1),
+        punch("1001", "2025-10-09 18:30:45"),  # repeated inside the batch
+    ]
+    events = await store.save_punches(device, batch)
+    assert [e.id for e in events] == sorted(e.id for e in events)
+    assert len(events) == 2 and events[1].id == events[0].id + 1
+    assert [e.payload for e in events] == [attendance_payload(device, p) for p in batch[:2]]
+    assert all(e.type == "attendance" and e.serial_number == device.serial_number for e in events)
+    assert b"id: %d\n" % events[0].id in events[0].frame
+
+    assert await store.save_punches(device, batch) == []  # resent batch: nothing new
+    more = await store.save_punches(device, [batch[0], punch("1003", "2025-10-09 18:32:00")])
+    assert [e.payload["user_id"] for e in more] == ["1003"]
+    assert more[0].id == events[-1].id + 1
+    assert await store.save_punches(device, []) == []
+    assert await store.last_event_id() == more[0].id
+
+    # The same punch from another device is a different punch.
+    other = await store.add_device(serial_number="OTHER")
+    assert len(await store.save_punches(other, [batch[0]])) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_large_batch_is_one_transaction(store: Store) -> None:
+    device = await store.add_device(serial_number="BIG")
+    batch = [punch(str(i), "2025-10-09 08:00:00") for i in range(1, 451)]
+    events = await store.save_punches(device, batch)
+    assert [e.id for e in events] == list(range(events[0].id, events[0].id + 450))
+    assert {e.payload["user_id"] for e in events} == {str(i) for i in range(1, 451)}
+
+
+@pytest_twisted.ensureDeferred
+async def test_events_after_and_append_event(store: Store) -> None:
+    assert await store.last_event_id() == 0
+    assert await store.events_after(0) == []
+    device = await store.add_device(serial_number="SN")
+    punched = await store.save_punches(device, [punch("1", "2025-01-01 08:00:00")])
+    status = device_status_payload(device, "online", "2025-01-01T08:00:00+00:00")
+    appended = await store.append_event(status, serial_number="SN")
+    assert appended.id == punched[0].id + 1 and appended.payload == status
+
+    events = await store.events_after(0)
+    assert [e.id for e in events] == [punched[0].id, appended.id]
+    assert [e.type for e in events] == ["attendance", "device_status"]
+    assert events[1] == appended and events[1].serial_number == "SN"
+    assert events[0].payload == punched[0].payload
+    assert await store.events_after(punched[0].id) == [appended]
+    assert await store.events_after(0, limit=1) == [events[0]]
+    assert await store.events_after(appended.id) == []
+    assert await store.last_event_id() == appended.id
+    await raises(ValueError, store.append_event({"no": "type"}))
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_writers_commit_gap_free_ids_in_order(stores: Stores) -> None:
+    """Two store instances (two processes' worth of pools) write at once while a third
+    reads: every read continues exactly where the previous one stopped."""
+    one, two, reader = await stores.open(), await stores.open(), await stores.open()
+    dev_one = await one.add_device(serial_number="ONE")
+    dev_two = await two.add_device(serial_number="TWO")
+    seen: list[int] = []
+    done = False
+
+    async def poll() -> None:
+        while True:
+            finished = done
+            for event in await reader.events_after(seen[-1] if seen else 0):
+                expected = seen[-1] + 1 if seen else 1
+                assert event.id == expected, f"saw {event.id} after {seen[-1:]}"
+                seen.append(event.id)
+            if finished:
+                return
+
+    polling = Deferred.fromCoroutine(poll())
+    writes = []
+    for i in range(12):
+        stamp = f"2025-01-01 08:{i:02d}:00"
+        writes.append(one.save_punches(dev_one, [punch(str(u), stamp) for u in range(3)]))
+        writes.append(two.save_punches(dev_two, [punch(str(u), stamp) for u in range(2)]))
+        writes.append(one.append_event({"type": "user_sync", "n": i}))
+    results = await gatherResults(writes)
+    done = True
+    await polling
+    written = sorted(e.id for r in results for e in (r if isinstance(r, list) else [r]))
+    assert written == list(range(1, 12 * 6 + 1))
+    assert seen == written
+
+
+@pytest_twisted.ensureDeferred
+async def test_watch_reports_events_committed_by_another_store(stores: Stores) -> None:
+    watcher, writer = await stores.open(), await stores.open()
+    got: list[int] = []
+    watcher.watch(got.append)
+    device = await writer.add_device(serial_number="W")
+    if stores.kind == "sqlite":  # one process owns the file: nothing to watch
+        await writer.save_punches(device, [punch("1", "2025-01-01 08:00:00")])
+        assert got == []
+        return
+    await wait_until(lambda: watcher.listening)  # type: ignore[attr-defined]
+    events = await writer.save_punches(device, [punch(str(u), "2025-01-01 08:00:00") for u in "12"])
+    await wait_until(lambda: events[-1].id in got)
+    event = await writer.append_event({"type": "user_sync"})
+    await wait_until(lambda: event.id in got)
+
+
+# --- attendance queries, users, photos ------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_attendance_filters_and_cursor_paging(store: Store) -> None:
+    a = await store.add_device(serial_number="A", name="Lobby")
+    b = await store.add_device(serial_number="B")
+    await store.save_punches(
+        a,
+        [
+            punch("1", "2025-01-01 08:00:00"),
+            punch("2", "2025-01-01 08:00:00"),
+            punch("1", "2025-01-01 17:00:00", status=1),
+            punch("1", "2025-01-02 08:00:00"),
+        ],
+    )
+    await store.save_punches(
+        b, [punch("1", "2025-01-01 12:00:00"), punch("3", "2025-01-03 09:00:00")]
+    )
+
+    rows, cursor = await store.attendance()
+    assert cursor is None and len(rows) == 6
+    keys = [(r["timestamp"], r["id"]) for r in rows]
+    assert keys == sorted(keys, reverse=True)
+    first = rows[0]
+    assert set(first) == {
+        "id", "device_id", "device_name", "serial_number", "user_id", "user_name",
+        "timestamp", "action", "method", "workcode", "photo_id", "received_at",
+    }  # fmt: skip
+    assert (first["device_id"], first["device_name"], first["serial_number"]) == (
+        b.id,
+        "Push Device B",
+        "B",
+    )
+    assert (first["user_id"], first["method"], first["photo_id"]) == ("3", 15, None)
+
+    only_a, _ = await store.attendance(device_id=a.id)
+    assert {r["device_name"] for r in only_a} == {"Lobby"} and len(only_a) == 4
+    user_1, _ = await store.attendance(user_id="1")
+    assert [r["timestamp"] for r in user_1] == [
+        "2025-01-02 08:00:00", "2025-01-01 17:00:00", "2025-01-01 12:00:00", "2025-01-01 08:00:00"
+    ]  # fmt: skip
+    assert user_1[1]["action"] == 1
+    day, _ = await store.attendance(since="2025-01-01", until="2025-01-01")
+    assert len(day) == 4
+    window, _ = await store.attendance(since="2025-01-01 12:00:00", until="2025-01-02 08:00:00")
+    assert [r["timestamp"] for r in window] == [
+        "2025-01-02 08:00:00", "2025-01-01 17:00:00", "2025-01-01 12:00:00"
+    ]  # fmt: skip
+
+    paged: list[dict[str, Any]] = []
+    cursor = None
+    for _ in range(10):
+        page, cursor = await store.attendance(limit=4 if not paged else 1, cursor=cursor)
+        paged.extend(page)
+        if cursor is None:
+            break
+    assert [r["id"] for r in paged] == [r["id"] for r in rows]
+    filtered_page, next_cursor = await store.attendance(user_id="1", limit=3)
+    rest, end = await store.attendance(user_id="1", limit=3, cursor=next_cursor)
+    assert [r["id"] for r in filtered_page + rest] == [r["id"] for r in user_1] and end is None
+    await raises(ValueError, store.attendance(cursor="not-a-cursor"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_users_upsert_replace_delete_and_names_in_attendance(store: Store) -> None:
+    device = await store.add_device(serial_number="U")
+    other = await store.add_device(serial_number="V")
+    users = [DeviceUser("10", name="Ann", privilege=14, card="123"), DeviceUser("2", name="Bob")]
+    assert await store.save_users(device.id, users) == 2
+    assert await store.users(device.id) == [users[1], users[0]]  # numeric order
+    assert await store.save_users(device.id, [DeviceUser("2", name="Bobby", uid=7)]) == 1
+    assert [(u.user_id, u.name, u.uid) for u in await store.users(device.id)] == [
+        ("2", "Bobby", 7), ("10", "Ann", None)
+    ]  # fmt: skip
+
+    await store.save_users(other.id, [DeviceUser("10", name="Ann Other")])
+    await store.save_punches(
+        device, [punch("10", "2025-01-01 08:00:00"), punch("9", "2025-01-01 08:01:00")]
+    )
+    await store.save_punches(other, [punch("2", "2025-01-01 09:00:00")])
+    rows, _ = await store.attendance()
+    assert {(r["serial_number"], r["user_id"]): r["user_name"] for r in rows} == {
+        ("U", "10"): "Ann", ("U", "9"): None, ("V", "2"): "Bobby"  # known on another device
+    }  # fmt: skip
+
+    assert await store.save_users(device.id, [DeviceUser("3", name="Cy")], replace=True) == 1
+    assert [u.user_id for u in await store.users(device.id)] == ["3"]
+    assert await store.delete_user(device.id, "3") is True
+    assert await store.delete_user(device.id, "3") is False
+    assert await store.users(device.id) == []
+    assert [u.name for u in await store.users(other.id)] == ["Ann Other"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_photos_are_stored_and_linked_to_punches(store: Store) -> None:
+    device = await store.add_device(serial_number="P")
+    jpeg = bytes(range(256)) * 40  # binary, with NUL bytes
+    photo_id = await store.save_photo(
+        device.id, "7", "2025-01-01 08:00:00", "20250101080000-7.jpg", jpeg
+    )
+    assert await store.photo(photo_id) == ("20250101080000-7.jpg", jpeg)
+    assert await store.photo(photo_id + 1000) is None
+    await store.save_punches(
+        device, [punch("7", "2025-01-01 08:00:00"), punch("7", "2025-01-01 09:00:00")]
+    )
+    rows, _ = await store.attendance()
+    assert [r["photo_id"] for r in rows] == [None, photo_id]
+    # A resent photo replaces the stored one.
+    assert (
+        await store.save_photo(
+            device.id, "7", "2025-01-01 08:00:00", "20250101080000-7.jpg", b"new"
+        )
+        == photo_id
+    )
+    assert await store.photo(photo_id) == ("20250101080000-7.jpg", b"new")
+
+
+@pytest_twisted.ensureDeferred
+async def test_rejected_input_and_operlog(store: Store) -> None:
+    items = [Rejected("ATTLOG", "garbage\tline", "bad timestamp"), Rejected("cdata", "x", "why")]
+    assert await store.save_rejected("SN1", items) == 2
+    assert await store.save_rejected("SN2", [Rejected("pull", "\x00\x01", "short")]) == 1
+    assert await store.save_rejected("SN1", []) == 0
+    newest = await store.rejected()
+    assert [(r["serial_number"], r["source"]) for r in newest] == [
+        ("SN2", "pull"), ("SN1", "cdata"), ("SN1", "ATTLOG")
+    ]  # fmt: skip
+    assert set(newest[0]) == {"id", "serial_number", "source", "raw", "reason", "received_at"}
+    sn1 = await store.rejected("SN1", limit=1)
+    assert [(r["raw"], r["reason"]) for r in sn1] == [("x", "why")]
+    assert (await store.rejected("SN2"))[0]["raw"] == "\\x00\x01"  # NUL is escaped
+
+    device = await store.add_device(serial_number="OP")
+    entries = [
+        {"op": "4", "operator": "0", "timestamp": "2025-01-01 08:00:00", "obj": "1",
+         "values": ["0", "0", "0"], "raw": "OPLOG 4\t0\t2025-01-01 08:00:00\t1\t0\t0\t0"},
+        {"op": "30", "operator": "1", "timestamp": "2025-01-01 08:05:00", "obj": "2",
+         "values": [], "raw": "OPLOG 30\t1\t2025-01-01 08:05:00\t2"},
+    ]  # fmt: skip
+    assert await store.save_operlog(device.id, entries) == 2
+    assert await store.save_operlog(device.id, entries) == 0  # resent batch
+
+
+# --- command queue --------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_command_queue_take_finish_and_restart(stores: Stores) -> None:
+    store = await stores.open()
+    device = await store.add_device(serial_number="CMD")
+    queued = [
+        await store.queue_command(device.id, "INFO"),
+        await store.queue_command(device.id, "DATA QUERY ATTLOG StartTime=x\tEndTime=y"),
+        await store.queue_command(device.id, "REBOOT"),
+    ]
+    assert all(c.status == "queued" and c.id.isalnum() and len(c.id) <= 16 for c in queued)
+    assert len({c.id for c in queued}) == 3
+    await raises(ValueError, store.queue_command(device.id, "A\nB"))
+
+    fits_two = sum(len(f"C:{c.id}:{c.command}\n".encode()) for c in queued[:2])
+    taken = await store.take_commands(device.id, max_bytes=fits_two)
+    assert [c.id for c in taken] == [c.id for c in queued[:2]]
+    assert all(c.status == "sent" and c.sent_at for c in taken)
+    assert [c.id for c in await store.take_commands(device.id, max_bytes=1)] == [queued[2].id]
+    assert await store.take_commands(device.id) == []
+
+    done = await store.finish_command(device.id, queued[0].id, 0, "ok")
+    assert done is not None and (done.status, done.return_code, done.result) == ("done", 0, "ok")
+    failed = await store.finish_command(device.id, queued[1].id, -1002)
+    assert failed is not None and failed.status == "failed" and failed.finished_at
+    assert await store.finish_command(device.id, "999999", 0) is None
+    assert await store.finish_command(device.id, "abc", 0) is None
+    other = await store.add_device(serial_number="OTHER")
+    assert await store.finish_command(other.id, queued[2].id, 0) is None
+
+    await store.stop()
+    store = await stores.open()
+    history = await store.commands(device.id)
+    assert [c.id for c in history] == [c.id for c in reversed(queued)]
+    assert [c.status for c in history] == ["sent", "failed", "done"]
+    new = await store.queue_command(device.id, "CHECK")
+    assert new.id not in {c.id for c in queued} and int(new.id) > int(queued[-1].id)
+    assert [c.id for c in await store.take_commands(device.id)] == [new.id]
+    assert await store.commands(device.id, limit=1) == [await store.commands(device.id)][0][:1]
+
+
+# --- outages ------------------------------------------------------------------------------
+
+
+def _via(url: str, port: int) -> str:
+    """``url`` pointing at 127.0.0.1:``port`` instead of its own host and port."""
+    parts = urlsplit(url)
+    user = parts.netloc.rpartition("@")[0]
+    netloc = f"{user}@127.0.0.1:{port}" if user else f"127.0.0.1:{port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@pytest_twisted.ensureDeferred
+async def test_outage_maps_to_store_unavailable_and_recovers(stores: Stores) -> None:
+    if stores.kind == "sqlite":
+        await _sqlite_locked(stores)
+    else:
+        await _postgres_cut(stores)
+
+
+async def _sqlite_locked(stores: Stores) -> None:
+    store = await stores.open(stores.url + "?timeout=0.2")
+    device = await store.add_device(serial_number="L")
+    path = store.path  # type: ignore[attr-defined]
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN EXCLUSIVE")
+        error = await raises(
+            StoreUnavailable, store.save_punches(device, [punch("1", "2025-01-01 08:00:00")])
+        )
+        assert "locked" in str(error)
+        await raises(StoreUnavailable, store.queue_command(device.id, "INFO"))
+        assert await store.events_after(0) == []  # WAL: readers are not blocked
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    events = await store.save_punches(device, [punch("1", "2025-01-01 08:00:00")])
+    assert [e.id for e in events] == [1]
+
+
+async def _postgres_cut(stores: Stores) -> None:
+    target = urlsplit(stores.url)
+    proxy = TCPProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    port = await proxy.start()
+    try:
+        store = await stores.open(
+            _via(stores.url, port), pool_size=2, connect_timeout=2.0, probe_interval=0.5
+        )
+        direct = await stores.open()
+        got: list[int] = []
+        store.watch(got.append)
+        await wait_until(lambda: store.listening)  # type: ignore[attr-defined]
+        device = await store.add_device(serial_number="CUT")
+        before = await store.save_punches(device, [punch("1", "2025-01-01 08:00:00")])
+        await wait_until(lambda: before[0].id in got)
+
+        proxy.cut()
+        await raises(
+            StoreUnavailable, store.save_punches(device, [punch("2", "2025-01-01 08:01:00")])
+        )
+        await raises(StoreUnavailable, store.ping())
+        await raises(StoreUnavailable, store.events_after(0))
+        await wait_until(lambda: not store.listening)  # type: ignore[attr-defined]
+        # Meanwhile another process commits an event this LISTEN connection cannot see.
+        missed = await direct.append_event({"type": "user_sync"})
+
+        proxy.restore()
+        await wait_until(lambda: store.listening)  # type: ignore[attr-defined]
+        await wait_until(lambda: missed.id in got)  # caught up after reconnecting
+        after = await store.save_punches(device, [punch("2", "2025-01-01 08:01:00")])
+        assert [e.id for e in after] == [missed.id + 1]
+        assert [e.id for e in await store.events_after(0)] == [before[0].id, missed.id, after[0].id]
+        later = await direct.append_event({"type": "user_sync"})
+        await wait_until(lambda: later.id in got)
+    finally:
+        await stores.close_all()
+        await proxy.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_parallel_operations_share_the_pool(store: Store) -> None:
+    device = await store.add_device(serial_number="PAR")
+    results = await DeferredList(
+        [store.save_punches(device, [punch(str(i), "2025-01-01 08:00:00")]) for i in range(20)]
+        + [store.attendance(limit=5) for _ in range(10)],
+        consumeErrors=True,
+    )
+    assert all(ok for ok, _ in results)
+    assert await store.last_event_id() == 20
