@@ -15,11 +15,15 @@ from twisted.web.client import HTTPConnectionPool
 
 from zkserver.tap import Options, ZKServer, makeService
 
-__all__ = ["RunningServer", "start_server", "SSEClient", "wait_until", "new_pool"]
+__all__ = ["RunningServer", "start_server", "SSEClient", "wait_until", "new_pool", "sleep"]
 
 
 def new_pool() -> HTTPConnectionPool:
     return HTTPConnectionPool(reactor, persistent=False)
+
+
+async def sleep(seconds: float) -> None:
+    await deferLater(reactor, seconds, lambda: None)
 
 
 async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> None:
