@@ -5,6 +5,7 @@
     port = await proxy.start()       # listens on 127.0.0.1:<port>
     proxy.cut()                      # the database "goes away"
     proxy.restore()                  # ... and comes back
+    proxy.freeze()                   # or: connections stay open but nothing flows
     await proxy.stop()               # in teardown: waits until every socket is closed
 """
 
@@ -62,7 +63,10 @@ class _Inbound(_Side):
             outbound.transport.abortConnection()
             self.transport.abortConnection()
             return
-        self.transport.resumeProducing()
+        if self.proxy.is_frozen:
+            outbound.transport.pauseProducing()
+        else:
+            self.transport.resumeProducing()
 
     def _failed(self, failure: Failure) -> None:
         self.transport.abortConnection()
@@ -96,6 +100,7 @@ class TCPProxy:
         self.host = host
         self.port = port
         self.is_cut = False
+        self.is_frozen = False
         self._sides: set[_Side] = set()
         self._closing: list[Deferred[None]] = []
         self._listening: IListeningPort | None = None
@@ -118,9 +123,22 @@ class TCPProxy:
             if side.transport is not None:
                 side.transport.abortConnection()
 
+    def freeze(self) -> None:
+        """Keep every connection open but forward nothing (a silent network); new
+        connections are accepted and stall too."""
+        self.is_frozen = True
+        for side in list(self._sides):
+            if side.transport is not None:
+                side.transport.pauseProducing()
+
     def restore(self) -> None:
-        """Accept and forward connections again."""
+        """Accept and forward connections again (after :meth:`cut` or :meth:`freeze`)."""
         self.is_cut = False
+        if self.is_frozen:
+            self.is_frozen = False
+            for side in list(self._sides):
+                if side.transport is not None and side.transport.connected:
+                    side.transport.resumeProducing()
 
     async def stop(self) -> None:
         """Stop listening, drop every connection and wait until all are closed."""

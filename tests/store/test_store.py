@@ -84,6 +84,30 @@ async def test_concurrent_starts_migrate_once(stores: Stores) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_start_fails_unavailable_then_succeeds(stores: Stores, tmp_path: Any) -> None:
+    if stores.kind == "sqlite":
+        (tmp_path / "file").write_text("not a directory")
+        store = stores.make(f"sqlite:{tmp_path}/file/zk.sqlite3")
+        await raises(StoreUnavailable, store.start())
+        await raises(StoreUnavailable, store.ping())
+        return
+    target = urlsplit(stores.url)
+    proxy = TCPProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    port = await proxy.start()
+    try:
+        store = stores.make(_via(stores.url, port), connect_timeout=2.0)
+        proxy.cut()
+        await raises(StoreUnavailable, store.start())
+        await raises(StoreUnavailable, store.ping())
+        proxy.restore()
+        await store.start()
+        await store.ping()
+    finally:
+        await stores.close_all()
+        await proxy.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_stopped_store_is_unavailable(stores: Stores) -> None:
     store = await stores.open()
     await store.stop()
@@ -505,6 +529,48 @@ async def _postgres_cut(stores: Stores) -> None:
         assert [e.id for e in await store.events_after(0)] == [before[0].id, missed.id, after[0].id]
         later = await direct.append_event({"type": "user_sync"})
         await wait_until(lambda: later.id in got)
+
+        # Cut and restored while idle: the stale pool sockets are replaced transparently.
+        proxy.cut()
+        await wait_until(lambda: not store.listening)  # type: ignore[attr-defined]
+        proxy.restore()
+        await store.ping()
+        assert len(await store.events_after(0)) == 4
+    finally:
+        await stores.close_all()
+        await proxy.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_silent_network_times_out_and_recovers(stores: Stores) -> None:
+    """A database that stops answering (no RST, no FIN) must not hang callers forever."""
+    if stores.kind == "sqlite":
+        store = await stores.open()
+        await store.ping()  # no network; a slow disk is covered by the busy timeout
+        return
+    target = urlsplit(stores.url)
+    proxy = TCPProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    port = await proxy.start()
+    try:
+        store = await stores.open(
+            _via(stores.url, port),
+            pool_size=1,
+            connect_timeout=0.5,
+            op_timeout=0.5,
+            probe_interval=0.2,
+        )
+        store.watch(lambda _: None)
+        await wait_until(lambda: store.listening)  # type: ignore[attr-defined]
+        device = await store.add_device(serial_number="FROZEN")
+        proxy.freeze()
+        await raises(
+            StoreUnavailable, store.save_punches(device, [punch("1", "2025-01-01 08:00:00")])
+        )
+        await wait_until(lambda: not store.listening)  # type: ignore[attr-defined]
+        proxy.restore()
+        await wait_until(lambda: store.listening)  # type: ignore[attr-defined]
+        events = await store.save_punches(device, [punch("1", "2025-01-01 08:00:00")])
+        assert len(events) == 1
     finally:
         await stores.close_all()
         await proxy.stop()

@@ -30,6 +30,8 @@ from zkserver.store.sql import EVENTS_LOCK, InFlight, Q, Script, SQLStore, param
 
 __all__ = ["PostgresStore", "events_channel"]
 
+_log = Logger()
+
 T = TypeVar("T")
 
 #: The NOTIFY channel of a database whose tables live in the ``public`` schema.
@@ -90,6 +92,37 @@ class _Connection(txpg.Connection):
     def __init__(self, reactor: Any, cooperator: Any = None) -> None:
         super().__init__(reactor, cooperator)
         self.lost: Deferred[None] = Deferred()
+
+    def _runInteraction(self, interaction: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        """txpostgres' BEGIN/interaction/COMMIT, except that a transaction on a connection
+        that died is not rolled back (txpostgres would log that ROLLBACK's failure)."""
+        cursor = self.cursor()
+        d = cursor.execute("begin")
+        d.addCallback(interaction, *args, **kwargs)
+
+        def commit(result: Any) -> Deferred[Any]:
+            return cursor.execute("commit").addCallback(lambda _: result)
+
+        def rollback(failure: Failure) -> Any:
+            if not _is_open(self):
+                return failure
+            rolled = cursor.execute("rollback")
+            rolled.addCallbacks(
+                lambda _: failure, lambda rf: Failure(txpg.RollbackFailed(self, failure))
+            )
+            return rolled
+
+        return d.addCallback(commit).addErrback(rollback)
+
+    def doRead(self) -> None:
+        """An idle connection is watched for NOTIFY; when the server goes away txpostgres
+        raises here (logged by the reactor as an unhandled error). Close it quietly
+        instead: the pool reconnects on next use, the listener at once."""
+        try:
+            super().doRead()
+        except Exception as e:
+            _log.info("PostgreSQL connection lost while idle: {error}", error=str(e).strip())
+            _close(self)
 
     def connectionLost(self, reason: Failure) -> None:
         super().connectionLost(reason)

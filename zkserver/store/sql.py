@@ -606,7 +606,8 @@ class SQLStore:
             size = min(max(int(limit), 1), 1000)
             rows = yield Q(
                 "SELECT p.id, p.device_id, d.name, d.kind,"
-                " COALESCE(NULLIF(d.serial_number, ''), p.serial_number), p.user_id,"
+                " CASE WHEN d.id IS NULL THEN p.serial_number ELSE d.serial_number END,"
+                " p.user_id,"
                 " COALESCE("
                 "  (SELECT NULLIF(u.name, '') FROM users u"
                 "   WHERE u.device_id = p.device_id AND u.user_id = p.user_id),"
