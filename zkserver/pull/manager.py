@@ -1,0 +1,182 @@
+"""All pull devices of this process: one :class:`PullDeviceService` each, and the
+operations the API asks for (:class:`zkserver.web.app.PullControl`).
+
+On start the manager loads every approved pull device from the store (retrying while the
+store is not ready) and starts its service.  Operations run on the device's live session
+(through its one-request-at-a-time queue) or, when it is not connected, on a short session.
+
+Several processes: when the store offers ``try_lock_device``/``unlock_device`` (see
+:mod:`zkserver.store.base`), each service connects only while it holds the device's lock,
+so exactly one process talks to each device.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+
+from zkserver.devices import DeviceRegistry
+from zkserver.ingest import Ingest
+from zkserver.pull.protocol import ZKSession
+from zkserver.pull.service import PullDeviceService, same_link
+from zkserver.records import Device
+from zkserver.store.base import Store
+
+__all__ = ["PullManager"]
+
+log = Logger()
+
+
+class PullManager(MultiService):
+    """Starts, restarts and stops pull-device services; implements ``PullControl``.
+
+    ``service_options`` go to every :class:`PullDeviceService` (request_timeout,
+    idle_probe, initial_delay, max_delay, auth_failed_delay, batch_size, connector...).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        ingest: Ingest,
+        registry: DeviceRegistry,
+        clock: Any,
+        *,
+        load_retry: float = 5.0,
+        **service_options: Any,
+    ) -> None:
+        super().__init__()
+        self.store = store
+        self.ingest = ingest
+        self.registry = registry
+        self.clock = clock
+        self.load_retry = load_retry
+        self.service_options = service_options
+        #: Running services by device id.
+        self.devices: dict[str, PullDeviceService] = {}
+        self._stopping: dict[str, Deferred[Any]] = {}
+        self._load_call: Any = None
+        self.loaded: Deferred[None] = Deferred()
+
+    # ------------------------------------------------------------------ life cycle
+
+    def startService(self) -> None:  # noqa: N802
+        super().startService()
+        self._load()
+
+    def stopService(self) -> Deferred[None]:  # noqa: N802
+        if self._load_call is not None and self._load_call.active():
+            self._load_call.cancel()
+        d = super().stopService()
+        return d if d is not None else succeed(None)
+
+    def _load(self) -> None:
+        self._load_call = None
+        d = Deferred.fromCoroutine(self._load_devices())
+        d.addErrback(self._load_failed)
+
+    async def _load_devices(self) -> None:
+        devices = await self.store.devices(kind="pull")
+        if not self.running:
+            return
+        for device in devices:
+            if device.approved and device.id not in self.devices:
+                self._start(device)
+        log.info("Pull devices: {count} started", count=len(self.devices))
+        if not self.loaded.called:
+            self.loaded.callback(None)
+
+    def _load_failed(self, failure: Any) -> None:
+        if not self.running:
+            return
+        log.info("Pull devices not loaded yet ({error}); retrying in {delay} s",
+                 error=str(failure.value) or type(failure.value).__name__, delay=self.load_retry)
+        self._load_call = self.clock.callLater(self.load_retry, self._load)
+
+    def make_service(self, device: Device) -> PullDeviceService:
+        """A (not started) service for ``device`` with this manager's options."""
+        return PullDeviceService(
+            device,
+            store=self.store,
+            ingest=self.ingest,
+            registry=self.registry,
+            clock=self.clock,
+            **self.service_options,
+        )
+
+    def _start(self, device: Device) -> None:
+        service = self.make_service(device)
+        self.devices[device.id] = service
+        previous = self._stopping.get(device.id)
+        if previous is None:
+            service.setServiceParent(self)
+            return
+        # wait until the old service has let go of the device (and its lock)
+        def start(_: Any) -> None:
+            if self.devices.get(device.id) is service and self.running:
+                service.setServiceParent(self)
+
+        previous.addBoth(start)
+
+    def _stop(self, device_id: str, mark_offline: bool = True) -> Deferred[Any]:
+        service = self.devices.pop(device_id, None)
+        if service is None:
+            return self._stopping.get(device_id) or succeed(None)
+        service.mark_offline_on_stop = mark_offline
+        d = self.removeService(service) if service.parent is self else None
+        d = d if isinstance(d, Deferred) else succeed(None)
+        self._stopping[device_id] = d
+
+        def done(result: Any) -> Any:
+            if self._stopping.get(device_id) is d:
+                del self._stopping[device_id]
+            return None
+
+        d.addBoth(done)
+        return d
+
+    # ------------------------------------------------------------------ PullControl
+
+    def device_changed(self, device: Device) -> None:
+        """Start, restart (new host/port/key/transport) or update the device's service."""
+        if device.kind != "pull" or not device.approved:
+            self.device_removed(device.id)
+            return
+        if not self.running:
+            return  # loaded from the store on start
+        current = self.devices.get(device.id)
+        if current is not None and same_link(current.device, device):
+            current.device = device  # name, time zone...: no reconnect needed
+            return
+        if current is not None:
+            log.info("Pull device {name} changed; reconnecting", name=device.display_name)
+            self._stop(device.id)
+        self._start(device)
+
+    def device_removed(self, device_id: str) -> None:
+        """Stop the device's service (no status change: the device may be gone)."""
+        self._stop(device_id, mark_offline=False)
+
+    def _service_for(self, device: Device) -> PullDeviceService:
+        service = self.devices.get(device.id)
+        return service if service is not None else self.make_service(device)
+
+    async def sync_time(self, device: Device) -> dict[str, Any]:
+        """Set the device clock to its zone's current time."""
+        return await self._service_for(device).sync_time()
+
+    async def read_users(self, device: Device) -> dict[str, Any]:
+        """Read the users from the device and replace the stored list."""
+
+        async def read(session: ZKSession) -> list[Any]:
+            return await session.read_users()
+
+        users = await self._service_for(device).run_operation(read)
+        await self.store.save_users(device.id, users, replace=True)
+        return {"users": len(users)}
+
+    async def read_log(self, device: Device) -> dict[str, Any]:
+        """Catch up now: {"records": read, "new": inserted}."""
+        return await self._service_for(device).read_log()

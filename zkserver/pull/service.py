@@ -1,0 +1,506 @@
+"""One supervised client service per pull device.
+
+The loop (cf. ClientService's backoff): connect -> authenticate -> identify (serial number,
+firmware, sizes into the device row) -> status online -> catch up (read the whole log,
+save it through :meth:`Ingest.save_punches` in batches; duplicates insert nothing) ->
+register for real-time events (a quick size check re-reads the log if a punch slipped in
+before the registration) -> every event is saved the same way -> probe with GET_TIME when
+the link has been idle -> on any failure: status offline, reconnect after an exponential,
+jittered backoff and catch up again.  A wrong comm key sets ``auth_failed`` and waits long.
+
+Nothing is lost when the database is down: live punches stay in memory and are retried,
+and a catch-up that could not be saved is repeated on the live session once it can be
+(the device keeps its log; duplicates insert nothing).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, DeferredLock
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from zkserver.devices import DeviceRegistry
+from zkserver.ingest import Ingest
+from zkserver.pull import codec
+from zkserver.pull.codec import AttendanceEvent
+from zkserver.pull.protocol import (
+    DEFAULT_TIMEOUT,
+    AuthenticationFailed,
+    CommandFailed,
+    EventCallback,
+    ZKError,
+    ZKSession,
+    open_session,
+)
+from zkserver.records import TIMESTAMP_FORMAT, Device, Punch
+from zkserver.store.base import DuplicateDevice, Store
+
+__all__ = ["PullDeviceService", "Connector", "DeviceBusy", "device_now", "same_link"]
+
+log = Logger()
+
+T = TypeVar("T")
+
+Connector = Callable[[Device, EventCallback | None], Awaitable[ZKSession]]
+"""Opens a (not yet CONNECTed) session to a device; events go to the callback."""
+
+
+class DeviceBusy(ZKError):
+    """Another zkserver process holds this device's lock."""
+
+
+class SaveFailed(Exception):
+    """Punches read from the device could not be saved (database down)."""
+
+
+def same_link(a: Device, b: Device) -> bool:
+    """Whether two versions of a device need the same connection."""
+    return (a.host, a.port, a.comm_key, a.transport) == (b.host, b.port, b.comm_key, b.transport)
+
+
+def _zone(name: str) -> tzinfo | None:
+    name = name.strip()
+    if not name:
+        return None
+    if name[0] in "+-" and len(name) >= 3:
+        sign = -1 if name[0] == "-" else 1
+        hours, _, minutes = name[1:].partition(":")
+        try:
+            return timezone(sign * timedelta(hours=int(hours), minutes=int(minutes or 0)))
+        except ValueError:
+            return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def device_now(device: Device, clock: Any) -> datetime:
+    """Wall-clock time for the device: its time zone, else this server's local time."""
+    now = datetime.fromtimestamp(clock.seconds(), UTC)
+    zone = _zone(device.timezone)
+    local = now.astimezone(zone) if zone is not None else now.astimezone()
+    return local.replace(tzinfo=None, microsecond=0)
+
+
+class PullDeviceService(Service):
+    """Keeps one pull device connected, caught up and streaming."""
+
+    def __init__(
+        self,
+        device: Device,
+        *,
+        store: Store,
+        ingest: Ingest,
+        registry: DeviceRegistry,
+        clock: Any,
+        connector: Connector | None = None,
+        request_timeout: float = DEFAULT_TIMEOUT,
+        idle_probe: float = 30.0,
+        initial_delay: float = 1.0,
+        max_delay: float = 300.0,
+        jitter: float = 0.2,
+        auth_failed_delay: float = 300.0,
+        busy_delay: float = 30.0,
+        retry_save_delay: float = 5.0,
+        batch_size: int = 1000,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.device = device
+        self.name = f"pull:{device.id}"
+        self.store = store
+        self.ingest = ingest
+        self.registry = registry
+        self.clock = clock
+        self.connector = connector or self._open
+        self.request_timeout = request_timeout
+        self.idle_probe = idle_probe
+        self.initial_delay = initial_delay
+        self.max_delay = max_delay
+        self.jitter = jitter
+        self.auth_failed_delay = auth_failed_delay
+        self.busy_delay = busy_delay
+        self.retry_save_delay = retry_save_delay
+        self.batch_size = batch_size
+        self.rng = rng or random.Random()
+        self.mark_offline_on_stop = True
+        #: The live, authenticated session (None while disconnected).
+        self.session: ZKSession | None = None
+        #: Connection attempts made (for tests and logs).
+        self.attempts = 0
+        self._opening: ZKSession | None = None
+        self._connecting: Deferred[ZKSession] | None = None
+        self._established = False
+        self._loop: Deferred[None] | None = None
+        self._sleep: Deferred[None] | None = None
+        self._probe_call: IDelayedCall | None = None
+        self._retry_call: IDelayedCall | None = None
+        self._save_lock = DeferredLock()
+        self._pending: list[Punch] = []
+        self._flushing = False
+        self._catch_up_needed = False
+        self._save_failures = 0
+
+    # ------------------------------------------------------------------ life cycle
+
+    def startService(self) -> None:  # noqa: N802
+        super().startService()
+        self._loop = Deferred.fromCoroutine(self._run())
+        self._loop.addErrback(lambda f: log.failure("Pull loop for {name} crashed", f,
+                                                    name=self._label))
+
+    def stopService(self) -> Deferred[None]:  # noqa: N802
+        super().stopService()
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        for call in (self._probe_call, self._retry_call):
+            if call is not None and call.active():
+                call.cancel()
+        if self._sleep is not None:
+            self._sleep.cancel()
+        if self._connecting is not None:
+            self._connecting.cancel()
+        session = self.session or self._opening
+        if session is not None and not session.closed:
+            d = session.disconnect()
+            d.addTimeout(2.0, self.clock, onTimeoutCancel=lambda *_: session.abort())
+            try:
+                await d
+            except Exception:
+                pass
+        if self._loop is not None:
+            await self._loop
+        unlock = getattr(self.store, "unlock_device", None)
+        if unlock is not None:
+            try:
+                await unlock(self.device.id)
+            except Exception:
+                log.failure("Releasing the lock of {name} failed", name=self._label)
+        if self.mark_offline_on_stop and self.device.status == "online":
+            await self._set_status("offline")
+
+    @property
+    def _label(self) -> str:
+        d = self.device
+        return f"{d.display_name} ({d.host}:{d.port})"
+
+    def _open(self, device: Device, on_event: EventCallback | None) -> Deferred[ZKSession]:
+        return open_session(
+            self.clock,
+            device.host,
+            device.port,
+            transport=device.transport,
+            timeout=self.request_timeout,
+            on_event=on_event,
+        )
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds before reconnect attempt ``attempt`` (0-based): doubling, capped, jittered."""
+        delay = min(self.max_delay, self.initial_delay * 2 ** min(attempt, 32))
+        return delay * (1 - self.jitter / 2 + self.jitter * self.rng.random())
+
+    async def _pause(self, seconds: float) -> bool:
+        """Sleep on the clock; False when the service stopped meanwhile."""
+        if not self.running:
+            return False
+        self._sleep = deferLater(self.clock, seconds, lambda: None)
+        try:
+            await self._sleep
+        except CancelledError:
+            return False
+        finally:
+            self._sleep = None
+        return self.running
+
+    async def _run(self) -> None:
+        failures = 0
+        while self.running:
+            if not await self._try_lock():
+                log.info("{name} is connected by another process; checking again in {delay} s",
+                         name=self._label, delay=self.busy_delay)
+                if not await self._pause(self.busy_delay):
+                    return
+                continue
+            self.attempts += 1
+            self._established = False
+            try:
+                await self._session_cycle()
+                delay = self.backoff(0)
+                failures = 0
+            except AuthenticationFailed as e:
+                if not self.running:
+                    return
+                log.warn("{name}: {error}; next attempt in {delay} s", name=self._label,
+                         error=str(e), delay=self.auth_failed_delay)
+                await self._set_status("auth_failed")
+                delay = self.auth_failed_delay
+            except Exception as e:
+                if not self.running:
+                    return
+                if self._established:
+                    failures = 0
+                delay = self.backoff(failures)
+                failures += 1
+                log.warn("{name}: session failed ({error}); reconnecting in {delay:.1f} s",
+                         name=self._label, error=str(e) or type(e).__name__, delay=delay)
+                await self._set_status("offline")
+            if not await self._pause(delay):
+                return
+
+    async def _session_cycle(self) -> None:
+        """One session from connect to its end; raises why it ended."""
+        self._connecting = Deferred.fromCoroutine(_awaited(self.connector(self.device,
+                                                                          self._on_event)))
+        try:
+            session = self._opening = await self._connecting
+        finally:
+            self._connecting = None
+        try:
+            if not self.running:
+                raise CancelledError()
+            await session.connect(self.device.comm_key)
+            await self._identify(session)
+            self.session = session
+            await self._set_status("online")
+            records = await self._catch_up_logged(session)
+            await session.register_events()
+            sizes = await session.read_sizes()
+            if records is not None and sizes.records != records:
+                await self._catch_up_logged(session)  # punches between the read and REG_EVENT
+            self._established = True
+            log.info("{name}: online, caught up, receiving events", name=self._label)
+            self._schedule_probe()
+            reason = await session.notify_closed()
+            raise reason
+        finally:
+            self.session = self._opening = None
+            if self._probe_call is not None and self._probe_call.active():
+                self._probe_call.cancel()
+            if not session.closed:
+                session.abort()
+
+    # ------------------------------------------------------------------ identity, status
+
+    async def _identify(self, session: ZKSession) -> None:
+        """Read serial number, firmware and sizes; store them with the device."""
+        try:
+            serial = await session.read_serial_number()
+        except (CommandFailed, codec.CodecError):
+            serial = ""
+        firmware = await session.read_firmware()
+        sizes = await session.read_sizes()
+        info: dict[str, Any] = {
+            "firmware": firmware,
+            "user_count": sizes.users,
+            "fp_count": sizes.fingers,
+            "attlog_count": sizes.records,
+            "users_cap": sizes.users_cap,
+            "fingers_cap": sizes.fingers_cap,
+            "records_cap": sizes.records_cap,
+        }
+        if sizes.faces is not None:
+            info["face_count"] = sizes.faces
+        fields: dict[str, Any] = {"info": info}
+        if serial and serial != self.device.serial_number:
+            if self.device.serial_number:
+                log.warn("{name} reports serial number {serial}", name=self._label, serial=serial)
+            fields["serial_number"] = serial
+        try:
+            updated = await self.store.update_device(self.device.id, **fields)
+        except DuplicateDevice:
+            log.error("{name}: serial number {serial} belongs to another device",
+                      name=self._label, serial=serial)
+            updated = await self.store.update_device(self.device.id, info=info)
+        except Exception:
+            log.failure("{name}: could not store the device identity", name=self._label)
+            updated = attrs.evolve(self.device, **fields)
+        if updated is not None:
+            self.device = updated
+
+    async def _set_status(self, status: str) -> None:
+        try:
+            self.device = await self.registry.set_status(self.device, status)
+        except Exception:
+            log.failure("{name}: could not record status {status}", name=self._label,
+                        status=status)
+            self.device = attrs.evolve(self.device, status=status)
+
+    async def _try_lock(self) -> bool:
+        lock = getattr(self.store, "try_lock_device", None)
+        if lock is None:
+            return True
+        try:
+            return bool(await lock(self.device.id))
+        except Exception:
+            log.failure("{name}: could not take the device lock", name=self._label)
+            return False
+
+    # ------------------------------------------------------------------ punches
+
+    async def catch_up(self, session: ZKSession) -> tuple[int, int]:
+        """Read the whole log and save it; (records read, new punches). Raises SaveFailed."""
+        started = self.clock.seconds()
+        records = await session.read_attendance()
+        new = 0
+        for i in range(0, len(records), self.batch_size):  # converted per batch: short turns
+            new += await self._save([codec.to_punch(r) for r in records[i : i + self.batch_size]])
+        log.info("{name}: caught up {count} records ({new} new) in {secs:.2f} s",
+                 name=self._label, count=len(records), new=new,
+                 secs=self.clock.seconds() - started)
+        return len(records), new
+
+    async def _catch_up_logged(self, session: ZKSession) -> int | None:
+        """Catch up; a save failure is logged and retried later on the live session."""
+        try:
+            records, _new = await self.catch_up(session)
+        except SaveFailed as e:
+            log.warn("{name}: catch-up not saved ({error}); retrying", name=self._label,
+                     error=str(e.__cause__ or e))
+            self._catch_up_needed = True
+            self._schedule_retry()
+            return None
+        self._catch_up_needed = False
+        return records
+
+    async def _save(self, punches: list[Punch]) -> int:
+        await self._save_lock.acquire()
+        try:
+            events = await self.ingest.save_punches(self.device, punches)
+        except Exception as e:
+            raise SaveFailed(str(e)) from e
+        finally:
+            self._save_lock.release()
+        return len(events)
+
+    def _on_event(self, event: AttendanceEvent) -> None:
+        self._pending.append(codec.to_punch(event))
+        if not self._flushing and self._retry_call is None:
+            Deferred.fromCoroutine(self._flush())
+
+    async def _flush(self) -> bool:
+        """Save the pending live punches; False (and a retry scheduled) on failure."""
+        if self._flushing:
+            return True
+        self._flushing = True
+        try:
+            while self._pending:
+                batch = self._pending[: self.batch_size]
+                try:
+                    await self._save(batch)
+                except SaveFailed as e:
+                    log.warn("{name}: {count} punches kept in memory, saving failed ({error})",
+                             name=self._label, count=len(self._pending),
+                             error=str(e.__cause__ or e))
+                    self._schedule_retry()
+                    return False
+                del self._pending[: len(batch)]
+            return True
+        finally:
+            self._flushing = False
+
+    def _schedule_retry(self) -> None:
+        if self._retry_call is not None and self._retry_call.active():
+            return
+        delay = min(60.0, self.retry_save_delay * 2 ** min(self._save_failures, 6))
+        self._save_failures += 1
+        self._retry_call = self.clock.callLater(delay, self._retry_saves)
+
+    def _retry_saves(self) -> None:
+        self._retry_call = None
+
+        async def run() -> None:
+            ok = await self._flush()
+            session = self.session
+            if ok and self._catch_up_needed and session is not None and not session.closed:
+                ok = await self._catch_up_logged(session) is not None
+            if ok:
+                self._save_failures = 0
+
+        d = Deferred.fromCoroutine(run())
+        d.addErrback(lambda f: log.failure("{name}: retrying saves failed", f, name=self._label))
+
+    @property
+    def pending(self) -> int:
+        """Live punches not saved yet."""
+        return len(self._pending)
+
+    # ------------------------------------------------------------------ idle probe
+
+    def _schedule_probe(self) -> None:
+        session = self.session
+        if session is None or session.closed or not self.running:
+            return
+        due = session.last_activity + self.idle_probe - self.clock.seconds()
+        self._probe_call = self.clock.callLater(max(due, 0.5), self._probe)
+
+    def _probe(self) -> None:
+        self._probe_call = None
+        session = self.session
+        if session is None or session.closed:
+            return
+        if self.clock.seconds() - session.last_activity < self.idle_probe:
+            self._schedule_probe()
+            return
+
+        async def run() -> None:
+            if not await self._try_lock():
+                log.warn("{name}: device lock lost; disconnecting", name=self._label)
+                session.abort(DeviceBusy("device lock lost"))
+                return
+            await session.read_time()  # a timeout closes the session
+            self._schedule_probe()
+
+        d = Deferred.fromCoroutine(run())
+        d.addErrback(lambda f: log.info("{name}: probe failed: {error}", name=self._label,
+                                        error=str(f.value)))
+
+    # ------------------------------------------------------------------ operations
+
+    async def run_operation(self, fn: Callable[[ZKSession], Awaitable[T]]) -> T:
+        """Run ``fn`` on the live session, else on a short session of its own."""
+        session = self.session
+        if session is not None and not session.closed:
+            return await fn(session)
+        if not await self._try_lock():
+            raise DeviceBusy(f"{self._label} is connected by another process")
+        session = await self.connector(self.device, None)
+        try:
+            await session.connect(self.device.comm_key)
+            if not self.device.serial_number:
+                await self._identify(session)
+            return await fn(session)
+        finally:
+            await session.disconnect()
+            unlock = getattr(self.store, "unlock_device", None)
+            if unlock is not None and not self.running:
+                try:
+                    await unlock(self.device.id)
+                except Exception:
+                    log.failure("Releasing the lock of {name} failed", name=self._label)
+
+    async def read_log(self) -> dict[str, int]:
+        records, new = await self.run_operation(self.catch_up)
+        return {"records": records, "new": new}
+
+    async def sync_time(self) -> dict[str, str]:
+        now = device_now(self.device, self.clock)
+
+        async def set_time(session: ZKSession) -> None:
+            await session.set_time(now)
+
+        await self.run_operation(set_time)
+        return {"time": now.strftime(TIMESTAMP_FORMAT)}
+
+
+async def _awaited(awaitable: Awaitable[T]) -> T:
+    return await awaitable
