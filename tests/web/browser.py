@@ -127,9 +127,11 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"zkserver exited ({self.process.returncode}):\n{self.log()}")
+            # /healthz first; then a query that needs the schema, because /healthz can
+            # answer "ok" before the migrations have run (seen on PostgreSQL).
             try:
                 with urllib.request.urlopen(f"{self.web_url}/healthz", timeout=1) as r:
-                    if r.status == 200:
+                    if r.status == 200 and self.api("GET", "/api/devices")[0] == 200:
                         return
             except (OSError, urllib.error.URLError):
                 pass
