@@ -45,7 +45,8 @@ ARTIFACTS = REPO / "test-artifacts"
 __all__ = [
     "ServerProcess", "free_port", "browser_available", "chromium", "upload_attlog",
     "handshake", "attlog", "now_text", "feed_rows", "wait_for_row", "wait_until",
-    "login", "connection_state", "screenshot",
+    "login", "connection_state", "screenshot", "console_errors", "set_viewport", "upload_users",
+    "row_present",
 ]
 
 

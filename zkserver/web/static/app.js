@@ -37,6 +37,7 @@
   };
   const CONN_LABELS = {
     connecting: 'Connecting…', live: 'Live', reconnecting: 'Reconnecting…', offline: 'Offline',
+    signedout: 'Signed out',
   };
 
   const FEED_LIMIT = 100;        // rows fetched for the initial feed
@@ -82,6 +83,7 @@
     statOnline: $('stat-online'), statDevices: $('stat-devices'),
     feed: $('feed'), feedEmpty: $('feed-empty'), feedCount: $('feed-count'),
     filters: $('filters'), filterDevice: $('filter-device'), filterUser: $('filter-user'),
+    pendingBanner: $('pending-banner'),
     devices: $('devices'), devicesEmpty: $('devices-empty'), devicesCount: $('devices-count'),
     toasts: $('toasts'),
     tplPunch: $('tpl-punch'), tplDevice: $('tpl-device'),
@@ -157,8 +159,7 @@
     el.loginView.hidden = false;
     el.loginError.textContent = message || '';
     el.loginSubmit.disabled = false;
-    setConn('offline');
-    el.connText.textContent = 'Signed out';
+    setConn('signedout');
     el.token.focus();
   }
 
@@ -593,7 +594,7 @@
       : 'No punches yet. They appear here the moment a terminal sends one.';
     el.feedCount.textContent = filtered
       ? `${shown} of ${state.rows.length} shown`
-      : `${shown} most recent`;
+      : shown ? `${shown} most recent` : '';
   }
 
   // ---------- user names ----------
@@ -737,6 +738,10 @@
     el.devicesEmpty.hidden = nodes.length > 0;
     const pending = [...state.devices.values()].filter(isPending).length;
     el.devicesCount.textContent = pending ? `${pending} waiting for approval` : `${nodes.length} total`;
+    // On a phone the device panel is below the feed: point at pending devices from the top.
+    el.pendingBanner.hidden = pending === 0;
+    el.pendingBanner.firstElementChild.textContent = pending === 1
+      ? '1 device is waiting for approval' : `${pending} devices are waiting for approval`;
     renderDeviceFilter();
     paintTotals();
   }
