@@ -604,7 +604,7 @@
   }
 
   function resolveNames(deviceId) {
-    if (!deviceId || !state.devices.has(deviceId)) return;
+    if (!deviceId) return;
     let entry = state.users.get(deviceId);
     const stale = entry && entry.names && Date.now() - entry.at > 60000;
     if (!entry || stale) {
