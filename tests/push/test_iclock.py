@@ -31,6 +31,7 @@ from zkserver.push.iclock import (
     parse_options,
     parse_query,
     parse_user_fields,
+    timezone_minutes,
     timezone_value,
     utc_offset_minutes,
 )
@@ -619,6 +620,7 @@ def test_parse_handshake_reply_requires_header() -> None:
 )
 def test_timezone_value(minutes: int, value: int) -> None:
     assert timezone_value(minutes) == value
+    assert timezone_minutes(value) == minutes
 
 
 # --------------------------------------------------------------------------- time zones

@@ -66,6 +66,7 @@ __all__ = [
     "parse_user_fields",
     "push_version_tuple",
     "split_lines",
+    "timezone_minutes",
     "timezone_value",
     "utc_offset_minutes",
 ]
@@ -752,6 +753,11 @@ def timezone_value(offset_minutes: int) -> int:
     if rest == 0 and -12 <= hours <= 12:
         return hours
     return offset_minutes
+
+
+def timezone_minutes(value: int) -> int:
+    """The inverse of :func:`timezone_value`: a ``TimeZone`` value as minutes east of UTC."""
+    return value if abs(value) > 60 else value * 60
 
 
 def _int_stamp(value: str) -> str:
