@@ -273,6 +273,7 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
         server_timezone=config["timezone"],
         delay=config["poll-delay"],
         error_delay=config["error-delay"],
+        ready=lambda: server.ready.called,
     )
     push_site = make_site(push_app.resource(), max_body=config["max-body"])
     for endpoint in config["push"]:
@@ -299,6 +300,7 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
         pull=pull,
         cors_origins=frozenset(config["cors-origin"]),
         secure_cookie=bool(config["secure-cookie"]),
+        ready=lambda: server.ready.called,
     )
     web_site = make_site(web_app.resource(), max_body=config["max-body"], timeout=None)
     for endpoint in config["web"]:

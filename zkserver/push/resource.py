@@ -57,6 +57,8 @@ def terminal_route(handler: Handler) -> Handler:
             return text_reply(request, "ERROR: missing SN\n", 400)
         if not SERIAL_RE.match(serial):
             return text_reply(request, "ERROR: invalid SN\n", 400)
+        if not self.ready():
+            return text_reply(request, "ERROR: server starting, retry later\n", 503)
         try:
             device = await self.registry.push_device_seen(serial)
             if not device.approved:
@@ -83,6 +85,7 @@ class PushApp:
     server_timezone: str = ""
     delay: int = 10
     error_delay: int = 30
+    ready: Callable[[], bool] = lambda: True
 
     def resource(self) -> Any:
         return routes.__get__(self, PushApp).resource()

@@ -149,6 +149,7 @@ class WebApp:
     pull: PullControl | None = None
     cors_origins: frozenset[str] = frozenset()
     secure_cookie: bool = False
+    ready: Callable[[], bool] = lambda: True
 
     def resource(self) -> Any:
         """The twisted.web resource serving every route below, bound to this app."""
@@ -188,6 +189,8 @@ async def preflight(self: WebApp, request: IRequest, _rest: str) -> bytes:
 @routes.route("/healthz", methods=["GET"])
 @api(authenticated=False)
 async def healthz(self: WebApp, request: IRequest) -> bytes:
+    if not self.ready():
+        return json_response(request, {"status": "starting", "database": "not ready"}, 503)
     try:
         await self.store.ping()
     except Exception as e:
