@@ -112,12 +112,12 @@ class PushApp:
         """Store one ``POST /iclock/cdata`` upload and return the reply text."""
         upper = table.upper()
         if upper == "ATTLOG":
-            punches, rejected = iclock.parse_attlog(iclock.decode_text(body))
+            punches, rejected = iclock.parse_attlog(body)  # decodes line by line
             await self.save_rejected(device, [_trim(r) for r in rejected])
             await self.ingest.save_punches(device, punches)
             return iclock.format_ok(len(punches))
         if upper in ("OPERLOG", "BIODATA"):
-            batch = iclock.parse_operlog(iclock.decode_text(body))
+            batch = iclock.parse_operlog(body)
             await self.save_rejected(device, [_trim(r) for r in batch.rejected])
             if batch.users:
                 await self.store.save_users(device.id, batch.users)
