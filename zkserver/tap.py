@@ -28,6 +28,7 @@ from zkserver.listener import Listener
 from zkserver.push.resource import PushApp
 from zkserver.store import open_store
 from zkserver.store.base import Store
+from zkserver.systemd import notify
 from zkserver.web.app import WebApp
 from zkserver.web.auth import TokenAuth, load_or_create_token
 from zkserver.web.sse import EventStream
@@ -42,8 +43,10 @@ LIST_OPTIONS = ("push", "web", "cors-origin")
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
-        "zkserver: real-time attendance from ZKTeco push (ADMS/iclock HTTP) terminals, "
-        "saved once and streamed to dashboards as Server-Sent Events. Listeners take "
+        "zkserver: real-time attendance from ZKTeco push (ADMS/iclock HTTP) terminals "
+        "and pull (binary protocol, TCP/UDP 4370) terminals, saved once and streamed to "
+        "dashboards as Server-Sent Events. Pull terminals are added through the API "
+        "(POST /api/devices with kind=pull) or `zkserver devices add`. Listeners take "
         "Twisted endpoint strings (tcp:8081, ssl:8443:privateKey=..., "
         "systemd:domain=INET:index=0). Every option may also be given as an environment "
         "variable ZKSERVER_<OPTION> (dashes become underscores) or in a TOML --config file."
@@ -89,8 +92,7 @@ class Options(usage.Options):
         self["web"].append(endpoint)
 
     def opt_cors_origin(self, origin: str) -> None:
-        """An origin allowed to call the API from a browser (CORS); repeatable. Default:
-        none (CORS off)."""
+        """An origin allowed to call the API from a browser (CORS); repeatable."""
         self["cors-origin"].append(origin)
 
     def opt_version(self) -> None:
@@ -197,6 +199,7 @@ class ZKServer(MultiService):
         self.store.watch(self._on_remote_commit)
         log.info("Database ready (last event id {last})", last=self.broadcaster.last_published)
         if not self.ready.called:
+            notify("READY=1\nSTATUS=serving")
             self.ready.callback(None)
 
     def _retry(self, failure: Any) -> None:
@@ -212,6 +215,7 @@ class ZKServer(MultiService):
 
     def stopService(self) -> Deferred[None]:
         self._stopping = True
+        notify("STOPPING=1")
         d = super().stopService() or Deferred.fromCoroutine(_none())
         d.addBoth(lambda _: self.store.stop())
         return d
