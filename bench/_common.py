@@ -1,0 +1,259 @@
+"""Shared helpers for the hand-run benchmarks in bench/ (not collected by pytest).
+
+- start a real ``twistd zkserver`` in a separate process from this source tree,
+- a fresh PostgreSQL schema per run (created and dropped with psycopg2),
+- /proc readings (RSS, CPU seconds) of the server and of other processes,
+- machine facts and a plain text table.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+REPO = Path(__file__).resolve().parent.parent
+POSTGRES_URL = os.environ.get(
+    "ZKSERVER_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+TWISTD = "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def machine_facts() -> list[str]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return [
+        "command: " + " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
+        f"nproc: {os.cpu_count()} ({cpu or platform.machine()})",
+        f"python: {platform.python_version()} ({platform.python_implementation()})",
+        f"kernel: {platform.release()}",
+        f"git: {_git_head()}",
+    ]
+
+
+def _git_head() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO), "log", "-1", "--format=%h %s"],
+            capture_output=True, text=True, timeout=5,
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "zkserver"],
+            capture_output=True, text=True, timeout=5,
+        ).stdout.strip()
+        return out.stdout.strip()[:80] + (" (zkserver/ has uncommitted changes)" if dirty else "")
+    except Exception:
+        return "?"
+
+
+def proc_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def postgres_cpu_s() -> float:
+    """CPU seconds of every process named postgres (all backends of the local server)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if Path(entry, "comm").read_text().strip() == "postgres":
+                total += proc_cpu_s(int(entry.name))
+        except OSError:
+            continue
+    return total
+
+
+def self_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+@contextmanager
+def postgres_schema(prefix: str = "zkbench") -> Iterator[str]:
+    """A fresh schema in ZKSERVER_BENCH_POSTGRES; yields the --db URL; drops it after."""
+    import psycopg2
+
+    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    conn = psycopg2.connect(POSTGRES_URL, connect_timeout=5)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE SCHEMA {schema}")
+        sep = "&" if "?" in POSTGRES_URL else "?"
+        yield f"{POSTGRES_URL}{sep}options={quote('-csearch_path=' + schema)}"
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        conn.close()
+
+
+@contextmanager
+def database(backend: str, data_dir: str) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:{data_dir}/zkserver.sqlite3"
+    elif backend in ("postgres", "postgresql"):
+        with postgres_schema() as url:
+            yield url
+    else:
+        raise SystemExit(f"unknown backend {backend!r} (sqlite, postgres)")
+
+
+class ServerProcess:
+    """``twistd -n --pidfile= zkserver`` from this source tree, in its own process."""
+
+    def __init__(self, db: str, extra: Sequence[str] = (), profile: str | None = None) -> None:
+        self.tmp = tempfile.mkdtemp(prefix="zkbench-")
+        self.data_dir = os.path.join(self.tmp, "data")
+        self.push_port = free_port()
+        self.web_port = free_port()
+        self.token = "bench-" + uuid.uuid4().hex
+        self.log_path = os.path.join(self.tmp, "server.log")
+        self.db = db
+        twistd_opts = ["-n", "--pidfile=", "--logfile", self.log_path]
+        if profile:
+            twistd_opts += ["--profile", profile, "--profiler", "cprofile", "--savestats"]
+        self.args = [
+            sys.executable, "-c", TWISTD, *twistd_opts,
+            "zkserver",
+            "--data-dir", self.data_dir,
+            "--db", db,
+            "--push", f"tcp:{self.push_port}:interface=127.0.0.1",
+            "--web", f"tcp:{self.web_port}:interface=127.0.0.1",
+            "--token", self.token,
+            "--auto-approve",
+            *extra,
+        ]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def push_url(self) -> str:
+        return f"http://127.0.0.1:{self.push_port}"
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ZKSERVER_")}
+        env["PYTHONPATH"] = str(REPO) + (
+            os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+        )
+        self.proc = subprocess.Popen(
+            self.args, cwd=self.tmp, env=env, stdin=subprocess.DEVNULL,
+            stdout=open(os.path.join(self.tmp, "stdout.log"), "wb"), stderr=subprocess.STDOUT,
+        )
+
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        """Block until GET /healthz answers 200 (plain sockets, before the reactor runs)."""
+        import http.client
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited ({self.proc.returncode}); see {self.log_path}\n"
+                                   + self.tail())
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.web_port, timeout=2)
+                conn.request("GET", "/healthz")
+                if conn.getresponse().status == 200:
+                    conn.close()
+                    return
+                conn.close()
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("server not healthy in time\n" + self.tail())
+
+    def tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(Path(self.log_path).read_text().splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stats(self) -> tuple[float, float]:
+        """(RSS MB, CPU seconds) of the server process now."""
+        return proc_rss_mb(self.pid), proc_cpu_s(self.pid)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()  # SIGTERM: twistd stops services (and writes the profile)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    k = min(len(sorted_values) - 1, max(0, int(round(p / 100 * (len(sorted_values) - 1)))))
+    return sorted_values[k]
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain, aligned text table; the first column left-aligned, the rest right."""
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for n, row in enumerate(cells):
+        parts = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        lines.append("  ".join(parts).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if value != value:
+            return "-"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)

@@ -1,0 +1,502 @@
+"""Benchmark: push ATTLOG uploads -> commit -> SSE fan-out, against a real server process.
+
+Run by hand (pytest never collects bench/):
+
+    python bench/push_to_sse.py                       # both backends, default sizes
+    python bench/push_to_sse.py --backends postgres --punches 20000 --duration 5
+    python bench/push_to_sse.py --profile /tmp/prof   # server under cProfile (slower!)
+
+For each backend a fresh ``twistd -n zkserver`` is started from this source tree
+(``--auto-approve``, fresh --data-dir, ``--token``; PostgreSQL in a fresh schema of
+ZKSERVER_BENCH_POSTGRES, default postgresql://postgres@127.0.0.1:5432/test), then:
+
+(a) ingest throughput: ``--sse-a`` SSE clients, ``--uploaders`` concurrent uploaders POST
+    ``--batch``-line ATTLOG batches (unique punches, a handful of serial numbers) until
+    ``--punches`` are in.  Reports punches/s ingested (first POST to the last ``OK``) and
+    delivered (to the moment every SSE client holds every punch), and checks that each
+    client got every punch exactly once.
+(b) latency: ``--clients`` SSE clients, ``--rate`` punches/s for ``--duration`` s, one
+    punch per upload.  Reports POST-to-SSE-receipt latency over all (punch, client) pairs
+    and the POST round trip.  Send and receipt are stamped with time.perf_counter() in
+    this process (uploader and readers share one reactor: client-side delays count).
+
+Server RSS (VmRSS) and CPU seconds (utime+stime) are read from /proc after each phase,
+with the clients still connected; PostgreSQL backends' CPU and this client process's CPU
+are shown too, since all of them share the same cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    ServerProcess,
+    database,
+    machine_facts,
+    percentile,
+    postgres_cpu_s,
+    self_cpu_s,
+    table,
+)
+
+# A frame's id and its first (top-level) user_id; the stream is ?type=attendance only.
+FRAME = re.compile(rb'id: (\d+)\ndata: \{[^\n]*?"user_id": "([^"]*)"')
+now = time.perf_counter
+
+
+# --------------------------------------------------------------------------- SSE reader
+
+
+def sse_protocol_class() -> Any:
+    from twisted.internet.defer import Deferred
+    from twisted.internet.protocol import Protocol
+
+    class SSEReader(Protocol):
+        """A minimal raw-TCP SSE client: one GET, no JSON parsing, one regex per read.
+
+        Frames are written by the server whole (one HTTP chunk each), so chunk headers
+        only ever sit between frames and a search for ``id: ... "user_id": "..."`` over
+        the bytes up to the last blank line is enough.
+        """
+
+        def __init__(self, path: str, token: str, stamp: bool) -> None:
+            self.path = path
+            self.token = token
+            self.stamp = stamp
+            self.buf = b""
+            self.headers_done = False
+            self.status = 0
+            self.ready: Deferred[None] = Deferred()
+            self.lost: Deferred[None] = Deferred()
+            self.pins: list[bytes] = []
+            self.times: list[float] = []
+            self.waiting_for = 0
+            self.on_complete: Callable[[], None] | None = None
+
+        def connectionMade(self) -> None:
+            self.transport.write(
+                f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: Bearer {self.token}\r\nAccept: text/event-stream\r\n\r\n"
+                .encode()
+            )
+
+        def dataReceived(self, data: bytes) -> None:
+            t = now()
+            buf = self.buf + data
+            if not self.headers_done:
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    self.buf = buf
+                    return
+                self.status = int(buf.split(b" ", 2)[1])
+                self.headers_done = True
+                buf = buf[end + 4 :]
+                if self.status != 200:
+                    self.ready.errback(RuntimeError(f"SSE status {self.status}"))
+                    return
+            cut = buf.rfind(b"\n\n")
+            if cut < 0:
+                self.buf = buf
+                return
+            block, self.buf = buf[: cut + 2], buf[cut + 2 :]
+            if not self.ready.called and b"retry:" in block:
+                self.ready.callback(None)
+            pins = [m.group(2) for m in FRAME.finditer(block)]
+            if pins:
+                self.pins.extend(pins)
+                if self.stamp:
+                    self.times.extend([t] * len(pins))
+                if self.waiting_for and len(self.pins) >= self.waiting_for:
+                    self.waiting_for = 0
+                    if self.on_complete is not None:
+                        self.on_complete()
+
+        def connectionLost(self, reason: Any = None) -> None:
+            if not self.ready.called:
+                self.ready.errback(RuntimeError(f"SSE connection lost: {reason}"))
+            self.lost.callback(None)
+
+    return SSEReader
+
+
+async def open_clients(server: ServerProcess, n: int, stamp: bool) -> list[Any]:
+    from twisted.internet import reactor
+    from twisted.internet.defer import gatherResults
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    cls = sse_protocol_class()
+    clients = [cls("/devices/events?type=attendance", server.token, stamp) for _ in range(n)]
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", server.web_port, timeout=10)
+    for i in range(0, n, 50):  # don't overflow the listen backlog
+        batch = clients[i : i + 50]
+        await gatherResults([connectProtocol(endpoint, c) for c in batch])
+        await gatherResults([c.ready for c in batch])
+    return clients
+
+
+async def close_clients(clients: list[Any]) -> None:
+    from twisted.internet.defer import gatherResults
+
+    for c in clients:
+        if c.transport is not None:
+            c.transport.loseConnection()
+    await gatherResults([c.lost for c in clients])
+
+
+async def wait_all(clients: list[Any], count: int, timeout: float) -> float | None:
+    """Wait until every client holds ``count`` punches; returns the time the last one did
+    (perf_counter), or None on timeout."""
+    from twisted.internet import reactor
+    from twisted.internet.defer import Deferred
+
+    done: Deferred[None] = Deferred()
+    state = {"left": 0, "last": 0.0}
+
+    def one_complete() -> None:
+        state["left"] -= 1
+        state["last"] = max(state["last"], now())
+        if state["left"] == 0 and not done.called:
+            done.callback(None)
+
+    for c in clients:
+        if len(c.pins) >= count:
+            state["last"] = max(state["last"], c.times[count - 1] if c.times else now())
+        else:
+            state["left"] += 1
+            c.waiting_for = count
+            c.on_complete = one_complete
+    if state["left"] == 0:
+        return state["last"]
+    timer = reactor.callLater(timeout, lambda: done.called or done.callback(None))
+    await done
+    if timer.active():
+        timer.cancel()
+    for c in clients:
+        c.waiting_for = 0
+        c.on_complete = None
+    return state["last"] if state["left"] == 0 else None
+
+
+# --------------------------------------------------------------------------- uploads
+
+
+def attlog(pins: range, prefix: str) -> bytes:
+    """One ATTLOG body: a unique PIN per line, timestamps a second apart."""
+    lines = []
+    for i in pins:
+        s = i % 86400
+        day = 1 + (i // 86400) % 28
+        lines.append(
+            f"{prefix}{i}\t2025-10-{day:02d} {s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}"
+            "\t0\t1\t0\t0\t0"
+        )
+    return ("\n".join(lines) + "\n").encode()
+
+
+class Uploader:
+    def __init__(self, server: ServerProcess, serials: list[str]) -> None:
+        import treq
+        from twisted.internet import reactor
+        from twisted.web.client import HTTPConnectionPool
+
+        self.treq = treq
+        self.pool = HTTPConnectionPool(reactor, persistent=True)
+        self.pool.maxPersistentPerHost = 256
+        self.pool.retryAutomatically = False
+        self.server = server
+        self.serials = serials
+
+    async def handshake(self) -> None:
+        for sn in self.serials:
+            r = await self.treq.get(
+                f"{self.server.push_url}/iclock/cdata?SN={sn}&options=all&pushver=2.4.1",
+                pool=self.pool,
+            )
+            text = await r.text()
+            if r.code != 200:
+                raise RuntimeError(f"handshake {sn}: {r.code} {text}")
+
+    async def post(self, sn: str, body: bytes) -> str:
+        r = await self.treq.post(
+            f"{self.server.push_url}/iclock/cdata?SN={sn}&table=ATTLOG&Stamp=9999",
+            data=body,
+            headers={"Content-Type": "text/plain"},
+            pool=self.pool,
+        )
+        text = await r.text()
+        if r.code != 200 or not text.startswith("OK"):
+            raise RuntimeError(f"upload {sn}: {r.code} {text!r}")
+        return text
+
+    async def close(self) -> None:
+        await self.pool.closeCachedConnections()
+
+
+# --------------------------------------------------------------------------- phases
+
+
+def stats_row(server: ServerProcess, before: dict[str, float]) -> dict[str, float]:
+    rss, cpu = server.stats()
+    return {
+        "rss": rss,
+        "cpu": cpu,
+        "cpu_delta": cpu - before["cpu"],
+        "pg_cpu_delta": postgres_cpu_s() - before["pg"],
+        "client_cpu_delta": self_cpu_s() - before["client"],
+    }
+
+
+def marks(server: ServerProcess) -> dict[str, float]:
+    return {"cpu": server.stats()[1], "pg": postgres_cpu_s(), "client": self_cpu_s()}
+
+
+async def phase_throughput(server: ServerProcess, args: argparse.Namespace,
+                           up: Uploader) -> dict[str, Any]:
+    from twisted.internet.defer import Deferred, gatherResults
+
+    clients = await open_clients(server, args.sse_a, stamp=False)
+    before = marks(server)
+    n, size = args.punches, args.batch
+    batches = [(up.serials[k % len(up.serials)], attlog(range(i, min(i + size, n)), "1"))
+               for k, i in enumerate(range(0, n, size))]
+    queue = iter(batches)
+    errors: list[str] = []
+    last_ok = [0.0]
+
+    async def worker() -> None:
+        for sn, body in queue:
+            try:
+                await up.post(sn, body)
+                last_ok[0] = now()
+            except Exception as e:
+                errors.append(str(e))
+
+    start = now()
+    await gatherResults([Deferred.fromCoroutine(worker()) for _ in range(args.uploaders)])
+    ingest_s = last_ok[0] - start
+    delivered_at = await wait_all(clients, n, timeout=max(30.0, n / 500))
+    result: dict[str, Any] = {
+        "punches": n,
+        "errors": len(errors),
+        "ingest_s": ingest_s,
+        "ingest_rate": n / ingest_s if ingest_s > 0 else float("nan"),
+        "deliver_s": (delivered_at - start) if delivered_at else float("nan"),
+        "deliver_rate": n / (delivered_at - start) if delivered_at else float("nan"),
+    }
+    expected = {f"1{i}".encode() for i in range(n)}
+    exact = sum(1 for c in clients if len(c.pins) == n and set(c.pins) == expected)
+    result["exactly_once"] = f"{exact}/{len(clients)}"
+    result["received_min"] = min(len(c.pins) for c in clients)
+    result.update(stats_row(server, before))
+    if errors:
+        result["first_error"] = errors[0][:200]
+    await close_clients(clients)
+    return result
+
+
+async def phase_latency(server: ServerProcess, args: argparse.Namespace,
+                        up: Uploader) -> dict[str, Any]:
+    from twisted.internet import reactor
+    from twisted.internet.defer import Deferred, gatherResults
+    from twisted.internet.task import LoopingCall, deferLater
+
+    clients = await open_clients(server, args.clients, stamp=True)
+    await deferLater(reactor, 0.5, lambda: None)
+    before = marks(server)
+    total = int(args.rate * args.duration)
+    sent: list[float] = [0.0] * total
+    rtts: list[float] = []
+    errors: list[str] = []
+    pending: list[Deferred[None]] = []
+    state = {"next": 0}
+
+    async def one(i: int) -> None:
+        sn = up.serials[i % len(up.serials)]
+        body = attlog(range(i, i + 1), "9")
+        t0 = now()
+        sent[i] = t0
+        try:
+            await up.post(sn, body)
+            rtts.append(now() - t0)
+        except Exception as e:
+            errors.append(str(e))
+
+    def tick(count: int) -> None:
+        for _ in range(count):
+            i = state["next"]
+            if i >= total:
+                if loop.running:
+                    loop.stop()
+                return
+            state["next"] = i + 1
+            pending.append(Deferred.fromCoroutine(one(i)))
+
+    loop = LoopingCall.withCount(tick)
+    await loop.start(1.0 / args.rate, now=True)
+    await gatherResults(pending)
+    await wait_all(clients, total, timeout=15.0)
+    latencies: list[float] = []
+    missing = 0
+    for c in clients:
+        got = dict(zip(c.pins, c.times))
+        for i in range(total):
+            t = got.get(f"9{i}".encode())
+            if t is None:
+                missing += 1
+            else:
+                latencies.append((t - sent[i]) * 1000)
+    latencies.sort()
+    rtts_ms = sorted(r * 1000 for r in rtts)
+    dupes = sum(len(c.pins) - len(set(c.pins)) for c in clients)
+    result: dict[str, Any] = {
+        "punches": total,
+        "pairs": len(latencies),
+        "missing": missing,
+        "dupes": dupes,
+        "errors": len(errors),
+        "lat_p50": percentile(latencies, 50),
+        "lat_p99": percentile(latencies, 99),
+        "lat_max": latencies[-1] if latencies else float("nan"),
+        "rtt_p50": percentile(rtts_ms, 50),
+        "rtt_p99": percentile(rtts_ms, 99),
+    }
+    result.update(stats_row(server, before))
+    await close_clients(clients)
+    return result
+
+
+# --------------------------------------------------------------------------- driver
+
+
+async def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
+    import tempfile
+
+    out: dict[str, Any] = {"backend": backend}
+    with tempfile.TemporaryDirectory(prefix="zkbench-db-") as tmp, database(backend, tmp) as db:
+        profile = None
+        if args.profile:
+            os.makedirs(args.profile, exist_ok=True)
+            profile = os.path.join(os.path.abspath(args.profile), f"server-{backend}.pstats")
+        server = ServerProcess(db, profile=profile)
+        server.start()
+        try:
+            server.wait_healthy()
+            rss0, cpu0 = server.stats()
+            out["rss_idle"] = rss0
+            up = Uploader(server, [f"BENCH{k:04d}" for k in range(args.serials)])
+            await up.handshake()
+            print(f"[{backend}] server pid {server.pid} up; phase (a) ...", file=sys.stderr)
+            out["a"] = await phase_throughput(server, args, up)
+            print(f"[{backend}] phase (b) ...", file=sys.stderr)
+            out["b"] = await phase_latency(server, args, up)
+            await up.close()
+        finally:
+            server.stop()
+            out["log"] = server.log_path
+            if profile:
+                out["profile"] = profile
+    return out
+
+
+ROWS_A = [
+    ("punches", "punches"),
+    ("upload errors", "errors"),
+    ("ingest s (to last OK)", "ingest_s"),
+    ("ingested punches/s", "ingest_rate"),
+    ("delivered s (all clients)", "deliver_s"),
+    ("delivered punches/s", "deliver_rate"),
+    ("clients got each once", "exactly_once"),
+    ("min punches at a client", "received_min"),
+    ("server RSS MB", "rss"),
+    ("server CPU s (phase)", "cpu_delta"),
+    ("postgres CPU s (phase)", "pg_cpu_delta"),
+    ("bench client CPU s (phase)", "client_cpu_delta"),
+]
+ROWS_B = [
+    ("punches (1 per POST)", "punches"),
+    ("(punch, client) pairs", "pairs"),
+    ("missing pairs", "missing"),
+    ("duplicates", "dupes"),
+    ("upload errors", "errors"),
+    ("POST->SSE p50 ms", "lat_p50"),
+    ("POST->SSE p99 ms", "lat_p99"),
+    ("POST->SSE max ms", "lat_max"),
+    ("POST round trip p50 ms", "rtt_p50"),
+    ("POST round trip p99 ms", "rtt_p99"),
+    ("server RSS MB", "rss"),
+    ("server CPU s (phase)", "cpu_delta"),
+    ("postgres CPU s (phase)", "pg_cpu_delta"),
+    ("bench client CPU s (phase)", "client_cpu_delta"),
+]
+
+
+def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    names = [r["backend"] for r in results]
+    print()
+    print("zkserver push -> SSE benchmark")
+    for line in machine_facts():
+        print("  " + line)
+    print()
+    print(f"(a) ingest throughput: {args.sse_a} SSE clients, {args.uploaders} uploaders, "
+          f"{args.batch}-line ATTLOG batches, {args.serials} serial numbers")
+    print(table(["metric", *names], [[label, *(r["a"].get(key, "") for r in results)]
+                                     for label, key in ROWS_A]))
+    print()
+    print(f"(b) latency: {args.clients} SSE clients, {args.rate:g} punches/s for "
+          f"{args.duration:g} s, one punch per POST")
+    print(table(["metric", *names], [[label, *(r["b"].get(key, "") for r in results)]
+                                     for label, key in ROWS_B]))
+    print()
+    print(table(["", *names], [["server RSS MB at start", *(r["rss_idle"] for r in results)]]))
+    print()
+    print("targets (issue, 2 cores): >= 5,000 punches/s ingested on PostgreSQL; "
+          "POST->SSE p99 <= 20 ms")
+    for r in results:
+        for phase in ("a", "b"):
+            if "first_error" in r[phase]:
+                print(f"  {r['backend']} ({phase}) first error: {r[phase]['first_error']}")
+        if "profile" in r:
+            print(f"  {r['backend']}: server profile in {r['profile']}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--punches", type=int, default=50_000, help="(a) punches to upload")
+    p.add_argument("--batch", type=int, default=100, help="(a) ATTLOG lines per POST")
+    p.add_argument("--uploaders", type=int, default=8, help="(a) concurrent uploaders")
+    p.add_argument("--sse-a", type=int, default=10, help="(a) SSE clients")
+    p.add_argument("--serials", type=int, default=4, help="push serial numbers used")
+    p.add_argument("--clients", type=int, default=100, help="(b) SSE clients")
+    p.add_argument("--rate", type=float, default=100.0, help="(b) punches per second")
+    p.add_argument("--duration", type=float, default=10.0, help="(b) seconds")
+    p.add_argument("--backends", default="sqlite,postgres", help="comma-separated")
+    p.add_argument("--profile", default=None, metavar="DIR",
+                   help="run the server under cProfile (twistd --profile); pstats in DIR")
+    return p.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
+    from twisted.internet import task
+    from twisted.internet.defer import Deferred
+
+    async def run(reactor: Any) -> None:
+        results = []
+        for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
+            results.append(await run_backend(backend, args))
+        report(results, args)
+
+    task.react(lambda reactor: Deferred.fromCoroutine(run(reactor)))
+
+
+if __name__ == "__main__":
+    main()
