@@ -71,6 +71,8 @@ async def test_attendance_cursor_pages_cover_everything_once(server: RunningServ
     assert [row["user_id"] for row in page["items"]] == ["103"]
     code, _ = await server.api("GET", "/api/attendance?limit=0")
     assert code == 400
+    code, body = await server.api("GET", "/api/attendance?cursor=garbage")
+    assert code == 400 and "error" in body
 
 
 @pytest_twisted.ensureDeferred

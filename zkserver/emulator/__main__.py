@@ -39,8 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"the {command} emulator is not available ({module_name} is missing)", file=sys.stderr
         )
         return 2
-    module.main(rest)
-    return 0
+    status = module.main(rest)
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

@@ -437,9 +437,12 @@ def _attendance_filters(request: IRequest) -> dict[str, Any]:
 async def attendance(self: WebApp, request: IRequest) -> bytes:
     params = query_params(request)
     limit = _int(params.get("limit", 100), "limit", 1, 1000)
-    rows, cursor = await self.store.attendance(
-        **_attendance_filters(request), cursor=params.get("cursor") or None, limit=limit
-    )
+    try:
+        rows, cursor = await self.store.attendance(
+            **_attendance_filters(request), cursor=params.get("cursor") or None, limit=limit
+        )
+    except ValueError as e:
+        raise ApiError(400, f"invalid query: {e}") from None
     return json_response(request, {"items": rows, "next_cursor": cursor})
 
 
