@@ -11,7 +11,7 @@ import pytest_twisted
 import treq
 
 from tests.databases import postgres_schema
-from tests.harness import RunningServer, SSEClient, sleep, start_server
+from tests.harness import RunningServer, SSEClient, sleep, start_server, wait_until
 from tests.tcpproxy import TCPProxy
 
 SN = "OUTAGE01"
@@ -79,6 +79,17 @@ async def test_outage_answers_503_then_recovers_without_loss_or_duplicates(outag
         code, _ = await upload(server, second)
         assert code == 503
         assert not client.closed
+        # A client reconnecting meanwhile: SQLite (WAL) still serves reads, so it is
+        # replayed; with PostgreSQL gone the stream is closed cleanly (EventSource retries
+        # with the same Last-Event-ID) and the server carries on.
+        replaying = await SSEClient(
+            f"{server.web_url}/devices/events?token={server.token}&last_event_id=0"
+        ).connect()
+        if isinstance(outage, SqliteOutage):
+            await replaying.wait_for(1)
+            await replaying.close()
+        else:
+            await wait_until(lambda: replaying.closed, 30)
 
         outage.restore()
         results: list[tuple[int, bytes]] = []

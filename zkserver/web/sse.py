@@ -65,7 +65,16 @@ class EventStream:
         request.write(f"retry: {self.retry_ms}\n\n".encode())
         never: Deferred[None] = Deferred(lambda _: self._closed(subscriber))
         if last_id is not None:
-            await self._replay(subscriber, last_id)
+            try:
+                await self._replay(subscriber, last_id)
+            except Exception:
+                # Headers are sent: the only honest answer is to close the stream. The
+                # client reconnects with its Last-Event-ID and replays again.
+                log.failure("Replay after event {last_id} failed; closing the stream",
+                            last_id=last_id)
+                self._closed(subscriber)
+                request.loseConnection()
+                return
         await never
 
     async def _replay(self, subscriber: Subscriber, last_id: int) -> None:
