@@ -51,7 +51,8 @@ def machine_facts() -> list[str]:
         "command: " + " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
         f"nproc: {os.cpu_count()} ({cpu or platform.machine()})",
         f"python: {platform.python_version()} ({platform.python_implementation()})",
-        f"kernel: {platform.release()}",
+        f"kernel: {platform.release()}; load average now: {loadavg()} "
+        "(the machine is shared: other processes compete for the same cores)",
         f"git: {_git_head()}",
     ]
 
@@ -85,18 +86,31 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def postgres_cpu_s() -> float:
-    """CPU seconds of every process named postgres (all backends of the local server)."""
-    total = 0.0
+def postgres_cpu() -> dict[int, float]:
+    """CPU seconds of every process named postgres (the local server's backends), by pid."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             if Path(entry, "comm").read_text().strip() == "postgres":
-                total += proc_cpu_s(int(entry.name))
+                found[int(entry.name)] = proc_cpu_s(int(entry.name))
         except OSError:
             continue
-    return total
+    return found
+
+
+def postgres_cpu_since(before: dict[int, float]) -> float:
+    """CPU seconds used by PostgreSQL processes since ``before`` (backends that exited in
+    between are not counted)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in postgres_cpu().items())
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
 
 
 def self_cpu_s() -> float:
@@ -240,7 +254,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = []
     for n, row in enumerate(cells):
-        parts = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        parts = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=False)]
         lines.append("  ".join(parts).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
@@ -257,3 +271,63 @@ def _fmt(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+class PySpy:
+    """``py-spy record`` of a process for the duration of a ``with`` block (optional)."""
+
+    def __init__(self, directory: str | None, pid: int, name: str, rate: int = 200) -> None:
+        self.directory = directory
+        self.pid = pid
+        self.name = name
+        self.rate = rate
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.summary: dict[str, Any] = {}
+
+    def __enter__(self) -> PySpy:
+        if self.directory:
+            os.makedirs(self.directory, exist_ok=True)
+            self.path = os.path.join(os.path.abspath(self.directory), f"{self.name}.txt")
+            self.proc = subprocess.Popen(
+                ["py-spy", "record", "--pid", str(self.pid), "--rate", str(self.rate),
+                 "--format", "raw", "--threads", "--nonblocking", "-o", self.path],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.proc is not None:
+            import signal
+
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.summary = {"py_spy": self.path}
+
+
+def collapsed_top(path: str, n: int = 25, exclude_idle: bool = True) -> str:
+    """Top functions (self and inclusive samples) of a py-spy raw (collapsed) file."""
+    from collections import Counter
+
+    self_c: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    total = 0
+    for line in Path(path).read_text().splitlines():
+        stack, _, count_s = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_s)
+        frames = stack.split(";")
+        total += count
+        self_c[frames[-1]] += count
+        for f in set(frames):
+            incl[f] += count
+    rows = [[f[:110], c, 100.0 * c / total] for f, c in self_c.most_common(n)]
+    out = [f"{path}: {total} samples", "self:", table(["function", "samples", "%"], rows)]
+    rows = [[f[:110], c, 100.0 * c / total] for f, c in incl.most_common(n)]
+    out += ["inclusive:", table(["function", "samples", "%"], rows)]
+    return "\n".join(out)

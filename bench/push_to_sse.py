@@ -39,11 +39,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
+    PySpy,
     ServerProcess,
     database,
+    loadavg,
     machine_facts,
     percentile,
-    postgres_cpu_s,
+    postgres_cpu,
+    postgres_cpu_since,
     self_cpu_s,
     table,
 )
@@ -244,19 +247,20 @@ class Uploader:
 # --------------------------------------------------------------------------- phases
 
 
-def stats_row(server: ServerProcess, before: dict[str, float]) -> dict[str, float]:
+def stats_row(server: ServerProcess, before: dict[str, Any]) -> dict[str, Any]:
     rss, cpu = server.stats()
     return {
         "rss": rss,
         "cpu": cpu,
         "cpu_delta": cpu - before["cpu"],
-        "pg_cpu_delta": postgres_cpu_s() - before["pg"],
+        "pg_cpu_delta": postgres_cpu_since(before["pg"]),
+        "load": loadavg(),
         "client_cpu_delta": self_cpu_s() - before["client"],
     }
 
 
-def marks(server: ServerProcess) -> dict[str, float]:
-    return {"cpu": server.stats()[1], "pg": postgres_cpu_s(), "client": self_cpu_s()}
+def marks(server: ServerProcess) -> dict[str, Any]:
+    return {"cpu": server.stats()[1], "pg": postgres_cpu(), "client": self_cpu_s()}
 
 
 async def phase_throughput(server: ServerProcess, args: argparse.Namespace,
@@ -347,7 +351,7 @@ async def phase_latency(server: ServerProcess, args: argparse.Namespace,
     latencies: list[float] = []
     missing = 0
     for c in clients:
-        got = dict(zip(c.pins, c.times))
+        got = dict(zip(c.pins, c.times, strict=False))
         for i in range(total):
             t = got.get(f"9{i}".encode())
             if t is None:
@@ -395,9 +399,13 @@ async def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
             up = Uploader(server, [f"BENCH{k:04d}" for k in range(args.serials)])
             await up.handshake()
             print(f"[{backend}] server pid {server.pid} up; phase (a) ...", file=sys.stderr)
-            out["a"] = await phase_throughput(server, args, up)
+            with PySpy(args.py_spy, server.pid, f"{backend}-a") as spy:
+                out["a"] = await phase_throughput(server, args, up)
+            out["a"].update(spy.summary)
             print(f"[{backend}] phase (b) ...", file=sys.stderr)
-            out["b"] = await phase_latency(server, args, up)
+            with PySpy(args.py_spy, server.pid, f"{backend}-b") as spy:
+                out["b"] = await phase_latency(server, args, up)
+            out["b"].update(spy.summary)
             await up.close()
         finally:
             server.stop()
@@ -420,6 +428,7 @@ ROWS_A = [
     ("server CPU s (phase)", "cpu_delta"),
     ("postgres CPU s (phase)", "pg_cpu_delta"),
     ("bench client CPU s (phase)", "client_cpu_delta"),
+    ("load average after", "load"),
 ]
 ROWS_B = [
     ("punches (1 per POST)", "punches"),
@@ -436,6 +445,7 @@ ROWS_B = [
     ("server CPU s (phase)", "cpu_delta"),
     ("postgres CPU s (phase)", "pg_cpu_delta"),
     ("bench client CPU s (phase)", "client_cpu_delta"),
+    ("load average after", "load"),
 ]
 
 
@@ -464,6 +474,9 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
         for phase in ("a", "b"):
             if "first_error" in r[phase]:
                 print(f"  {r['backend']} ({phase}) first error: {r[phase]['first_error']}")
+        for phase in ("a", "b"):
+            if "py_spy" in r[phase]:
+                print(f"  {r['backend']} ({phase}) py-spy stacks: {r[phase]['py_spy']}")
         if "profile" in r:
             print(f"  {r['backend']}: server profile in {r['profile']}")
 
@@ -479,6 +492,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=100.0, help="(b) punches per second")
     p.add_argument("--duration", type=float, default=10.0, help="(b) seconds")
     p.add_argument("--backends", default="sqlite,postgres", help="comma-separated")
+    p.add_argument("--py-spy", default=None, metavar="DIR",
+                   help="sample the server with py-spy during each phase (raw stacks in DIR)")
     p.add_argument("--profile", default=None, metavar="DIR",
                    help="run the server under cProfile (twistd --profile); pstats in DIR")
     return p.parse_args(argv)
