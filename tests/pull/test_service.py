@@ -13,7 +13,7 @@ import pytest
 import pytest_twisted
 from attrs import define, field
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import deferLater
 
 from tests.harness import wait_until
@@ -82,6 +82,22 @@ class FlakyStore:
         return getattr(self._store, name)
 
 
+class LockingStore(FlakyStore):
+    """A store offering the optional device lock; ``table`` is shared by the "processes"."""
+
+    def __init__(self, store: Store, table: dict[str, object]) -> None:
+        super().__init__(store)
+        self.table = table
+
+    def try_lock_device(self, device_id: str) -> Deferred[bool]:
+        return succeed(self.table.setdefault(device_id, self) is self)
+
+    def unlock_device(self, device_id: str) -> Deferred[None]:
+        if self.table.get(device_id) is self:
+            del self.table[device_id]
+        return succeed(None)
+
+
 @define(eq=False)
 class World:
     store: Any
@@ -117,11 +133,16 @@ class World:
             **kw,
         )
 
-    def manager(self, **options: Any) -> PullManager:
+    def manager(self, store: Any = None, **options: Any) -> PullManager:
+        if store is not None:  # another "process" on the same database
+            ingest = Ingest(store=store, broadcaster=self.ingest.broadcaster)
+            registry = DeviceRegistry(store=store, ingest=ingest, clock=reactor)
+        else:
+            store, ingest, registry = self.store, self.ingest, self.registry
         manager = PullManager(
-            store=self.store,
-            ingest=self.ingest,
-            registry=self.registry,
+            store=store,
+            ingest=ingest,
+            registry=registry,
             clock=reactor,
             **{**FAST, **options},
         )
@@ -228,10 +249,10 @@ async def test_catch_up_once_then_realtime_event_like_a_push_punch(world: World)
 @pytest.mark.parametrize("fault", ["drop", "garbage", "stall", "mid_transfer"])
 @pytest_twisted.ensureDeferred
 async def test_reconnect_catches_up_without_loss_or_duplicates(world: World, fault: str) -> None:
-    emu = build_device(users=3, records=3000, serial_number="EMUFAULT")  # > 1 TCP chunk
+    emu = build_device(users=3, records=2000, serial_number="EMUFAULT")  # > 1 TCP chunk
     device = await world.add(await world.emulator(emu))
     manager = world.manager()
-    await wait_until(lambda: len(world.recorder.of_type("attendance")) == 3000)
+    await wait_until(lambda: len(world.recorder.of_type("attendance")) == 2000)
     await wait_until(lambda: any(s.flags for s in emu.sessions))
     service = manager.devices[device.id]
     first_attempts = service.attempts
@@ -252,14 +273,14 @@ async def test_reconnect_catches_up_without_loss_or_duplicates(world: World, fau
     await sleep(0.3)
     emu.faults.mute = False
     emu.faults.close_after_chunks = None
-    await wait_until(lambda: len(world.recorder.of_type("attendance")) == 3005)
+    await wait_until(lambda: len(world.recorder.of_type("attendance")) == 2005)
     await wait_until(lambda: service.session is not None and any(s.flags for s in emu.sessions))
     emu.punch("1", when=datetime(2026, 1, 1, 10, 0, 0))  # and live again
-    await wait_until(lambda: len(world.recorder.of_type("attendance")) == 3006)
+    await wait_until(lambda: len(world.recorder.of_type("attendance")) == 2006)
     await sleep(0.1)
     keys = attendance_keys(world)
-    assert len(keys) == len(set(keys)) == 3006
-    assert await world.punch_count(device.id) == 3006
+    assert len(keys) == len(set(keys)) == 2006
+    assert await world.punch_count(device.id) == 2006
     assert service.attempts > first_attempts
     assert "offline" in [e["status"] for e in world.recorder.of_type("device_status")]
     assert (await world.device(device.id)).status == "online"
@@ -341,6 +362,23 @@ async def test_udp_device_catches_up_and_streams(world: World) -> None:
     emu.punch("2", when=datetime(2026, 3, 1, 12, 0, 0))
     await wait_until(lambda: len(world.recorder.of_type("attendance")) == 601)
     assert await world.punch_count(device.id) == 601
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_process_connects_each_device(world: World) -> None:
+    emu = build_device(users=2, records=4)
+    device = await world.add(await world.emulator(emu))
+    table: dict[str, object] = {}
+    first = world.manager(LockingStore(world.real_store, table), busy_delay=0.1)
+    await wait_until(lambda: any(s.flags for s in emu.sessions))
+    second = world.manager(LockingStore(world.real_store, table), busy_delay=0.1)
+    await sleep(0.5)
+    assert len(emu.sessions) == 1 and second.devices[device.id].attempts == 0
+    await first.stopService()  # the first process goes away: the second takes over
+    await wait_until(lambda: second.devices[device.id].session is not None)
+    await wait_until(lambda: any(s.flags for s in emu.sessions))
+    assert len(emu.sessions) == 1
+    assert len(world.recorder.of_type("attendance")) == 4
 
 
 @pytest_twisted.ensureDeferred

@@ -148,3 +148,21 @@ class Store(Protocol):
 
     def commands(self, device_id: str, limit: int = 100) -> Deferred[list[Command]]:
         """Newest first."""
+
+    # --- pull-device ownership (OPTIONAL: used through getattr by zkserver.pull) ------
+    # With PostgreSQL several processes share the database; each pull device must be
+    # connected by exactly one of them. A store without these methods is treated as
+    # single-process (every pull device is connected).
+    def try_lock_device(self, device_id: str) -> Deferred[bool]:
+        """True when this process holds (or has just taken) pull device ``device_id``.
+
+        Idempotent while held (do not stack the lock); every call re-checks it, so after
+        the holding connection was lost it tries to take it again. Called before each
+        connection attempt and on every idle probe; False makes the caller wait.
+        PostgreSQL: ``pg_try_advisory_lock(<key of device_id>)`` on one dedicated
+        connection (the lock goes with it if it dies, so another process takes over).
+        SQLite: always True.
+        """
+
+    def unlock_device(self, device_id: str) -> Deferred[None]:
+        """Give the device up (``pg_advisory_unlock``); no-op when not held."""
