@@ -69,6 +69,18 @@ def events_channel(schema: str) -> str:
     return name
 
 
+def _connection_dead(conn: txpg.Connection, error: BaseException) -> bool:
+    """Whether ``error`` means ``conn`` is unusable (rather than, say, a deadlock that the
+    server reported on a healthy connection)."""
+    if not _is_open(conn):
+        return True
+    if isinstance(error, txpg.RollbackFailed):
+        return True
+    code = getattr(error, "pgcode", None)
+    # Class 08: connection exception; 57P: operator intervention (shutdown, restart).
+    return not code or code.startswith(("08", "57P"))
+
+
 def _quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -203,7 +215,9 @@ class _Pool(txpg.ConnectionPool):
             timer = self.reactor.callLater(self.op_timeout, self._expire, conn)
             try:
                 return await conn.runInteraction(run)
-            except _DEAD:
+            except _DEAD as e:
+                if not _connection_dead(conn, e):
+                    raise  # e.g. a deadlock: the connection is fine
                 _close(conn)
                 # The server probably went away for every connection: reconnect them too.
                 for idle in list(self.connections):
