@@ -537,6 +537,9 @@ class PullTCPProtocol(Protocol):
 
     def connectionMade(self) -> None:
         log.debug("TCP connection from {peer}", peer=self.transport.getPeer())
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)  # small frames (events, split pieces) leave at once
 
     def dataReceived(self, data: bytes) -> None:
         try:
