@@ -424,3 +424,28 @@ def test_loaded_devices_wait_for_the_store() -> None:
     clock.advance(5)
     assert store.calls == 3 and manager.loaded.called
     manager.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_api_adds_operates_and_deletes_a_pull_device(server: Any) -> None:
+    """Through the real twistd service tree: the API drives the PullManager."""
+    emu = build_device(users=2, records=6, serial_number="EMUAPI")
+    factory = PullTCPFactory(emu, reactor)
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    try:
+        code, body = await server.api(
+            "POST", "/api/devices",
+            {"kind": "pull", "host": "127.0.0.1", "port": port.getHost().port, "name": "Gate"},
+        )
+        assert code == 201, body
+        await wait_until(lambda: any(s.flags for s in emu.sessions))
+        code, result = await server.api("POST", f"/api/devices/{body['id']}/read-log")
+        assert (code, result) == (200, {"records": 6, "new": 0})
+        code, device = await server.api("GET", f"/api/devices/{body['id']}")
+        assert device["serial_number"] == "EMUAPI" and device["status"] == "online"
+        code, _ = await server.api("DELETE", f"/api/devices/{body['id']}")
+        assert code in (200, 204)
+        await wait_until(lambda: not emu.sessions)
+    finally:
+        await factory.close_connections()
+        await port.stopListening()

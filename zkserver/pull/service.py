@@ -457,7 +457,10 @@ class PullDeviceService(Service):
                 log.warn("{name}: device lock lost; disconnecting", name=self._label)
                 session.abort(DeviceBusy("device lock lost"))
                 return
-            await session.read_time()  # a timeout closes the session
+            try:
+                await session.read_time()  # a timeout closes the session
+            except CommandFailed as e:  # an answer all the same: the link is alive
+                log.debug("{name}: probe answered {error}", name=self._label, error=str(e))
             self._schedule_probe()
 
         d = Deferred.fromCoroutine(run())
