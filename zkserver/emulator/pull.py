@@ -105,6 +105,7 @@ class Faults:
 
     #: Answer this many chunk reads (1504), then send PREPARE_DATA and half of the next
     #: chunk's DATA and close the connection (UDP: forget the session).  None = off.
+    #: Not for pyzk 0.9 over TCP: it spins forever on EOF inside a chunk.
     close_after_chunks: int | None = None
     #: Swallow every request: no reply, no event ACK handling.
     mute: bool = False
