@@ -35,11 +35,32 @@ class DeviceRegistry:
     auto_approve: bool = False
     poll_delay: int = 10
     silence_factor: int = 3
+    cache_seconds: float = 2.0
     _seen_written: dict[str, float] = field(factory=dict)
+    _cache: dict[str, tuple[float, Device]] = field(factory=dict)
 
     async def push_device_seen(self, serial_number: str) -> Device:
         """The device behind a push request: registered (pending) on first sight,
         marked online when it was offline, ``last_seen`` refreshed (throttled)."""
+        cached = self._cache.get(serial_number)
+        if cached is not None and self.clock.seconds() - cached[0] < self.cache_seconds:
+            if self.clock.seconds() - self._seen_written.get(cached[1].id, 0.0) < self.poll_delay:
+                return cached[1]
+        device = await self._seen(serial_number)
+        if device.approved and device.status == "online":
+            # Approved devices are cached briefly: at hundreds of uploads a second the
+            # lookup is the costliest part of a request. Changes made through this process
+            # forget the entry at once; other processes' changes show within cache_seconds.
+            self._cache[serial_number] = (self.clock.seconds(), device)
+        else:
+            self._cache.pop(serial_number, None)
+        return device
+
+    def forget(self, device: Device) -> None:
+        """Drop a cached device (after it was changed, approved, rejected or deleted)."""
+        self._cache.pop(device.serial_number, None)
+
+    async def _seen(self, serial_number: str) -> Device:
         device = await self.store.device_by_serial(serial_number)
         now = utc_now(self.clock)
         if device is None:
@@ -78,6 +99,7 @@ class DeviceRegistry:
         """Let a pending (or rejected) device exchange data from now on."""
         recent = self._is_recent(device.last_seen) or device.kind == "pull"
         status = "online" if recent and device.kind == "push" else "offline"
+        self.forget(device)
         updated = await self.store.update_device(device.id, approved=True, status=status)
         assert updated is not None
         log.info("Device {serial} approved", serial=device.serial_number)
@@ -85,6 +107,7 @@ class DeviceRegistry:
         return updated
 
     async def reject(self, device: Device) -> Device:
+        self.forget(device)
         updated = await self.store.update_device(device.id, approved=False, status="rejected")
         assert updated is not None
         await self._announce(updated, "rejected")
@@ -92,6 +115,7 @@ class DeviceRegistry:
 
     async def set_status(self, device: Device, status: str, **extra: Any) -> Device:
         """Change a device's status and publish a ``device_status`` event if it changed."""
+        self.forget(device)
         now_text = iso(utc_now(self.clock))
         fields: dict[str, Any] = {"status": status}
         if status == "online":

@@ -327,6 +327,7 @@ async def update_device(self: WebApp, request: IRequest, device_id: str) -> byte
     updated = await self.store.update_device(device.id, **changes) if changes else device
     if updated is None:
         raise ApiError(404, "no such device")
+    self.registry.forget(device)
     if updated.kind == "pull" and self.pull is not None:
         self.pull.device_changed(updated)
     return json_response(request, updated.public())
@@ -339,6 +340,7 @@ async def delete_device(self: WebApp, request: IRequest, device_id: str) -> byte
     if device.kind == "pull" and self.pull is not None:
         self.pull.device_removed(device.id)
     await self.store.delete_device(device.id)
+    self.registry.forget(device)
     return json_response(request, {"deleted": device.id})
 
 
