@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -251,7 +252,7 @@ class _Listener:
         reactor: Any,
         dsn: str,
         channel: str,
-        notified: Callable[[int], None],
+        notified: Callable[[int, str], None],
         reconnected: Callable[[], Any],
         connect_timeout: float,
         probe_interval: float,
@@ -347,12 +348,13 @@ class _Listener:
     def _on_notify(self, notify: Any) -> None:
         if notify.channel != self.channel:
             return
+        origin, _, number = str(notify.payload).rpartition(":")
         try:
-            max_id = int(notify.payload)
+            max_id = int(number)
         except ValueError:
             self.log.warn("Ignoring NOTIFY {payload!r}", payload=notify.payload)
             return
-        self.notified(max_id)
+        self.notified(max_id, origin)
 
 
 class PostgresStore(SQLStore):
@@ -386,6 +388,8 @@ class PostgresStore(SQLStore):
         self._watchers: list[Callable[[int], None]] = []
         self._listener: _Listener | None = None
         self.channel = CHANNEL
+        #: Tags this store's NOTIFYs so that its own watcher can ignore them.
+        self.origin = uuid.uuid4().hex[:12]
 
     def __repr__(self) -> str:
         return f"<PostgresStore {self.dsn}>"
@@ -395,7 +399,9 @@ class PostgresStore(SQLStore):
         yield Q("SELECT pg_advisory_xact_lock(%s)", (EVENTS_LOCK,))
 
     def _notify_events(self, max_id: int) -> Iterator[Q]:
-        yield Q("SELECT pg_notify(%s, %s)", (self.channel, str(max_id)))
+        # "<origin>:<id>": the committing process already publishes its own events, so its
+        # watcher skips its own notifications instead of reading them back.
+        yield Q("SELECT pg_notify(%s, %s)", (self.channel, f"{self.origin}:{max_id}"))
 
     # --- life cycle -----------------------------------------------------------------
     def start(self) -> Deferred[None]:
@@ -465,7 +471,9 @@ class PostgresStore(SQLStore):
             )
             self._listener.start()
 
-    def _notify_watchers(self, max_id: int) -> None:
+    def _notify_watchers(self, max_id: int, origin: str = "") -> None:
+        if origin == self.origin:
+            return
         for callback in list(self._watchers):
             try:
                 callback(max_id)
