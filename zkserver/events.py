@@ -19,28 +19,39 @@ __all__ = [
     "attendance_payload",
     "device_status_payload",
     "encode_frame",
+    "encode_payload",
     "encode_comment",
 ]
 
 
 @frozen
 class Event:
-    """One committed event: ``id`` is its position in the stream."""
+    """One committed event: ``id`` is its position in the stream.
+
+    ``data`` is the payload's JSON text when the store already has it (as written to or
+    read from the database), so the SSE frame is built without encoding it again.
+    """
 
     id: int
     type: str
     payload: dict[str, Any]
     serial_number: str = ""
+    data: str | None = field(default=None, eq=False, repr=False)
     frame: bytes = field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        object.__setattr__(self, "frame", encode_frame(self.id, self.payload))
+        text = self.data if self.data is not None else encode_payload(self.payload)
+        object.__setattr__(self, "frame", f"id: {self.id}\ndata: {text}\n\n".encode())
+
+
+def encode_payload(payload: dict[str, Any]) -> str:
+    """The one JSON form of a payload: compact, UTF-8 as is, one line."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 def encode_frame(event_id: int, payload: dict[str, Any]) -> bytes:
     """One SSE message: ``id:`` and a single-line JSON ``data:``."""
-    data = json.dumps(payload, ensure_ascii=False, separators=(", ", ": "))
-    return f"id: {event_id}\ndata: {data}\n\n".encode()
+    return Event(event_id, str(payload.get("type", "")), payload).frame
 
 
 def encode_comment(text: str) -> bytes:

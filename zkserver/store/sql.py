@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from attrs import frozen
 from twisted.internet.defer import Deferred, fail, succeed
 
-from zkserver.events import Event, attendance_payload
+from zkserver.events import Event, attendance_payload, encode_payload
 from zkserver.records import Command, Device, DeviceUser, Punch, Rejected
 from zkserver.store.base import AttendancePage, DuplicateDevice
 
@@ -120,7 +120,7 @@ def chunks(items: Sequence[T], size: int = BATCH) -> Iterator[Sequence[T]]:
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    return encode_payload(value)
 
 
 # --- migrations ---------------------------------------------------------------------
@@ -219,7 +219,7 @@ def _command(row: Row) -> Command:
 
 
 def _event(row: Row) -> Event:
-    return Event(int(row[0]), row[1], json.loads(row[2]), row[3])
+    return Event(int(row[0]), row[1], json.loads(row[2]), row[3], data=row[2])
 
 
 def _display_name(name: str | None, kind: str | None, serial_number: str) -> str:
@@ -511,11 +511,11 @@ class SQLStore:
                 params,
             )
             inserted.update((row[0], row[1]) for row in rows)
-        payloads = {
-            _json(attendance_payload(device, p)): attendance_payload(device, p)
-            for k, p in batch.items()
-            if k in inserted
-        }
+        payloads: dict[str, dict[str, Any]] = {}
+        for k, p in batch.items():
+            if k in inserted:
+                payload = attendance_payload(device, p)
+                payloads[_json(payload)] = payload
         if not payloads:
             return []
         events: list[Event] = []
@@ -529,7 +529,10 @@ class SQLStore:
                 params,
             )
             events.extend(
-                Event(int(row[0]), "attendance", payloads[row[1]], device.serial_number)
+                Event(
+                    int(row[0]), "attendance", payloads[row[1]], device.serial_number,
+                    data=row[1],
+                )
                 for row in rows
             )
         events.sort(key=lambda e: e.id)
@@ -541,13 +544,14 @@ class SQLStore:
             kind = payload.get("type")
             if not isinstance(kind, str) or not kind:
                 raise ValueError("an event payload needs a 'type'")
+            text = _json(payload)
             yield from self._lock_events()
             rows = yield Q(
                 "INSERT INTO events (type, serial_number, payload, created_at)"
                 " VALUES (%s, %s, %s, %s) RETURNING id",
-                (kind, serial_number, _json(payload), utc_now()),
+                (kind, serial_number, text, utc_now()),
             )
-            event = Event(int(rows[0][0]), kind, dict(payload), serial_number)
+            event = Event(int(rows[0][0]), kind, dict(payload), serial_number, data=text)
             yield from self._notify_events(event.id)
             return event
 
