@@ -530,7 +530,10 @@ class SQLStore:
             )
             events.extend(
                 Event(
-                    int(row[0]), "attendance", payloads[row[1]], device.serial_number,
+                    int(row[0]),
+                    "attendance",
+                    payloads[row[1]],
+                    device.serial_number,
                     data=row[1],
                 )
                 for row in rows
