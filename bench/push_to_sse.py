@@ -52,7 +52,7 @@ from _common import (  # noqa: E402
 )
 
 # A frame's id and its first (top-level) user_id; the stream is ?type=attendance only.
-FRAME = re.compile(rb'id: (\d+)\ndata: \{[^\n]*?"user_id": "([^"]*)"')
+FRAME = re.compile(rb'id: (\d+)\ndata: \{[^\n]*?"user_id": ?"([^"]*)"')
 now = time.perf_counter
 
 
