@@ -591,3 +591,22 @@ async def test_parallel_operations_share_the_pool(store: Store) -> None:
     )
     assert all(ok for ok, _ in results)
     assert await store.last_event_id() == 20
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_process_holds_each_pull_device(stores: Stores) -> None:
+    if stores.kind == "sqlite":
+        store = await stores.open()
+        assert not hasattr(store, "try_lock_device")  # one process owns the file
+        return
+    first, second = await stores.open(), await stores.open()
+    assert await first.try_lock_device("dev-a")
+    assert await first.try_lock_device("dev-a")  # idempotent while held
+    assert not await second.try_lock_device("dev-a")
+    assert await second.try_lock_device("dev-b")
+    await first.unlock_device("dev-a")
+    assert await second.try_lock_device("dev-a")
+    assert not await first.try_lock_device("dev-a")
+    await second.stop()  # its session ends: PostgreSQL releases its locks
+    assert await first.try_lock_device("dev-a")
+    assert await first.try_lock_device("dev-b")

@@ -20,7 +20,14 @@ from typing import Any, TypeVar
 import psycopg2
 from twisted.internet import error as net_error
 from twisted.internet import task
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError, fail, succeed
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredLock,
+    TimeoutError,
+    fail,
+    succeed,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txpostgres import reconnection
@@ -357,6 +364,73 @@ class _Listener:
         self.notified(max_id, origin)
 
 
+DEVICE_LOCK_SPACE = 0x5A4B  # first key of pull-device advisory locks ("ZK")
+
+
+def device_lock_key(device_id: str) -> int:
+    """The second (int4) advisory-lock key for a pull device."""
+    digest = hashlib.sha256(device_id.encode()).digest()
+    return int.from_bytes(digest[:4], "big", signed=True)
+
+
+class _DeviceLocks:
+    """Session-level advisory locks, one per pull device, on one dedicated connection.
+
+    Whoever holds a device's lock connects it; if this connection dies, PostgreSQL
+    releases its locks and another process takes the devices over.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, dsn: str, connect_timeout: float) -> None:
+        self.reactor = reactor
+        self.dsn = dsn
+        self.connect_timeout = connect_timeout
+        self.conn: _Connection | None = None
+        self.held: set[str] = set()
+        self.lock = DeferredLock()
+
+    async def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        conn = self.conn
+        try:
+            if conn is None or not _is_open(conn):
+                self.held.clear()  # a dead session released everything it held
+                conn = self.conn = _Connection(self.reactor)
+                await _connect(self.reactor, conn, self.dsn, self.connect_timeout)
+            return await conn.runQuery(sql, params)
+        except Exception as e:
+            if conn is not None and _connection_dead(conn, e):
+                _close(conn)
+                self.held.clear()
+            raise StoreUnavailable(f"device lock: {e}") from e
+
+    async def try_lock(self, device_id: str) -> bool:
+        key = (DEVICE_LOCK_SPACE, device_lock_key(device_id))
+        if device_id in self.held:
+            await self._query("SELECT 1")  # still the same session, so still held?
+            if device_id in self.held:
+                return True
+        rows = await self._query("SELECT pg_try_advisory_lock(%s, %s)", key)
+        if rows and rows[0][0]:
+            self.held.add(device_id)
+            return True
+        return False
+
+    async def unlock(self, device_id: str) -> None:
+        if device_id not in self.held:
+            return
+        self.held.discard(device_id)
+        await self._query(
+            "SELECT pg_advisory_unlock(%s, %s)", (DEVICE_LOCK_SPACE, device_lock_key(device_id))
+        )
+
+    def close(self) -> None:
+        self.held.clear()
+        if self.conn is not None:
+            _close(self.conn)
+            self.conn = None
+
+
 class PostgresStore(SQLStore):
     """:class:`~zkserver.store.base.Store` on PostgreSQL (txpostgres)."""
 
@@ -388,6 +462,7 @@ class PostgresStore(SQLStore):
         self._watchers: list[Callable[[int], None]] = []
         self._listener: _Listener | None = None
         self.channel = CHANNEL
+        self._device_locks = _DeviceLocks(reactor, dsn, connect_timeout)
         #: Tags this store's NOTIFYs so that its own watcher can ignore them.
         self.origin = uuid.uuid4().hex[:12]
 
@@ -438,6 +513,7 @@ class PostgresStore(SQLStore):
             pool.close()
 
     async def _stop(self) -> None:
+        self._device_locks.close()
         if self._listener is not None:
             listener, self._listener = self._listener, None
             await listener.stop()
@@ -446,6 +522,15 @@ class PostgresStore(SQLStore):
 
     def stop(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())
+
+    # --- one process per pull device ------------------------------------------------
+    def try_lock_device(self, device_id: str) -> Deferred[bool]:
+        locks = self._device_locks
+        return locks.lock.run(lambda: Deferred.fromCoroutine(locks.try_lock(device_id)))
+
+    def unlock_device(self, device_id: str) -> Deferred[None]:
+        locks = self._device_locks
+        return locks.lock.run(lambda: Deferred.fromCoroutine(locks.unlock(device_id)))
 
     # --- notifications --------------------------------------------------------------
     def watch(self, callback: Callable[[int], None]) -> None:
