@@ -18,6 +18,7 @@ __all__ = [
     "Event",
     "attendance_payload",
     "device_status_payload",
+    "user_sync_payload",
     "encode_frame",
     "encode_payload",
     "encode_comment",
@@ -90,4 +91,16 @@ def device_status_payload(device: Device, status: str, last_seen: str | None) ->
         "kind": device.kind,
         "status": status,
         "last_seen": last_seen,
+    }
+
+
+def user_sync_payload(device: Device, user_ids: list[str]) -> dict[str, Any]:
+    """A ``user_sync`` event: a device reported its users (push OPERLOG, pull read)."""
+    return {
+        "type": "user_sync",
+        "device_id": device.id,
+        "device_name": device.display_name,
+        "serial_number": device.serial_number,
+        "count": len(user_ids),
+        "user_ids": user_ids[:100],
     }

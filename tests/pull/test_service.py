@@ -393,8 +393,7 @@ async def test_large_log_catches_up_in_seconds(world: World, backend: str) -> No
     manager = world.manager(request_timeout=10.0, idle_probe=30.0)
     await wait_until(lambda: world.recorder.frames >= n + 1, timeout=30, interval=0.1)
     took = time.monotonic() - started
-    print(f"\n{backend}: {n} records caught up in {took:.1f} s")
-    assert took < 15
+    print(f"\n{backend}: {n} records caught up in {took:.1f} s")  # figures: bench/
     assert await world.punch_count(device.id) == n
     assert manager.devices[device.id].pending == 0
 
@@ -441,6 +440,13 @@ async def test_api_adds_operates_and_deletes_a_pull_device(server: Any) -> None:
         await wait_until(lambda: any(s.flags for s in emu.sessions))
         code, result = await server.api("POST", f"/api/devices/{body['id']}/read-log")
         assert (code, result) == (200, {"records": 6, "new": 0})
+        code, result = await server.api("POST", f"/api/devices/{body['id']}/read-users")
+        assert (code, result) == (200, {"users": 2})
+        code, users = await server.api("GET", f"/api/devices/{body['id']}/users")
+        assert sorted(u["user_id"] for u in users) == [u.user_id for u in emu.users]
+        events = await server.store.events_after(0)
+        sync = [e.payload for e in events if e.type == "user_sync"]
+        assert sync and sync[-1]["count"] == 2 and sync[-1]["serial_number"] == "EMUAPI"
         code, device = await server.api("GET", f"/api/devices/{body['id']}")
         assert device["serial_number"] == "EMUAPI" and device["status"] == "online"
         code, _ = await server.api("DELETE", f"/api/devices/{body['id']}")

@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from zkserver.devices import DeviceRegistry
+from zkserver.events import user_sync_payload
 from zkserver.ingest import Ingest
 from zkserver.pull.protocol import ZKSession
 from zkserver.pull.service import PullDeviceService, same_link
@@ -175,6 +176,10 @@ class PullManager(MultiService):
 
         users = await self._service_for(device).run_operation(read)
         await self.store.save_users(device.id, users, replace=True)
+        current = await self.store.device(device.id) or device  # the serial may be new
+        await self.ingest.record_event(
+            user_sync_payload(current, [u.user_id for u in users]), current.serial_number
+        )
         return {"users": len(users)}
 
     async def read_log(self, device: Device) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from twisted.web.iweb import IRequest
 
 from zkserver.clock import utc_now
 from zkserver.devices import DeviceRegistry
+from zkserver.events import user_sync_payload
 from zkserver.http import text_reply
 from zkserver.ingest import Ingest
 from zkserver.push import iclock
@@ -122,14 +123,7 @@ class PushApp:
             if batch.users:
                 await self.store.save_users(device.id, batch.users)
                 await self.ingest.record_event(
-                    {
-                        "type": "user_sync",
-                        "device_id": device.id,
-                        "device_name": device.display_name,
-                        "serial_number": device.serial_number,
-                        "count": len(batch.users),
-                        "user_ids": [u.user_id for u in batch.users][:100],
-                    },
+                    user_sync_payload(device, [u.user_id for u in batch.users]),
                     device.serial_number,
                 )
             if batch.oplogs:
