@@ -573,3 +573,21 @@ def _cli_session(port: int) -> tuple[str, int]:
 @pytest_twisted.ensureDeferred
 async def test_cli(serve) -> None:
     assert await in_thread(_cli_session, _free_port()) == ("CLI42", 30)
+
+
+def test_stdin_commands_make_the_device_punch():
+    from twisted.internet.testing import StringTransport
+
+    from zkserver.emulator.pull import PunchCommands
+
+    device = build_device(users=2)
+    commands = PunchCommands(device)
+    transport = StringTransport()
+    commands.makeConnection(transport)
+    commands.dataReceived(b"1001 1 15\nnot-a-number x\n\n")
+    record = device.records[-1]
+    assert (record.user_id, record.state, record.verify_method) == ("1001", 1, 15)
+    lines = transport.value().decode().splitlines()
+    assert lines[0] == f"punched 1001 {record.timestamp:%Y-%m-%d %H:%M:%S}"
+    assert lines[1].startswith("error:")
+    assert len(device.records) == 1

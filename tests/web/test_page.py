@@ -4,13 +4,14 @@ The server runs as ``twistd -n zkserver`` in its own process (see tests/web/brow
 selenium blocks, so these are plain pytest tests, never on the Twisted reactor. They run on
 every backend of tests/databases.py (SQLite always; PostgreSQL when reachable).
 
-A pull-device test goes here too once the pull emulator lands: start the server with the
-emulated device configured, make it punch, then ``wait_for_row(driver, serial, user, ts)``
-exactly as the push tests do.
+Pull devices: the pull emulator runs as its own process with ``--stdin`` (each line makes
+the device punch), the server connects to it, and the row is found exactly as a push one.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ from tests.web.browser import (
     connection_state,
     console_errors,
     feed_rows,
+    free_port,
     handshake,
     login,
     now_text,
@@ -294,3 +296,40 @@ def test_keyboard_reaches_the_controls(page: WebDriver, server: ServerProcess):
         "return getComputedStyle(document.activeElement).outlineStyle")
     assert outline not in ("", "none")
 
+
+
+def test_pull_punch_appears_within_one_second(page: WebDriver, server: ServerProcess):
+    port = free_port()
+    emulator = subprocess.Popen(
+        [sys.executable, "-m", "zkserver.emulator", "pull", "--listen",
+         f"tcp:{port}:interface=127.0.0.1", "--serial", "EMUPULL01", "--users", "3", "--stdin"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert emulator.stdin is not None and emulator.stdout is not None
+        time.sleep(0.5)
+        status, device = server.api("POST", "/api/devices", {
+            "kind": "pull", "host": "127.0.0.1", "port": port, "name": "Front office"})
+        assert status == 201, device
+        wait_until(lambda: server.device("EMUPULL01") and
+                   server.device("EMUPULL01")["status"] == "online", 15, message="pull online")
+        time.sleep(0.5)  # registered for real-time events right after going online
+        login(page, server)
+        wait_live(page)
+        timings = []
+        for user_id, state in (("2", 0), ("3", 1)):  # distinct users: same second is fine
+            started = time.monotonic()
+            emulator.stdin.write(f"{user_id} {state} 1\n".encode())
+            emulator.stdin.flush()
+            _, user, day, clock = emulator.stdout.readline().decode().split()
+            wait_for_row(page, "EMUPULL01", user, f"{day} {clock}", timeout=5)
+            timings.append(time.monotonic() - started)
+        shown = ", ".join(f"{t * 1000:.0f} ms" for t in timings)
+        print(f"\npull punch -> row on the page: {shown}")
+        assert max(timings) <= LATENCY_BOUND, timings
+        newest = feed_rows(page)[0]
+        assert "Front office" in newest["text"] and "Out" in newest["text"]
+        assert rows_by_key(page).most_common(1)[0][1] == 1
+    finally:
+        emulator.terminate()
+        emulator.wait(10)

@@ -32,6 +32,7 @@ from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.internet.protocol import Factory as TwistedFactory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
 from zkserver.pull.codec import (
@@ -776,7 +777,35 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--record-size", type=int, choices=(40, 16, 8), default=40)
     p.add_argument("--user-size", type=int, choices=(72, 28), default=72)
     p.add_argument("--event-size", type=int, choices=(36, 32, 52, 12), default=36)
+    p.add_argument(
+        "--stdin",
+        action="store_true",
+        help="punch on command: each line 'USER [STATE [VERIFY]]' read from standard input "
+        "makes the device punch now; 'punched USER TIMESTAMP' is printed for each",
+    )
     return p
+
+
+class PunchCommands(LineReceiver):
+    """``--stdin``: one punch per line typed (or written by a test) on standard input."""
+
+    delimiter = b"\n"
+
+    def __init__(self, device: PullDevice) -> None:
+        self.device = device
+
+    def lineReceived(self, line: bytes) -> None:
+        fields = line.decode("utf-8", "replace").split()
+        if not fields:
+            return
+        try:
+            numbers = [int(f) for f in fields[1:3]]
+        except ValueError:
+            self.sendLine(b"error: expected 'USER [STATE [VERIFY]]'")
+            return
+        record = self.device.punch(fields[0], *numbers)
+        stamp = record.timestamp.strftime("%Y-%m-%d %H:%M:%S")
+        self.sendLine(f"punched {record.user_id} {stamp}".encode())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -818,5 +847,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("pull emulator UDP on port {port}", port=args.udp)
     generator = PunchGenerator(device, args.rate, reactor)  # type: ignore[arg-type]
     generator.start()
+    if args.stdin:
+        from twisted.internet.stdio import StandardIO
+
+        StandardIO(PunchCommands(device), reactor=reactor)
     reactor.run()  # type: ignore[attr-defined]
     return status[0]
