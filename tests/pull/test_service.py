@@ -246,7 +246,9 @@ async def test_catch_up_once_then_realtime_event_like_a_push_punch(world: World)
     assert await world.punch_count(device.id) == 51
 
 
-@pytest.mark.parametrize("fault", ["drop", "garbage", "stall", "mid_transfer"])
+@pytest.mark.parametrize(
+    "fault", ["drop", "garbage", "stall", "mid_transfer", "bad_magic", "absurd_length"]
+)
 @pytest_twisted.ensureDeferred
 async def test_reconnect_catches_up_without_loss_or_duplicates(world: World, fault: str) -> None:
     emu = build_device(users=3, records=2000, serial_number="EMUFAULT")  # > 1 TCP chunk
@@ -256,6 +258,7 @@ async def test_reconnect_catches_up_without_loss_or_duplicates(world: World, fau
     await wait_until(lambda: any(s.flags for s in emu.sessions))
     service = manager.devices[device.id]
     first_attempts = service.attempts
+    extra = 0  # punches the fault itself makes (caught up after the reset)
 
     if fault == "drop":
         emu.disconnect_all()
@@ -263,24 +266,29 @@ async def test_reconnect_catches_up_without_loss_or_duplicates(world: World, fau
         emu.send_garbage()
     elif fault == "stall":
         emu.faults.mute = True  # the idle probe times out
+    elif fault in ("bad_magic", "absurd_length"):
+        setattr(emu.faults, fault, True)  # the next frame the device sends is broken
+        emu.punch("1", when=datetime(2026, 1, 1, 8, 59, 0))
+        extra = 1
     else:
         emu.faults.close_after_chunks = 1
         emu.disconnect_all()
     await wait_until(lambda: service.session is None)
+    emu.faults.bad_magic = emu.faults.absurd_length = False
     # punches while the link is down only reach the device's log
     for i in range(5):
         emu.punch(str(i % 3 + 1), when=datetime(2026, 1, 1, 9, 0, i))
     await sleep(0.3)
     emu.faults.mute = False
     emu.faults.close_after_chunks = None
-    await wait_until(lambda: len(world.recorder.of_type("attendance")) == 2005)
+    await wait_until(lambda: len(world.recorder.of_type("attendance")) == 2005 + extra)
     await wait_until(lambda: service.session is not None and any(s.flags for s in emu.sessions))
     emu.punch("1", when=datetime(2026, 1, 1, 10, 0, 0))  # and live again
-    await wait_until(lambda: len(world.recorder.of_type("attendance")) == 2006)
+    await wait_until(lambda: len(world.recorder.of_type("attendance")) == 2006 + extra)
     await sleep(0.1)
     keys = attendance_keys(world)
-    assert len(keys) == len(set(keys)) == 2006
-    assert await world.punch_count(device.id) == 2006
+    assert len(keys) == len(set(keys)) == 2006 + extra
+    assert await world.punch_count(device.id) == 2006 + extra
     assert service.attempts > first_attempts
     assert "offline" in [e["status"] for e in world.recorder.of_type("device_status")]
     assert (await world.device(device.id)).status == "online"
@@ -455,3 +463,23 @@ async def test_api_adds_operates_and_deletes_a_pull_device(server: Any) -> None:
     finally:
         await factory.close_connections()
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_event_code_is_skipped_and_the_session_kept(world: World) -> None:
+    emu = build_device(users=2, records=1)
+    device = await world.add(await world.emulator(emu))
+    manager = world.manager()
+    await wait_until(lambda: any(s.flags for s in emu.sessions))
+    service = manager.devices[device.id]
+    session = service.session
+    emu.faults.event_code = 77  # a code this server does not know
+    emu.punch("1", when=datetime(2026, 2, 1, 9, 0, 0))
+    await sleep(0.3)
+    emu.faults.event_code = None
+    assert service.session is session  # skipped, not a reset
+    emu.punch("2", when=datetime(2026, 2, 1, 9, 0, 1))
+    await wait_until(lambda: len(world.recorder.of_type("attendance")) == 2)
+    assert service.session is session
+    assert await manager.read_log(await world.device(device.id)) == {"records": 3, "new": 1}
+    await wait_until(lambda: len(world.recorder.of_type("attendance")) == 3)
