@@ -8,8 +8,8 @@ import pytest_twisted
 import treq
 from twisted.internet import reactor
 from twisted.web.client import Agent, FileBodyProducer, readBody
-from twisted.web.http_headers import Headers
 from twisted.web.http import stringToDatetime
+from twisted.web.http_headers import Headers
 
 from tests.harness import RunningServer, SSEClient
 
@@ -255,3 +255,43 @@ async def test_ping(server: RunningServer):
     assert (response.code, reply) == (200, b"OK")
 
 
+
+
+@pytest_twisted.ensureDeferred
+async def test_security_push_registry_config_and_rtlog(server: RunningServer):
+    sn = "ACC0001"
+    response, reply = await call(server, "POST", f"/iclock/registry?SN={sn}",
+                                 b"DeviceType=acc,~DeviceName=SpeedFace-V5L,FirmVer=ZAM180")
+    assert response.code == 200 and reply.decode().startswith("RegistryCode=")
+    response, reply = await call(server, "POST", f"/iclock/push?SN={sn}")
+    config = dict(line.split("=", 1) for line in reply.decode().splitlines())
+    assert config["RequestDelay"] == "10" and config["Realtime"] == "1"
+    assert config["TransTables"] == "User\tTransaction"
+    body = (
+        "time=2025-10-09 18:30:45\tpin=1001\tcardno=0\teventaddr=1\tevent=0\t"
+        "inoutstatus=1\tverifytype=15\tsitecode=0\n"
+        "time=2025-10-09 18:31:00\tpin=0\tcardno=0\teventaddr=1\tevent=8\t"
+        "inoutstatus=2\tverifytype=200\n"
+        "time=2025-13-09 18:31:00\tpin=1002\tinoutstatus=0\tverifytype=1\n"
+    )
+    response, reply = await call(server, "POST", f"/iclock/cdata?SN={sn}&table=rtlog",
+                                 body.encode())
+    assert (response.code, reply) == (200, b"OK: 2")
+    _, page = await server.api("GET", "/api/attendance")
+    (row,) = page["items"]
+    assert (row["user_id"], row["timestamp"], row["action"], row["method"]) == (
+        "1001", "2025-10-09 18:30:45", 1, 15)
+    _, rejected = await server.api("GET", f"/api/rejected?serial_number={sn}")
+    assert len(rejected) == 1 and "2025-13-09" in rejected[0]["raw"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_registry_refuses_a_device_that_is_not_approved(db_url, tmp_path):
+    from tests.harness import start_server
+
+    running = await start_server(db_url, str(tmp_path / "d"))  # no --auto-approve
+    try:
+        response, _ = await call(running, "POST", "/iclock/registry?SN=ACC0002", b"")
+        assert response.code == 406
+    finally:
+        await running.stop()

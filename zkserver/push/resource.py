@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from functools import wraps
+from functools import partial, wraps
 from typing import Any
 
 from attrs import define
@@ -46,9 +46,10 @@ def _raw_excerpt(data: bytes | str) -> str:
 Handler = Callable[..., Awaitable[bytes]]
 
 
-def terminal_route(handler: Handler) -> Handler:
-    """Common steps for every terminal request: SN check, device lookup, approval gate,
-    and a 503 (never a traceback) when the database or a handler fails."""
+def terminal_route(handler: Handler, refuse: int = 403) -> Handler:
+    """Common steps for every terminal request: SN check, device lookup, approval gate
+    (``refuse`` for a device not approved), and a 503 (never a traceback) when the
+    database or a handler fails."""
 
     @wraps(handler)
     async def wrapper(self: PushApp, request: IRequest) -> bytes:
@@ -63,7 +64,7 @@ def terminal_route(handler: Handler) -> Handler:
         try:
             device = await self.registry.push_device_seen(serial)
             if not device.approved:
-                return text_reply(request, "UNAUTHORIZED: device not approved\n", 403)
+                return text_reply(request, "UNAUTHORIZED: device not approved\n", refuse)
             return await handler(self, request, device, params)
         except StoreUnavailable as e:
             log.warn("Database unavailable, {serial} will resend: {error}", serial=serial,
@@ -129,6 +130,13 @@ class PushApp:
             if batch.oplogs:
                 await self.store.save_operlog(device.id, batch.oplogs)
             return iclock.format_ok(len(batch.users) + len(batch.oplogs) + len(batch.other))
+        if upper == "RTLOG":
+            punches, rejected, other = iclock.parse_rtlog(body)
+            await self.save_rejected(device, [_trim(r) for r in rejected])
+            await self.ingest.save_punches(device, punches)
+            if other:  # door and alarm events: kept with the operation log
+                await self.store.save_operlog(device.id, [_rtlog_entry(e) for e in other])
+            return iclock.format_ok(len(punches) + len(other))
         if upper == "ATTPHOTO":
             return await self.photo(device, body)
         if upper == "OPTIONS":
@@ -157,6 +165,17 @@ class PushApp:
             device.id, photo.user_id, photo.timestamp, photo.filename, photo.data
         )
         return "OK"
+
+
+def _rtlog_entry(fields: dict[str, str]) -> dict[str, Any]:
+    return {
+        "op": f"rtlog:{fields.get('event', '')}",
+        "operator": fields.get("pin", ""),
+        "timestamp": fields.get("time", ""),
+        "obj": fields.get("eventaddr", ""),
+        "values": [f"{k}={v}" for k, v in fields.items() if k not in ("time", "event")],
+        "raw": "\t".join(f"{k}={v}" for k, v in fields.items()),
+    }
 
 
 def _trim(item: Rejected) -> Rejected:
@@ -233,6 +252,28 @@ async def devicecmd(self: PushApp, request: IRequest, device: Device,
             device.serial_number,
         )
     return text_reply(request, "OK")
+
+
+@routes.route("/iclock/registry", methods=["POST"])
+@partial(terminal_route, refuse=406)
+async def registry(self: PushApp, request: IRequest, device: Device,
+                   params: dict[str, str]) -> bytes:
+    """Push 3.x: a terminal registers; 406 refuses one that is not approved (yet)."""
+    options = iclock.parse_options(iclock.decode_text(_body(request)))
+    if options:
+        await self.store.update_device(device.id, info={"registry": options})
+    return text_reply(request, f"RegistryCode={iclock.registry_code(device.serial_number)}")
+
+
+@routes.route("/iclock/push", methods=["GET", "POST"])
+@terminal_route
+async def push_config(self: PushApp, request: IRequest, device: Device,
+                      params: dict[str, str]) -> bytes:
+    offset = iclock.utc_offset_minutes(device.timezone or self.server_timezone,
+                                       utc_now(self.clock))
+    return text_reply(request, iclock.format_push_config(
+        device.serial_number, delay=self.delay, error_delay=self.error_delay,
+        timezone_offset_minutes=offset))
 
 
 @routes.route("/iclock/ping", methods=["GET", "HEAD"])
