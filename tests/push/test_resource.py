@@ -7,7 +7,7 @@ from io import BytesIO
 import pytest_twisted
 import treq
 from twisted.internet import reactor
-from twisted.web.client import Agent, FileBodyProducer, readBody
+from twisted.web.client import Agent, FileBodyProducer
 from twisted.web.http import stringToDatetime
 from twisted.web.http_headers import Headers
 
@@ -22,7 +22,7 @@ async def call(server: RunningServer, method: str, path: str, body: bytes | None
     producer = FileBodyProducer(BytesIO(body)) if body is not None else None
     response = await agent.request(method.encode(), (server.push_url + path).encode(),
                                    Headers({b"User-Agent": [b"iClock Proxy/1.09"]}), producer)
-    return response, await readBody(response)
+    return response, await treq.content(response)
 
 
 @pytest_twisted.ensureDeferred

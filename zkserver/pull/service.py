@@ -23,7 +23,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, DeferredLock
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    DeferredLock,
+    DeferredSemaphore,
+    FirstError,
+)
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -351,9 +358,26 @@ class PullDeviceService(Service):
         """Read the whole log and save it; (records read, new punches). Raises SaveFailed."""
         started = self.clock.seconds()
         records = await session.read_attendance()
-        new = 0
-        for i in range(0, len(records), self.batch_size):  # converted per batch: short turns
-            new += await self._save([codec.to_punch(r) for r in records[i : i + self.batch_size]])
+        # Two batches in flight: this process prepares (and publishes) one while the
+        # database writes the other. Converted per batch, so each reactor turn stays short.
+        window = DeferredSemaphore(2)
+
+        async def save(start: int) -> int:
+            batch = [codec.to_punch(r) for r in records[start : start + self.batch_size]]
+            try:
+                return len(await self.ingest.save_punches(self.device, batch))
+            except Exception as e:
+                raise SaveFailed(str(e)) from e
+
+        saves = [
+            window.run(lambda start=start: Deferred.fromCoroutine(save(start)))
+            for start in range(0, len(records), self.batch_size)
+        ]
+        try:
+            results = await DeferredList(saves, fireOnOneErrback=True, consumeErrors=True)
+        except FirstError as e:
+            e.subFailure.raiseException()
+        new = sum(count for _ok, count in results)
         log.info("{name}: caught up {count} records ({new} new) in {secs:.2f} s",
                  name=self._label, count=len(records), new=new,
                  secs=self.clock.seconds() - started)

@@ -484,7 +484,6 @@ class SQLStore:
         batch: dict[tuple[str, str], Punch] = {}
         for punch in punches:
             batch.setdefault((punch.user_id, punch.timestamp), punch)
-        yield from self._lock_events()
         inserted: set[tuple[str, str]] = set()
         for chunk in chunks(list(batch.values())):
             sql, params = values(
@@ -518,6 +517,11 @@ class SQLStore:
                 payloads[_json(payload)] = payload
         if not payloads:
             return []
+        # Only now serialise on the events lock (held until COMMIT): punch inserts of
+        # concurrent transactions proceed in parallel, event ids still follow commit order.
+        # Nothing taken after this lock can wait on another transaction's punch rows, so
+        # there is no lock cycle.
+        yield from self._lock_events()
         events: list[Event] = []
         for chunk in chunks(list(payloads)):
             sql, params = values(
