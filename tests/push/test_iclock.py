@@ -349,7 +349,15 @@ def test_parse_operlog_gbk_name_and_biodata() -> None:
     )
     batch = parse_operlog(body)
     assert batch.users == [DeviceUser("8", "张三")]
-    assert batch.other == [{"kind": "BIODATA", "pin": "8", "raw": batch.other[0]["raw"]}]
+    assert batch.other == [
+        {"kind": "BIODATA", "pin": "8", "index": "0", "raw": batch.other[0]["raw"]}
+    ]
+
+
+def test_parse_operlog_rejects_unknown_record_types() -> None:
+    batch = parse_operlog(b"GARBAGE PIN=1\tX=2\nFP PIN=1\tFID=6\tSize=4\tValid=1\tTMP=AAAA\n")
+    assert [o["kind"] for o in batch.other] == ["FP"] and batch.other[0]["index"] == "6"
+    assert len(batch.rejected) == 1 and "GARBAGE" in batch.rejected[0].reason
 
 
 def test_parse_user_fields_space_separated_firmware() -> None:

@@ -295,3 +295,42 @@ async def test_registry_refuses_a_device_that_is_not_approved(db_url, tmp_path):
         assert response.code == 406
     finally:
         await running.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_operlog_templates_are_kept_and_unknown_records_rejected(server: RunningServer):
+    body = (b"FP PIN=1\tFID=6\tSize=8\tValid=1\tTMP=QUJDREVGR0g=\n"
+            b"GARBAGE PIN=1\tX=2\n"
+            b"USER PIN=1\tName=Ann\tPri=0\tPasswd=\tCard=\tGrp=1\tTZ=0\n")
+    path = f"/iclock/cdata?SN={SN}&table=OPERLOG"
+    response, reply = await call(server, "POST", path, body)
+    assert (response.code, reply) == (200, b"OK: 2")
+    response, reply = await call(server, "POST", path, body)  # resent: stored once
+    assert reply == b"OK: 2"
+    _, rejected = await server.api("GET", f"/api/rejected?serial_number={SN}")
+    assert [r["raw"] for r in rejected] == ["GARBAGE PIN=1\tX=2", "GARBAGE PIN=1\tX=2"]
+    _, devices = await server.api("GET", "/api/devices")
+    device_id = next(d["id"] for d in devices if d["serial_number"] == SN)
+    rows = await server.store._run(_operlog_rows(device_id), write=False)
+    assert [(r[0], r[1], r[2]) for r in rows] == [("FP", "1", "6")]
+
+
+def _operlog_rows(device_id: str):
+    from zkserver.store.sql import Q
+
+    rows = yield Q("SELECT op, operator, obj, raw FROM operlog WHERE device_id = %s",
+                   (device_id,))
+    return rows
+
+
+@pytest_twisted.ensureDeferred
+async def test_options_upload_is_kept_printable_and_bounded(server: RunningServer):
+    junk = bytes(range(256)) * 40
+    response, reply = await call(server, "POST", f"/iclock/cdata?SN={SN}&table=options",
+                                 junk + b",FirmVer=8.0.4,Good=yes")
+    assert (response.code, reply) == (200, b"OK")
+    _, devices = await server.api("GET", "/api/devices")
+    options = next(d for d in devices if d["serial_number"] == SN)["info"]["options"]
+    assert options["FirmVer"] == "8.0.4" and options["Good"] == "yes"
+    assert all(ord(ch) >= 0x20 for item in options.items() for text in item for ch in text)
+    assert all(len(v) <= 256 for v in options.values())

@@ -111,7 +111,6 @@ _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _TIME = re.compile(r"[0-9]{2}:[0-9]{2}:[0-9]{2}")
 _TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
 _COMMAND_ID = re.compile(r"[A-Za-z0-9]{1,16}")
-_KEYWORD = re.compile(r"[A-Z][A-Z0-9_]*")
 _KEYWORD_SPLIT = re.compile(r"([^ \t]*)([ \t]?)(.*)", re.DOTALL)
 _KV_SPACE_SPLIT = re.compile(r" +(?=[A-Za-z~][A-Za-z0-9_~]*=)")
 _MIN_YEAR, _MAX_YEAR = 1970, 2099
@@ -428,6 +427,12 @@ def format_userinfo_command(user: DeviceUser) -> str:
     return f"DATA UPDATE USERINFO {format_user_fields(user)}"
 
 
+#: OPERLOG/BIODATA records kept as they are (templates and pictures of enrolled users).
+BIOMETRIC_RECORDS = frozenset(
+    {"FP", "FACE", "FVEIN", "USERPIC", "BIOPHOTO", "BIODATA", "FINGERTMP", "FACETMP"}
+)
+
+
 def parse_operlog(body: str | bytes) -> OperlogBatch:
     """Parse an OPERLOG or BIODATA upload into users, op-log entries and other lines."""
     batch = OperlogBatch()
@@ -453,9 +458,11 @@ def _parse_operlog_line(line: str, batch: OperlogBatch) -> str | None:
         return None
     if keyword == "OPLOG":
         return _parse_oplog(line, rest, batch)
-    if _KEYWORD.fullmatch(keyword):
+    if keyword in BIOMETRIC_RECORDS:
         fields = {key.lower(): value for key, value in parse_key_values(rest).items()}
-        batch.other.append({"kind": keyword, "pin": fields.get("pin", ""), "raw": line})
+        index = fields.get("fid") or fields.get("no") or fields.get("index") or ""
+        batch.other.append({"kind": keyword, "pin": fields.get("pin", ""), "index": index,
+                            "raw": line})
         return None
     return f"unknown record {keyword[:20]!r}"
 

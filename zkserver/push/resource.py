@@ -8,6 +8,7 @@ so the terminal keeps its batch and resends it later.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Awaitable, Callable
 from functools import partial, wraps
@@ -113,34 +114,37 @@ class PushApp:
     async def upload(self, device: Device, table: str, body: bytes) -> str:
         """Store one ``POST /iclock/cdata`` upload and return the reply text."""
         upper = table.upper()
+        # Rejected lines are kept after the good records have committed: if the punches
+        # fail (503) nothing was written, and the terminal's resend stores each once.
         if upper == "ATTLOG":
             punches, rejected = iclock.parse_attlog(body)  # decodes line by line
-            await self.save_rejected(device, [_trim(r) for r in rejected])
             await self.ingest.save_punches(device, punches)
+            await self.save_rejected(device, [_trim(r) for r in rejected])
             return iclock.format_ok(len(punches))
         if upper in ("OPERLOG", "BIODATA"):
             batch = iclock.parse_operlog(body)
-            await self.save_rejected(device, [_trim(r) for r in batch.rejected])
             if batch.users:
                 await self.store.save_users(device.id, batch.users)
                 await self.ingest.record_event(
                     user_sync_payload(device, [u.user_id for u in batch.users]),
                     device.serial_number,
                 )
-            if batch.oplogs:
-                await self.store.save_operlog(device.id, batch.oplogs)
-            return iclock.format_ok(len(batch.users) + len(batch.oplogs) + len(batch.other))
+            entries = batch.oplogs + [_biometric_entry(item) for item in batch.other]
+            if entries:
+                await self.store.save_operlog(device.id, entries)
+            await self.save_rejected(device, [_trim(r) for r in batch.rejected])
+            return iclock.format_ok(len(batch.users) + len(entries))
         if upper == "RTLOG":
             punches, rejected, other = iclock.parse_rtlog(body)
-            await self.save_rejected(device, [_trim(r) for r in rejected])
             await self.ingest.save_punches(device, punches)
             if other:  # door and alarm events: kept with the operation log
                 await self.store.save_operlog(device.id, [_rtlog_entry(e) for e in other])
+            await self.save_rejected(device, [_trim(r) for r in rejected])
             return iclock.format_ok(len(punches) + len(other))
         if upper == "ATTPHOTO":
             return await self.photo(device, body)
         if upper == "OPTIONS":
-            options = iclock.parse_options(iclock.decode_text(body))
+            options = _printable(iclock.parse_options(iclock.decode_text(body[:OPTIONS_MAX])))
             await self.store.update_device(device.id, info={"options": options})
             return "OK"
         log.warn("Unknown table {table} from {serial}; kept raw", table=table,
@@ -165,6 +169,35 @@ class PushApp:
             device.id, photo.user_id, photo.timestamp, photo.filename, photo.data
         )
         return "OK"
+
+
+OPTIONS_MAX = 64 * 1024  # bytes of a table=options upload that are read
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _printable(options: dict[str, str], limit: int = 200) -> dict[str, str]:
+    """Device options as shown in the API: printable, bounded keys and values."""
+    kept: dict[str, str] = {}
+    for key, value in options.items():
+        key = _CONTROL.sub("", key).strip()[:64]
+        if key and len(kept) < limit:
+            kept[key] = _CONTROL.sub("", value)[:256]
+    return kept
+
+
+def _biometric_entry(item: dict[str, str]) -> dict[str, Any]:
+    """An FP/FACE/USERPIC/BIODATA record for the operation log (the template is kept raw;
+    the digest tells a changed template from a resent one)."""
+    raw = item["raw"]
+    digest = hashlib.sha256(raw.encode("utf-8", "replace")).hexdigest()[:16]
+    return {
+        "op": item["kind"],
+        "operator": item["pin"],
+        "timestamp": "",
+        "obj": item.get("index", ""),
+        "values": [f"sha256={digest}", f"size={len(raw)}"],
+        "raw": raw,
+    }
 
 
 def _rtlog_entry(fields: dict[str, str]) -> dict[str, Any]:
