@@ -249,7 +249,7 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
 
         reactor = default_reactor
     data_dir = Path(config["data-dir"]).absolute()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # holds keys
     store = open_store(config["db"] or "", str(data_dir), reactor)
     broadcaster = Broadcaster(source=store)
     ingest = Ingest(store=store, broadcaster=broadcaster)

@@ -185,3 +185,31 @@ async def test_silent_push_device_goes_offline_and_comes_back(db_url, tmp_path):
     finally:
         await client.close()
         await running.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_input_gets_a_json_error_never_a_traceback(server: RunningServer):
+    cases = [
+        ("POST", "/api/devices", {"kind": "pull", "host": "x", "comm_key": 1e300}, 400),
+        ("POST", "/api/devices", {"kind": "pull", "host": "a..b"}, 400),
+        ("POST", "/api/devices", {"kind": "pull", "host": "127.0.0.9", "port": 1.5}, 400),
+        ("POST", "/api/devices", {"kind": "pull", "host": "127.0.0.9", "port": True}, 400),
+        ("GET", "/api/attendance?since=garbage", None, 400),
+        ("GET", "/api/attendance.csv?until=yesterday", None, 400),
+        ("GET", "/api/photos/99999999999999999999999", None, 404),
+    ]
+    for method, path, body, expected in cases:
+        code, reply = await server.api(method, path, body)
+        assert code == expected, (path, body, reply)
+        assert isinstance(reply, dict) and reply["error"], (path, reply)
+    code, pull = await server.api("POST", "/api/devices",
+                                  {"kind": "pull", "host": "127.0.0.9", "port": 4370})
+    assert code == 201
+    code, reply = await server.api("POST", "/api/devices",
+                                   {"kind": "pull", "host": "127.0.0.9", "port": 4370})
+    assert code == 409 and "host and port" in reply["error"]
+    code, push = await server.api("POST", "/api/devices", {"serial_number": "PUSHX"})
+    code, reply = await server.api("PATCH", f"/api/devices/{push['id']}", {"host": "127.0.0.1"})
+    assert code == 400 and "push device" in reply["error"]
+    code, _ = await server.api("DELETE", f"/api/devices/{pull['id']}")
+    assert code == 200

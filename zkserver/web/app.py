@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import ipaddress
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 
 from attrs import define
 from klein import Klein
+from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.static import File
@@ -87,6 +89,11 @@ def api(authenticated: bool = True) -> Callable[[Handler], Handler]:
             except StoreUnavailable as e:
                 log.warn("Database unavailable: {error}", error=str(e))
                 return json_response(request, {"error": "database unavailable"}, 503)
+            except CancelledError:
+                raise  # the client went away (e.g. an event stream closed)
+            except Exception:
+                log.failure("{method} {uri} failed", method=request.method, uri=request.uri)
+                return json_response(request, {"error": "internal server error"}, 500)
 
         return wrapper
 
@@ -109,9 +116,11 @@ def read_json(request: IRequest) -> dict[str, Any]:
 
 
 def _int(value: Any, name: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+        raise ApiError(400, f"{name} must be an integer")
     try:
         number = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ApiError(400, f"{name} must be an integer") from None
     if not lo <= number <= hi:
         raise ApiError(400, f"{name} must be between {lo} and {hi}")
@@ -128,6 +137,25 @@ def _str(body: dict[str, Any], name: str, default: str = "", limit: int = 200) -
     if len(text) > limit:
         raise ApiError(400, f"{name} is longer than {limit} characters")
     return text
+
+
+HOST_RE = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
+def _host(value: str) -> str:
+    """A pull device's address: an IPv4/IPv6 address or a DNS name."""
+    if not value:
+        raise ApiError(400, "host is required for a pull device")
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if not HOST_RE.match(value):
+        raise ApiError(400, f"host {value[:60]!r} is not an IP address or a host name")
+    return value
 
 
 def _timezone(value: str) -> str:
@@ -263,9 +291,7 @@ async def add_device(self: WebApp, request: IRequest) -> bytes:
         fields: dict[str, Any] = {"serial_number": serial}
         status = "offline"
     elif kind == "pull":
-        host = _str(body, "host")
-        if not host:
-            raise ApiError(400, "host is required for a pull device")
+        host = _host(_str(body, "host"))
         serial = _str(body, "serial_number")
         if serial and not SERIAL_RE.match(serial):
             raise ApiError(400, "serial_number may hold letters, digits, '-', '_', '.'")
@@ -287,7 +313,10 @@ async def add_device(self: WebApp, request: IRequest) -> bytes:
             kind=kind, name=name, timezone=timezone, status=status, approved=True, **fields
         )
     except DuplicateDevice:
-        raise ApiError(409, "a device with that serial number already exists") from None
+        what = "serial number" if kind == "push" or fields.get("serial_number") else ""
+        raise ApiError(
+            409, f"a device with that {what or 'host and port'} already exists"
+        ) from None
     if kind == "pull" and self.pull is not None:
         self.pull.device_changed(device)
     return json_response(request, device.public(), 201)
@@ -311,7 +340,7 @@ async def update_device(self: WebApp, request: IRequest, device_id: str) -> byte
         changes["timezone"] = _timezone(_str(body, "timezone"))
     if device.kind == "pull":
         if "host" in body:
-            changes["host"] = _str(body, "host") or device.host
+            changes["host"] = _host(_str(body, "host"))
         if "port" in body:
             changes["port"] = _int(body["port"], "port", 1, 65535)
         if "comm_key" in body:
@@ -321,10 +350,17 @@ async def update_device(self: WebApp, request: IRequest, device_id: str) -> byte
             if transport not in ("tcp", "udp"):
                 raise ApiError(400, "transport must be tcp or udp")
             changes["transport"] = transport
-    unknown = set(body) - {"name", "timezone", "host", "port", "comm_key", "transport"}
+    allowed = {"name", "timezone"} | (
+        {"host", "port", "comm_key", "transport"} if device.kind == "pull" else set()
+    )
+    unknown = set(body) - allowed
     if unknown:
-        raise ApiError(400, f"cannot change: {', '.join(sorted(unknown))}")
-    updated = await self.store.update_device(device.id, **changes) if changes else device
+        raise ApiError(400, f"cannot change on a {device.kind} device: "
+                            f"{', '.join(sorted(unknown))}")
+    try:
+        updated = await self.store.update_device(device.id, **changes) if changes else device
+    except DuplicateDevice:
+        raise ApiError(409, "another device already has that host and port") from None
     if updated is None:
         raise ApiError(404, "no such device")
     self.registry.forget(device)
@@ -424,13 +460,25 @@ async def device_users(self: WebApp, request: IRequest, device_id: str) -> bytes
 
 
 # --- attendance, rejected input, photos -----------------------------------------------------
+TIME_FILTER_RE = re.compile(r"^\d{4}-\d{2}-\d{2}( \d{2}:\d{2}(:\d{2})?)?$")
+
+
+def _time_filter(params: dict[str, str], name: str) -> str | None:
+    value = params.get(name, "").replace("T", " ").strip()
+    if not value:
+        return None
+    if not TIME_FILTER_RE.match(value):
+        raise ApiError(400, f"{name} must be YYYY-MM-DD or YYYY-MM-DD HH:MM[:SS]")
+    return value
+
+
 def _attendance_filters(request: IRequest) -> dict[str, Any]:
     params = query_params(request)
     return {
         "device_id": params.get("device_id") or None,
         "user_id": params.get("user_id") or None,
-        "since": params.get("since") or None,
-        "until": params.get("until") or None,
+        "since": _time_filter(params, "since"),
+        "until": _time_filter(params, "until"),
     }
 
 
@@ -451,24 +499,35 @@ async def attendance(self: WebApp, request: IRequest) -> bytes:
 @routes.route("/api/attendance.csv", methods=["GET"])
 @api()
 async def attendance_csv(self: WebApp, request: IRequest) -> bytes:
+    """The attendance query as CSV, written a page (1000 rows) at a time."""
     filters = _attendance_filters(request)
-    out = io.StringIO()
     columns = [
         "timestamp", "user_id", "user_name", "action", "method", "device_name",
         "serial_number", "device_id", "workcode", "received_at",
     ]
-    writer = csv.writer(out)
-    writer.writerow(columns)
-    cursor: str | None = None
-    while True:
-        rows, cursor = await self.store.attendance(**filters, cursor=cursor, limit=1000)
+
+    def page_text(rows: list[dict[str, Any]], header: bool) -> bytes:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        if header:
+            writer.writerow(columns)
         for row in rows:
-            writer.writerow([row.get(c, "") if row.get(c) is not None else "" for c in columns])
-        if cursor is None:
-            break
+            writer.writerow(["" if row.get(c) is None else row[c] for c in columns])
+        return out.getvalue().encode()
+
+    rows, cursor = await self.store.attendance(**filters, cursor=None, limit=1000)
     request.setHeader(b"content-type", b"text/csv; charset=utf-8")
     request.setHeader(b"content-disposition", b'attachment; filename="attendance.csv"')
-    return out.getvalue().encode()
+    request.write(page_text(rows, header=True))
+    try:
+        while cursor is not None and not getattr(request, "_disconnected", False):
+            rows, cursor = await self.store.attendance(**filters, cursor=cursor, limit=1000)
+            request.write(page_text(rows, header=False))
+    except Exception:
+        # Part of the file is out: cut the connection so the download shows as failed.
+        log.failure("CSV export interrupted")
+        request.loseConnection()
+    return b""
 
 
 @routes.route("/api/rejected", methods=["GET"])
@@ -483,6 +542,8 @@ async def rejected(self: WebApp, request: IRequest) -> bytes:
 @routes.route("/api/photos/<int:photo_id>", methods=["GET"])
 @api()
 async def photo(self: WebApp, request: IRequest, photo_id: int) -> bytes:
+    if photo_id >= 2**63:
+        raise ApiError(404, "no such photo")
     found = await self.store.photo(photo_id)
     if found is None:
         raise ApiError(404, "no such photo")
