@@ -82,11 +82,11 @@ async def test_devices_add_list_remove(server: RunningServer):
     assert "added push device CLI0001 (Front door" in out
 
     out, err, code = await run_cli(
-        *remote(server), "devices", "add", "--kind", "pull", "--host", "192.0.2.10",
+        *remote(server), "devices", "add", "--kind", "pull", "--host", "127.0.0.10",
         "--port", "4371", "--comm-key", "5", "--transport", "udp", "--name", "Back",
     )
     assert code == 0, err
-    assert "added pull device 192.0.2.10 (Back" in out
+    assert "added pull device 127.0.0.10 (Back" in out
 
     # The token from the server's data directory and the URL from the environment.
     out, err, code = await run_cli(
@@ -98,7 +98,7 @@ async def test_devices_add_list_remove(server: RunningServer):
     assert header.split()[:5] == ["ID", "SERIAL", "NAME", "KIND", "STATUS"]
     assert len(rows) == 2
     assert "CLI0001" in rows[0] and "Front door" in rows[0] and "push" in rows[0]
-    assert "Back" in rows[1] and "192.0.2.10:4371/udp" in rows[1]
+    assert "Back" in rows[1] and "127.0.0.10:4371/udp" in rows[1]
 
     out, err, code = await run_cli("--json", "devices", "list",
                                    env=cli_env(ZKSERVER_URL=server.web_url,
