@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 
 import pytest_twisted
@@ -9,7 +10,7 @@ import treq
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
-from tests.harness import RunningServer, SSEClient, start_server, wait_until
+from tests.harness import RunningServer, SSEClient, sleep, start_server, wait_until
 
 SN = "SSE0001"
 
@@ -182,6 +183,76 @@ async def test_stalled_client_is_dropped_and_others_keep_receiving(db_url, tmp_p
     finally:
         stalled.close()
         await healthy.close()
+        await running.stop()
+
+
+def _sse_ids(raw: bytes) -> list[int]:
+    """Event ids in a raw chunked HTTP response read so far (complete chunks only)."""
+    body = raw.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in raw else b""
+    data = b""
+    while b"\r\n" in body:
+        size_line, rest = body.split(b"\r\n", 1)
+        size = int(size_line, 16)
+        if len(rest) < size + 2:
+            break
+        data += rest[:size]
+        body = rest[size + 2 :]
+    return [int(m) for m in re.findall(rb"^id: (\d+)$", data, re.MULTILINE)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_dropped_slow_client_resumes_from_its_last_event_id(db_url, tmp_path):
+    """A client reads a little, stops reading, is dropped at the cap, reconnects with the
+    last id it saw, and gets every later event exactly once, in order."""
+    running = await start_server(db_url, str(tmp_path / "d"), "--auto-approve",
+                                 "--sse-buffer", "32768")
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.setblocking(False)
+    resumed: SSEClient | None = None
+    try:
+        port = running.service.web_listeners[0].port.getHost().port
+        try:
+            slow.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        await sleep(0.1)
+        slow.send(f"GET /devices/events?token={running.token}&type=attendance HTTP/1.1\r\n"
+                  f"Host: x\r\n\r\n".encode())
+        await wait_until(lambda: running.service.broadcaster.stats()["clients"] == 1)
+        await upload(running, attlog(*[(f"a{i}", f"2025-10-09 15:00:{i:02d}") for i in range(5)]))
+        received = b""
+
+        def read_some() -> bool:
+            nonlocal received
+            try:
+                received += slow.recv(65536)
+            except BlockingIOError:
+                pass
+            return len(_sse_ids(received)) >= 5
+
+        await wait_until(read_some)
+        seen = _sse_ids(received)
+        # Now it stops reading; the server side is shrunk as in the test above.
+        for subscriber in running.service.broadcaster.subscribers:
+            handle = subscriber.target.channel.transport.getHandle()
+            handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        for batch in range(20):
+            rows = [(f"{batch}-{i}", f"2025-10-09 16:{batch:02d}:{i:02d}") for i in range(50)]
+            await upload(running, attlog(*rows))
+        await wait_until(lambda: running.service.broadcaster.stats()["clients"] == 0)
+        resumed = await SSEClient(stream_url(running, "&type=attendance"),
+                                  headers={"Last-Event-ID": str(seen[-1])}).connect()
+        await resumed.wait_for(1000, timeout=30)
+        await sleep(0.2)
+        assert len(resumed.events) == 1000
+        assert resumed.ids == sorted(resumed.ids) and resumed.ids[0] > seen[-1]
+        users = [e["user_id"] for e in resumed.events]
+        assert len(set(users)) == 1000 and not any(u.startswith("a") for u in users)
+    finally:
+        slow.close()
+        if resumed is not None:
+            await resumed.close()
         await running.stop()
 
 

@@ -85,11 +85,12 @@ class EventStream:
         while not subscriber.closed:
             page = await self.store.events_after(cursor, REPLAY_PAGE)
             for event in page:
+                if subscriber.paused:  # replay at the pace the client reads, within the cap
+                    await subscriber.drained()
                 subscriber.send_event(event)
             if len(page) < REPLAY_PAGE:
                 break
             cursor = page[-1].id
-            await subscriber.drained()
         subscriber.release()
 
     def _closed(self, subscriber: Subscriber) -> None:
