@@ -332,3 +332,18 @@ def collapsed_top(path: str, n: int = 25, exclude_idle: bool = True) -> str:
     rows = [[f[:110], c, 100.0 * c / total] for f, c in incl.most_common(n)]
     out += ["inclusive:", table(["function", "samples", "%"], rows)]
     return "\n".join(out)
+
+
+def run_backends(args: Any, run_backend: Any, report: Any) -> None:
+    """Run ``run_backend(backend, args)`` for each of ``args.backends`` on the reactor, in
+    turn, then print ``report(results, args)``."""
+    from twisted.internet import task
+    from twisted.internet.defer import Deferred
+
+    async def run(reactor: Any) -> None:
+        results = []
+        for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
+            results.append(await run_backend(backend, args))
+        report(results, args)
+
+    task.react(lambda reactor: Deferred.fromCoroutine(run(reactor)))

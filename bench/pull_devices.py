@@ -47,6 +47,7 @@ from _common import (  # noqa: E402
     percentile,
     postgres_cpu,
     postgres_cpu_since,
+    run_backends,
     self_cpu_s,
     table,
 )
@@ -481,17 +482,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> None:
-    args = parse_args()
-    from twisted.internet import task
-    from twisted.internet.defer import Deferred
-
-    async def run(reactor: Any) -> None:
-        results = []
-        for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
-            results.append(await run_backend(backend, args))
-        report(results, args)
-
-    task.react(lambda reactor: Deferred.fromCoroutine(run(reactor)))
+    run_backends(parse_args(), run_backend, report)
 
 
 if __name__ == "__main__":
