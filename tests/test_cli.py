@@ -47,7 +47,7 @@ async def run_cli(*args: str, env: dict[str, str] | None = None,
 
 
 def remote(server: RunningServer) -> list[str]:
-    return ["--server", server.web_url, "--token", server.token]
+    return ["--server", server.web_url, f"--token={server.token}"]
 
 
 async def upload(server: RunningServer, sn: str, body: bytes = PUNCH) -> int:
@@ -300,7 +300,7 @@ async def test_usage_errors(server: RunningServer):
     out, err, code = await run_cli(*remote(server), "devices", "frob")
     assert code == 2 and "invalid choice" in err and "Traceback" not in err
     # The push listener is not the API: say so instead of failing on its answer.
-    out, err, code = await run_cli("--server", server.push_url, "--token", server.token,
+    out, err, code = await run_cli("--server", server.push_url, f"--token={server.token}",
                                    "devices", "list")
     assert code == 1
     assert_one_line_error(err, "is --server the zkserver web listener")

@@ -108,7 +108,7 @@ class ServerProcess:
             "--db", self.db,
             "--push", f"tcp:{self.push_port}:interface=127.0.0.1",
             "--web", f"tcp:{self.web_port}:interface=127.0.0.1",
-            "--token", self.token,
+            f"--token={self.token}",
             *self.extra,
         ]
 

@@ -67,6 +67,8 @@ def load_or_create_token(data_dir: Path) -> tuple[str, bool]:
         if token:
             return token, False
     token = secrets.token_urlsafe(24)
+    while token.startswith("-"):  # would read as an option on a command line
+        token = secrets.token_urlsafe(24)
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # holds keys
     path.touch(mode=0o600)
     path.write_text(token + "\n")
