@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from attrs import define
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
@@ -67,6 +67,8 @@ class EventStream:
         if last_id is not None:
             try:
                 await self._replay(subscriber, last_id)
+            except CancelledError:
+                raise  # the client went away during the replay
             except Exception:
                 # Headers are sent: the only honest answer is to close the stream. The
                 # client reconnects with its Last-Event-ID and replays again.
