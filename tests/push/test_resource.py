@@ -334,3 +334,17 @@ async def test_options_upload_is_kept_printable_and_bounded(server: RunningServe
     assert options["FirmVer"] == "8.0.4" and options["Good"] == "yes"
     assert all(ord(ch) >= 0x20 for item in options.items() for text in item for ch in text)
     assert all(len(v) <= 256 for v in options.values())
+
+
+@pytest_twisted.ensureDeferred
+async def test_rtstate_updates_the_device_instead_of_piling_up(server: RunningServer):
+    for door in ("1", "0"):
+        body = f"time=2025-10-09 18:31:00\tsensor=01\trelay=0{door}\talarm=0000".encode()
+        response, reply = await call(server, "POST", "/iclock/cdata?SN=ACC9&table=rtstate",
+                                     body)
+        assert (response.code, reply) == (200, b"OK")
+    _, devices = await server.api("GET", "/api/devices")
+    info = next(d for d in devices if d["serial_number"] == "ACC9")["info"]
+    assert info["rtstate"]["relay"] == "00"
+    _, rejected = await server.api("GET", "/api/rejected?serial_number=ACC9")
+    assert rejected == []

@@ -141,6 +141,12 @@ class PushApp:
                 await self.store.save_operlog(device.id, [_rtlog_entry(e) for e in other])
             await self.save_rejected(device, [_trim(r) for r in rejected])
             return iclock.format_ok(len(punches) + len(other))
+        if upper == "RTSTATE":  # door/lock/alarm state: sent every few seconds, kept current
+            lines = [ln for ln in iclock.split_lines(iclock.decode_text(body[:OPTIONS_MAX]))
+                     if ln.strip()]
+            state = _printable(iclock.parse_key_values(lines[-1])) if lines else {}
+            await self.store.update_device(device.id, info={"rtstate": state})
+            return "OK"
         if upper == "ATTPHOTO":
             return await self.photo(device, body)
         if upper == "OPTIONS":
