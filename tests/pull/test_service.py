@@ -483,3 +483,38 @@ async def test_unknown_event_code_is_skipped_and_the_session_kept(world: World) 
     assert service.session is session
     assert await manager.read_log(await world.device(device.id)) == {"records": 3, "new": 1}
     await wait_until(lambda: len(world.recorder.of_type("attendance")) == 3)
+
+
+@pytest_twisted.ensureDeferred
+async def test_reconnect_saves_only_the_records_added_since_the_last_catch_up(
+    world: World,
+) -> None:
+    emu = build_device(users=3, records=300, serial_number="EMUMARK")
+    device = await world.add(await world.emulator(emu))
+    manager = world.manager()
+    await wait_until(lambda: len(world.recorder.of_type("attendance")) == 300)
+    await wait_until(lambda: any(s.flags for s in emu.sessions))
+    service = manager.devices[device.id]
+    await wait_until(lambda: service.last_catch_up is not None)
+    assert service.last_catch_up == (300, 300, 300)
+
+    emu.disconnect_all()
+    await wait_until(lambda: service.session is None)
+    for i in range(4):  # made while the link is down: only in the device's log
+        emu.punch(str(i % 3 + 1), when=datetime(2026, 4, 1, 9, 0, i))
+    await wait_until(lambda: len(world.recorder.of_type("attendance")) == 304)
+    await wait_until(lambda: service.last_catch_up[0] == 304)
+    assert service.last_catch_up == (304, 4, 4)  # the 300 saved before were skipped
+
+    # The log was rewritten (its oldest record dropped): the record at the mark differs,
+    # so everything is submitted again and only the really new punches are inserted.
+    await wait_until(lambda: any(s.flags for s in emu.sessions))
+    emu.disconnect_all()
+    await wait_until(lambda: service.session is None)
+    del emu.records[0]
+    for i in range(3):
+        emu.punch("2", when=datetime(2026, 4, 2, 9, 0, i))
+    await wait_until(lambda: len(world.recorder.of_type("attendance")) == 307)
+    await wait_until(lambda: service.last_catch_up[0] == 306)
+    assert service.last_catch_up == (306, 306, 3)
+    assert await world.punch_count(device.id) == 307

@@ -99,6 +99,10 @@ def device_now(device: Device, clock: Any) -> datetime:
     return local.replace(tzinfo=None, microsecond=0)
 
 
+def _record_key(record: codec.PullRecord) -> str:
+    return f"{record.user_id}|{record.timestamp:%Y-%m-%d %H:%M:%S}"
+
+
 class PullDeviceService(Service):
     """Keeps one pull device connected, caught up and streaming."""
 
@@ -138,6 +142,8 @@ class PullDeviceService(Service):
         self.busy_delay = busy_delay
         self.retry_save_delay = retry_save_delay
         self.batch_size = batch_size
+        #: (records read, records submitted to the store, new punches) of the last catch-up
+        self.last_catch_up: tuple[int, int, int] | None = None
         self.rng = rng or random.Random()
         self.mark_offline_on_stop = True
         #: The live, authenticated session (None while disconnected).
@@ -355,9 +361,17 @@ class PullDeviceService(Service):
     # ------------------------------------------------------------------ punches
 
     async def catch_up(self, session: ZKSession) -> tuple[int, int]:
-        """Read the whole log and save it; (records read, new punches). Raises SaveFailed."""
+        """Read the whole log and save what is not saved yet; (records read, new punches).
+        Raises SaveFailed.
+
+        The device's log only grows (until it is cleared), so a mark kept with the device
+        (how many records the last complete catch-up saved, and the last of them) lets a
+        reconnect skip the records already saved; if the record at the mark differs, the
+        log was cleared or rewritten and all of it is saved (duplicates insert nothing).
+        """
         started = self.clock.seconds()
         records = await session.read_attendance()
+        skip = await self._saved_prefix(records)
         # Two batches in flight: this process prepares (and publishes) one while the
         # database writes the other. Converted per batch, so each reactor turn stays short.
         window = DeferredSemaphore(2)
@@ -371,17 +385,39 @@ class PullDeviceService(Service):
 
         saves = [
             window.run(lambda start=start: Deferred.fromCoroutine(save(start)))
-            for start in range(0, len(records), self.batch_size)
+            for start in range(skip, len(records), self.batch_size)
         ]
         try:
             results = await DeferredList(saves, fireOnOneErrback=True, consumeErrors=True)
         except FirstError as e:
             e.subFailure.raiseException()
         new = sum(count for _ok, count in results)
-        log.info("{name}: caught up {count} records ({new} new) in {secs:.2f} s",
-                 name=self._label, count=len(records), new=new,
-                 secs=self.clock.seconds() - started)
+        if records:
+            mark = {"count": len(records), "last": _record_key(records[-1])}
+            await self._save_mark(mark)
+        self.last_catch_up = (len(records), len(records) - skip, new)
+        log.info("{name}: caught up {count} records ({skipped} saved before, {new} new)"
+                 " in {secs:.2f} s", name=self._label, count=len(records), skipped=skip,
+                 new=new, secs=self.clock.seconds() - started)
         return len(records), new
+
+    async def _saved_prefix(self, records: list[codec.PullRecord]) -> int:
+        """How many leading records the last complete catch-up saved (0 if unsure)."""
+        try:
+            current = await self.store.device(self.device.id)
+        except Exception:
+            return 0
+        mark = (current.info if current else {}).get("log_mark") or {}
+        count = mark.get("count")
+        if not isinstance(count, int) or not 0 < count <= len(records):
+            return 0
+        return count if _record_key(records[count - 1]) == mark.get("last") else 0
+
+    async def _save_mark(self, mark: dict[str, Any]) -> None:
+        try:
+            await self.store.update_device(self.device.id, info={"log_mark": mark})
+        except Exception as e:  # only an optimisation: the next catch-up saves everything
+            raise SaveFailed(str(e)) from e
 
     async def _catch_up_logged(self, session: ZKSession) -> int | None:
         """Catch up; a save failure is logged and retried later on the live session."""
