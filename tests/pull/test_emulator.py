@@ -582,10 +582,11 @@ def test_stdin_commands_make_the_device_punch():
     commands = PunchCommands(device)
     transport = StringTransport()
     commands.makeConnection(transport)
-    commands.dataReceived(b"1001 1 15\nnot-a-number x\n\n")
+    commands.dataReceived(b"1001 1 15\nnot-a-number x\n\nsessions\n")
     record = device.records[-1]
     assert (record.user_id, record.state, record.verify_method) == ("1001", 1, 15)
     lines = transport.value().decode().splitlines()
     assert lines[0] == f"punched 1001 {record.timestamp:%Y-%m-%d %H:%M:%S}"
     assert lines[1].startswith("error:")
+    assert lines[2] == "sessions 0"
     assert len(device.records) == 1

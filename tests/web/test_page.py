@@ -316,7 +316,12 @@ def test_pull_punch_appears_within_one_second(page: WebDriver, server: ServerPro
         assert status == 201, device
         wait_until(lambda: server.device("EMUPULL01") and
                    server.device("EMUPULL01")["status"] == "online", 15, message="pull online")
-        time.sleep(0.5)  # registered for real-time events right after going online
+        def registered() -> bool:  # the server registers for events after its catch-up
+            emulator.stdin.write(b"sessions\n")
+            emulator.stdin.flush()
+            return emulator.stdout.readline().decode().split() != ["sessions", "0"]
+
+        wait_until(registered, 15, interval=0.1, message="registered for real-time events")
         login(page, server)
         wait_live(page)
         timings = []

@@ -781,7 +781,8 @@ def _parser() -> argparse.ArgumentParser:
         "--stdin",
         action="store_true",
         help="punch on command: each line 'USER [STATE [VERIFY]]' read from standard input "
-        "makes the device punch now; 'punched USER TIMESTAMP' is printed for each",
+        "makes the device punch now ('punched USER TIMESTAMP' is printed for each); "
+        "'sessions' prints how many sessions receive real-time punches",
     )
     return p
 
@@ -797,6 +798,10 @@ class PunchCommands(LineReceiver):
     def lineReceived(self, line: bytes) -> None:
         fields = line.decode("utf-8", "replace").split()
         if not fields:
+            return
+        if fields == ["sessions"]:  # how many sessions take real-time punches now
+            live = sum(1 for s in self.device.sessions if s.flags & EventFlag.ATTLOG)
+            self.sendLine(f"sessions {live}".encode())
             return
         try:
             numbers = [int(f) for f in fields[1:3]]
