@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_twisted
+from hypothesis import settings
 
 from tests.databases import BACKENDS, database
 from tests.harness import RunningServer, start_server
+
+# Property tests assert behaviour, never speed: no per-example deadline (a loaded CI machine
+# would fail them for nothing). Under CI the examples are derandomized, so a run is
+# reproducible; locally each run explores new ones.
+settings.register_profile("zkserver", deadline=None)
+settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "zkserver")
 
 
 @pytest.fixture(params=BACKENDS)
