@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -100,7 +101,19 @@ class SqliteStore(SQLStore):
         return f"<SqliteStore {self.path}>"
 
     def _on_open(self, conn: sqlite3.Connection) -> None:
-        conn.execute("PRAGMA journal_mode=WAL")
+        """Runs in the pool's thread (never the reactor's), so it may wait."""
+        # WAL is a property of the file: set it once. Switching needs the file to itself,
+        # and SQLite answers "locked" at once (no busy wait) while another connection is
+        # mid-transaction: retry for up to the busy timeout.
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                mode = str(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower()
+            except sqlite3.OperationalError:
+                mode = ""
+            if mode == "wal" or time.monotonic() > deadline:
+                break  # past the deadline the statements themselves report "locked"
+            time.sleep(0.05)
         conn.execute("PRAGMA synchronous=NORMAL")
 
     # --- life cycle -----------------------------------------------------------------
