@@ -19,7 +19,6 @@ __all__ = [
     "attendance_payload",
     "device_status_payload",
     "user_sync_payload",
-    "encode_frame",
     "encode_payload",
     "encode_comment",
 ]
@@ -48,11 +47,6 @@ class Event:
 def encode_payload(payload: dict[str, Any]) -> str:
     """The one JSON form of a payload: compact, UTF-8 as is, one line."""
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str)
-
-
-def encode_frame(event_id: int, payload: dict[str, Any]) -> bytes:
-    """One SSE message: ``id:`` and a single-line JSON ``data:``."""
-    return Event(event_id, str(payload.get("type", "")), payload).frame
 
 
 def encode_comment(text: str) -> bytes:

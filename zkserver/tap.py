@@ -14,7 +14,7 @@ from typing import Any
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
@@ -216,13 +216,9 @@ class ZKServer(MultiService):
     def stopService(self) -> Deferred[None]:
         self._stopping = True
         notify("STOPPING=1")
-        d = super().stopService() or Deferred.fromCoroutine(_none())
+        d = super().stopService() or succeed(None)
         d.addBoth(lambda _: self.store.stop())
         return d
-
-
-async def _none() -> None:
-    return None
 
 
 def _log_job(what: str, job: Any, server: ZKServer) -> Any:

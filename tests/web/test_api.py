@@ -8,7 +8,7 @@ import io
 import pytest_twisted
 import treq
 
-from tests.harness import RunningServer, sleep, start_server
+from tests.harness import RunningServer, start_server
 
 SN = "API0001"
 
@@ -182,7 +182,6 @@ async def test_silent_push_device_goes_offline_and_comes_back(db_url, tmp_path):
         assert [e["status"] for e in client.events] == ["online", "offline", "online"]
         _, devices = await running.api("GET", "/api/devices")
         assert devices[0]["status"] == "online"
-        await sleep(0)
     finally:
         await client.close()
         await running.stop()

@@ -37,11 +37,12 @@ SERIAL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 RAW_KEEP = 64 * 1024  # bytes of a rejected upload kept for the operator
 
 
-def _raw_excerpt(data: bytes | str) -> str:
-    text = data if isinstance(data, str) else iclock.decode_text(data)
-    if len(text) <= RAW_KEEP:
+def _raw_excerpt(data: bytes) -> str:
+    """The start of a rejected upload, decoded (never the whole of a 16 MiB body)."""
+    text = iclock.decode_text(data[:RAW_KEEP])
+    if len(data) <= RAW_KEEP:
         return text
-    return text[:RAW_KEEP] + f"\n[... {len(text) - RAW_KEEP} more characters not kept]"
+    return text + f"\n[... {len(data) - RAW_KEEP} more bytes not kept]"
 
 
 Handler = Callable[..., Awaitable[bytes]]
@@ -119,7 +120,7 @@ class PushApp:
         if upper == "ATTLOG":
             punches, rejected = iclock.parse_attlog(body)  # decodes line by line
             await self.ingest.save_punches(device, punches)
-            await self.save_rejected(device, [_trim(r) for r in rejected])
+            await self.save_rejected(device, rejected)
             return iclock.format_ok(len(punches))
         if upper in ("OPERLOG", "BIODATA"):
             batch = iclock.parse_operlog(body)
@@ -132,14 +133,14 @@ class PushApp:
             entries = batch.oplogs + [_biometric_entry(item) for item in batch.other]
             if entries:
                 await self.store.save_operlog(device.id, entries)
-            await self.save_rejected(device, [_trim(r) for r in batch.rejected])
+            await self.save_rejected(device, batch.rejected)
             return iclock.format_ok(len(batch.users) + len(entries))
         if upper == "RTLOG":
             punches, rejected, other = iclock.parse_rtlog(body)
             await self.ingest.save_punches(device, punches)
             if other:  # door and alarm events: kept with the operation log
                 await self.store.save_operlog(device.id, [_rtlog_entry(e) for e in other])
-            await self.save_rejected(device, [_trim(r) for r in rejected])
+            await self.save_rejected(device, rejected)
             return iclock.format_ok(len(punches) + len(other))
         if upper == "RTSTATE":  # door/lock/alarm state: sent every few seconds, kept current
             lines = [ln for ln in iclock.split_lines(iclock.decode_text(body[:OPTIONS_MAX]))
@@ -215,12 +216,6 @@ def _rtlog_entry(fields: dict[str, str]) -> dict[str, Any]:
         "values": [f"{k}={v}" for k, v in fields.items() if k not in ("time", "event")],
         "raw": "\t".join(f"{k}={v}" for k, v in fields.items()),
     }
-
-
-def _trim(item: Rejected) -> Rejected:
-    if len(item.raw) <= RAW_KEEP:
-        return item
-    return Rejected(source=item.source, raw=_raw_excerpt(item.raw), reason=item.reason)
 
 
 routes = Klein()
