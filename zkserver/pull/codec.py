@@ -978,3 +978,336 @@ def encode_version(version: str) -> bytes:
 def parse_version(data: bytes) -> str:
     """Firmware version string from a GET_VERSION reply (up to the first NUL)."""
     return _decode_text(data).strip()
+
+
+# --------------------------------------------------------------------------- writes
+#
+# The forms pyzk 0.9 sends to change a terminal (docs/protocols.md, "Pull terminals:
+# writing and device control").  Encoders for the server, parsers for the emulator.
+
+#: Command 110: store a user and its fingerprint templates from the uploaded buffer.
+SAVE_USER_TEMPLATES = 110
+#: Largest DATA (1501) piece of an uploaded buffer, as pyzk sends it.
+WRITE_CHUNK = 1024
+#: Widths (bytes, device encoding) of the text fields of each user layout.
+USER_FIELD_WIDTHS: dict[int, dict[str, int]] = {
+    28: {"password": 5, "name": 8},
+    72: {"password": 8, "name": 24, "group": 7, "user_id": 24},
+}
+#: OPTIONS_RRQ keys of the algorithm versions (the face key has no tilde, as pyzk asks).
+FP_VERSION_OPTION = "~ZKFPVersion"
+FACE_VERSION_OPTION = "ZKFaceVersion"
+#: Templates' finger byte in the command-110 table is 0x10 + finger index (0-9).
+TEMPLATE_FLAG = 0x10
+
+_USER28_WRQ = struct.Struct("<HB5s8sIxBHI")
+_USER29_BUF = struct.Struct("<BHB5s8sIxBhI")
+_USER73_BUF = struct.Struct("<BHB8s24sIB7sx24s")
+_TEMPLATE_HEAD = struct.Struct("<HHbb")
+_TEMPLATE_ENTRY = struct.Struct("<bHbI")
+_BUFFER_HEAD = struct.Struct("<III")
+_ENROLL_TCP = struct.Struct("<24sbb")
+_ENROLL_UDP = struct.Struct("<Ib")
+
+
+class FieldError(CodecError):
+    """A value that does not fit the device's form; ``field`` is its JSON name."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+@frozen
+class Template:
+    """A fingerprint template as a pull terminal keeps it (``finger`` 0-9)."""
+
+    uid: int
+    finger: int
+    valid: int
+    data: bytes = field(repr=lambda b: f"<{len(b)} bytes>")
+
+
+def _device_text(value: str, width: int, what: str, encoding: str) -> bytes:
+    try:
+        raw = value.encode(encoding)
+    except (UnicodeEncodeError, LookupError) as e:
+        raise FieldError(what, f"cannot be written in the device encoding {encoding}") from e
+    if b"\x00" in raw:
+        raise FieldError(what, "must not contain NUL")
+    if len(raw) > width:
+        raise FieldError(what, f"is {len(raw)} bytes, the device's user layout holds {width}")
+    return raw.ljust(width, b"\x00")
+
+
+def _number(value: str, what: str, limit: int) -> int:
+    text = (value or "").strip()
+    if not text:
+        return 0
+    if not text.isdigit() or int(text) > limit:
+        raise FieldError(what, f"must be a number from 0 to {limit} for this user layout")
+    return int(text)
+
+
+def check_user(user: DeviceUser, record_size: int, *, encoding: str = "utf-8") -> None:
+    """Raise :class:`FieldError` when ``user`` does not fit the user layout ``record_size``."""
+    encode_user_wrq(user, record_size, 1, encoding=encoding)
+
+
+def _user_values(
+    user: DeviceUser, record_size: int, uid: int, encoding: str
+) -> tuple[int, int, bytes, bytes, int, int | bytes, int | bytes]:
+    if record_size not in USER_RECORD_SIZES:
+        raise CodecError(f"unknown user record size {record_size}")
+    if not 1 <= uid <= 0xFFFF:
+        raise FieldError("uid", "must be 1-65535")
+    if not 0 <= user.privilege <= 0xFF:
+        raise FieldError("privilege", "must be 0-255")
+    widths = USER_FIELD_WIDTHS[record_size]
+    password = _device_text(user.password, widths["password"], "password", encoding)
+    name = _device_text(user.name, widths["name"], "name", encoding)
+    card = _number(user.card, "card", 0xFFFFFFFF)
+    group: int | bytes
+    user_id: int | bytes
+    if record_size == 28:
+        group = _number(user.group, "group", 0xFF)
+        user_id = _number(user.user_id, "user_id", 0xFFFFFFFF)
+    else:
+        group = _device_text(user.group, widths["group"], "group", encoding)
+        user_id = _device_text(user.user_id, widths["user_id"], "user_id", encoding)
+    return uid, user.privilege, password, name, card, group, user_id
+
+
+def encode_user_wrq(
+    user: DeviceUser, record_size: int, uid: int, *, encoding: str = "utf-8"
+) -> bytes:
+    """USER_WRQ (8) payload: one user record in the device's layout, slot ``uid``.
+
+    28 bytes ``<HB5s8sIxBHI>`` (group and user id numbers, time zone 0) or 72 bytes
+    ``<HB8s24sIx7sx24s>`` (group and user id text); text in the device's ``encoding``.
+    Never cuts a value: one that does not fit raises :class:`FieldError`.
+    """
+    uid_, priv, password, name, card, group, user_id = _user_values(
+        user, record_size, uid, encoding
+    )
+    if record_size == 28:
+        return _USER28_WRQ.pack(uid_, priv, password, name, card, group, 0, user_id)
+    return _USER72.pack(uid_, priv, password, name, card, group, user_id)
+
+
+def encode_delete_user(uid: int) -> bytes:
+    """DELETE_USER (18) payload ``<H uid>`` (pyzk packs ``h``: the same bytes up to 32767)."""
+    if not 1 <= uid <= 0xFFFF:
+        raise FieldError("uid", "must be 1-65535")
+    return struct.pack("<H", uid)
+
+
+def parse_delete_user(data: bytes) -> int:
+    """The uid of a DELETE_USER payload."""
+    if len(data) < 2:
+        raise CodecError(f"DELETE_USER needs 2 bytes, got {len(data)}")
+    return int(struct.unpack_from("<H", data)[0])
+
+
+def encode_unlock(seconds: float) -> bytes:
+    """UNLOCK (31) payload ``<I seconds * 10>`` (tenths of a second)."""
+    tenths = round(seconds * 10)
+    if not 0 < tenths <= 0xFFFFFFFF:
+        raise FieldError("seconds", "must be positive")
+    return struct.pack("<I", tenths)
+
+
+def parse_unlock(data: bytes) -> float:
+    """Seconds from an UNLOCK payload."""
+    if len(data) < 4:
+        raise CodecError(f"UNLOCK needs 4 bytes, got {len(data)}")
+    return int(struct.unpack_from("<I", data)[0]) / 10
+
+
+def encode_start_enroll(user_id: str, finger: int, *, transport: str = "tcp") -> bytes:
+    """STARTENROLL (61): ``<24sbb>(user_id, finger, 1)`` on TCP, ``<Ib>`` on UDP (pyzk)."""
+    if not 0 <= finger <= 9:
+        raise FieldError("finger", "must be 0-9")
+    if transport == "udp":
+        return _ENROLL_UDP.pack(_number(user_id, "user_id", 0xFFFFFFFF), finger)
+    return _ENROLL_TCP.pack(_device_text(user_id, 24, "user_id", "utf-8"), finger, 1)
+
+
+def parse_start_enroll(data: bytes) -> tuple[str, int]:
+    """(user id, finger) from a STARTENROLL payload of either form."""
+    if len(data) >= _ENROLL_TCP.size:
+        user_id, finger, _one = _ENROLL_TCP.unpack_from(data)
+        return _decode_text(user_id), finger
+    if len(data) >= _ENROLL_UDP.size:
+        number, finger = _ENROLL_UDP.unpack_from(data)
+        return str(number), finger
+    raise CodecError(f"STARTENROLL needs 5 or 26 bytes, got {len(data)}")
+
+
+def encode_templates(templates: Iterable[Template]) -> bytes:
+    """The FINGERTMP dataset (DB_RRQ 7, fct 2): ``<i total>`` then per template
+    ``<HHbb>(size + 6, uid, finger, valid)`` and its bytes."""
+    parts = []
+    try:
+        for t in templates:
+            parts.append(_TEMPLATE_HEAD.pack(len(t.data) + 6, t.uid, t.finger, t.valid) + t.data)
+    except struct.error as e:
+        raise CodecError(f"template field out of range: {e}") from e
+    body = b"".join(parts)
+    return struct.pack("<i", len(body)) + body
+
+
+def parse_templates(dataset: bytes) -> list[Template]:
+    """Inverse of :func:`encode_templates`."""
+    body = _dataset_body(dataset)
+    out = []
+    pos = 0
+    while pos < len(body):
+        if len(body) - pos < _TEMPLATE_HEAD.size:
+            raise CodecError(f"template header truncated at byte {pos}")
+        size, uid, finger, valid = _TEMPLATE_HEAD.unpack_from(body, pos)
+        if size < _TEMPLATE_HEAD.size or pos + size > len(body):
+            raise CodecError(f"template at byte {pos} declares {size} bytes")
+        out.append(Template(uid, finger, valid, bytes(body[pos + 6 : pos + size])))
+        pos += size
+    return out
+
+
+def encode_user_buffer_record(
+    user: DeviceUser, record_size: int, uid: int, *, encoding: str = "utf-8"
+) -> bytes:
+    """The user record of the command-110 buffer: a leading byte 2 and the layout
+    (29 or 73 bytes; pyzk's ``User.repack29``/``repack73``)."""
+    uid_, priv, password, name, card, group, user_id = _user_values(
+        user, record_size, uid, encoding
+    )
+    if record_size == 28:
+        return _USER29_BUF.pack(2, uid_, priv, password, name, card, group, 0, user_id)
+    return _USER73_BUF.pack(2, uid_, priv, password, name, card, 1, group, user_id)
+
+
+def encode_user_templates(
+    user: DeviceUser,
+    record_size: int,
+    uid: int,
+    templates: Iterable[tuple[int, bytes]],
+    *,
+    encoding: str = "utf-8",
+) -> bytes:
+    """The buffer command 110 stores: ``<III>(len(user), len(table), len(templates))``,
+    the user record (:func:`encode_user_buffer_record`), a table of
+    ``<bHbI>(2, uid, 0x10 + finger, offset)`` and the templates, each ``<H size>`` + bytes.
+    ``templates`` are (finger, bytes) pairs."""
+    record = encode_user_buffer_record(user, record_size, uid, encoding=encoding)
+    table, blobs, offset = [], [], 0
+    for finger, data in templates:
+        if not 0 <= finger <= 9:
+            raise FieldError("index", "must be 0-9")
+        if not 0 < len(data) <= 0xFFFF - 6:
+            raise FieldError("data", f"a template holds 1-{0xFFFF - 6} bytes")
+        table.append(_TEMPLATE_ENTRY.pack(2, uid, TEMPLATE_FLAG + finger, offset))
+        blob = struct.pack("<H", len(data)) + data
+        blobs.append(blob)
+        offset += len(blob)
+    t, b = b"".join(table), b"".join(blobs)
+    return _BUFFER_HEAD.pack(len(record), len(t), len(b)) + record + t + b
+
+
+def parse_user_templates(buffer: bytes) -> tuple[DeviceUser, int, list[Template]]:
+    """(user, user layout size, templates) from a command-110 buffer (templates valid=1)."""
+    if len(buffer) < _BUFFER_HEAD.size:
+        raise CodecError(f"template buffer needs 12 bytes, got {len(buffer)}")
+    n_user, n_table, n_blobs = _BUFFER_HEAD.unpack_from(buffer)
+    if _BUFFER_HEAD.size + n_user + n_table + n_blobs > len(buffer):
+        raise CodecError("template buffer shorter than its lengths")
+    if n_user - 1 not in USER_RECORD_SIZES or n_table % _TEMPLATE_ENTRY.size:
+        raise CodecError(f"template buffer: user record {n_user}, table {n_table} bytes")
+    pos = _BUFFER_HEAD.size
+    if buffer[pos] != 2:
+        raise CodecError(f"template buffer: user record starts with {buffer[pos]}, not 2")
+    user = parse_user_record(buffer[pos + 1 : pos + n_user], n_user - 1)
+    pos += n_user
+    blobs = buffer[pos + n_table : pos + n_table + n_blobs]
+    out = []
+    for i in range(0, n_table, _TEMPLATE_ENTRY.size):
+        _two, uid, flag, offset = _TEMPLATE_ENTRY.unpack_from(buffer, pos + i)
+        if offset + 2 > len(blobs):
+            raise CodecError(f"template offset {offset} outside the buffer")
+        (size,) = struct.unpack_from("<H", blobs, offset)
+        data = bytes(blobs[offset + 2 : offset + 2 + size])
+        if len(data) != size:
+            raise CodecError(f"template at {offset} truncated")
+        out.append(Template(uid, flag & 0x0F, 1, data))
+    return user, n_user - 1, out
+
+
+def encode_save_user_templates() -> bytes:
+    """Payload of command 110 after the buffer upload: ``<IHH>(12, 0, 8)`` (as pyzk)."""
+    return struct.pack("<IHH", 12, 0, 8)
+
+
+def encode_prepare_upload(size: int) -> bytes:
+    """PREPARE_DATA (1500) payload a client sends before uploading ``size`` bytes: ``<I>``."""
+    return struct.pack("<I", size)
+
+
+def upload_chunks(buffer: bytes, size: int = WRITE_CHUNK) -> list[bytes]:
+    """The DATA (1501) pieces of an upload, each at most ``size`` bytes."""
+    return [buffer[i : i + size] for i in range(0, len(buffer), size)]
+
+
+def parse_algorithm_version(data: bytes) -> int:
+    """The number in an algorithm-version option reply (``~ZKFPVersion=10\\0``); 0 when
+    empty or not a number (pyzk's reading)."""
+    value = bytes(data).split(b"=", 1)[-1].split(b"\x00")[0].replace(b"=", b"").strip()
+    return int(value) if value.isdigit() else 0
+
+
+#: Words for the reply codes a command can fail with.
+REPLY_WORDS: dict[int, str] = {
+    Reply.ACK_ERROR: "refused by the terminal",
+    Reply.ACK_UNKNOWN: "not supported by this terminal",
+    Reply.ACK_UNAUTH: "not authorised (comm key)",
+    Reply.ACK_RETRY: "terminal busy, try again",
+    Reply.ACK_REPEAT: "terminal busy, try again",
+    Reply.ACK_ERROR_CMD: "not supported by this terminal",
+    Reply.ACK_ERROR_INIT: "terminal not ready",
+    Reply.ACK_ERROR_DATA: "data refused by the terminal",
+}
+
+
+def reply_words(code: int) -> str:
+    """A device reply code in words (``"reply code N"`` when unknown)."""
+    return REPLY_WORDS.get(code, f"reply code {code}")
+
+
+__all__ += [
+    "SAVE_USER_TEMPLATES",
+    "WRITE_CHUNK",
+    "USER_FIELD_WIDTHS",
+    "FP_VERSION_OPTION",
+    "FACE_VERSION_OPTION",
+    "TEMPLATE_FLAG",
+    "FieldError",
+    "Template",
+    "check_user",
+    "encode_user_wrq",
+    "encode_delete_user",
+    "parse_delete_user",
+    "encode_unlock",
+    "parse_unlock",
+    "encode_start_enroll",
+    "parse_start_enroll",
+    "encode_templates",
+    "parse_templates",
+    "encode_user_buffer_record",
+    "encode_user_templates",
+    "parse_user_templates",
+    "encode_save_user_templates",
+    "encode_prepare_upload",
+    "upload_chunks",
+    "parse_algorithm_version",
+    "REPLY_WORDS",
+    "reply_words",
+]
