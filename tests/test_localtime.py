@@ -1,0 +1,366 @@
+"""The pure time core: local text -> UTC instant, DST rules, suspect clocks, days."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from zkserver.localtime import (
+    DayPunch,
+    Days,
+    OffsetSamples,
+    PunchTime,
+    TimePolicy,
+    UnknownZone,
+    clock_offset,
+    day_of,
+    format_day_start,
+    local_to_utc,
+    parse_day_start,
+    parse_local,
+    parse_query_time,
+    parse_time_offset,
+    parse_utc,
+    resolve_zone,
+    suspect_reason,
+    utc_text,
+)
+
+RECEIVED = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+ZONES = ["Asia/Kolkata", "Europe/Berlin", "America/New_York"]
+
+
+def stamp(timestamp: str, zone: str, offset: object = None) -> PunchTime:
+    policy = TimePolicy(max_future_s=10**9, max_past_days=10_000)
+    return policy.stamp(timestamp, zone, RECEIVED, offset)
+
+
+# --------------------------------------------------------------------------- instants
+
+
+@pytest.mark.parametrize(
+    ("zone", "local", "utc", "ambiguous"),
+    [
+        # Asia/Kolkata: +05:30 all year, no daylight saving.
+        ("Asia/Kolkata", "2026-01-15 09:00:00", "2026-01-15T03:30:00Z", False),
+        ("Asia/Kolkata", "2026-07-15 00:10:00", "2026-07-14T18:40:00Z", False),
+        # Europe/Berlin, last Sunday of March: 02:00 -> 03:00 (the hour 02:xx never happens).
+        ("Europe/Berlin", "2026-03-29 01:59:59", "2026-03-29T00:59:59Z", False),
+        ("Europe/Berlin", "2026-03-29 02:00:00", "2026-03-29T01:00:00Z", True),
+        ("Europe/Berlin", "2026-03-29 02:30:00", "2026-03-29T01:30:00Z", True),
+        ("Europe/Berlin", "2026-03-29 02:59:59", "2026-03-29T01:59:59Z", True),
+        ("Europe/Berlin", "2026-03-29 03:00:00", "2026-03-29T01:00:00Z", False),
+        ("Europe/Berlin", "2026-03-29 12:00:00", "2026-03-29T10:00:00Z", False),
+        # Europe/Berlin, last Sunday of October: 03:00 -> 02:00 (02:xx happens twice).
+        ("Europe/Berlin", "2026-10-25 01:59:59", "2026-10-24T23:59:59Z", False),
+        ("Europe/Berlin", "2026-10-25 02:00:00", "2026-10-25T00:00:00Z", True),
+        ("Europe/Berlin", "2026-10-25 02:30:00", "2026-10-25T00:30:00Z", True),
+        ("Europe/Berlin", "2026-10-25 02:59:59", "2026-10-25T00:59:59Z", True),
+        ("Europe/Berlin", "2026-10-25 03:00:00", "2026-10-25T02:00:00Z", False),
+        # 2025's changes too (30 March, 26 October).
+        ("Europe/Berlin", "2025-03-30 02:15:00", "2025-03-30T01:15:00Z", True),
+        ("Europe/Berlin", "2025-10-26 02:15:00", "2025-10-26T00:15:00Z", True),
+        # America/New_York: second Sunday of March (gap), first Sunday of November (overlap).
+        ("America/New_York", "2026-03-08 02:30:00", "2026-03-08T07:30:00Z", True),
+        ("America/New_York", "2026-03-08 03:30:00", "2026-03-08T07:30:00Z", False),
+        ("America/New_York", "2026-11-01 01:30:00", "2026-11-01T05:30:00Z", True),
+        ("America/New_York", "2026-11-01 02:30:00", "2026-11-01T07:30:00Z", False),
+        ("America/New_York", "2026-01-10 23:00:00", "2026-01-11T04:00:00Z", False),
+        # Fixed offsets.
+        ("+05:30", "2026-03-29 02:30:00", "2026-03-28T21:00:00Z", False),
+        ("UTC-3", "2026-03-29 23:00:00", "2026-03-30T02:00:00Z", False),
+        ("330", "2026-01-01 05:30:00", "2026-01-01T00:00:00Z", False),
+        ("+0000", "2026-01-01 05:30:00", "2026-01-01T05:30:00Z", False),
+    ],
+)
+def test_instant_of_local_time(zone: str, local: str, utc: str, ambiguous: bool) -> None:
+    assert stamp(local, zone) == PunchTime(utc, ambiguous, None)
+
+
+@pytest.mark.parametrize(
+    ("offset", "utc"),
+    [
+        ("+28800", "2026-03-28T18:30:00Z"),  # UTC+8 stated: it wins over Europe/Berlin
+        ("28800", "2026-03-28T18:30:00Z"),
+        ("-18000", "2026-03-29T07:30:00Z"),
+        ("+0", "2026-03-29T02:30:00Z"),
+        (19800, "2026-03-28T21:00:00Z"),
+    ],
+)
+def test_stated_offset_wins_over_the_zone(offset: object, utc: str) -> None:
+    assert stamp("2026-03-29 02:30:00", "Europe/Berlin", offset) == PunchTime(utc, False, None)
+
+
+@pytest.mark.parametrize("offset", [None, "", "abc", "+0800", "+99999", "+50460", "1.5", True])
+def test_implausible_stated_offsets_are_ignored(offset: object) -> None:
+    assert parse_time_offset(offset) is None
+    assert stamp("2026-03-29 02:30:00", "Europe/Berlin", offset).timestamp_utc == (
+        "2026-03-29T01:30:00Z"
+    )
+
+
+@pytest.mark.parametrize("text", ["2026-02-30 10:00:00", "garbage", "2026-03-29", ""])
+def test_an_unreal_local_time_has_no_instant(text: str) -> None:
+    assert parse_local(text) is None
+    assert stamp(text, "Europe/Berlin") == PunchTime("", False, "invalid time")
+
+
+@pytest.mark.parametrize("name", ["Mars/Olympus", "+15:00", "+05:75", "UTC+9999", "Europe/"])
+def test_unknown_zones(name: str) -> None:
+    with pytest.raises(UnknownZone):
+        resolve_zone(name)
+
+
+def test_unknown_device_zone_falls_back_to_the_default() -> None:
+    policy = TimePolicy(default_zone="Asia/Kolkata")
+    assert policy.zone("Mars/Olympus") is resolve_zone("Asia/Kolkata")
+    assert policy.zone("") is resolve_zone("Asia/Kolkata")
+    assert policy.zone("Europe/Berlin") is resolve_zone("Europe/Berlin")
+
+
+def test_zones_are_cached() -> None:
+    assert resolve_zone("Europe/Berlin") is resolve_zone("Europe/Berlin")
+    assert resolve_zone("+05:30") is resolve_zone("+05:30")
+
+
+DATETIMES = st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2037, 12, 31))
+
+
+@given(local=DATETIMES, name=st.sampled_from(ZONES + ["Australia/Lord_Howe", "+05:45"]))
+def test_instant_round_trips_unless_ambiguous(local: datetime, name: str) -> None:
+    zone = resolve_zone(name)
+    instant, ambiguous = local_to_utc(local, zone)
+    back = instant.astimezone(zone).replace(tzinfo=None)
+    if not ambiguous:
+        assert back == local
+    elif back == local:  # an overlap: the earlier of the two instants
+        later = (local - local.replace(tzinfo=zone, fold=1).utcoffset()).replace(tzinfo=UTC)
+        assert instant < later
+    else:  # a gap: read with the offset in force just before it
+        before = instant - timedelta(hours=3)
+        assert local - instant.replace(tzinfo=None) == before.astimezone(zone).utcoffset()
+
+
+@given(local=DATETIMES.map(lambda d: d.replace(microsecond=0)), name=st.sampled_from(ZONES))
+def test_stamp_text_is_the_instant(local: datetime, name: str) -> None:
+    text = local.strftime("%Y-%m-%d %H:%M:%S")
+    got = stamp(text, name)
+    instant, ambiguous = local_to_utc(local, resolve_zone(name))
+    assert got.timestamp_utc == utc_text(instant)
+    assert got.time_ambiguous is ambiguous
+    assert parse_utc(got.timestamp_utc) == instant
+
+
+# --------------------------------------------------------------------------- suspect
+
+
+@pytest.mark.parametrize(
+    ("instant", "reason"),
+    [
+        (RECEIVED, None),
+        (RECEIVED + timedelta(seconds=600), None),
+        (RECEIVED + timedelta(seconds=601), "future: 601 s ahead of the server clock"),
+        (RECEIVED + timedelta(hours=1), "future: 3600 s ahead of the server clock"),
+        (RECEIVED - timedelta(days=400), None),
+        (RECEIVED - timedelta(days=400, seconds=1), "past: 400 days before receipt"),
+        (RECEIVED - timedelta(days=3000), "past: 3000 days before receipt"),
+    ],
+)
+def test_suspect_reason(instant: datetime, reason: str | None) -> None:
+    assert suspect_reason(instant, RECEIVED, 600, 400) == reason
+
+
+def test_a_device_an_hour_in_the_future_is_suspect() -> None:
+    # Berlin summer time is UTC+2: 15:00 local is 13:00Z, an hour after receipt.
+    got = TimePolicy().stamp("2026-06-01 15:00:00", "Europe/Berlin", RECEIVED)
+    assert got == PunchTime(
+        "2026-06-01T13:00:00Z", False, "future: 3600 s ahead of the server clock"
+    )
+    assert TimePolicy().stamp("2026-06-01 14:00:00", "Europe/Berlin", RECEIVED).suspect_time is None
+    old = TimePolicy(max_past_days=30).stamp("2026-04-01 14:00:00", "Europe/Berlin", RECEIVED)
+    assert old.suspect_time == "past: 61 days before receipt"
+
+
+# --------------------------------------------------------------------------- clock offsets
+
+
+def test_clock_offset_of_a_probe() -> None:
+    zone = resolve_zone("Europe/Berlin")
+    asked = datetime(2026, 6, 1, 12, 0, tzinfo=UTC).timestamp()
+    # The terminal says 14:00:10 local (12:00:10Z) while the server's midpoint is 12:00:00.2.
+    assert clock_offset(datetime(2026, 6, 1, 14, 0, 10), zone, asked, asked + 0.4) == 10
+    assert clock_offset(datetime(2026, 6, 1, 13, 0, 0), zone, asked, asked + 0.4) == -3600
+    assert clock_offset(datetime(2026, 6, 1, 14, 0, 0), zone, asked, asked + 0.4) == 0
+
+
+def test_offset_samples_take_the_median() -> None:
+    samples = OffsetSamples(size=5)
+    assert samples.add(2) == 2
+    assert samples.add(3) == 2  # median of 2, 3 is 2.5: rounds to even
+    assert samples.add(-7200) == 2  # one resent old punch does not move it
+    for _ in range(5):
+        last = samples.add(3600.4)
+    assert last == 3600
+    assert len(samples) == 5
+
+
+# --------------------------------------------------------------------------- API times
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("2026-03-29", ("date", "2026-03-29")),
+        ("2026-03-29 02:30:00", ("local", "2026-03-29 02:30:00")),
+        ("2026-03-29T02:30:00", ("local", "2026-03-29 02:30:00")),
+        ("2026-03-29 02:30", ("local", "2026-03-29 02:30:00")),
+        ("2026-03-29T01:30:00Z", ("utc", "2026-03-29T01:30:00Z")),
+        ("2026-03-29T03:30:00+02:00", ("utc", "2026-03-29T01:30:00Z")),
+        ("2026-03-29T03:30:00 02:00", ("utc", "2026-03-29T01:30:00Z")),  # '+' sent raw
+        ("2026-03-28T20:30:00-05:00", ("utc", "2026-03-29T01:30:00Z")),
+        ("2026-03-29T07:00:00+0530", ("utc", "2026-03-29T01:30:00Z")),
+        ("2026-03-29T01:30:00.250Z", ("utc", "2026-03-29T01:30:00Z")),
+    ],
+)
+def test_parse_query_time(text: str, parsed: tuple[str, str]) -> None:
+    assert parse_query_time(text) == parsed
+
+
+@pytest.mark.parametrize(
+    "text", ["yesterday", "2026-13-01", "2026-03-29T25:00:00Z", "2026-03-29T01:00:00+15:00", ""]
+)
+def test_parse_query_time_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_query_time(text)
+
+
+# --------------------------------------------------------------------------- days
+
+
+def test_day_start() -> None:
+    assert parse_day_start("04:00") == 240
+    assert parse_day_start("0:30") == 30
+    assert format_day_start(240) == "04:00"
+    for bad in ("24:00", "4", "04:60", "ab:cd"):
+        with pytest.raises(ValueError):
+            parse_day_start(bad)
+    assert day_of(datetime(2026, 3, 3, 3, 59), 240).isoformat() == "2026-03-02"
+    assert day_of(datetime(2026, 3, 3, 4, 0), 240).isoformat() == "2026-03-03"
+
+
+def punch(user: str, local: str, status: int, device: str = "dev-a", zone: str = "Europe/Berlin"):
+    return DayPunch(user, device, local, stamp(local, zone).timestamp_utc, status)
+
+
+def test_night_shift_across_midnight_is_one_day_with_day_starts_at() -> None:
+    shift = [punch("7", "2026-03-02 22:00:00", 0), punch("7", "2026-03-03 03:30:00", 1)]
+    days = Days(day_starts_at=240)
+    days.extend(shift)
+    assert days.rows({"7": "Nina"}) == [
+        {
+            "user_id": "7",
+            "name": "Nina",
+            "date": "2026-03-02",
+            "first": "2026-03-02 22:00:00",
+            "last": "2026-03-03 03:30:00",
+            "first_utc": "2026-03-02T21:00:00Z",
+            "last_utc": "2026-03-03T02:30:00Z",
+            "punches": 2,
+            "devices": ["dev-a"],
+            "span_minutes": 330,
+            "states_consistent": True,
+        }
+    ]
+    midnight = Days()
+    midnight.extend(shift)
+    rows = midnight.rows()
+    assert [(r["date"], r["punches"], r["states_consistent"]) for r in rows] == [
+        ("2026-03-02", 1, None),
+        ("2026-03-03", 1, None),
+    ]
+
+
+def test_a_22_to_06_night_shift_over_the_spring_change_lasts_an_hour_less() -> None:
+    # A 22:00-06:00 shift needs a boundary between shifts, e.g. noon.
+    days = Days(day_starts_at=12 * 60)
+    days.extend([punch("7", "2026-03-28 22:00:00", 0), punch("7", "2026-03-29 06:00:00", 1)])
+    (row,) = days.rows()
+    assert (row["date"], row["span_minutes"]) == ("2026-03-28", 7 * 60)
+
+
+def test_first_and_last_by_instant_across_devices_and_states() -> None:
+    days = Days()
+    days.extend(
+        [
+            punch("2", "2026-05-04 17:00:00", 255, "dev-b"),
+            punch("2", "2026-05-04 08:00:00", 255, "dev-a"),
+            # A New York device: 12:00 there is 18:00 in Berlin, after the others.
+            punch("2", "2026-05-04 12:00:00", 1, "dev-ny", "America/New_York"),
+            punch("10", "2026-05-04 09:00:00", 1),
+            punch("10", "2026-05-04 18:00:00", 0),
+            punch("1", "2026-05-05 09:00:00", 0),
+        ]
+    )
+    rows = days.rows()
+    assert [(r["date"], r["user_id"]) for r in rows] == [
+        ("2026-05-04", "2"),
+        ("2026-05-04", "10"),
+        ("2026-05-05", "1"),
+    ]
+    two = rows[0]
+    assert (two["first"], two["last"], two["punches"]) == (
+        "2026-05-04 08:00:00",
+        "2026-05-04 12:00:00",
+        3,
+    )
+    assert two["devices"] == ["dev-a", "dev-b", "dev-ny"]
+    assert two["span_minutes"] == 10 * 60
+    assert two["states_consistent"] is False  # first is 255, not "in"
+    assert rows[1]["states_consistent"] is False  # in/out reversed
+    assert rows[2]["states_consistent"] is None
+    assert rows[2]["name"] is None
+
+
+PUNCHES = st.lists(
+    st.builds(
+        lambda user, local, status, device: punch(user, local, status, device),
+        st.sampled_from(["1", "2", "10", "a"]),
+        st.datetimes(min_value=datetime(2026, 3, 27), max_value=datetime(2026, 3, 31)).map(
+            lambda d: d.strftime("%Y-%m-%d %H:%M:%S")
+        ),
+        st.sampled_from([0, 1, 4, 5, 255]),
+        st.sampled_from(["x", "y"]),
+    ),
+    max_size=40,
+)
+
+
+@given(punches=PUNCHES, start=st.integers(0, 23 * 60 + 59))
+def test_days_account_for_every_punch(punches: list[DayPunch], start: int) -> None:
+    days = Days(day_starts_at=start)
+    days.extend(punches)
+    rows = days.rows()
+    assert sum(r["punches"] for r in rows) == len(punches)
+    keys = [(r["date"], r["user_id"]) for r in rows]
+    assert len(set(keys)) == len(keys)
+    for row in rows:
+        mine = [
+            p
+            for p in punches
+            if p.user_id == row["user_id"]
+            and day_of(parse_local(p.timestamp), start).isoformat() == row["date"]  # type: ignore[arg-type]
+        ]
+        assert len(mine) == row["punches"]
+        assert row["first_utc"] == min(p.timestamp_utc for p in mine)
+        assert row["last_utc"] == max(p.timestamp_utc for p in mine)
+        assert row["span_minutes"] >= 0
+        assert (row["states_consistent"] is None) == (row["punches"] == 1)
+    assert [r["date"] for r in rows] == sorted(r["date"] for r in rows)
+
+
+def test_fixed_zone_is_utc_for_zero() -> None:
+    assert resolve_zone("+00:00") is UTC
+    assert resolve_zone("-05:00") == timezone(timedelta(hours=-5))

@@ -1,0 +1,452 @@
+"""Device local time made trustworthy, pure: UTC instants, suspect clocks, people's days.
+
+Terminals report each punch as local wall-clock text (``YYYY-MM-DD HH:MM:SS``). This
+module turns that text into an instant and judges it; nothing here does I/O or touches the
+reactor, so the ingest path, the migration that fills old rows, the API and the pull
+sessions all share these functions.
+
+The rules (documented in the README):
+
+- A punch's zone is the offset the terminal states with it (the extended ATTLOG
+  ``time_offset`` field, seconds east of UTC such as ``+28800``), else the device's zone
+  (an IANA name such as ``Europe/Berlin``, a fixed offset such as ``+05:30``, or ``""``
+  for the server's default zone).
+- A local time in a daylight-saving *overlap* (it happens twice) takes the earlier instant
+  (Python's ``fold=0``); one in a *gap* (it never happens) is read with the offset in force
+  before the gap, so Europe/Berlin ``2026-03-29 02:30:00`` is ``2026-03-29T01:30:00Z``.
+  Both are marked ambiguous.
+- A punch more than ``max_future_s`` seconds ahead of the server clock at receipt, or more
+  than ``max_past_days`` days before it, is *suspect* (kept, with a reason).
+- A person's day is a device-local date; with ``day_starts_at`` (minutes after midnight)
+  a punch before that time of day belongs to the previous day (night shifts).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import statistics
+from collections import deque
+from collections.abc import Iterable, Mapping
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from attrs import define, field, frozen
+
+__all__ = [
+    "IN_STATES",
+    "OUT_STATES",
+    "PRESENT_STATES",
+    "UTC_FORMAT",
+    "DayPunch",
+    "Days",
+    "OffsetSamples",
+    "PunchTime",
+    "TimePolicy",
+    "UnknownZone",
+    "clock_offset",
+    "day_of",
+    "format_day_start",
+    "local_to_utc",
+    "parse_day_start",
+    "parse_local",
+    "parse_query_time",
+    "parse_time_offset",
+    "parse_utc",
+    "resolve_zone",
+    "server_zone",
+    "suspect_reason",
+    "utc_text",
+]
+
+#: How instants are stored and shown: ISO 8601, whole seconds, ``Z``. Fixed width, so the
+#: text sorts in time order.
+UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+#: Punch states (the event's ``action``) that begin and end a stretch of work.
+IN_STATES = frozenset({0, 4})  # check-in, overtime-in
+OUT_STATES = frozenset({1, 5})  # check-out, overtime-out
+#: States after which a person counts as present ("who is in now").
+PRESENT_STATES = frozenset({0, 3, 4})  # check-in, break-in (back), overtime-in
+
+#: Largest UTC offset any zone has used (Kiribati is +14:00).
+MAX_OFFSET_S = 14 * 3600
+
+
+class UnknownZone(ValueError):
+    """A time-zone name that is neither an IANA zone nor a fixed offset."""
+
+
+# --------------------------------------------------------------------------- zones
+
+_OFFSET = re.compile(
+    r"(?:UTC|GMT)?\s*(?P<sign>[+-]?)\s*(?P<h>[0-9]{1,4})(?::(?P<m>[0-9]{2}))?", re.IGNORECASE
+)
+
+
+@functools.lru_cache(maxsize=1)
+def server_zone() -> tzinfo:
+    """This machine's zone, with its daylight-saving rules when they can be found:
+    ``$TZ``, else the zone ``/etc/localtime`` points to, else that file's rules, else the
+    current fixed offset."""
+    name = os.environ.get("TZ", "").lstrip(":")
+    candidates = [name] if name else []
+    try:
+        target = os.path.realpath("/etc/localtime")
+        if "/zoneinfo/" in target:
+            candidates.append(target.split("/zoneinfo/", 1)[1])
+    except OSError:
+        pass
+    for candidate in candidates:
+        try:
+            return ZoneInfo(candidate)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            continue
+    try:
+        with open("/etc/localtime", "rb") as rules:
+            return ZoneInfo.from_file(rules, key="localtime")
+    except (OSError, ValueError):
+        pass
+    return datetime.now().astimezone().tzinfo or UTC
+
+
+@functools.lru_cache(maxsize=512)
+def resolve_zone(name: str) -> tzinfo:
+    """The ``tzinfo`` of a device's zone setting (cached: ingest calls this per punch).
+
+    ``name`` is an IANA name (``Asia/Kolkata``), ``""`` for :func:`server_zone`, or a fixed
+    offset: ``+05:30``, ``+0530`` (four digits are HHMM), ``UTC-3``, ``-3`` (hours when
+    |n| <= 14) or ``330`` (minutes). Raises :class:`UnknownZone`.
+    """
+    text = name.strip()
+    if not text:
+        return server_zone()
+    if match := _OFFSET.fullmatch(text):
+        sign = -1 if match["sign"] == "-" else 1
+        digits, extra = match["h"], match["m"]
+        if extra is None and len(digits) == 4:  # +0530
+            digits, extra = digits[:2], digits[2:]
+        if extra is not None:
+            if int(extra) >= 60:
+                raise UnknownZone(f"UTC offset out of range: {name!r}")
+            minutes = int(digits) * 60 + int(extra)
+        else:
+            minutes = int(digits) * 60 if int(digits) <= 14 else int(digits)
+        if minutes * 60 > MAX_OFFSET_S:
+            raise UnknownZone(f"UTC offset out of range: {name!r}")
+        return UTC if minutes == 0 else timezone(timedelta(minutes=sign * minutes))
+    try:
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as e:
+        raise UnknownZone(f"unknown time zone {name!r}") from e
+
+
+def parse_time_offset(value: Any) -> int | None:
+    """The extended ATTLOG ``time_offset`` (seconds east of UTC, ``+28800``), or None when
+    it is absent or not a plausible offset (whole minutes within +-14 h)."""
+    if value is None or isinstance(value, bool):
+        return None
+    text = str(value).strip()
+    if not re.fullmatch(r"[+-]?[0-9]{1,6}", text):
+        return None
+    seconds = int(text)
+    if abs(seconds) > MAX_OFFSET_S or seconds % 60:
+        return None
+    return seconds
+
+
+@functools.lru_cache(maxsize=128)
+def _fixed(seconds: int) -> tzinfo:
+    return UTC if seconds == 0 else timezone(timedelta(seconds=seconds))
+
+
+# --------------------------------------------------------------------------- instants
+
+
+def parse_local(text: str) -> datetime | None:
+    """Local wall-clock text (``YYYY-MM-DD HH:MM:SS``) as a naive datetime; None if it is
+    not a real date and time."""
+    if len(text) != 19 or text[10] not in " T":
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is None else None
+
+
+def local_to_utc(local: datetime, zone: tzinfo) -> tuple[datetime, bool]:
+    """The instant of a naive local time in ``zone``, and whether it was ambiguous.
+
+    Overlap: the earlier instant (``fold=0``). Gap: the offset before the gap (also what
+    ``fold=0`` means for zoneinfo). Ambiguous means either: the two folds disagree.
+    """
+    offset = local.replace(tzinfo=zone).utcoffset() or timedelta()
+    other = local.replace(tzinfo=zone, fold=1).utcoffset() or timedelta()
+    return (local - offset).replace(tzinfo=UTC), offset != other
+
+
+def utc_text(moment: datetime) -> str:
+    """An aware time as ``YYYY-MM-DDTHH:MM:SSZ``."""
+    return moment.astimezone(UTC).strftime(UTC_FORMAT)
+
+
+def parse_utc(text: str | None) -> datetime | None:
+    """Stored ``...Z`` text (or any ISO 8601 with an offset) as an aware UTC datetime."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return moment.astimezone(UTC)
+
+
+def suspect_reason(
+    instant: datetime, received: datetime, max_future_s: float, max_past_days: float
+) -> str | None:
+    """Why a punch's time is not to be trusted, or None when it is fine."""
+    ahead = (instant - received).total_seconds()
+    if ahead > max_future_s:
+        return f"future: {round(ahead)} s ahead of the server clock"
+    if -ahead > max_past_days * 86400:
+        return f"past: {int(-ahead // 86400)} days before receipt"
+    return None
+
+
+@frozen
+class PunchTime:
+    """What the server knows about when a punch happened."""
+
+    timestamp_utc: str  # "" when the local text is not a real time
+    time_ambiguous: bool = False
+    suspect_time: str | None = None
+
+
+@frozen
+class TimePolicy:
+    """The server's time settings (``--timezone``, ``--max-future``, ``--max-past``,
+    ``--day-starts-at``), applied to every punch."""
+
+    default_zone: str = ""
+    max_future_s: int = 600
+    max_past_days: int = 400
+    day_starts_at: int = 0  # minutes after midnight
+
+    def zone(self, device_zone: str) -> tzinfo:
+        """The zone of a device: its own, else the default, else the server's."""
+        for name in (device_zone, self.default_zone):
+            if name.strip():
+                try:
+                    return resolve_zone(name)
+                except UnknownZone:
+                    continue
+        return server_zone()
+
+    def stamp(
+        self,
+        timestamp: str,
+        device_zone: str,
+        received: datetime,
+        time_offset: Any = None,
+    ) -> PunchTime:
+        """The instant of one punch (a stated ``time_offset`` wins over the zone), whether
+        it was ambiguous, and why it is suspect (None when it is not)."""
+        local = parse_local(timestamp)
+        if local is None:
+            return PunchTime("", False, "invalid time")
+        stated = parse_time_offset(time_offset)
+        zone = _fixed(stated) if stated is not None else self.zone(device_zone)
+        try:
+            instant, ambiguous = local_to_utc(local, zone)
+        except OverflowError:  # year 1 in an eastern zone
+            return PunchTime("", False, "invalid time")
+        reason = suspect_reason(instant, received, self.max_future_s, self.max_past_days)
+        return PunchTime(utc_text(instant), ambiguous, reason)
+
+
+# --------------------------------------------------------------------------- clock offsets
+
+
+def clock_offset(device_local: datetime, zone: tzinfo, asked_at: float, answered_at: float) -> int:
+    """How far a terminal's clock is ahead of the server's (negative: behind), in seconds.
+
+    ``device_local`` is the time the terminal answered (whole seconds, so on average half
+    a second behind its true clock); ``asked_at``/``answered_at`` are the server's clock
+    (POSIX seconds) around the question. Used by the pull idle probe.
+    """
+    instant, _ = local_to_utc(device_local.replace(tzinfo=None, microsecond=0), zone)
+    midpoint = (asked_at + answered_at) / 2
+    return round(instant.timestamp() + 0.5 - midpoint)
+
+
+@define
+class OffsetSamples:
+    """The recent (punch instant - receipt time) of a push terminal's real-time punches;
+    their median is its clock offset (a few resent old punches do not move it)."""
+
+    size: int = 15
+    _samples: deque[float] = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._samples = deque(maxlen=self.size)
+
+    def add(self, seconds: float) -> int:
+        """Add a sample; return the median offset so far, in whole seconds."""
+        self._samples.append(seconds)
+        return round(statistics.median(self._samples))
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+
+# --------------------------------------------------------------------------- days
+
+
+def parse_day_start(text: str) -> int:
+    """``HH:MM`` as minutes after midnight (``04:00`` -> 240). ValueError otherwise."""
+    match = re.fullmatch(r"([0-9]{1,2}):([0-9]{2})", text.strip())
+    if not match or int(match[1]) > 23 or int(match[2]) > 59:
+        raise ValueError(f"expected HH:MM (00:00 to 23:59), got {text!r}")
+    return int(match[1]) * 60 + int(match[2])
+
+
+def format_day_start(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def day_of(local: datetime, day_starts_at: int = 0) -> date:
+    """The day a local time belongs to when days begin ``day_starts_at`` minutes after
+    midnight."""
+    return (local - timedelta(minutes=day_starts_at)).date()
+
+
+def parse_query_time(text: str) -> tuple[str, str]:
+    """An API ``since``/``until`` value: ``("utc", "YYYY-MM-DDTHH:MM:SSZ")`` for ISO 8601
+    with an offset or ``Z``, ``("local", "YYYY-MM-DD HH:MM:SS")`` for a device-local time,
+    ``("date", "YYYY-MM-DD")`` for a bare date. ValueError for anything else.
+
+    A ``+`` that arrived as a space (an unencoded ``+`` in a query string) is read as ``+``.
+    """
+    text = text.strip()
+    if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
+        date.fromisoformat(text)
+        return "date", text
+    match = re.fullmatch(
+        r"([0-9]{4}-[0-9]{2}-[0-9]{2})[T ]([0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?)"
+        r"(Z|z|[+\- ][0-9]{2}(?::?[0-9]{2})?)?",
+        text,
+    )
+    if not match:
+        raise ValueError(f"expected YYYY-MM-DD HH:MM:SS or ISO 8601, got {text[:40]!r}")
+    day, clock, offset = match.groups()
+    if offset is None:
+        local = datetime.fromisoformat(f"{day} {clock}")
+        return "local", local.strftime("%Y-%m-%d %H:%M:%S")
+    if offset[0] == " ":
+        offset = "+" + offset[1:]
+    moment = datetime.fromisoformat(f"{day}T{clock}{'+00:00' if offset in 'Zz' else offset}")
+    if moment.utcoffset() is not None and abs(moment.utcoffset() or timedelta()) > timedelta(
+        hours=14
+    ):
+        raise ValueError(f"UTC offset out of range in {text[:40]!r}")
+    return "utc", utc_text(moment)
+
+
+@frozen
+class DayPunch:
+    """What grouping days needs of one punch."""
+
+    user_id: str
+    device_id: str
+    timestamp: str  # device local
+    timestamp_utc: str  # "" when unknown
+    status: int
+
+
+def _user_key(user_id: str) -> tuple[int, int, str]:
+    return (0, int(user_id), user_id) if user_id.isdigit() else (1, 0, user_id)
+
+
+@define
+class _Day:
+    user_id: str
+    date: str
+    first: DayPunch
+    last: DayPunch
+    punches: int = 1
+    devices: list[str] = field(factory=list)
+
+
+def _order(punch: DayPunch) -> tuple[str, str]:
+    # By instant; the local text breaks ties (and orders punches of unknown instant).
+    return (punch.timestamp_utc or punch.timestamp.replace(" ", "T"), punch.timestamp)
+
+
+@define
+class Days:
+    """Groups punches into one row per person per day, streaming (memory grows with the
+    number of rows, not of punches). Feed :meth:`add`, then read :meth:`rows`."""
+
+    day_starts_at: int = 0
+    _days: dict[tuple[str, str], _Day] = field(factory=dict)
+
+    def add(self, punch: DayPunch) -> None:
+        local = parse_local(punch.timestamp)
+        if local is None:
+            return
+        key = (punch.user_id, day_of(local, self.day_starts_at).isoformat())
+        day = self._days.get(key)
+        if day is None:
+            self._days[key] = _Day(punch.user_id, key[1], punch, punch, 1, [punch.device_id])
+            return
+        day.punches += 1
+        if punch.device_id not in day.devices:
+            day.devices.append(punch.device_id)
+        if _order(punch) < _order(day.first):
+            day.first = punch
+        if _order(punch) >= _order(day.last):
+            day.last = punch
+
+    def extend(self, punches: Iterable[DayPunch]) -> None:
+        for punch in punches:
+            self.add(punch)
+
+    def rows(self, names: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        """Rows ordered by date, then user id (numeric ids numerically)."""
+        names = names or {}
+        ordered = sorted(self._days.values(), key=lambda d: (d.date, _user_key(d.user_id)))
+        return [self._row(day, names.get(day.user_id)) for day in ordered]
+
+    @staticmethod
+    def _row(day: _Day, name: str | None) -> dict[str, Any]:
+        first_at, last_at = parse_utc(day.first.timestamp_utc), parse_utc(day.last.timestamp_utc)
+        if first_at is None or last_at is None:
+            first_local, last_local = (
+                parse_local(day.first.timestamp),
+                parse_local(day.last.timestamp),
+            )
+            assert first_local is not None and last_local is not None
+            span = last_local - first_local
+        else:
+            span = last_at - first_at
+        consistent: bool | None = None
+        if day.punches > 1:
+            consistent = day.first.status in IN_STATES and day.last.status in OUT_STATES
+        return {
+            "user_id": day.user_id,
+            "name": name,
+            "date": day.date,
+            "first": day.first.timestamp,
+            "last": day.last.timestamp,
+            "first_utc": day.first.timestamp_utc or None,
+            "last_utc": day.last.timestamp_utc or None,
+            "punches": day.punches,
+            "devices": sorted(day.devices),
+            "span_minutes": max(0, int(span.total_seconds() // 60)),
+            "states_consistent": consistent,
+        }
