@@ -61,11 +61,15 @@ def _git_head() -> str:
     try:
         out = subprocess.run(
             ["git", "-C", str(REPO), "log", "-1", "--format=%h %s"],
-            capture_output=True, text=True, timeout=5,
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
         dirty = subprocess.run(
             ["git", "-C", str(REPO), "status", "--porcelain", "--", "zkserver"],
-            capture_output=True, text=True, timeout=5,
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
         return out.stdout.strip()[:80] + (" (zkserver/ has uncommitted changes)" if dirty else "")
     except Exception:
@@ -151,7 +155,14 @@ def database(backend: str, data_dir: str) -> Iterator[str]:
 class ServerProcess:
     """``twistd -n --pidfile= zkserver`` from this source tree, in its own process."""
 
-    def __init__(self, db: str, extra: Sequence[str] = (), profile: str | None = None) -> None:
+    def __init__(
+        self,
+        db: str,
+        extra: Sequence[str] = (),
+        profile: str | None = None,
+        gc_log: str | None = None,
+    ) -> None:
+        self.gc_log = gc_log
         self.tmp = tempfile.mkdtemp(prefix="zkbench-")
         self.data_dir = os.path.join(self.tmp, "data")
         self.push_port = free_port()
@@ -163,13 +174,21 @@ class ServerProcess:
         if profile:
             twistd_opts += ["--profile", profile, "--profiler", "cprofile", "--savestats"]
         self.args = [
-            sys.executable, "-c", TWISTD, *twistd_opts,
+            sys.executable,
+            "-c",
+            TWISTD,
+            *twistd_opts,
             "zkserver",
-            "--data-dir", self.data_dir,
-            "--db", db,
-            "--push", f"tcp:{self.push_port}:interface=127.0.0.1",
-            "--web", f"tcp:{self.web_port}:interface=127.0.0.1",
-            "--token", self.token,
+            "--data-dir",
+            self.data_dir,
+            "--db",
+            db,
+            "--push",
+            f"tcp:{self.push_port}:interface=127.0.0.1",
+            "--web",
+            f"tcp:{self.web_port}:interface=127.0.0.1",
+            "--token",
+            self.token,
             "--auto-approve",
             *extra,
         ]
@@ -193,9 +212,16 @@ class ServerProcess:
         env["PYTHONPATH"] = str(REPO) + (
             os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
         )
+        if self.gc_log:  # bench/_gcmon/sitecustomize.py logs the server's GC passes
+            env["ZKBENCH_GC_LOG"] = self.gc_log
+            env["PYTHONPATH"] = str(REPO / "bench" / "_gcmon") + os.pathsep + env["PYTHONPATH"]
         self.proc = subprocess.Popen(
-            self.args, cwd=self.tmp, env=env, stdin=subprocess.DEVNULL,
-            stdout=open(os.path.join(self.tmp, "stdout.log"), "wb"), stderr=subprocess.STDOUT,
+            self.args,
+            cwd=self.tmp,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=open(os.path.join(self.tmp, "stdout.log"), "wb"),
+            stderr=subprocess.STDOUT,
         )
 
     def wait_healthy(self, timeout: float = 60.0) -> None:
@@ -206,8 +232,9 @@ class ServerProcess:
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited ({self.proc.returncode}); see {self.log_path}\n"
-                                   + self.tail())
+                raise RuntimeError(
+                    f"server exited ({self.proc.returncode}); see {self.log_path}\n" + self.tail()
+                )
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", self.web_port, timeout=2)
                 conn.request("GET", "/healthz")
@@ -290,9 +317,22 @@ class PySpy:
             os.makedirs(self.directory, exist_ok=True)
             self.path = os.path.join(os.path.abspath(self.directory), f"{self.name}.txt")
             self.proc = subprocess.Popen(
-                ["py-spy", "record", "--pid", str(self.pid), "--rate", str(self.rate),
-                 "--format", "raw", "--threads", "--nonblocking", "-o", self.path],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    "py-spy",
+                    "record",
+                    "--pid",
+                    str(self.pid),
+                    "--rate",
+                    str(self.rate),
+                    "--format",
+                    "raw",
+                    "--threads",
+                    "--nonblocking",
+                    "-o",
+                    self.path,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             time.sleep(0.5)
         return self

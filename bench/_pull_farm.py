@@ -75,11 +75,14 @@ class Farm:
         self.factories = [PullTCPFactory(d, reactor) for d in self.devices]
 
     def listen(self) -> object:
-        return gatherResults([
-            TCP4ServerEndpoint(reactor, self.args.port_base + i, backlog=128,
-                               interface="127.0.0.1").listen(f)
-            for i, f in enumerate(self.factories)
-        ])
+        return gatherResults(
+            [
+                TCP4ServerEndpoint(
+                    reactor, self.args.port_base + i, backlog=128, interface="127.0.0.1"
+                ).listen(f)
+                for i, f in enumerate(self.factories)
+            ]
+        )
 
     def live_sessions(self) -> int:
         return sum(1 for d in self.devices if any(s.flags for s in d.sessions))

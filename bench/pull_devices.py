@@ -110,9 +110,22 @@ class FarmProcess:
         env = dict(os.environ)
         self.proto = Proto()
         self.transport = reactor.spawnProcess(
-            self.proto, sys.executable,
-            [sys.executable, FARM, "--port-base", str(self.port_base), "--count", str(count),
-             "--serial-prefix", prefix, "--records", str(records), "--users", str(users)],
+            self.proto,
+            sys.executable,
+            [
+                sys.executable,
+                FARM,
+                "--port-base",
+                str(self.port_base),
+                "--count",
+                str(count),
+                "--serial-prefix",
+                prefix,
+                "--records",
+                str(records),
+                "--users",
+                str(users),
+            ],
             env=env,
         )
 
@@ -150,8 +163,9 @@ class FarmProcess:
             self.send("quit")
         from twisted.internet import reactor
 
-        timer = reactor.callLater(10, lambda: self.transport.pid and self.transport.signalProcess(
-            "KILL"))
+        timer = reactor.callLater(
+            10, lambda: self.transport.pid and self.transport.signalProcess("KILL")
+        )
         await self.ended
         if timer.active():
             timer.cancel()
@@ -173,13 +187,16 @@ class Api:
         self.server = server
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = 32
-        self.headers = {"Authorization": f"Bearer {server.token}",
-                        "Content-Type": "application/json"}
+        self.headers = {
+            "Authorization": f"Bearer {server.token}",
+            "Content-Type": "application/json",
+        }
 
     async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
-        r = await self.treq.request(method, self.server.web_url + path, data=data,
-                                    headers=self.headers, pool=self.pool)
+        r = await self.treq.request(
+            method, self.server.web_url + path, data=data, headers=self.headers, pool=self.pool
+        )
         text = await r.text("utf-8")
         try:
             return r.code, json.loads(text)
@@ -187,10 +204,17 @@ class Api:
             return r.code, text
 
     async def add_pull(self, serial: str, port: int) -> dict[str, Any]:
-        code, body = await self.call("POST", "/api/devices", {
-            "kind": "pull", "name": serial, "serial_number": serial,
-            "host": "127.0.0.1", "port": port,
-        })
+        code, body = await self.call(
+            "POST",
+            "/api/devices",
+            {
+                "kind": "pull",
+                "name": serial,
+                "serial_number": serial,
+                "host": "127.0.0.1",
+                "port": port,
+            },
+        )
         if code != 201:
             raise RuntimeError(f"POST /api/devices {serial}: {code} {body}")
         return body
@@ -223,8 +247,9 @@ def marks(server: ServerProcess, farms: list[FarmProcess]) -> dict[str, Any]:
     }
 
 
-def stats(server: ServerProcess, farms: list[FarmProcess], before: dict[str, Any],
-          seconds: float) -> dict[str, Any]:
+def stats(
+    server: ServerProcess, farms: list[FarmProcess], before: dict[str, Any], seconds: float
+) -> dict[str, Any]:
     from _common import proc_cpu_s, proc_rss_mb
 
     rss, cpu = server.stats()
@@ -263,16 +288,19 @@ async def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
             out["rss_idle"] = server.stats()[0]
             api = Api(server)
             procs = max(1, min(args.procs, args.devices))
-            per = [args.devices // procs + (1 if i < args.devices % procs else 0)
-                   for i in range(procs)]
+            per = [
+                args.devices // procs + (1 if i < args.devices % procs else 0) for i in range(procs)
+            ]
             farms = [FarmProcess(n, f"BP{i}X") for i, n in enumerate(per) if n]
             for f in farms:
                 line = await f.expect("READY")
                 if not line.startswith("READY"):
                     raise RuntimeError(line)
-            print(f"[{backend}] server pid {server.pid}; {len(farms)} emulator processes "
-                  f"({', '.join(str(f.count) for f in farms)} devices); adding devices ...",
-                  file=sys.stderr)
+            print(
+                f"[{backend}] server pid {server.pid}; {len(farms)} emulator processes "
+                f"({', '.join(str(f.count) for f in farms)} devices); adding devices ...",
+                file=sys.stderr,
+            )
 
             # (1) hold
             before = marks(server, farms)
@@ -295,13 +323,18 @@ async def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
                 sessions += int((await f.expect("SESSIONS")).split()[1])
             online = await api.online()
             out["hold"] = {
-                "devices": args.devices, "added_s": added_s,
-                "online": online, "sessions": sessions,
+                "devices": args.devices,
+                "added_s": added_s,
+                "online": online,
+                "sessions": sessions,
                 "hold_s": hold_s if online >= args.devices else float("nan"),
                 **stats(server, farms, before, now() - t0),
             }
-            print(f"[{backend}] {online}/{args.devices} online after {hold_s:.1f} s; "
-                  "real-time punches ...", file=sys.stderr)
+            print(
+                f"[{backend}] {online}/{args.devices} online after {hold_s:.1f} s; "
+                "real-time punches ...",
+                file=sys.stderr,
+            )
 
             # (2) real time
             clients = await open_clients(server, args.clients, stamp=True)
@@ -336,8 +369,12 @@ async def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
                         lat.append((t - ts) * 1000)
             lat.sort()
             out["rt"] = {
-                "punches": total, "pairs": len(lat), "missing": missing, "dupes": dupes,
-                "p50": percentile(lat, 50), "p99": percentile(lat, 99),
+                "punches": total,
+                "pairs": len(lat),
+                "missing": missing,
+                "dupes": dupes,
+                "p50": percentile(lat, 50),
+                "p99": percentile(lat, 99),
                 "max": lat[-1] if lat else float("nan"),
                 "online": await api.online(),
                 **stats(server, farms, before, now() - t1),
@@ -354,10 +391,12 @@ async def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
             from twisted.internet import reactor
             from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
-            watcher = cls(f"/devices/events?type=attendance&device={serial}", server.token,
-                          stamp=True)
-            await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", server.web_port),
-                                  watcher)
+            watcher = cls(
+                f"/devices/events?type=attendance&device={serial}", server.token, stamp=True
+            )
+            await connectProtocol(
+                TCP4ClientEndpoint(reactor, "127.0.0.1", server.web_port), watcher
+            )
             await watcher.ready
             before = marks(server, farms)
             t2 = now()
@@ -390,46 +429,55 @@ async def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 ROWS = [
-    ("hold", [
-        ("devices configured", "devices"),
-        ("POST /api/devices, all s", "added_s"),
-        ("time until all online s", "hold_s"),
-        ("online (API)", "online"),
-        ("live event sessions (emulators)", "sessions"),
-        ("server RSS MB", "rss"),
-        ("server CPU s (step)", "cpu_delta"),
-        ("server CPU % of one core", "cpu_pct"),
-        ("postgres CPU s (step)", "pg_cpu_delta"),
-        ("emulators CPU s / RSS MB", None),
-    ]),
-    ("rt", [
-        ("punches", "punches"),
-        ("(punch, client) pairs", "pairs"),
-        ("missing pairs", "missing"),
-        ("duplicates", "dupes"),
-        ("punch->SSE p50 ms", "p50"),
-        ("punch->SSE p99 ms", "p99"),
-        ("punch->SSE max ms", "max"),
-        ("online after", "online"),
-        ("server RSS MB", "rss"),
-        ("server CPU s (step)", "cpu_delta"),
-        ("server CPU % of one core", "cpu_pct"),
-        ("postgres CPU s (step)", "pg_cpu_delta"),
-        ("emulators CPU s / RSS MB", None),
-        ("bench client CPU s", "client_cpu_delta"),
-        ("load average after", "load"),
-    ]),
-    ("catch", [
-        ("records in the device log", "records"),
-        ("received over SSE", "received"),
-        ("POST -> all on SSE s", "seconds"),
-        ("records/s", "rate"),
-        ("server log: caught up", "logged"),
-        ("server RSS MB", "rss"),
-        ("server CPU s (step)", "cpu_delta"),
-        ("postgres CPU s (step)", "pg_cpu_delta"),
-        ("load average after", "load"),
-    ]),
+    (
+        "hold",
+        [
+            ("devices configured", "devices"),
+            ("POST /api/devices, all s", "added_s"),
+            ("time until all online s", "hold_s"),
+            ("online (API)", "online"),
+            ("live event sessions (emulators)", "sessions"),
+            ("server RSS MB", "rss"),
+            ("server CPU s (step)", "cpu_delta"),
+            ("server CPU % of one core", "cpu_pct"),
+            ("postgres CPU s (step)", "pg_cpu_delta"),
+            ("emulators CPU s / RSS MB", None),
+        ],
+    ),
+    (
+        "rt",
+        [
+            ("punches", "punches"),
+            ("(punch, client) pairs", "pairs"),
+            ("missing pairs", "missing"),
+            ("duplicates", "dupes"),
+            ("punch->SSE p50 ms", "p50"),
+            ("punch->SSE p99 ms", "p99"),
+            ("punch->SSE max ms", "max"),
+            ("online after", "online"),
+            ("server RSS MB", "rss"),
+            ("server CPU s (step)", "cpu_delta"),
+            ("server CPU % of one core", "cpu_pct"),
+            ("postgres CPU s (step)", "pg_cpu_delta"),
+            ("emulators CPU s / RSS MB", None),
+            ("bench client CPU s", "client_cpu_delta"),
+            ("load average after", "load"),
+        ],
+    ),
+    (
+        "catch",
+        [
+            ("records in the device log", "records"),
+            ("received over SSE", "received"),
+            ("POST -> all on SSE s", "seconds"),
+            ("records/s", "rate"),
+            ("server log: caught up", "logged"),
+            ("server RSS MB", "rss"),
+            ("server CPU s (step)", "cpu_delta"),
+            ("postgres CPU s (step)", "pg_cpu_delta"),
+            ("load average after", "load"),
+        ],
+    ),
 ]
 TITLES = {
     "hold": "(1) devices held",
@@ -444,25 +492,36 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     print("zkserver pull devices benchmark")
     for line in machine_facts():
         print("  " + line)
-    print(f"  {args.devices} devices in {args.procs} emulator processes; {args.clients} SSE "
-          f"clients; {args.rate:g} punches/s for {args.duration:g} s; catch-up of "
-          f"{args.records} records")
+    print(
+        f"  {args.devices} devices in {args.procs} emulator processes; {args.clients} SSE "
+        f"clients; {args.rate:g} punches/s for {args.duration:g} s; catch-up of "
+        f"{args.records} records"
+    )
     for step, rows in ROWS:
         print()
         print(TITLES[step])
         body = []
         for label, key in rows:
             if key is None:
-                body.append([label, *(f"{r[step]['farm_cpu_delta']:.1f} / "
-                                      f"{r[step]['farm_rss']:.0f}" for r in results)])
+                body.append(
+                    [
+                        label,
+                        *(
+                            f"{r[step]['farm_cpu_delta']:.1f} / {r[step]['farm_rss']:.0f}"
+                            for r in results
+                        ),
+                    ]
+                )
             else:
                 body.append([label, *(r[step].get(key, "") for r in results)])
         print(table(["metric", *names], body))
     print()
     print(table(["", *names], [["server RSS MB at start", *(r["rss_idle"] for r in results)]]))
     print()
-    print("targets (issue): 500 devices held, punch->SSE p99 <= 50 ms; 100,000-record "
-          "catch-up <= 10 s")
+    print(
+        "targets (issue): 500 devices held, punch->SSE p99 <= 50 ms; 100,000-record "
+        "catch-up <= 10 s"
+    )
     for r in results:
         print(f"  {r['backend']} server log: {r['log']}")
 

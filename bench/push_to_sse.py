@@ -89,8 +89,7 @@ def sse_protocol_class() -> Any:
         def connectionMade(self) -> None:
             self.transport.write(
                 f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                f"Authorization: Bearer {self.token}\r\nAccept: text/event-stream\r\n\r\n"
-                .encode()
+                f"Authorization: Bearer {self.token}\r\nAccept: text/event-stream\r\n\r\n".encode()
             )
 
         def dataReceived(self, data: bytes) -> None:
@@ -264,15 +263,18 @@ def marks(server: ServerProcess) -> dict[str, Any]:
     return {"cpu": server.stats()[1], "pg": postgres_cpu(), "client": self_cpu_s()}
 
 
-async def phase_throughput(server: ServerProcess, args: argparse.Namespace,
-                           up: Uploader) -> dict[str, Any]:
+async def phase_throughput(
+    server: ServerProcess, args: argparse.Namespace, up: Uploader
+) -> dict[str, Any]:
     from twisted.internet.defer import Deferred, gatherResults
 
     clients = await open_clients(server, args.sse_a, stamp=False)
     before = marks(server)
     n, size = args.punches, args.batch
-    batches = [(up.serials[k % len(up.serials)], attlog(range(i, min(i + size, n)), "1"))
-               for k, i in enumerate(range(0, n, size))]
+    batches = [
+        (up.serials[k % len(up.serials)], attlog(range(i, min(i + size, n)), "1"))
+        for k, i in enumerate(range(0, n, size))
+    ]
     queue = iter(batches)
     errors: list[str] = []
     last_ok = [0.0]
@@ -308,8 +310,9 @@ async def phase_throughput(server: ServerProcess, args: argparse.Namespace,
     return result
 
 
-async def phase_latency(server: ServerProcess, args: argparse.Namespace,
-                        up: Uploader) -> dict[str, Any]:
+async def phase_latency(
+    server: ServerProcess, args: argparse.Namespace, up: Uploader
+) -> dict[str, Any]:
     from twisted.internet import reactor
     from twisted.internet.defer import Deferred, gatherResults
     from twisted.internet.task import LoopingCall, deferLater
@@ -391,7 +394,11 @@ async def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         if args.profile:
             os.makedirs(args.profile, exist_ok=True)
             profile = os.path.join(os.path.abspath(args.profile), f"server-{backend}.pstats")
-        server = ServerProcess(db, profile=profile)
+        gc_log = None
+        if args.gc_log:
+            os.makedirs(args.gc_log, exist_ok=True)
+            gc_log = os.path.join(os.path.abspath(args.gc_log), f"gc-{backend}.log")
+        server = ServerProcess(db, profile=profile, gc_log=gc_log)
         server.start()
         try:
             server.wait_healthy()
@@ -457,20 +464,34 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     for line in machine_facts():
         print("  " + line)
     print()
-    print(f"(a) ingest throughput: {args.sse_a} SSE clients, {args.uploaders} uploaders, "
-          f"{args.batch}-line ATTLOG batches, {args.serials} serial numbers")
-    print(table(["metric", *names], [[label, *(r["a"].get(key, "") for r in results)]
-                                     for label, key in ROWS_A]))
+    print(
+        f"(a) ingest throughput: {args.sse_a} SSE clients, {args.uploaders} uploaders, "
+        f"{args.batch}-line ATTLOG batches, {args.serials} serial numbers"
+    )
+    print(
+        table(
+            ["metric", *names],
+            [[label, *(r["a"].get(key, "") for r in results)] for label, key in ROWS_A],
+        )
+    )
     print()
-    print(f"(b) latency: {args.clients} SSE clients, {args.rate:g} punches/s for "
-          f"{args.duration:g} s, one punch per POST")
-    print(table(["metric", *names], [[label, *(r["b"].get(key, "") for r in results)]
-                                     for label, key in ROWS_B]))
+    print(
+        f"(b) latency: {args.clients} SSE clients, {args.rate:g} punches/s for "
+        f"{args.duration:g} s, one punch per POST"
+    )
+    print(
+        table(
+            ["metric", *names],
+            [[label, *(r["b"].get(key, "") for r in results)] for label, key in ROWS_B],
+        )
+    )
     print()
     print(table(["", *names], [["server RSS MB at start", *(r["rss_idle"] for r in results)]]))
     print()
-    print("targets (issue, 2 cores): >= 5,000 punches/s ingested on PostgreSQL; "
-          "POST->SSE p99 <= 20 ms")
+    print(
+        "targets (issue, 2 cores): >= 5,000 punches/s ingested on PostgreSQL; "
+        "POST->SSE p99 <= 20 ms"
+    )
     for r in results:
         for phase in ("a", "b"):
             if "first_error" in r[phase]:
@@ -493,10 +514,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=100.0, help="(b) punches per second")
     p.add_argument("--duration", type=float, default=10.0, help="(b) seconds")
     p.add_argument("--backends", default="sqlite,postgres", help="comma-separated")
-    p.add_argument("--py-spy", default=None, metavar="DIR",
-                   help="sample the server with py-spy during each phase (raw stacks in DIR)")
-    p.add_argument("--profile", default=None, metavar="DIR",
-                   help="run the server under cProfile (twistd --profile); pstats in DIR")
+    p.add_argument(
+        "--py-spy",
+        default=None,
+        metavar="DIR",
+        help="sample the server with py-spy during each phase (raw stacks in DIR)",
+    )
+    p.add_argument(
+        "--gc-log",
+        default=None,
+        metavar="DIR",
+        help="log the server's garbage-collector passes (generation 2, or > 5 ms)"
+        " with their durations in DIR/gc-BACKEND.log",
+    )
+    p.add_argument(
+        "--profile",
+        default=None,
+        metavar="DIR",
+        help="run the server under cProfile (twistd --profile); pstats in DIR",
+    )
     return p.parse_args(argv)
 
 
