@@ -92,6 +92,11 @@ class CommandFailed(ZKError):
         self.command = command
         self.reply = reply
 
+    @property
+    def words(self) -> str:
+        """The reply code in words ("not supported by this terminal", ...)."""
+        return codec.reply_words(self.reply)
+
 
 def _name(enum: Any, value: int) -> str:
     try:
@@ -454,6 +459,168 @@ class ZKSession:
             raise ProtocolError(f"{self.peer}: chunk at {start} has {len(chunk)} of {size} bytes")
         return chunk
 
+    # ------------------------------------------------------------------ device control
+    #
+    # The write forms of docs/protocols.md ("Pull terminals: writing and device control").
+    # Each method is one operation (no other operation interleaves); error replies raise
+    # CommandFailed (its ``words`` say what the reply code means).
+
+    #: The device's user record size (28 or 72), learnt by :meth:`read_users_layout`.
+    user_size: int | None = None
+    #: Text encoding of the device's names (UTF-8; GBK on Chinese models).
+    encoding: str = "utf-8"
+    #: ``"tcp"`` or ``"udp"`` (STARTENROLL has a form for each).
+    transport_kind: str = "tcp"
+
+    def read_users_layout(self) -> Deferred[tuple[list[DeviceUser], int | None]]:
+        """Every user and the device's user record size (dataset length / user count);
+        the size is kept in :attr:`user_size` (unchanged when the device has no users)."""
+
+        async def run() -> tuple[list[DeviceUser], int | None]:
+            sizes = await self._read_sizes()
+            if sizes.users <= 0:
+                return [], self.user_size
+            dataset = await self._read_buffer(Cmd.USERTEMP_RRQ, codec.Fct.USER)
+            body = len(dataset) - 4
+            size: int | None = body // sizes.users
+            if body % sizes.users or size not in codec.USER_RECORD_SIZES:
+                size = None  # the count moved meanwhile: let the reader guess
+            users = codec.parse_users(dataset, record_size=size)
+            if size is None and users:
+                size = body // len(users)
+            if size in codec.USER_RECORD_SIZES:
+                self.user_size = size
+            return users, self.user_size
+
+        return self._op(run)
+
+    def read_algorithm_versions(self) -> Deferred[dict[str, int]]:
+        """``{"fp_version": n, "face_version": n}`` (OPTIONS_RRQ ``~ZKFPVersion`` and
+        ``ZKFaceVersion``); a version the device does not answer is left out."""
+
+        async def run() -> dict[str, int]:
+            out: dict[str, int] = {}
+            for name, key in (
+                ("fp_version", codec.FP_VERSION_OPTION),
+                ("face_version", codec.FACE_VERSION_OPTION),
+            ):
+                try:
+                    reply = await self._command(Cmd.OPTIONS_RRQ, codec.encode_option_request(key))
+                except CommandFailed:
+                    continue
+                out[name] = codec.parse_algorithm_version(reply.data)
+            return out
+
+        return self._op(run)
+
+    def _simple(self, command: int, data: bytes = b"") -> Deferred[None]:
+        async def run() -> None:
+            await self._command(command, data)
+
+        return self._op(run)
+
+    def disable_device(self) -> Deferred[None]:
+        """DISABLEDEVICE: nobody can punch until ENABLEDEVICE."""
+        return self._simple(Cmd.DISABLEDEVICE)
+
+    def enable_device(self) -> Deferred[None]:
+        return self._simple(Cmd.ENABLEDEVICE)
+
+    def refresh_data(self) -> Deferred[None]:
+        """REFRESHDATA: the device reloads users and templates."""
+        return self._simple(Cmd.REFRESHDATA)
+
+    def unlock(self, seconds: float = 3) -> Deferred[None]:
+        """UNLOCK: open the door for ``seconds``."""
+        return self._simple(Cmd.UNLOCK, codec.encode_unlock(seconds))
+
+    def clear_attendance(self) -> Deferred[None]:
+        """CLEAR_ATTLOG: empty the attendance log."""
+        return self._simple(Cmd.CLEAR_ATTLOG)
+
+    def clear_data(self) -> Deferred[None]:
+        """CLEAR_DATA: erase users, templates and the attendance log."""
+        return self._simple(Cmd.CLEAR_DATA)
+
+    def delete_user(self, uid: int) -> Deferred[None]:
+        """DELETE_USER for the slot ``uid``."""
+        return self._simple(Cmd.DELETE_USER, codec.encode_delete_user(uid))
+
+    def write_user(self, user: DeviceUser, uid: int, record_size: int | None = None) -> Deferred[
+        None
+    ]:
+        """USER_WRQ: store ``user`` in slot ``uid`` in the device's layout (``record_size``,
+        else :attr:`user_size`, else 28 as pyzk).  Bad fields raise codec.FieldError."""
+        size = record_size or self.user_size or 28
+        return self._simple(
+            Cmd.USER_WRQ, codec.encode_user_wrq(user, size, uid, encoding=self.encoding)
+        )
+
+    def start_enroll(self, user_id: str, finger: int) -> Deferred[None]:
+        """CANCELCAPTURE, then STARTENROLL: the terminal asks the user for the finger."""
+        payload = codec.encode_start_enroll(user_id, finger, transport=self.transport_kind)
+
+        async def run() -> None:
+            try:
+                await self._command(Cmd.CANCELCAPTURE)
+            except CommandFailed:
+                pass
+            await self._command(Cmd.STARTENROLL, payload)
+
+        return self._op(run)
+
+    def read_templates(self) -> Deferred[list[codec.Template]]:
+        """Every fingerprint template (DB_RRQ, fct FINGERTMP); none read when the sizes
+        report no fingerprints."""
+
+        async def run() -> list[codec.Template]:
+            sizes = await self._read_sizes()
+            if sizes.fingers <= 0:
+                return []
+            return codec.parse_templates(await self._read_buffer(Cmd.DB_RRQ, codec.Fct.FINGERTMP))
+
+        return self._op(run)
+
+    def write_user_templates(
+        self,
+        user: DeviceUser,
+        uid: int,
+        templates: list[tuple[int, bytes]],
+        record_size: int | None = None,
+    ) -> Deferred[None]:
+        """Store a user and its (finger, template) pairs in one go: the buffer upload
+        (FREE_DATA, PREPARE_DATA ``<I size>``, DATA pieces of 1024 bytes), then command 110."""
+        size = record_size or self.user_size or 28
+        buffer = codec.encode_user_templates(user, size, uid, templates, encoding=self.encoding)
+
+        async def run() -> None:
+            await self._command(Cmd.FREE_DATA)
+            await self._command(Cmd.PREPARE_DATA, codec.encode_prepare_upload(len(buffer)))
+            for piece in codec.upload_chunks(buffer):
+                await self._command(Cmd.DATA, piece)
+            await self._command(codec.SAVE_USER_TEMPLATES, codec.encode_save_user_templates())
+
+        return self._op(run)
+
+    def restart(self) -> Deferred[None]:
+        """RESTART: the device reboots and drops the link.  Fires once it answered or the
+        link went (a reply is not required); the session is closed afterwards."""
+
+        async def run() -> None:
+            closed = self.notify_closed()
+            sent = self.request(Cmd.RESTART)
+            try:
+                (reply,) = await sent
+            except ZKError:
+                return  # the link went first: the restart is under way
+            if reply.command not in _OK_REPLIES:
+                raise CommandFailed(Cmd.RESTART, reply.command)
+            if not self.closed:
+                self.abort(SessionClosed(f"{self.peer} restarting"))
+            await closed
+
+        return self._op(run)
+
 
 # ---------------------------------------------------------------------- transports
 
@@ -518,6 +685,7 @@ class ZKDatagramProtocol(ZKSession, DatagramProtocol):
         on_event: EventCallback | None = None,
     ) -> None:
         ZKSession.__init__(self, clock, timeout=timeout, on_event=on_event, peer=f"{host}:{port}")
+        self.transport_kind = "udp"
         self.host = host
         self.port = port
         self.started: Deferred[None] = Deferred()

@@ -1,0 +1,49 @@
+"""Clock drift of pull terminals: the measured offset and when to set the clock right.
+
+The idle probe reads the terminal's clock (GET_TIME); :func:`clock_offset` turns that reading
+into the offset kept with the device (``clock_offset_s``), and :class:`DriftFixer` decides,
+for ``--fix-drift SECONDS``, whether the clock is set now: only when the offset is larger
+than the threshold, and at most once per ``interval`` (an hour) per device.  Pure: the
+caller passes the time.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from attrs import define, field
+
+__all__ = ["clock_offset", "DriftFixer", "FIX_INTERVAL"]
+
+FIX_INTERVAL = 3600.0
+"""Seconds between two automatic clock settings of one device."""
+
+
+def clock_offset(device_time: datetime, expected: datetime) -> float:
+    """Seconds the terminal's clock is ahead (positive) or behind (negative) of
+    ``expected``, the wall-clock time in the device's zone when it was read."""
+    return (device_time - expected.replace(microsecond=0)).total_seconds()
+
+
+@define
+class DriftFixer:
+    """Per-device decision for ``--fix-drift``: threshold in seconds (None = off)."""
+
+    threshold: float | None = None
+    interval: float = FIX_INTERVAL
+    _last_fix: dict[str, float] = field(factory=dict, init=False)
+
+    def due(self, device_id: str, offset: float, now: float) -> bool:
+        """Whether the clock of ``device_id`` is to be set now (``now``: monotonic seconds
+        of the injected clock).  True records the fix, so the next one waits ``interval``."""
+        if self.threshold is None or abs(offset) <= self.threshold:
+            return False
+        last = self._last_fix.get(device_id)
+        if last is not None and now - last < self.interval:
+            return False
+        self._last_fix[device_id] = now
+        return True
+
+    def forget(self, device_id: str) -> None:
+        """Let the next check of ``device_id`` fix at once (e.g. after a failed attempt)."""
+        self._last_fix.pop(device_id, None)
