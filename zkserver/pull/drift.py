@@ -1,28 +1,20 @@
-"""Clock drift of pull terminals: the measured offset and when to set the clock right.
+"""When to set a pull terminal's clock right (``--fix-drift SECONDS``).
 
-The idle probe reads the terminal's clock (GET_TIME); :func:`clock_offset` turns that reading
-into the offset kept with the device (``clock_offset_s``), and :class:`DriftFixer` decides,
-for ``--fix-drift SECONDS``, whether the clock is set now: only when the offset is larger
+The idle probe reads the terminal's clock (GET_TIME) and measures its offset with
+:func:`zkserver.localtime.clock_offset` (kept with the device as ``clock_offset_s``);
+:class:`DriftFixer` decides whether the clock is set now: only when the offset is larger
 than the threshold, and at most once per ``interval`` (an hour) per device.  Pure: the
 caller passes the time.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from attrs import define, field
 
-__all__ = ["clock_offset", "DriftFixer", "FIX_INTERVAL"]
+__all__ = ["DriftFixer", "FIX_INTERVAL"]
 
 FIX_INTERVAL = 3600.0
 """Seconds between two automatic clock settings of one device."""
-
-
-def clock_offset(device_time: datetime, expected: datetime) -> float:
-    """Seconds the terminal's clock is ahead (positive) or behind (negative) of
-    ``expected``, the wall-clock time in the device's zone when it was read."""
-    return (device_time - expected.replace(microsecond=0)).total_seconds()
 
 
 @define
