@@ -49,15 +49,17 @@ class Options(usage.Options):
         "(POST /api/devices with kind=pull) or `zkserver devices add`. Listeners take "
         "Twisted endpoint strings (tcp:8081, ssl:8443:privateKey=..., "
         "systemd:domain=INET:index=0). Every option may also be given as an environment "
-        "variable ZKSERVER_<OPTION> (dashes become underscores) or in a TOML --config file."
+        "variable ZKSERVER_<OPTION> (dashes become underscores; lists space-separated) or "
+        "in a TOML --config file (ZKSERVER_CONFIG); the command line wins over the "
+        "environment, which wins over the file."
     )
-    optFlags = [
+    optFlags: list[list[Any]] = [
         ["auto-approve", None, "Accept push devices with unknown serial numbers at once "
          "(default: record them as pending until an operator approves them)."],
         ["no-pull", None, "Do not connect to pull (port 4370) devices from this process."],
         ["secure-cookie", None, "Mark the session cookie Secure (when served over HTTPS)."],
     ]
-    optParameters = [
+    optParameters: list[list[Any]] = [
         ["config", "c", None, "TOML file with options (keys as the long option names)."],
         ["data-dir", "d", "./zkserver-data", "Directory for the SQLite database and token."],
         ["db", None, None, "Database: sqlite:PATH (default: DATA_DIR/zkserver.sqlite3) or "
@@ -67,21 +69,19 @@ class Options(usage.Options):
         ["timezone", None, "", "Default time zone handed to terminals (IANA name such as "
          "Asia/Kolkata or an offset like +05:30; default: this server's zone)."],
         ["poll-delay", None, 10, "Seconds between a push terminal's getrequest polls "
-         "(Delay=); a device silent for 3x this is marked offline.", int],
-        ["error-delay", None, 30, "Seconds a terminal waits after a failure (ErrorDelay=).",
-         int],
-        ["heartbeat", None, 15.0, "Seconds between ': ping' comments on idle event streams.",
-         float],
+         "(Delay=); a device silent for 3x this is marked offline."],
+        ["error-delay", None, 30, "Seconds a terminal waits after a failure (ErrorDelay=)."],
+        ["heartbeat", None, 15.0, "Seconds between ': ping' comments on idle event streams."],
         ["sse-buffer", None, 1 << 20, "Bytes queued for a slow SSE client before it is "
-         "dropped (it replays what it missed on reconnect).", int],
-        ["max-body", None, 16 << 20, "Largest request body accepted, in bytes (413 above).",
-         int],
+         "dropped (it replays what it missed on reconnect)."],
+        ["max-body", None, 16 << 20, "Largest request body accepted, in bytes (413 above)."],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         for name in LIST_OPTIONS:
             self[name] = []
+        self.given: set[str] = set()
 
     def opt_push(self, endpoint: str) -> None:
         """Endpoint for push terminals (/iclock/* only); repeatable. Default: tcp:8081."""
@@ -100,32 +100,65 @@ class Options(usage.Options):
         print(f"zkserver {__version__}")
         raise SystemExit(0)
 
-    def parseOptions(self, options: list[str] | None = None) -> None:
+    def parseOptions(self, options: list[str] | None = None) -> None:  # noqa: N802
+        # Record every option the command line sets, whatever its spelling (-d, -dX,
+        # --data-dir X, --data-dir=X): those win over the environment and the file.
+        self.given = set()
+        for name, handler in list(self._dispatch.items()):
+            self._dispatch[name] = _Recorded(handler, self.given)
         super().parseOptions(options)
-        given = _given_names(options)
-        defaults: dict[str, Any] = {}
+
+    def postOptions(self) -> None:  # noqa: N802
+        """Merge the sources (command line > environment > file > default) and check
+        every value, naming its source when it is wrong."""
+        if "config" not in self.given and os.environ.get("ZKSERVER_CONFIG"):
+            self["config"] = os.environ["ZKSERVER_CONFIG"]
+        from_file: dict[str, Any] = {}
         if self["config"]:
-            defaults.update(_read_config(Path(self["config"])))
-        defaults.update(_read_environment(self))
-        for name, value in defaults.items():
-            if name in given:
+            from_file = _read_config(Path(self["config"]), set(_option_names(self)))
+        for name in _option_names(self):
+            if name == "config":
                 continue
-            if name in LIST_OPTIONS:
-                self[name] = value if isinstance(value, list) else str(value).split()
-            elif name in dict((f[0], f) for f in self.optFlags):
-                self[name] = _truthy(value)
+            key = "ZKSERVER_" + name.upper().replace("-", "_")
+            if name in self.given:
+                value, source = self[name], f"--{name} on the command line"
+            elif key in os.environ:
+                value, source = os.environ[key], f"environment variable {key}"
+            elif name in from_file:
+                value, source = from_file[name], f"{name} in {self['config']}"
             else:
-                self[name] = _coerce(self, name, value)
+                continue  # the default
+            self[name] = _check(name, value, source)
         self["push"] = self["push"] or ["tcp:8081"]
         self["web"] = self["web"] or ["tcp:5000"]
 
 
-def _given_names(argv: list[str] | None) -> set[str]:
-    names = set()
-    for arg in argv or []:
-        if arg.startswith("--"):
-            names.add(arg[2:].split("=", 1)[0])
-    return names
+class _Recorded:
+    """An option handler that notes the option's name before running."""
+
+    def __init__(self, handler: Any, given: set[str]) -> None:
+        self.handler = handler
+        self.given = given
+
+    def __call__(self, name: str, value: Any = None) -> None:
+        self.given.add(name)
+        if isinstance(self.handler, usage.CoerceParameter):
+            self.handler.dispatch(name, value)
+        else:
+            self.handler(name, value)
+
+
+FLAG_OPTIONS = ("auto-approve", "no-pull", "secure-cookie")
+#: Numeric options: (type, smallest value allowed).
+NUMBER_OPTIONS: dict[str, tuple[type, float]] = {
+    "poll-delay": (int, 1),
+    "error-delay": (int, 0),
+    "heartbeat": (float, 0.1),
+    "sse-buffer": (int, 1),
+    "max-body": (int, 1),
+}
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
 
 
 def _option_names(options: Options) -> list[str]:
@@ -134,35 +167,58 @@ def _option_names(options: Options) -> list[str]:
     )
 
 
-def _read_environment(options: Options) -> dict[str, Any]:
-    found = {}
-    for name in _option_names(options):
-        key = "ZKSERVER_" + name.upper().replace("-", "_")
-        if key in os.environ and name != "config":
-            found[name] = os.environ[key]
-    return found
-
-
-def _read_config(path: Path) -> dict[str, Any]:
+def _read_config(path: Path, known: set[str]) -> dict[str, Any]:
     try:
         with path.open("rb") as f:
             data = tomllib.load(f)
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise usage.UsageError(f"cannot read config file {path}: {e}") from None
-    return {str(k).replace("_", "-"): v for k, v in data.items()}
+    found = {}
+    for key, value in data.items():
+        name = str(key).replace("_", "-")
+        if name not in known or name == "config":
+            raise usage.UsageError(
+                f"unknown option {key!r} in config file {path} (keys are the long option "
+                "names, e.g. data-dir, poll-delay, push)"
+            )
+        found[name] = value
+    return found
 
 
-def _truthy(value: Any) -> bool:
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
+def _check(name: str, value: Any, source: str) -> Any:
+    """``value`` for option ``name`` as the server uses it, or a UsageError naming the
+    option, the source and the value."""
 
+    def bad(expected: str) -> usage.UsageError:
+        return usage.UsageError(f"invalid value for {name} ({source}): {value!r}; "
+                                f"expected {expected}")
 
-def _coerce(options: Options, name: str, value: Any) -> Any:
-    for param in options.optParameters:
-        if param[0] == name and len(param) > 4 and param[4] is not None:
-            try:
-                return param[4](value)
-            except (TypeError, ValueError):
-                raise usage.UsageError(f"invalid value for {name}: {value!r}") from None
+    if name in LIST_OPTIONS:
+        if isinstance(value, str):
+            return value.split()
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise bad("a list of strings")
+    if name in FLAG_OPTIONS:
+        if isinstance(value, bool | int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise bad("true or false")
+    if name in NUMBER_OPTIONS:
+        kind, least = NUMBER_OPTIONS[name]
+        what = f"{'an integer' if kind is int else 'a number'} >= {least:g}"
+        if isinstance(value, bool) or (kind is int and isinstance(value, float)):
+            raise bad(what)
+        try:
+            number = kind(value)
+        except (TypeError, ValueError, OverflowError):
+            raise bad(what) from None
+        if number < least or number != number:  # NaN
+            raise bad(what)
+        return number
+    if not isinstance(value, str):
+        raise bad("a string")
     return value
 
 
