@@ -43,7 +43,8 @@ CHROMEDRIVER = os.environ.get("ZKSERVER_CHROMEDRIVER", "/usr/bin/chromedriver")
 ARTIFACTS = REPO / "test-artifacts"
 
 __all__ = [
-    "ServerProcess", "free_port", "browser_available", "chromium", "upload_attlog",
+    "ServerProcess", "free_port", "browser_available", "browser_missing", "chromium",
+    "upload_attlog",
     "handshake", "attlog", "now_text", "feed_rows", "wait_for_row", "wait_until",
     "login", "connection_state", "screenshot", "console_errors", "set_viewport", "upload_users",
     "row_present",
@@ -220,7 +221,19 @@ def upload_users(server: ServerProcess, serial: str, users: dict[str, str]) -> t
 
 # ---------------------------------------------------------------------------- the browser
 def browser_available() -> bool:
-    return Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()
+    return browser_missing() is None
+
+
+def browser_missing() -> str | None:
+    """Why the browser tests cannot run, and what to do (None when they can)."""
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not Path(path).exists()]
+    if not missing:
+        return None
+    return (
+        "install Debian packages chromium and chromium-driver (apt-get install chromium "
+        f"chromium-driver): {' and '.join(missing)} not found (or set ZKSERVER_CHROMIUM, "
+        "ZKSERVER_CHROMEDRIVER)"
+    )
 
 
 @contextmanager

@@ -27,6 +27,7 @@ from tests.web.browser import (
     ServerProcess,
     attlog,
     browser_available,
+    browser_missing,
     chromium,
     connection_state,
     console_errors,
@@ -47,7 +48,7 @@ from tests.web.browser import (
 pytestmark = [
     # Locally the browser tests skip without Chromium; under CI they must run.
     pytest.mark.skipif(not browser_available() and not os.environ.get("CI"),
-                       reason="chromium/chromedriver not installed"),
+                       reason=browser_missing() or ""),
     pytest.mark.timeout(180),
 ]
 
@@ -58,6 +59,9 @@ LATENCY_BOUND = 1.0  # seconds from upload to row on the page (the issue's requi
 
 @pytest.fixture(scope="module")
 def driver() -> Iterator[WebDriver]:
+    missing = browser_missing()
+    if missing:  # under CI: fail with the reason in the summary line, not a traceback
+        pytest.fail(missing, pytrace=False)
     with chromium() as d:
         yield d
 
