@@ -432,7 +432,9 @@ def test_encode_users_assigns_uids_and_checks() -> None:
     with pytest.raises(CodecError):
         codec.encode_users([DeviceUser("A1", uid=1)], 28)  # 28-byte user ids are integers
     with pytest.raises(CodecError):
-        codec.encode_users([DeviceUser("1", uid=1)], 30)
+        codec.encode_users([DeviceUser("1", uid=1)], 27)  # shorter than every layout
+    ds30 = codec.encode_users([DeviceUser("1", uid=1)], 30)  # the 28-byte layout + 2 bytes
+    assert len(ds30) == 4 + 30 and codec.parse_users(ds30, 1) == [DeviceUser("1", uid=1, group="0")]
 
 
 def test_parse_users_errors() -> None:
@@ -442,7 +444,9 @@ def test_parse_users_errors() -> None:
     with pytest.raises(CodecError):
         codec.parse_users(struct.pack("<I", 56) + bytes(28))  # truncated
     with pytest.raises(CodecError):
-        codec.parse_users(struct.pack("<I", 60) + bytes(60), 2)  # 30-byte records
+        codec.parse_users(struct.pack("<I", 54) + bytes(54), 2)  # 27-byte records: too short
+    with pytest.raises(CodecError):
+        codec.parse_users(struct.pack("<I", 61) + bytes(61), 2)  # not 2 records; no size fits
 
 
 # --------------------------------------------------------------------------- attendance
@@ -610,7 +614,7 @@ def test_other_events_and_bad_sizes() -> None:
         with pytest.raises(CodecError):
             codec.parse_event(1, bytes(size))
     with pytest.raises(CodecError):
-        codec.encode_attendance_event("1", 0, 0, datetime(2024, 1, 1), 20)
+        codec.encode_attendance_event("1", 0, 0, datetime(2024, 1, 1), 9)
     with pytest.raises(CodecError):
         codec.encode_attendance_event("70000", 0, 0, datetime(2024, 1, 1), 10)
 
@@ -739,3 +743,295 @@ def test_parse_users_garbage_dataset(_sizes: list[int], body: bytes) -> None:
             codec.parse_attendance(ds, **{k: 8 for k in kw})
         except CodecError:
             pass
+
+
+# --------------------------------------------------------------------------- any firmware's sizes
+# docs/protocols.md, "Record sizes": size = length / count, the largest documented layout
+# that fits is read from the start of each record, the rest is kept as ``extra``.
+
+
+def _t(dt: datetime) -> bytes:
+    return struct.pack("<I", codec.encode_time(dt))
+
+
+def _att40(uid: int, user_id: str, verify: int, dt: datetime, state: int) -> bytes:
+    return struct.pack("<H24sB4sB8s", uid, user_id.encode(), verify, _t(dt), state, b"")
+
+
+def test_mb560_49_byte_records() -> None:
+    """The issue's terminal: GET_FREE_SIZES says 3, the dataset is 4 + 147 bytes."""
+    body = b"".join(
+        _att40(uid, user, verify, dt, state) + bytes(9)
+        for uid, user, verify, dt, state in [
+            (1, "7001", 15, datetime(2026, 11, 28, 8, 0, 0), 0),
+            (2, "7002", 1, datetime(2026, 11, 28, 8, 5, 0), 1),
+            (1, "7001", 15, datetime(2026, 11, 28, 17, 0, 0), 1),
+        ]
+    )
+    ds = struct.pack("<I", len(body)) + body
+    assert len(ds) == 4 + 147
+    expected = [
+        PullRecord("7001", datetime(2026, 11, 28, 8, 0, 0), 0, 15, 1),
+        PullRecord("7002", datetime(2026, 11, 28, 8, 5, 0), 1, 1, 2),
+        PullRecord("7001", datetime(2026, 11, 28, 17, 0, 0), 1, 15, 1),
+    ]
+    assert codec.parse_attendance(ds, 3) == expected
+    assert codec.attendance_record_size(ds, [3]) == 49
+    read = codec.read_attendance_dataset(ds, [3])
+    assert read.record_size == 49 and read.records == expected and read.unreadable == []
+    assert all(r.extra == bytes(9) for r in read.records)
+    # zero padding adds nothing to the punch: the same raw_data as a 40-byte record
+    assert codec.to_punch(read.records[0]).raw == {
+        "user_id": "7001",
+        "timestamp": "2026-11-28 08:00:00",
+        "status": 0,
+        "verify_method": 15,
+        "uid": 1,
+    }
+    assert codec.encode_attendance(expected, 49) == ds
+
+
+WHEN = datetime(2024, 2, 29, 23, 59, 58)
+
+
+@pytest.mark.parametrize(
+    ("size", "layout"),
+    [
+        (8, 8),
+        (9, 8),
+        (12, 8),
+        (15, 8),
+        (16, 16),
+        (17, 16),
+        (20, 16),
+        (24, 16),
+        (32, 16),
+        (36, 16),
+        (39, 16),
+        (40, 40),
+        (41, 40),
+        (44, 40),
+        (48, 40),
+        (49, 40),
+        (50, 40),
+        (52, 40),
+        (56, 40),
+        (60, 40),
+        (64, 40),
+        (72, 40),
+        (80, 40),
+        (96, 40),
+        (128, 40),
+        (255, 40),
+        (1000, 40),
+    ],
+)
+def test_attendance_any_record_size(size: int, layout: int) -> None:
+    assert codec.attendance_layout(size) == layout
+    head = {
+        8: struct.pack("<HB4sB", 3, 4, _t(WHEN), 1),
+        16: struct.pack("<I4sBB2sI", 1234, _t(WHEN), 4, 1, b"", 9),
+        40: _att40(3, "1234", 4, WHEN, 1),
+    }[layout]
+    extra = bytes(i % 256 for i in range(1, size - layout + 1))
+    body = (head + extra) * 4
+    ds = struct.pack("<I", len(body)) + body
+    records = codec.parse_attendance(ds, 4, users=[DeviceUser("1234", uid=3)])
+    assert len(records) == 4
+    for r in records:
+        assert (r.user_id, r.timestamp, r.state, r.verify_method) == ("1234", WHEN, 1, 4)
+        assert r.extra == extra
+    if any(extra):
+        assert codec.to_punch(records[0]).raw["extra"] == extra.hex()
+    else:
+        assert "extra" not in codec.to_punch(records[0]).raw
+    assert codec.encode_attendance(records, size, [DeviceUser("1234", uid=3)]) == ds
+
+
+def test_attendance_record_size_rules() -> None:
+    ds = codec.encode_attendance([PullRecord("1", WHEN, 0, 1)] * 3, 49)
+    # the count moved between GET_FREE_SIZES and the read: the count read after it fits
+    assert codec.attendance_record_size(ds, [2, 3]) == 49
+    # count unknown (None) or 0: the size the device used before, else a documented size
+    assert codec.attendance_record_size(ds, [None], hint=49) == 49
+    assert codec.attendance_record_size(ds, [0], hint=49) == 49
+    with pytest.raises(CodecError, match="147 bytes fits no known record size"):
+        codec.attendance_record_size(ds, [0])
+    with pytest.raises(CodecError, match="147 bytes is not 2 or 4 records"):
+        codec.attendance_record_size(ds, [2, 4])
+    with pytest.raises(CodecError, match="147 bytes is not 2 records"):
+        codec.parse_attendance(ds, 2)
+    # a count giving records shorter than every layout is not taken
+    assert codec.attendance_record_size(codec.encode_attendance([], 40), [3]) is None
+    ds40 = codec.encode_attendance([PullRecord("1", WHEN, 0, 1)] * 2, 40)
+    assert codec.attendance_record_size(ds40, [20]) == 40  # 4-byte records: no; 40 divides
+    assert codec.parse_attendance(ds40, 0) == [PullRecord("1", WHEN, 0, 1, 0)] * 2
+    with pytest.raises(CodecError, match="shorter than every known layout"):
+        codec.parse_attendance(ds40, record_size=5)
+    with pytest.raises(CodecError, match="not 48-byte records"):
+        codec.parse_attendance(ds40, record_size=48)
+
+
+def test_attendance_unreadable_records_are_listed() -> None:
+    good = _att40(1, "5", 1, WHEN, 0) + bytes(9)
+    # day 31 of February (every month has 31 days in device time): an impossible date
+    bad = _att40(2, "6", 1, WHEN, 0)[:27] + struct.pack("<I", (31 + 30) * 86400) + bytes(18)
+    ds = struct.pack("<I", 98) + good + bad
+    read = codec.read_attendance_dataset(ds, [2])
+    assert [r.user_id for r in read.records] == ["5"]
+    assert read.unreadable[0][0] == bad and "record 2" in read.unreadable[0][1]
+    with pytest.raises(CodecError):
+        codec.parse_attendance(ds, 2)
+    with pytest.raises(CodecError, match="none of 1 49-byte attendance records decodes"):
+        codec.read_attendance_dataset(struct.pack("<I", 49) + bad, [1])
+
+
+@st.composite
+def long_records(draw: st.DrawFn) -> tuple[int, list[PullRecord]]:
+    size = draw(st.integers(40, 400))
+    records = draw(st.lists(attendance_records(40), max_size=8))
+    extras = draw(
+        st.lists(
+            st.binary(min_size=size - 40, max_size=size - 40),
+            min_size=len(records),
+            max_size=len(records),
+        )
+    )
+    return size, [attrs.evolve(r, extra=e) for r, e in zip(records, extras, strict=True)]
+
+
+@given(long_records())
+def test_any_record_size_from_40_round_trips(case: tuple[int, list[PullRecord]]) -> None:
+    size, records = case
+    ds = codec.encode_attendance(records, size)
+    assert len(ds) == 4 + size * len(records)
+    back = codec.parse_attendance(ds, len(records))
+    assert back == records
+    assert [r.extra for r in back] == [r.extra for r in records]
+    assert codec.parse_attendance(ds, record_size=size) == records
+    if records:
+        assert codec.attendance_record_size(ds, [len(records)]) == size
+
+
+@given(st.integers(8, 39), st.lists(device_times, min_size=1, max_size=5))
+def test_short_record_sizes_read_8_or_16_layout(size: int, times: list[datetime]) -> None:
+    records = [
+        PullRecord(str(i + 1), t.replace(microsecond=0), 1, 2, i + 1) for i, t in enumerate(times)
+    ]
+    ds = codec.encode_attendance(records, size)
+    back = codec.parse_attendance(ds, len(records))
+    expected = records if size < 16 else [attrs.evolve(r, uid=None) for r in records]
+    assert back == expected
+
+
+@pytest.mark.parametrize(
+    ("size", "layout"),
+    [
+        (28, 28),
+        (29, 28),
+        (40, 28),
+        (64, 28),
+        (71, 28),
+        (72, 72),
+        (73, 72),
+        (80, 72),
+        (96, 72),
+        (200, 72),
+    ],
+)
+def test_users_any_record_size(size: int, layout: int) -> None:
+    assert codec.user_layout(size) == layout
+    users = [
+        DeviceUser("7001", "Ann", 0, "123", "", "1", uid=1),
+        DeviceUser("7002", "Bob", 14, "", "", "1", uid=2),
+    ]
+    ds = codec.encode_users(users, size)
+    assert len(ds) == 4 + 2 * size
+    assert codec.parse_users(ds, 2) == users
+    assert codec.user_record_size(ds, [2]) == size
+    with pytest.raises(CodecError):
+        codec.user_layout(27)
+
+
+@given(st.integers(28, 300), st.lists(users28, min_size=1, max_size=5, unique_by=lambda u: u.uid))
+def test_users_any_size_round_trip(size: int, users: list[DeviceUser]) -> None:
+    ds = codec.encode_users(users, size)
+    assert codec.parse_users(ds, len(users)) == users
+
+
+@pytest.mark.parametrize(
+    "size",
+    [
+        10,
+        11,
+        12,
+        13,
+        14,
+        15,
+        16,
+        18,
+        20,
+        24,
+        28,
+        31,
+        32,
+        33,
+        34,
+        36,
+        37,
+        38,
+        40,
+        44,
+        48,
+        51,
+        52,
+        53,
+        56,
+        60,
+        64,
+        72,
+        100,
+    ],
+)
+def test_event_any_size(size: int) -> None:
+    when = datetime(2026, 11, 28, 8, 0, 0)
+    user = "7001"
+    raw = codec.encode_attendance_event(user, 1, 15, when, size, extra=b"\x05" * 100)
+    assert len(raw) == size
+    ev = codec.parse_event(EventCode.ATTLOG, raw)
+    assert ev == AttendanceEvent(user, when, 1, 15)
+    head = 32 if size >= 32 else 12 if size in (12, 13) else 10
+    assert ev.extra == b"\x05" * (size - head)
+
+
+def test_event_layout_picked_by_valid_time() -> None:
+    when = datetime(2026, 11, 28, 8, 0, 0)
+    # 16 bytes built on the 4-byte user id layout (12) + 4: read with the preferred 2-byte
+    # layout its time would be (verify, state, YY, MM, DD, hh): month 0 is not a date, so
+    # the 4-byte layout is read
+    raw = struct.pack("<IBB6s4s", 70001, 15, 0, codec.encode_event_time(when), b"\x00" * 4)
+    assert codec.parse_event(1, raw) == AttendanceEvent("70001", when, 0, 15)
+    # a 14..31-byte payload whose 2-byte layout time is valid is read with that layout
+    raw = struct.pack("<HBB6s10s", 7001, 15, 1, codec.encode_event_time(when), bytes(10))
+    assert codec.parse_event(1, raw) == AttendanceEvent("7001", when, 1, 15)
+    with pytest.raises(CodecError, match="attendance event of 40 bytes"):
+        codec.parse_event(1, bytes(40))
+    with pytest.raises(CodecError, match="shorter than 10 bytes"):
+        codec.parse_event(1, bytes(9))
+
+
+@given(
+    st.integers(10, 200),
+    digits.filter(lambda s: int(s) <= 0xFFFF),
+    st.integers(0, 255),
+    st.integers(0, 255),
+    st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2255, 12, 31)),
+    st.binary(max_size=200),
+)
+def test_event_any_size_round_trip(
+    size: int, user_id: str, state: int, verify: int, dt: datetime, extra: bytes
+) -> None:
+    dt = dt.replace(microsecond=0)
+    raw = codec.encode_attendance_event(user_id, state, verify, dt, size, extra=extra)
+    assert len(raw) == size
+    assert codec.parse_event(1, raw) == AttendanceEvent(user_id, dt, state, verify)

@@ -26,11 +26,13 @@ from zkserver.pull.codec import (
 from zkserver.pull.protocol import (
     AuthenticationFailed,
     CommandFailed,
+    DatasetUnreadable,
     ProtocolError,
     RequestTimeout,
     SessionClosed,
     ZKClientProtocol,
     ZKDatagramProtocol,
+    failure_detail,
 )
 from zkserver.records import DeviceUser
 
@@ -539,3 +541,180 @@ def test_udp_session_reads_chunked_attendance_and_events() -> None:
     with pytest.raises(ProtocolError):
         result_of(d)
     assert transport.stopped and proto.closed
+
+
+# --------------------------------------------------------------------------- any firmware's sizes
+
+
+@pytest.mark.parametrize("record_size", [9, 12, 20, 24, 36, 41, 44, 48, 49, 56, 64, 72, 100])
+@pytest.mark.parametrize("udp", [False, True])
+def test_read_attendance_any_record_size(record_size: int, udp: bool) -> None:
+    """docs/protocols.md, "Record sizes": size = length / count; records over several chunks."""
+    users = [DeviceUser(str(1000 + i), f"U{i}", uid=i + 1) for i in range(7)]
+    log = records(3000 if not udp else 500)
+    dev = FakeDevice(log=log, users=users, record_size=record_size, udp=udp)
+    w = Wire(dev)
+    if udp:
+        w.proto.max_chunk = codec.UDP_MAX_CHUNK
+    w.proto.connect(0)
+    d = w.proto.read_attendance_dataset()
+    w.pump()
+    got = result_of(d)
+    assert got.record_size == record_size and got.unreadable == []
+    assert [(r.user_id, r.timestamp, r.state, r.verify_method) for r in got.records] == [
+        (r.user_id, r.timestamp, r.state, r.verify_method) for r in log
+    ]
+    assert w.proto.attendance_record_size == record_size
+
+
+def test_read_attendance_count_moved_during_the_read() -> None:
+    """GET_FREE_SIZES said 2, the dataset holds 3 (a punch in between): the count is read
+    again after the dataset and fits."""
+    log = records(3)
+    dev = FakeDevice(log=log, record_size=49)
+    calls: list[int] = []
+
+    def sizes(p: Packet) -> list[Packet]:
+        calls.append(1)
+        count = len(log) - 1 if len(calls) == 1 else len(log)
+        raw = codec.encode_free_sizes(Sizes.of(0, 0, count))
+        return [dev.reply(p, Reply.ACK_OK, raw)]
+
+    dev.extra[Cmd.GET_FREE_SIZES] = sizes
+    w = Wire(dev)
+    w.proto.connect(0)
+    d = w.proto.read_attendance()
+    w.pump()
+    assert [r.user_id for r in result_of(d)] == [r.user_id for r in log]
+    assert len(calls) == 2
+
+
+def test_unreadable_dataset_raises_and_the_session_goes_on() -> None:
+    body = bytes(146)  # 3 records announced; 146 bytes fit no record size
+    dev = FakeDevice(log=records(3))
+    dev.extra[Cmd.PREPARE_BUFFER] = lambda p: [
+        dev.reply(p, Cmd.DATA, struct.pack("<I", len(body)) + body)
+    ]
+    w = Wire(dev)
+    w.proto.connect(0)
+    d = w.proto.read_attendance()
+    w.pump()
+    with pytest.raises(DatasetUnreadable) as info:
+        result_of(d)
+    assert info.value.what == "attendance"
+    assert info.value.dataset == struct.pack("<I", 146) + body
+    assert "146 bytes is not 3 records" in info.value.reason
+    assert failure_detail(info.value).startswith("dataset unreadable: attendance dataset of 146")
+    assert not w.proto.closed
+    d = w.proto.read_time()
+    w.pump()
+    assert result_of(d) == dev.time
+
+
+def test_read_users_any_record_size() -> None:
+    users = [DeviceUser("7001", "Ann", uid=1), DeviceUser("7002", "Bo", uid=2)]
+    dev = FakeDevice(users=users)
+    dev.extra[Cmd.PREPARE_BUFFER] = lambda p: [
+        dev.reply(p, Cmd.DATA, codec.encode_users(users, 80))
+    ]
+    w = Wire(dev)
+    w.proto.connect(0)
+    d = w.proto.read_users()
+    w.pump()
+    got = [(u.user_id, u.name, u.uid) for u in result_of(d)]
+    assert got == [("7001", "Ann", 1), ("7002", "Bo", 2)]
+    assert w.proto.user_record_size == 80
+
+
+@pytest.mark.parametrize("size", [10, 12, 13, 14, 16, 20, 32, 33, 36, 37, 40, 44, 49, 52, 60])
+def test_events_of_any_size(size: int) -> None:
+    w = Wire()
+    w.proto.connect(0)
+    w.pump()
+    w.feed(_event("1001", size), _event("1002", size), split=3)
+    assert [a.command for a in w.take()] == [Reply.ACK_OK] * 2
+    assert [(e.user_id, e.state, e.verify_method) for e in w.events] == [
+        ("1001", 1, 15), ("1002", 1, 15)
+    ]
+
+
+def test_undecodable_events_go_to_the_unreadable_handler() -> None:
+    w = Wire()
+    bad: list[tuple[int, bytes, str]] = []
+    w.proto.on_unreadable_event = lambda code, data, reason: bad.append((code, data, reason))
+    w.proto.connect(0)
+    w.pump()
+    w.feed(Packet(Cmd.REG_EVENT, codec.EventCode.ATTLOG, 0, b"\x00" * 5), _event("9"))
+    assert len(w.take()) == 2
+    assert [e.user_id for e in w.events] == ["9"]
+    assert bad == [(1, b"\x00" * 5, "attendance event of 5 bytes is shorter than 10 bytes")]
+
+
+# --------------------------------------------------------------------------- failure details
+
+
+def test_failure_details() -> None:
+    from twisted.internet import error as net_error
+
+    def closed(cause: BaseException, **attrs: Any) -> SessionClosed:
+        e = SessionClosed("x")
+        e.__cause__ = cause
+        for k, v in attrs.items():
+            setattr(e, k, v)
+        return e
+
+    cases = [
+        (CommandFailed(Cmd.CONNECT, 6001), "CONNECT answered 6001"),
+        (CommandFailed(Cmd.REG_EVENT, Reply.ACK_ERROR), "REG_EVENT answered 2001 (ACK_ERROR)"),
+        (CommandFailed(4321, Reply.ACK_UNKNOWN), "command 4321 answered 65535 (ACK_UNKNOWN)"),
+        (AuthenticationFailed("dev refused the comm key"), "wrong comm key"),
+        (RequestTimeout("no reply", 10.0), "timed out after 10 s"),
+        (RequestTimeout("no reply", 0.5), "timed out after 0.5 s"),
+        (closed(net_error.ConnectionRefusedError()), "connection refused"),
+        (closed(net_error.TimeoutError(), seconds=10.0), "timed out after 10 s"),
+        (closed(net_error.TCPTimedOutError(), seconds=3), "timed out after 3 s"),
+        (closed(net_error.NoRouteError()), "host unreachable"),
+        (closed(net_error.ConnectError(113, "No route to host")), "host unreachable"),
+        (closed(net_error.DNSLookupError("x")), "host name not found"),
+        (closed(net_error.ConnectionLost()), "connection reset by the device"),
+        (closed(net_error.ConnectionDone()), "connection closed by the device"),
+        (SessionClosed("gone"), "connection lost"),
+        (ProtocolError("dev:4370: bad TCP magic 50518", "bad TCP magic 50518"),
+         "broken frame: bad TCP magic 50518"),
+        (DatasetUnreadable("users", b"", "user dataset of 3 bytes fits no known record size"),
+         "dataset unreadable: user dataset of 3 bytes fits no known record size"),
+        (ValueError("odd"), "odd"),
+    ]  # fmt: skip
+    for error, detail in cases:
+        assert failure_detail(error) == detail, error
+
+
+def test_session_errors_keep_their_cause_for_the_detail() -> None:
+    w = Wire()
+    closed = w.proto.notify_closed()
+    from twisted.internet import error as net_error
+
+    w.proto.connectionLost(Failure(net_error.ConnectionLost("reset")))
+    reason = result_of(closed)
+    assert isinstance(reason, SessionClosed)
+    assert failure_detail(reason) == "connection reset by the device"
+
+
+def test_broken_frame_detail() -> None:
+    w = Wire()
+    closed = w.proto.notify_closed()
+    d = w.proto.connect(0)
+    w.proto.dataReceived(b"\x50\x51\x82\x7e" + bytes(12))
+    with pytest.raises(ProtocolError):
+        result_of(d)
+    assert failure_detail(result_of(closed)) == "broken frame: bad TCP magic 5051827e"
+
+
+def test_timeout_detail() -> None:
+    w = Wire(timeout=10.0)
+    closed = w.proto.notify_closed()
+    d = w.proto.connect(0)
+    w.clock.advance(10.0)
+    with pytest.raises(RequestTimeout):
+        result_of(d)
+    assert failure_detail(result_of(closed)) == "timed out after 10 s"

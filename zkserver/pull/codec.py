@@ -67,11 +67,18 @@ __all__ = [
     "Sizes",
     "parse_free_sizes",
     "encode_free_sizes",
+    "record_size_for",
+    "user_layout",
+    "user_record_size",
     "parse_user_record",
     "encode_user_record",
     "parse_users",
     "encode_users",
     "PullRecord",
+    "AttendanceDataset",
+    "attendance_layout",
+    "attendance_record_size",
+    "read_attendance_dataset",
     "parse_attendance",
     "encode_attendance",
     "to_punch",
@@ -544,20 +551,93 @@ def _int_field(value: str, what: str) -> int:
         raise CodecError(f"{what} must be numeric for this record size: {value!r}") from e
 
 
+# --------------------------------------------------------------------------- record sizes
+#
+# Firmware differs in how long each record of a dataset is (docs/protocols.md, "Record
+# sizes"): every known size starts with one of a few documented layouts and may carry more
+# bytes after it (e.g. 49-byte attendance records: the 40-byte layout + 9 bytes).  So the
+# record size is learnt from the dataset (length / record count) and the largest known
+# layout that fits is read from the start of each record; the rest is kept as ``extra``.
+
+
+def _layout_for(size: int, layouts: Sequence[int], what: str) -> int:
+    fits = [n for n in layouts if n <= size]
+    if not fits:
+        raise CodecError(
+            f"{what} record of {size} bytes is shorter than every known layout"
+            f" ({', '.join(map(str, sorted(layouts)))} bytes)"
+        )
+    return max(fits)
+
+
+def record_size_for(
+    length: int,
+    counts: Iterable[int | None] = (),
+    *,
+    hint: int | None = None,
+    layouts: Sequence[int],
+    what: str = "dataset",
+) -> int:
+    """The size of each record in a dataset body of ``length`` bytes.
+
+    Tried in order: ``length / n`` for each record count ``n`` in ``counts`` (from
+    GET_FREE_SIZES; several when the count may have moved during the read) that divides
+    the length into records of at least the smallest layout; ``hint`` (the size this device
+    used before) when it divides the length; the largest known layout size dividing it.
+    Raises :class:`CodecError` (naming the length and the counts) when none fits.
+    """
+    smallest = min(layouts)
+    tried = [n for n in counts if n is not None and n > 0]
+    for n in tried:
+        size, rem = divmod(length, n)
+        if not rem and size >= smallest:
+            return size
+    if hint is not None and hint >= smallest and length % hint == 0:
+        return hint
+    fits = [s for s in layouts if length % s == 0]
+    if fits:
+        return max(fits)
+    if tried:
+        counts_text = " or ".join(str(n) for n in dict.fromkeys(tried))
+        raise CodecError(
+            f"{what} dataset of {length} bytes is not {counts_text} records"
+            f" of {smallest} bytes or more"
+        )
+    raise CodecError(f"{what} dataset of {length} bytes fits no known record size")
+
+
+def _dataset_body(dataset: bytes) -> bytes:
+    if len(dataset) < 4:
+        raise CodecError(f"dataset needs a 4-byte length, got {len(dataset)} bytes")
+    (total,) = struct.unpack_from("<I", dataset)
+    if len(dataset) - 4 < total:
+        raise CodecError(f"dataset truncated: {len(dataset) - 4} of {total} bytes")
+    return bytes(dataset[4 : 4 + total])
+
+
+def _pad(extra: bytes, width: int) -> bytes:
+    return bytes(extra[:width]).ljust(width, b"\x00")
+
+
 # --------------------------------------------------------------------------- users
 
 _USER28 = struct.Struct("<HB5s8sIxBhI")
 _USER72 = struct.Struct("<HB8s24sIx7sx24s")
 USER_RECORD_SIZES = (28, 72)
+"""The documented user layouts; a record of another size is read by :func:`user_layout`."""
+
+
+def user_layout(record_size: int) -> int:
+    """The layout read from a user record: 72 for 72 bytes or more, 28 for 28..71."""
+    return _layout_for(record_size, USER_RECORD_SIZES, "user")
 
 
 def parse_user_record(data: bytes, record_size: int) -> DeviceUser:
-    """One user record (also the CMD_USER_WRQ payload) of 28 or 72 bytes."""
-    if record_size not in USER_RECORD_SIZES:
-        raise CodecError(f"unknown user record size {record_size}")
+    """One user record (also the CMD_USER_WRQ payload) of ``record_size`` bytes (>= 28)."""
+    layout = user_layout(record_size)
     if len(data) < record_size:
         raise CodecError(f"user record needs {record_size} bytes, got {len(data)}")
-    if record_size == 28:
+    if layout == 28:
         uid, priv, pwd, name, card, group, _tz, user_id = _USER28.unpack_from(data)
         group_s, user_id_s = str(group), str(user_id)
     else:
@@ -575,14 +655,16 @@ def parse_user_record(data: bytes, record_size: int) -> DeviceUser:
 
 
 def encode_user_record(user: DeviceUser, record_size: int, uid: int | None = None) -> bytes:
-    """Inverse of :func:`parse_user_record`; text is cut to the field widths."""
+    """Inverse of :func:`parse_user_record`; text is cut to the field widths, a record
+    longer than its layout is padded with zero bytes."""
+    layout = user_layout(record_size)
     uid = user.uid if user.uid is not None else uid
     if uid is None:
         raise CodecError(f"user {user.user_id!r} has no uid")
     card = _int_field(user.card, "card")
     try:
-        if record_size == 28:
-            return _USER28.pack(
+        if layout == 28:
+            head = _USER28.pack(
                 uid,
                 user.privilege,
                 _encode_text(user.password, 5),
@@ -592,8 +674,8 @@ def encode_user_record(user: DeviceUser, record_size: int, uid: int | None = Non
                 0,
                 _int_field(user.user_id, "user_id"),
             )
-        if record_size == 72:
-            return _USER72.pack(
+        else:
+            head = _USER72.pack(
                 uid,
                 user.privilege,
                 _encode_text(user.password, 8),
@@ -604,55 +686,47 @@ def encode_user_record(user: DeviceUser, record_size: int, uid: int | None = Non
             )
     except struct.error as e:
         raise CodecError(f"user field out of range: {user!r}") from e
-    raise CodecError(f"unknown user record size {record_size}")
+    return head.ljust(record_size, b"\x00")
 
 
-def _dataset_body(dataset: bytes) -> bytes:
-    if len(dataset) < 4:
-        raise CodecError(f"dataset needs a 4-byte length, got {len(dataset)} bytes")
-    (total,) = struct.unpack_from("<I", dataset)
-    if len(dataset) - 4 < total:
-        raise CodecError(f"dataset truncated: {len(dataset) - 4} of {total} bytes")
-    return bytes(dataset[4 : 4 + total])
-
-
-def _record_size(
-    body: bytes, count: int | None, record_size: int | None, sizes: Sequence[int], what: str
+def user_record_size(
+    dataset: bytes, counts: Iterable[int | None] = (), *, hint: int | None = None
 ) -> int | None:
-    """Pick the record size: explicit, else total/count, else the only size that divides."""
-    if record_size is None and count is not None:
-        if count <= 0:
-            return None
-        record_size, rem = divmod(len(body), count)
-        if rem:
-            raise CodecError(f"{what} dataset of {len(body)} bytes is not {count} records")
-    if record_size is None:
-        fits = [s for s in sizes if len(body) % s == 0]
-        if not fits:
-            raise CodecError(f"{what} dataset of {len(body)} bytes fits no record size")
-        record_size = max(fits)
-    if record_size not in sizes:
-        raise CodecError(f"unknown {what} record size {record_size}")
-    if len(body) % record_size:
-        raise CodecError(f"{what} dataset of {len(body)} bytes is not {record_size}-byte records")
-    return record_size
+    """The record size of a users dataset (None when it is empty); see :func:`record_size_for`."""
+    body = _dataset_body(dataset)
+    if not body:
+        return None
+    return record_size_for(len(body), counts, hint=hint, layouts=USER_RECORD_SIZES, what="user")
 
 
 def parse_users(
-    dataset: bytes, count: int | None = None, *, record_size: int | None = None
+    dataset: bytes,
+    count: int | None = None,
+    *,
+    record_size: int | None = None,
+    hint: int | None = None,
 ) -> list[DeviceUser]:
     """Users from a ``<I length>`` + records dataset.
 
     The record size is ``record_size``, else ``length / count`` (``count`` from
-    GET_FREE_SIZES), else guessed from the length (72 when both sizes divide it).
+    GET_FREE_SIZES), else ``hint``, else guessed from the length (72 when both documented
+    sizes divide it).  Records of 72 bytes or more are read with the 72-byte layout,
+    28..71 with the 28-byte one.
     """
     body = _dataset_body(dataset)
     if not body:
         return []
-    size = _record_size(body, count, record_size, USER_RECORD_SIZES, "user")
-    if size is None:
-        return []
-    return [parse_user_record(body[i : i + size], size) for i in range(0, len(body), size)]
+    if record_size is None:
+        record_size = record_size_for(
+            len(body), (count,), hint=hint, layouts=USER_RECORD_SIZES, what="user"
+        )
+    user_layout(record_size)
+    if len(body) % record_size:
+        raise CodecError(f"user dataset of {len(body)} bytes is not {record_size}-byte records")
+    return [
+        parse_user_record(body[i : i + record_size], record_size)
+        for i in range(0, len(body), record_size)
+    ]
 
 
 def encode_users(users: Iterable[DeviceUser], record_size: int) -> bytes:
@@ -667,6 +741,13 @@ _ATT8 = struct.Struct("<HB4sB")
 _ATT16 = struct.Struct("<I4sBB2sI")
 _ATT40 = struct.Struct("<H24sB4sB8s")
 ATTENDANCE_RECORD_SIZES = (8, 16, 40)
+"""The documented attendance layouts; other sizes are read by :func:`attendance_layout`."""
+
+
+def attendance_layout(record_size: int) -> int:
+    """The layout read from an attendance record: 40 for 40 bytes or more, 16 for
+    16..39, 8 for 8..15 (the largest documented layout that fits)."""
+    return _layout_for(record_size, ATTENDANCE_RECORD_SIZES, "attendance")
 
 
 @frozen
@@ -675,6 +756,7 @@ class PullRecord:
 
     ``state`` is the in/out state (pyzk's ``punch``); ``verify_method`` is how the user
     verified (pyzk's ``status``).  ``uid`` is the device slot when the layout carries it.
+    ``extra`` holds the bytes after the known layout (records longer than it).
     """
 
     user_id: str
@@ -683,6 +765,94 @@ class PullRecord:
     verify_method: int
     uid: int | None = None
     workcode: int = 0
+    extra: bytes = field(default=b"", eq=False)
+
+
+@frozen
+class AttendanceDataset:
+    """An attendance dataset as read: the records, their size, and the records that did
+    not decode (raw bytes and why), which the caller keeps for an operator."""
+
+    records: list[PullRecord]
+    record_size: int | None
+    unreadable: list[tuple[bytes, str]] = field(factory=list)
+
+
+def attendance_record_size(
+    dataset: bytes, counts: Iterable[int | None] = (), *, hint: int | None = None
+) -> int | None:
+    """The record size of an attendance dataset (None when it is empty)."""
+    body = _dataset_body(dataset)
+    if not body:
+        return None
+    return record_size_for(
+        len(body), counts, hint=hint, layouts=ATTENDANCE_RECORD_SIZES, what="attendance"
+    )
+
+
+def _attendance_record(
+    chunk: bytes, layout: int, by_uid: dict[int, str], by_user_id: dict[str, int | None]
+) -> PullRecord:
+    workcode = 0
+    if layout == 8:
+        uid, verify, t, state = _ATT8.unpack_from(chunk)
+        user_id = by_uid.get(uid, str(uid))
+    elif layout == 16:
+        uid_int, t, verify, state, _res, workcode = _ATT16.unpack_from(chunk)
+        user_id = str(uid_int)
+        uid = by_user_id.get(user_id)
+    else:
+        uid, user_id_b, verify, t, state, _space = _ATT40.unpack_from(chunk)
+        user_id = _decode_text(user_id_b)
+    ts = decode_time(struct.unpack("<I", t)[0])
+    return PullRecord(user_id, ts, state, verify, uid, workcode, bytes(chunk[layout:]))
+
+
+def read_attendance_dataset(
+    dataset: bytes,
+    counts: Iterable[int | None] = (),
+    *,
+    record_size: int | None = None,
+    hint: int | None = None,
+    users: Iterable[DeviceUser] = (),
+) -> AttendanceDataset:
+    """Attendance records from a ``<I length>`` + records dataset, of any record size.
+
+    The size is ``record_size``, else found by :func:`attendance_record_size` (``counts``
+    from GET_FREE_SIZES, ``hint`` the size seen before).  A record that does not decode
+    (an impossible date) is listed in ``unreadable`` and the others are kept; when no
+    record decodes, or no size fits, the dataset is unreadable: :class:`CodecError`.
+    ``users`` maps 8-byte records' uid to user ids (and fills ``uid`` for 16-byte records).
+    """
+    body = _dataset_body(dataset)
+    if not body:
+        return AttendanceDataset([], None)
+    if record_size is None:
+        record_size = record_size_for(
+            len(body), counts, hint=hint, layouts=ATTENDANCE_RECORD_SIZES, what="attendance"
+        )
+    layout = attendance_layout(record_size)
+    if len(body) % record_size:
+        raise CodecError(
+            f"attendance dataset of {len(body)} bytes is not {record_size}-byte records"
+        )
+    users = list(users)
+    by_uid = {u.uid: u.user_id for u in users if u.uid is not None}
+    by_user_id = {u.user_id: u.uid for u in users}
+    records: list[PullRecord] = []
+    unreadable: list[tuple[bytes, str]] = []
+    for i in range(0, len(body), record_size):
+        chunk = body[i : i + record_size]
+        try:
+            records.append(_attendance_record(chunk, layout, by_uid, by_user_id))
+        except CodecError as e:
+            unreadable.append((chunk, f"record {i // record_size + 1}: {e}"))
+    if unreadable and not records:
+        count = len(unreadable)
+        raise CodecError(
+            f"none of {count} {record_size}-byte attendance records decodes ({unreadable[0][1]})"
+        )
+    return AttendanceDataset(records, record_size, unreadable)
 
 
 def parse_attendance(
@@ -690,71 +860,51 @@ def parse_attendance(
     count: int | None = None,
     *,
     record_size: int | None = None,
+    hint: int | None = None,
     users: Iterable[DeviceUser] = (),
 ) -> list[PullRecord]:
-    """Attendance records from a ``<I length>`` + records dataset (8, 16 or 40 bytes each).
+    """Attendance records from a ``<I length>`` + records dataset; every record must decode.
 
     Pass ``count`` (records from GET_FREE_SIZES) or ``record_size`` to be exact; otherwise
-    the largest size dividing the length is used.  ``users`` maps 8-byte records' uid to
-    user ids (and fills ``uid`` for 16-byte records).
+    ``hint``, else the largest documented size dividing the length, is used.  Any size of
+    8 or more is read (see :func:`attendance_layout`).
     """
-    body = _dataset_body(dataset)
-    if not body:
-        return []
-    size = _record_size(body, count, record_size, ATTENDANCE_RECORD_SIZES, "attendance")
-    if size is None:
-        return []
-    users = list(users)
-    by_uid = {u.uid: u.user_id for u in users if u.uid is not None}
-    by_user_id = {u.user_id: u.uid for u in users}
-    out = []
-    for i in range(0, len(body), size):
-        chunk = body[i : i + size]
-        workcode = 0
-        if size == 8:
-            uid, verify, t, state = _ATT8.unpack(chunk)
-            user_id = by_uid.get(uid, str(uid))
-        elif size == 16:
-            uid_int, t, verify, state, _res, workcode = _ATT16.unpack(chunk)
-            user_id = str(uid_int)
-            uid = by_user_id.get(user_id)
-        else:
-            uid, user_id_b, verify, t, state, _space = _ATT40.unpack(chunk)
-            user_id = _decode_text(user_id_b)
-        ts = decode_time(struct.unpack("<I", t)[0])
-        out.append(PullRecord(user_id, ts, state, verify, uid, workcode))
-    return out
+    read = read_attendance_dataset(
+        dataset, (count,), record_size=record_size, hint=hint, users=users
+    )
+    if read.unreadable:
+        raise CodecError(read.unreadable[0][1])
+    return read.records
 
 
 def encode_attendance(
     records: Iterable[PullRecord], record_size: int, users: Iterable[DeviceUser] = ()
 ) -> bytes:
-    """An attendance dataset (``<I length>`` + records).
+    """An attendance dataset (``<I length>`` + records) of ``record_size``-byte records.
 
-    8-byte records carry only the uid: it is ``record.uid``, else looked up in ``users``,
-    else the numeric user id.
+    Each record is its layout (:func:`attendance_layout`) followed by ``record.extra``,
+    cut or zero-padded to the record size.  8-byte records carry only the uid: it is
+    ``record.uid``, else looked up in ``users``, else the numeric user id.
     """
+    layout = attendance_layout(record_size)
     uids = {u.user_id: u.uid for u in users if u.uid is not None}
     parts = []
     try:
         for r in records:
             t = pack_time(r.timestamp)
-            if record_size == 8:
+            if layout == 8:
                 uid = r.uid if r.uid is not None else uids.get(r.user_id)
                 if uid is None:
                     uid = _int_field(r.user_id, "user_id")
-                parts.append(_ATT8.pack(uid, r.verify_method, t, r.state))
-            elif record_size == 16:
+                head = _ATT8.pack(uid, r.verify_method, t, r.state)
+            elif layout == 16:
                 uid_int = _int_field(r.user_id, "user_id")
-                parts.append(_ATT16.pack(uid_int, t, r.verify_method, r.state, b"", r.workcode))
-            elif record_size == 40:
-                parts.append(
-                    _ATT40.pack(
-                        r.uid or 0, _encode_text(r.user_id, 24), r.verify_method, t, r.state, b""
-                    )
-                )
+                head = _ATT16.pack(uid_int, t, r.verify_method, r.state, b"", r.workcode)
             else:
-                raise CodecError(f"unknown attendance record size {record_size}")
+                head = _ATT40.pack(
+                    r.uid or 0, _encode_text(r.user_id, 24), r.verify_method, t, r.state, b""
+                )
+            parts.append(head + _pad(r.extra, record_size - layout))
     except struct.error as e:
         raise CodecError(f"attendance field out of range: {e}") from e
     body = b"".join(parts)
@@ -762,7 +912,10 @@ def encode_attendance(
 
 
 def to_punch(record: PullRecord | AttendanceEvent) -> Punch:
-    """The shared :class:`~zkserver.records.Punch` for a pulled record or real-time event."""
+    """The shared :class:`~zkserver.records.Punch` for a pulled record or real-time event.
+
+    Bytes after the known layout are kept in ``raw`` as ``extra`` (hex) unless all zero.
+    """
     raw: dict[str, object] = {
         "user_id": record.user_id,
         "timestamp": record.timestamp.strftime(TIMESTAMP_FORMAT),
@@ -775,6 +928,8 @@ def to_punch(record: PullRecord | AttendanceEvent) -> Punch:
     workcode = getattr(record, "workcode", 0)
     if workcode:
         raw["workcode"] = workcode
+    if any(record.extra):
+        raw["extra"] = record.extra.hex()
     return Punch(
         user_id=record.user_id,
         timestamp=record.timestamp.strftime(TIMESTAMP_FORMAT),
@@ -787,17 +942,25 @@ def to_punch(record: PullRecord | AttendanceEvent) -> Punch:
 
 # --------------------------------------------------------------------------- events
 
-# size -> (struct, user id is an integer)
-_EVENT_LAYOUTS: dict[int, tuple[struct.Struct, bool]] = {
-    10: (struct.Struct("<HBB6s"), True),
-    12: (struct.Struct("<IBB6s"), True),
-    14: (struct.Struct("<HBB6s4s"), True),
-    32: (struct.Struct("<24sBB6s"), False),
-    36: (struct.Struct("<24sBB6s4s"), False),
-    37: (struct.Struct("<24sBB6s5s"), False),
-    52: (struct.Struct("<24sBB6s20s"), False),
-}
-ATTENDANCE_EVENT_SIZES = tuple(sorted(_EVENT_LAYOUTS))
+# The leading layouts of attendance event payloads: (struct, user id is an integer).
+_EVENT_SHORT = (struct.Struct("<HBB6s"), True)  # 10 bytes; 14 = this + 4
+_EVENT_LONG = (struct.Struct("<IBB6s"), True)  # 12 bytes
+_EVENT_TEXT = (struct.Struct("<24sBB6s"), False)  # 32 bytes; 36, 37, 52 = this + 4, 5, 20
+ATTENDANCE_EVENT_SIZES = (10, 12, 14, 32, 36, 37, 52)
+"""The documented event sizes; any size of 10 or more is read (see :func:`parse_event`)."""
+
+
+def _event_layouts(size: int) -> list[tuple[struct.Struct, bool]]:
+    """Candidate leading layouts for an event payload of ``size`` bytes, preferred first."""
+    if size >= 32:
+        return [_EVENT_TEXT]
+    if size >= 14:
+        return [_EVENT_SHORT, _EVENT_LONG]
+    if size >= 12:
+        return [_EVENT_LONG, _EVENT_SHORT]
+    if size >= 10:
+        return [_EVENT_SHORT]
+    return []
 
 
 @frozen
@@ -820,35 +983,48 @@ class OtherEvent:
 
 
 def parse_event(event_code: int, data: bytes) -> AttendanceEvent | OtherEvent:
-    """Decode a command-500 packet's data; ``event_code`` is the packet's session field."""
+    """Decode a command-500 packet's data; ``event_code`` is the packet's session field.
+
+    An attendance payload of any size of 10 bytes or more is read by size range: 32 or
+    more the text user id layout, 14..31 the 2-byte uid layout, 12..13 the 4-byte one,
+    10..11 the 2-byte one; where two layouts could apply, the one whose time is a valid
+    date wins.  The bytes after the layout are kept in ``extra``.
+    """
     if event_code != EventCode.ATTLOG:
         return OtherEvent(event_code, bytes(data))
-    size = len(data)
-    if size > 52:
-        size = 52
-    if size not in _EVENT_LAYOUTS:
-        raise CodecError(f"unknown attendance event size {len(data)}")
-    layout, numeric = _EVENT_LAYOUTS[size]
-    user, verify, state, t, *rest = layout.unpack_from(data)
-    user_id = str(user) if numeric else _decode_text(user)
-    return AttendanceEvent(
-        user_id, decode_event_time(t), state, verify, rest[0] + bytes(data[size:]) if rest else b""
-    )
+    data = bytes(data)
+    layouts = _event_layouts(len(data))
+    if not layouts:
+        raise CodecError(f"attendance event of {len(data)} bytes is shorter than 10 bytes")
+    error: CodecError | None = None
+    for layout, numeric in layouts:
+        user, verify, state, t = layout.unpack_from(data)
+        try:
+            when = decode_event_time(t)
+        except CodecError as e:
+            error = error or e
+            continue
+        user_id = str(user) if numeric else _decode_text(user)
+        return AttendanceEvent(user_id, when, state, verify, data[layout.size :])
+    assert error is not None
+    raise CodecError(f"attendance event of {len(data)} bytes: {error}")
 
 
 def encode_attendance_event(
-    user_id: str, state: int, verify: int, dt: datetime, size: int = 36
+    user_id: str, state: int, verify: int, dt: datetime, size: int = 36, extra: bytes = b""
 ) -> bytes:
-    """Attendance event data (command 500, session field 1) in one of the B.5 layouts."""
-    if size not in _EVENT_LAYOUTS:
-        raise CodecError(f"unknown attendance event size {size}")
-    layout, numeric = _EVENT_LAYOUTS[size]
+    """Attendance event data (command 500, session field 1) of ``size`` bytes (>= 10):
+    the preferred layout for that size, then ``extra`` cut or zero-padded."""
+    layouts = _event_layouts(size)
+    if not layouts:
+        raise CodecError(f"attendance event size {size} is below 10 bytes")
+    layout, numeric = layouts[0]
     user: int | bytes = _int_field(user_id, "user_id") if numeric else _encode_text(user_id, 24)
-    extra = [b""] if size in (14, 36, 37, 52) else []
     try:
-        return layout.pack(user, verify, state, encode_event_time(dt), *extra)
+        head = layout.pack(user, verify, state, encode_event_time(dt))
     except struct.error as e:
         raise CodecError(f"event field out of range: {e}") from e
+    return head + _pad(extra, size - layout.size)
 
 
 def encode_reg_event(flags: int) -> bytes:

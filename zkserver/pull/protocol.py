@@ -14,6 +14,7 @@ connects either.  Nothing here blocks the reactor.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 from collections import deque
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from attrs import define, field
+from twisted.internet import error as net_error
 from twisted.internet.defer import Deferred, DeferredLock, succeed
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -49,6 +51,8 @@ __all__ = [
     "SessionClosed",
     "CommandFailed",
     "ProtocolError",
+    "DatasetUnreadable",
+    "failure_detail",
     "ZKSession",
     "ZKClientProtocol",
     "ZKDatagramProtocol",
@@ -62,6 +66,8 @@ DEFAULT_TIMEOUT = 10.0
 """Seconds a request may wait for its (next) reply packet before the session fails."""
 
 EventCallback = Callable[[AttendanceEvent], Any]
+UnreadableEventCallback = Callable[[int, bytes, str], Any]
+"""Called with (event code, payload, reason) for a real-time event that does not decode."""
 
 
 class ZKError(Exception):
@@ -75,6 +81,10 @@ class AuthenticationFailed(ZKError):
 class RequestTimeout(ZKError):
     """The device did not answer in time; the session has been closed."""
 
+    def __init__(self, message: str, seconds: float = DEFAULT_TIMEOUT) -> None:
+        super().__init__(message)
+        self.seconds = seconds
+
 
 class SessionClosed(ZKError):
     """The connection is gone (or was never made); pending requests fail with this."""
@@ -82,6 +92,11 @@ class SessionClosed(ZKError):
 
 class ProtocolError(ZKError):
     """The device sent bytes that do not decode (garbage, wrong magic, absurd length)."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        #: What was wrong, without the peer (for :func:`failure_detail`).
+        self.reason = reason or message
 
 
 class CommandFailed(ZKError):
@@ -96,6 +111,67 @@ class CommandFailed(ZKError):
     def words(self) -> str:
         """The reply code in words ("not supported by this terminal", ...)."""
         return codec.reply_words(self.reply)
+
+
+class DatasetUnreadable(ZKError):
+    """A bulk-read dataset does not decode in any known layout (docs/protocols.md, "Record
+    sizes").  The session is still good: the caller keeps ``dataset`` for an operator."""
+
+    def __init__(self, what: str, dataset: bytes, reason: str) -> None:
+        super().__init__(f"{what} dataset unreadable: {reason}")
+        self.what = what
+        self.dataset = dataset
+        self.reason = reason
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g} s"
+
+
+def failure_detail(error: BaseException) -> str:
+    """Why a session failed, in a few words for an operator (a device's ``status_detail``):
+    ``CONNECT answered 6001``, ``wrong comm key``, ``connection refused``, ``timed out after
+    10 s``, ``host unreachable``, ``broken frame: ...``, ``connection reset by the device``."""
+    if isinstance(error, AuthenticationFailed):
+        return "wrong comm key"
+    if isinstance(error, CommandFailed):
+        try:
+            code = f"{error.reply} ({Reply(error.reply).name})"
+        except ValueError:
+            code = str(error.reply)
+        try:
+            command = Cmd(error.command).name
+        except ValueError:
+            command = f"command {error.command}"
+        return f"{command} answered {code}"
+    if isinstance(error, RequestTimeout):
+        return f"timed out after {_seconds(error.seconds)}"
+    if isinstance(error, DatasetUnreadable):
+        return f"dataset unreadable: {error.reason}"
+    if isinstance(error, ProtocolError):
+        return f"broken frame: {error.reason}"
+    cause = error.__cause__ if isinstance(error, SessionClosed) else error
+    if isinstance(cause, net_error.ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(cause, net_error.DNSLookupError):
+        return "host name not found"
+    if isinstance(cause, net_error.NoRouteError) or (
+        isinstance(cause, net_error.ConnectError)
+        and cause.osError in (errno.EHOSTUNREACH, errno.ENETUNREACH)
+    ):
+        return "host unreachable"
+    if isinstance(cause, net_error.TimeoutError | net_error.TCPTimedOutError | TimeoutError):
+        seconds = getattr(error, "seconds", None)
+        return f"timed out after {_seconds(seconds)}" if seconds else "timed out"
+    if isinstance(cause, net_error.ConnectionLost):
+        return "connection reset by the device"
+    if isinstance(cause, net_error.ConnectionDone):
+        return "connection closed by the device"
+    if isinstance(cause, net_error.ConnectError):
+        return f"cannot connect: {cause}".rstrip(". ")
+    if isinstance(error, SessionClosed):
+        return "connection lost"
+    return str(error) or type(error).__name__
 
 
 def _name(enum: Any, value: int) -> str:
@@ -152,6 +228,12 @@ class ZKSession:
         self.clock = clock
         self.timeout = timeout
         self.on_event = on_event
+        #: Called for real-time attendance events that do not decode (else only logged).
+        self.on_unreadable_event: UnreadableEventCallback | None = None
+        #: Record sizes this device used before (docs/protocols.md, "Record sizes"): tried
+        #: when the record count does not divide a dataset; updated by every good read.
+        self.attendance_record_size: int | None = None
+        self.user_record_size: int | None = None
         self.peer = peer
         self.session_id = 0
         self.reply_id = codec.USHRT_MAX - 1  # the first command carries next_reply_id() == 0
@@ -197,7 +279,9 @@ class ZKSession:
     def _fail(self, reason: Exception | Failure) -> None:
         failure = reason if isinstance(reason, Failure) else Failure(reason)
         if not isinstance(failure.value, ZKError):
-            failure = Failure(SessionClosed(f"connection to {self.peer} lost: {failure.value}"))
+            lost = SessionClosed(f"connection to {self.peer} lost: {failure.value}")
+            lost.__cause__ = failure.value
+            failure = Failure(lost)
         first = not self.closed
         self.closed = True
         if first:
@@ -243,7 +327,8 @@ class ZKSession:
             peer=self.peer, command=_name(Cmd, req.command), timeout=self.timeout,
         )
         self.abort(RequestTimeout(
-            f"{self.peer}: no reply to {_name(Cmd, req.command)} within {self.timeout} s"
+            f"{self.peer}: no reply to {_name(Cmd, req.command)} within {self.timeout} s",
+            self.timeout,
         ))
 
     def _cancel_timer(self) -> None:
@@ -280,17 +365,21 @@ class ZKSession:
         try:
             event = codec.parse_event(p.session_id, p.data)
         except CodecError as e:
-            log.warn("ZK device {peer}: undecodable event skipped: {error}", peer=self.peer,
-                     error=str(e))
+            log.warn("ZK device {peer}: undecodable event ({size} bytes): {error}",
+                     peer=self.peer, size=len(p.data), error=str(e))
+            self._call(self.on_unreadable_event, p.session_id, p.data, str(e))
             return
         if not isinstance(event, AttendanceEvent):
             log.debug("ZK device {peer}: event code {code} skipped", peer=self.peer,
                       code=event.code)
             return
-        if self.on_event is None:
+        self._call(self.on_event, event)
+
+    def _call(self, handler: Callable[..., Any] | None, *args: Any) -> None:
+        if handler is None:
             return
         try:
-            result = self.on_event(event)
+            result = handler(*args)
         except Exception:
             log.failure("ZK device {peer}: event handler failed", peer=self.peer)
             return
@@ -390,7 +479,8 @@ class ZKSession:
         return self._op(run)
 
     def read_users(self) -> Deferred[list[DeviceUser]]:
-        """Every user on the device (sizes, then a bulk read)."""
+        """Every user on the device (sizes, then a bulk read); DatasetUnreadable when the
+        dataset fits no record size."""
 
         async def run() -> list[DeviceUser]:
             return await self._read_users()
@@ -402,28 +492,67 @@ class ZKSession:
         if sizes.users <= 0:
             return []
         dataset = await self._read_buffer(Cmd.USERTEMP_RRQ, codec.Fct.USER)
-        return codec.parse_users(dataset, sizes.users)
+        try:
+            size = codec.user_record_size(
+                dataset, [sizes.users], hint=self.user_record_size
+            )
+            if size is None:
+                return []
+            users = codec.parse_users(dataset, record_size=size)
+        except CodecError as e:
+            raise DatasetUnreadable("users", dataset, str(e)) from e
+        self.user_record_size = size
+        return users
 
     def read_attendance(self) -> Deferred[list[PullRecord]]:
-        """The whole attendance log (sizes, bulk read; users too for 8-byte records)."""
+        """The whole attendance log: the records that decode (:meth:`read_attendance_dataset`)."""
 
         async def run() -> list[PullRecord]:
-            sizes = await self._read_sizes()
-            if sizes.records <= 0:
-                return []
-            dataset = await self._read_buffer(Cmd.ATTLOG_RRQ)
-            try:
-                records = codec.parse_attendance(dataset, sizes.records)
-            except CodecError:
-                # The count moved between GET_FREE_SIZES and the read: guess the size.
-                records = codec.parse_attendance(dataset)
-            body = len(dataset) - 4
-            if records and body // len(records) == 8:
-                users = await self._read_users()
-                records = codec.parse_attendance(dataset, record_size=8, users=users)
-            return records
+            return (await self._read_attendance()).records
 
         return self._op(run)
+
+    def read_attendance_dataset(self) -> Deferred[codec.AttendanceDataset]:
+        """The whole attendance log (sizes, bulk read; users too for 8-byte records).
+
+        Records of any size are read (docs/protocols.md, "Record sizes"): the size is the
+        dataset length / the record count; when that does not divide, the count is read
+        again (punches during the read), then the size seen before and the documented
+        sizes are tried.  Records that do not decode are listed in ``unreadable``; a
+        dataset that fits no size raises :class:`DatasetUnreadable` (the session goes on).
+        """
+        return self._op(self._read_attendance)
+
+    async def _read_attendance(self) -> codec.AttendanceDataset:
+        sizes = await self._read_sizes()
+        if sizes.records <= 0:
+            return codec.AttendanceDataset([], None)
+        dataset = await self._read_buffer(Cmd.ATTLOG_RRQ)
+        hint = self.attendance_record_size
+        try:
+            size = codec.attendance_record_size(dataset, [sizes.records], hint=hint)
+        except CodecError:
+            after = (await self._read_sizes()).records  # the count moved during the read
+            low, high = sorted((sizes.records, after))
+            try:
+                size = codec.attendance_record_size(dataset, range(low, high + 1), hint=hint)
+            except CodecError as e:
+                raise DatasetUnreadable("attendance", dataset, str(e)) from e
+        if size is None:
+            return codec.AttendanceDataset([], None)
+        users: list[DeviceUser] = []
+        if codec.attendance_layout(size) == 8:  # 8-byte records carry only the uid
+            try:
+                users = await self._read_users()
+            except DatasetUnreadable as e:
+                log.warn("ZK device {peer}: users unreadable ({error}); 8-byte records keep"
+                         " their uid as user id", peer=self.peer, error=e.reason)
+        try:
+            read = codec.read_attendance_dataset(dataset, record_size=size, users=users)
+        except CodecError as e:
+            raise DatasetUnreadable("attendance", dataset, str(e)) from e
+        self.attendance_record_size = size
+        return read
 
     async def _read_buffer(self, command: int, fct: int = 0, ext: int = 0) -> bytes:
         """Bulk read (1503, 1504 per chunk, 1502): the dataset bytes."""
@@ -456,7 +585,8 @@ class ZKSession:
         else:
             raise CommandFailed(Cmd.READ_BUFFER, first.command)
         if len(chunk) != size:
-            raise ProtocolError(f"{self.peer}: chunk at {start} has {len(chunk)} of {size} bytes")
+            problem = f"chunk at {start} has {len(chunk)} of {size} bytes"
+            raise ProtocolError(f"{self.peer}: {problem}", problem)
         return chunk
 
     # ------------------------------------------------------------------ device control
@@ -651,7 +781,7 @@ class ZKClientProtocol(ZKSession, Protocol):
         except FrameError as e:
             log.warn("ZK device {peer}: bad framing ({error}); closing", peer=self.peer,
                      error=str(e))
-            self._fail(ProtocolError(f"{self.peer}: {e}"))
+            self._fail(ProtocolError(f"{self.peer}: {e}", str(e)))
             self.transport.abortConnection()
             return
         for p in packets:
@@ -700,15 +830,23 @@ class ZKDatagramProtocol(ZKSession, DatagramProtocol):
         except CodecError as e:
             log.warn("ZK device {peer}: bad datagram ({error}); closing", peer=self.peer,
                      error=str(e))
-            self.abort(ProtocolError(f"{self.peer}: {e}"))
+            self.abort(ProtocolError(f"{self.peer}: {e}", str(e)))
             return
         self._packet_received(p)
 
     def connectionRefused(self) -> None:  # noqa: N802
-        self.abort(SessionClosed(f"{self.peer} refused the datagram (port closed)"))
+        refused = SessionClosed(f"{self.peer} refused the datagram (port closed)")
+        refused.__cause__ = net_error.ConnectionRefusedError()
+        self.abort(refused)
 
     def stopProtocol(self) -> None:  # noqa: N802
-        self._session_lost()
+        if self.closed:
+            return
+        # Not closed by us: on Linux the reactor closes a connected UDP socket when an ICMP
+        # error arrives (port unreachable), before connectionRefused could be called.
+        refused = SessionClosed(f"{self.peer} refused the datagram (ICMP error)")
+        refused.__cause__ = net_error.ConnectionRefusedError()
+        self._session_lost(refused)
 
     def _write_packet(self, p: Packet) -> None:
         if self.transport is not None:
@@ -765,6 +903,8 @@ def open_session(
         try:
             return await endpoint.connect(factory)
         except Exception as e:
-            raise SessionClosed(f"cannot connect to {peer}: {e}") from e
+            closed = SessionClosed(f"cannot connect to {peer}: {e}")
+            closed.seconds = timeout  # type: ignore[attr-defined]
+            raise closed from e
 
     return Deferred.fromCoroutine(run())
