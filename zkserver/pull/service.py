@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
@@ -37,8 +37,11 @@ from twisted.logger import Logger
 
 from zkserver.devices import DeviceRegistry
 from zkserver.ingest import Ingest
+from zkserver.localtime import clock_offset
 from zkserver.pull import codec
 from zkserver.pull.codec import AttendanceEvent
+from zkserver.pull.control import CommandRunner, CommandSource
+from zkserver.pull.drift import DriftFixer
 from zkserver.pull.protocol import (
     DEFAULT_TIMEOUT,
     AuthenticationFailed,
@@ -125,6 +128,9 @@ class PullDeviceService(Service):
         retry_save_delay: float = 5.0,
         batch_size: int = 1000,
         rng: random.Random | None = None,
+        commands: CommandSource | None = None,
+        fix_drift: DriftFixer | None = None,
+        restart_grace: float = 300.0,
     ) -> None:
         self.device = device
         self.name = f"pull:{device.id}"
@@ -162,6 +168,17 @@ class PullDeviceService(Service):
         self._flushing = False
         self._catch_up_needed = False
         self._save_failures = 0
+        #: Real-time attendance events received (the command runner compares counts).
+        self.events_seen = 0
+        self.fix_drift = fix_drift
+        #: The clock offset the last idle probe measured (device minus true time, s).
+        self.clock_offset_s: int | None = None
+        self.restart_grace = restart_grace
+        self._restart_until: float | None = None
+        #: Runs the device's queued commands (zkserver.pull.control); None without commands.
+        self.runner: CommandRunner | None = (
+            CommandRunner(self, commands) if commands is not None else None
+        )
 
     # ------------------------------------------------------------------ life cycle
 
@@ -264,9 +281,15 @@ class PullDeviceService(Service):
                     failures = 0
                 delay = self.backoff(failures)
                 failures += 1
-                log.warn("{name}: session failed ({error}); reconnecting in {delay:.1f} s",
-                         name=self._label, error=str(e) or type(e).__name__, delay=delay)
-                await self._set_status("offline")
+                if self._rebooting():
+                    delay = min(delay, self.initial_delay)
+                    log.info("{name}: restarting; reconnecting in {delay:.1f} s",
+                             name=self._label, delay=delay)
+                    await self._set_status("rebooting")
+                else:
+                    log.warn("{name}: session failed ({error}); reconnecting in {delay:.1f} s",
+                             name=self._label, error=str(e) or type(e).__name__, delay=delay)
+                    await self._set_status("offline")
             if not await self._pause(delay):
                 return
 
@@ -283,7 +306,9 @@ class PullDeviceService(Service):
                 raise CancelledError()
             await session.connect(self.device.comm_key)
             await self._identify(session)
+            await self._learn_layout(session)
             self.session = session
+            self._restart_until = None
             await self._set_status("online")
             records = await self._catch_up_logged(session)
             await session.register_events()
@@ -293,6 +318,8 @@ class PullDeviceService(Service):
             self._established = True
             log.info("{name}: online, caught up, receiving events", name=self._label)
             self._schedule_probe()
+            if self.runner is not None:
+                self.runner.kick()
             reason = await session.notify_closed()
             raise reason
         finally:
@@ -443,6 +470,7 @@ class PullDeviceService(Service):
         return len(events)
 
     def _on_event(self, event: AttendanceEvent) -> None:
+        self.events_seen += 1
         self._pending.append(codec.to_punch(event))
         if not self._flushing and self._retry_call is None:
             Deferred.fromCoroutine(self._flush())
@@ -517,11 +545,16 @@ class PullDeviceService(Service):
                 log.warn("{name}: device lock lost; disconnecting", name=self._label)
                 session.abort(DeviceBusy("device lock lost"))
                 return
+            asked = self.clock.seconds()
             try:
-                await session.read_time()  # a timeout closes the session
+                device_time = await session.read_time()  # a timeout closes the session
             except CommandFailed as e:  # an answer all the same: the link is alive
                 log.debug("{name}: probe answered {error}", name=self._label, error=str(e))
+            else:
+                await self._check_drift(session, device_time, asked, self.clock.seconds())
             self._schedule_probe()
+            if self.runner is not None:
+                self.runner.kick()  # commands queued by other processes
 
         d = Deferred.fromCoroutine(run())
         d.addErrback(lambda f: log.info("{name}: probe failed: {error}", name=self._label,
@@ -563,6 +596,129 @@ class PullDeviceService(Service):
 
         await self.run_operation(set_time)
         return {"time": now.strftime(TIMESTAMP_FORMAT)}
+
+    # ------------------------------------------------------------------ device control
+
+    @property
+    def label(self) -> str:
+        """The device as logs name it."""
+        return self._label
+
+    def device_now(self) -> datetime:
+        """Wall-clock time in the device's zone now (what SET_TIME sends)."""
+        return device_now(self.device, self.clock)
+
+    def expect_restart(self) -> None:
+        """The device was told to restart: show ``rebooting`` (not ``offline``) while it
+        is away, for at most ``restart_grace`` seconds."""
+        self._restart_until = self.clock.seconds() + self.restart_grace
+
+    def _rebooting(self) -> bool:
+        return self._restart_until is not None and self.clock.seconds() < self._restart_until
+
+    async def remember(self, **info: Any) -> None:
+        """Merge ``info`` into the device's stored ``info``."""
+        try:
+            updated = await self.store.update_device(self.device.id, info=info)
+        except Exception:
+            log.failure("{name}: could not store {keys}", name=self._label, keys=sorted(info))
+            updated = None
+        if updated is None:
+            updated = attrs.evolve(self.device, info={**self.device.info, **info})
+        self.device = updated
+
+    async def _learn_layout(self, session: ZKSession) -> None:
+        """The device's user record size (by reading its users, once known it is kept in
+        ``info.user_layout``) and its algorithm versions (``fp_version``, ``face_version``)."""
+        info = self.device.info
+        learnt: dict[str, Any] = {}
+        if info.get("user_layout") in codec.USER_RECORD_SIZES:
+            session.user_size = info["user_layout"]
+        else:
+            try:
+                _users, layout = await session.read_users_layout()
+            except (CommandFailed, codec.CodecError) as e:
+                log.warn("{name}: user layout not learnt ({error})", name=self._label,
+                         error=str(e))
+                layout = None
+            if layout is not None:
+                learnt["user_layout"] = layout
+        if "fp_version" not in info:
+            learnt.update(await session.read_algorithm_versions())
+        if learnt:
+            await self.remember(**learnt)
+
+    async def identify(self, session: ZKSession) -> dict[str, Any]:
+        """Read identity, sizes, algorithm versions and the user layout again; the
+        device's ``info`` as stored (without the catch-up mark)."""
+        await self._identify(session)
+        learnt: dict[str, Any] = dict(await session.read_algorithm_versions())
+        _users, layout = await session.read_users_layout()
+        if layout is not None:
+            learnt["user_layout"] = layout
+        await self.remember(**learnt)
+        return {k: v for k, v in self.device.info.items() if k != "log_mark"}
+
+    async def reset_log_mark(self) -> None:
+        """The log was cleared: the next catch-up reads it from the start."""
+        await self.remember(log_mark={})
+
+    async def reregister(self, session: ZKSession, records_before: int, events_before: int) -> None:
+        """After a write sequence: REG_EVENT again, and catch up if the log grew by more
+        records than the real-time events that arrived meanwhile."""
+        await session.register_events()
+        sizes = await session.read_sizes()
+        if sizes.records - records_before > self.events_seen - events_before:
+            log.info("{name}: punches made during a command; catching up", name=self._label)
+            await self._catch_up_logged(session)
+
+    async def catch_up_range(
+        self, session: ZKSession, since: str | None, until: str | None
+    ) -> tuple[int, int, int]:
+        """A catch-up read; (records read, new punches, records from ``since`` to
+        ``until``, device local time ``YYYY-MM-DD HH:MM:SS``)."""
+        keep = _KeepRecords(session)
+        records, new = await self.catch_up(cast(ZKSession, keep))
+        stamps = (r.timestamp.strftime(TIMESTAMP_FORMAT) for r in keep.records)
+        in_range = sum(1 for t in stamps if (not since or t >= since) and (not until or t <= until))
+        return records, new, in_range
+
+    async def _check_drift(
+        self, session: ZKSession, device_time: datetime, asked: float, answered: float
+    ) -> None:
+        """Measure the clock offset (``self.clock_offset_s``) and, with ``--fix-drift``,
+        set the clock right when it is off by more than the threshold (once an hour)."""
+        zone = _zone(self.device.timezone) or datetime.fromtimestamp(asked, UTC).astimezone().tzinfo
+        assert zone is not None
+        try:
+            offset = clock_offset(device_time, zone, asked, answered)
+        except (OverflowError, ValueError):
+            return
+        self.clock_offset_s = offset
+        fixer = self.fix_drift
+        if fixer is None or not fixer.due(self.device.id, offset, self.clock.seconds()):
+            return
+        now = self.device_now()
+        try:
+            await session.set_time(now)
+        except ZKError as e:
+            log.warn("{name}: clock {offset} s off, setting it failed: {error}",
+                     name=self._label, offset=offset, error=str(e))
+            return
+        log.info("{name}: clock was {offset} s off; set to {time}", name=self._label,
+                 offset=offset, time=now.strftime(TIMESTAMP_FORMAT))
+
+
+class _KeepRecords:
+    """A session stand-in for catch_up that keeps the records it read."""
+
+    def __init__(self, session: ZKSession) -> None:
+        self.session = session
+        self.records: list[codec.PullRecord] = []
+
+    async def read_attendance(self) -> list[codec.PullRecord]:
+        self.records = await self.session.read_attendance()
+        return self.records
 
 
 async def _awaited(awaitable: Awaitable[T]) -> T:
