@@ -50,7 +50,7 @@ from twisted.logger import Logger
 
 from zkserver.events import user_sync_payload
 from zkserver.pull import codec
-from zkserver.pull.protocol import CommandFailed, ZKError, ZKSession
+from zkserver.pull.protocol import CommandFailed, DatasetUnreadable, ZKError, ZKSession
 from zkserver.records import TIMESTAMP_FORMAT, Command, DeviceUser
 
 if TYPE_CHECKING:
@@ -193,6 +193,8 @@ class CommandRunner:
             outcome = Outcome("failed", None, str(e))
         except Failed as e:
             outcome = Outcome("failed", e.return_code, e.words)
+        except DatasetUnreadable as e:
+            outcome = Outcome("failed", None, f"the terminal's {e.what} could not be read")
         except ZKError as e:
             # The link went mid-command: leave it 'sent'; the command service sends it
             # again after its timeout (a done command is never run twice).

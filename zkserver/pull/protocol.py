@@ -595,7 +595,7 @@ class ZKSession:
     # Each method is one operation (no other operation interleaves); error replies raise
     # CommandFailed (its ``words`` say what the reply code means).
 
-    #: The device's user record size (28 or 72), learnt by :meth:`read_users_layout`.
+    #: The user layout (28 or 72) writes use, learnt by :meth:`read_users_layout`.
     user_size: int | None = None
     #: Text encoding of the device's names (UTF-8; GBK on Chinese models).
     encoding: str = "utf-8"
@@ -603,23 +603,14 @@ class ZKSession:
     transport_kind: str = "tcp"
 
     def read_users_layout(self) -> Deferred[tuple[list[DeviceUser], int | None]]:
-        """Every user and the device's user record size (dataset length / user count);
-        the size is kept in :attr:`user_size` (unchanged when the device has no users)."""
+        """Every user and the user layout (28 or 72) writes use: the layout of the record
+        size read (:attr:`user_record_size`), kept in :attr:`user_size` (unchanged when
+        the device has no users)."""
 
         async def run() -> tuple[list[DeviceUser], int | None]:
-            sizes = await self._read_sizes()
-            if sizes.users <= 0:
-                return [], self.user_size
-            dataset = await self._read_buffer(Cmd.USERTEMP_RRQ, codec.Fct.USER)
-            body = len(dataset) - 4
-            size: int | None = body // sizes.users
-            if body % sizes.users or size not in codec.USER_RECORD_SIZES:
-                size = None  # the count moved meanwhile: let the reader guess
-            users = codec.parse_users(dataset, record_size=size)
-            if size is None and users:
-                size = body // len(users)
-            if size in codec.USER_RECORD_SIZES:
-                self.user_size = size
+            users = await self._read_users()
+            if users and self.user_record_size is not None:
+                self.user_size = codec.user_layout(self.user_record_size)
             return users, self.user_size
 
         return self._op(run)

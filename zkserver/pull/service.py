@@ -46,6 +46,7 @@ from zkserver.pull.protocol import (
     DEFAULT_TIMEOUT,
     AuthenticationFailed,
     CommandFailed,
+    DatasetUnreadable,
     EventCallback,
     ZKError,
     ZKSession,
@@ -637,7 +638,7 @@ class PullDeviceService(Service):
         else:
             try:
                 _users, layout = await session.read_users_layout()
-            except (CommandFailed, codec.CodecError) as e:
+            except (CommandFailed, DatasetUnreadable, codec.CodecError) as e:
                 log.warn("{name}: user layout not learnt ({error})", name=self._label,
                          error=str(e))
                 layout = None
