@@ -77,29 +77,53 @@ class Device:
 
 @frozen
 class Command:
-    """A command queued for a device and what became of it."""
+    """A command for a device and what became of it (see zkserver.commands).
+
+    ``type`` is a zkserver.commands.spec type (``raw`` for a command given as a line),
+    ``fields`` its validated fields, ``command`` the iclock line sent to a push terminal
+    (empty for pull terminals). ``created_at`` is when it was queued (``queued_at``).
+    """
 
     id: str
     device_id: str
     command: str
-    status: str  # "queued" | "sent" | "done" | "failed"
+    status: str  # "queued" | "sent" | "done" | "failed" | "expired" | "cancelled"
     return_code: int | None = None
     result: str = ""
     created_at: str | None = None
     sent_at: str | None = None
     finished_at: str | None = None
+    batch_id: str | None = None
+    type: str = "raw"
+    fields: dict[str, Any] = field(factory=dict, eq=False, hash=False)
+    attempts: int = 0
+    expires_at: str | None = None
+
+    @property
+    def queued_at(self) -> str | None:
+        return self.created_at
 
     def public(self) -> dict[str, Any]:
+        """The API shape: the type's fields at the top level, as given."""
+        command = self.command
+        if self.type != "raw" and len(command) > 200:
+            command = command[:200] + "..."
         return {
+            **self.fields,
             "id": self.id,
             "device_id": self.device_id,
-            "command": self.command,
+            "batch_id": self.batch_id,
+            "type": self.type,
+            "command": command,
             "status": self.status,
+            "attempts": self.attempts,
             "return_code": self.return_code,
             "result": self.result,
-            "created_at": self.created_at,
+            "queued_at": self.created_at,
             "sent_at": self.sent_at,
             "finished_at": self.finished_at,
+            "expires_at": self.expires_at,
+            "created_at": self.created_at,
         }
 
 

@@ -21,6 +21,7 @@ from twisted.python import usage
 
 from zkserver import __version__
 from zkserver.broadcaster import Broadcaster
+from zkserver.commands.service import Commands
 from zkserver.devices import DeviceRegistry
 from zkserver.http import make_site
 from zkserver.ingest import Ingest
@@ -75,6 +76,12 @@ class Options(usage.Options):
         ["sse-buffer", None, 1 << 20, "Bytes queued for a slow SSE client before it is "
          "dropped (it replays what it missed on reconnect)."],
         ["max-body", None, 16 << 20, "Largest request body accepted, in bytes (413 above)."],
+        ["command-timeout", None, 120.0, "Seconds a device has to answer a command it was "
+         "sent before it is sent again."],
+        ["command-retries", None, 3, "Times a command is sent in all before it expires "
+         "unanswered."],
+        ["command-ttl", None, 86400.0, "Seconds a queued command waits for its device "
+         "(offline, say) before it expires; 0 = forever."],
     ]
 
     def __init__(self) -> None:
@@ -156,6 +163,9 @@ NUMBER_OPTIONS: dict[str, tuple[type, float]] = {
     "heartbeat": (float, 0.1),
     "sse-buffer": (int, 1),
     "max-body": (int, 1),
+    "command-timeout": (float, 0.1),
+    "command-retries": (int, 1),
+    "command-ttl": (float, 0),
 }
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
@@ -238,6 +248,7 @@ class ZKServer(MultiService):
         self.push_listeners: list[Listener] = []
         self.web_listeners: list[Listener] = []
         self.pull: Any = None
+        self.commands: Any = None  # zkserver.commands.Commands, set by makeService
         self.token = ""
         self._stopping = False
 
@@ -313,6 +324,16 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
         poll_delay=config["poll-delay"],
     )
     server = ZKServer(store, broadcaster, reactor)
+    commands = Commands(
+        store=store,
+        ingest=ingest,
+        clock=reactor,
+        timeout=max(0.1, config["command-timeout"]),
+        retries=max(1, config["command-retries"]),
+        ttl=max(0.0, config["command-ttl"]),
+        server_timezone=config["timezone"],
+    )
+    server.commands = commands
 
     token = config["token"]
     if not token:
@@ -326,6 +347,7 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
         registry=registry,
         ingest=ingest,
         clock=reactor,
+        commands=commands,
         server_timezone=config["timezone"],
         delay=config["poll-delay"],
         error_delay=config["error-delay"],
@@ -354,6 +376,7 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
         events=EventStream(broadcaster=broadcaster, store=store, max_buffer=config["sse-buffer"]),
         auth=TokenAuth(token),
         pull=pull,
+        commands=commands,
         cors_origins=frozenset(config["cors-origin"]),
         secure_cookie=bool(config["secure-cookie"]),
         ready=lambda: server.ready.called,
@@ -369,6 +392,9 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
     TimerService(
         max(1, config["poll-delay"] // 2),
         _log_job("presence", registry.mark_silent_offline, server),
+    ).setServiceParent(server)
+    TimerService(
+        max(0.1, min(5.0, commands.timeout / 4)), _log_job("commands", commands.sweep, server)
     ).setServiceParent(server)
     return server
 

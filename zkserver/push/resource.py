@@ -21,11 +21,14 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from zkserver.clock import utc_now
+from zkserver.commands.service import Commands
+from zkserver.commands.spec import push_result
 from zkserver.devices import DeviceRegistry
 from zkserver.events import user_sync_payload
 from zkserver.http import text_reply
 from zkserver.ingest import Ingest
 from zkserver.push import iclock
+from zkserver.push.commands import parse_info_result
 from zkserver.records import Device, Rejected
 from zkserver.store.base import Store, StoreUnavailable
 
@@ -86,10 +89,16 @@ class PushApp:
     registry: DeviceRegistry
     ingest: Ingest
     clock: IReactorTime
+    commands: Commands | None = None
     server_timezone: str = ""
     delay: int = 10
     error_delay: int = 30
     ready: Callable[[], bool] = lambda: True
+
+    def __attrs_post_init__(self) -> None:
+        if self.commands is None:
+            self.commands = Commands(self.store, self.ingest, self.clock,
+                                     server_timezone=self.server_timezone)
 
     def resource(self) -> Any:
         return routes.__get__(self, PushApp).resource()
@@ -258,33 +267,33 @@ async def getrequest(self: PushApp, request: IRequest, device: Device,
                      params: dict[str, str]) -> bytes:
     if params.get("INFO"):
         await self.store.update_device(device.id, info=iclock.parse_info(params["INFO"]))
-    commands = await self.store.take_commands(device.id)
-    return text_reply(request, iclock.format_commands([(c.id, c.command) for c in commands]))
+    assert self.commands is not None
+    claimed = await self.commands.claim_push(device)
+    return text_reply(request, iclock.format_commands([(c.id, line) for c, line in claimed]))
 
 
 @routes.route("/iclock/devicecmd", methods=["POST"])
 @terminal_route
 async def devicecmd(self: PushApp, request: IRequest, device: Device,
                     params: dict[str, str]) -> bytes:
+    """Results, one ``ID=..&Return=..&CMD=..`` line each (INFO's Key=Value lines follow
+    it): each finishes its command (a repeated result changes nothing) and publishes a
+    ``command_status`` event (and the ``command_result`` alias)."""
+    assert self.commands is not None
     for result in iclock.parse_devicecmd(iclock.decode_text(_body(request))):
-        code = result.return_code if result.return_code is not None else -1
-        command = await self.store.finish_command(device.id, result.id, code, result.result)
-        if command is None:
-            log.warn("Result for unknown command {id} from {serial}", id=result.id,
-                     serial=device.serial_number)
-            continue
-        await self.ingest.record_event(
-            {
-                "type": "command_result",
-                "device_id": device.id,
-                "serial_number": device.serial_number,
-                "command_id": command.id,
-                "command": command.command,
-                "status": command.status,
-                "return_code": command.return_code,
-            },
-            device.serial_number,
+        code = result.return_code
+        status = "done" if code == 0 else "failed"
+        command = await self.commands.finish(
+            result.id, status, code, push_result(code, result.result), device_id=device.id
         )
+        if command is None:
+            log.info("Result for unknown or finished command {id} from {serial}",
+                     id=result.id, serial=device.serial_number)
+            continue
+        if command.type == "info" or result.cmd.upper() == "INFO":
+            info = parse_info_result(result.result)
+            if info:
+                await self.store.update_device(device.id, info=info)
     return text_reply(request, "OK")
 
 

@@ -7,12 +7,15 @@ schema (``migrations/*.sql``) and pass the same test suite (``tests/store``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred
 
 from zkserver.events import Event
 from zkserver.records import Command, Device, DeviceUser, Punch, Rejected
+
+if TYPE_CHECKING:
+    from zkserver.store.commands import CommandChange, CommandPage, NewCommand
 
 __all__ = ["Store", "StoreUnavailable", "DuplicateDevice", "AttendancePage"]
 
@@ -148,6 +151,49 @@ class Store(Protocol):
 
     def commands(self, device_id: str, limit: int = 100) -> Deferred[list[Command]]:
         """Newest first."""
+
+    # --- command lifecycle (zkserver.store.commands; zkserver.commands uses these) -------
+    # Each returns (changed commands, events recorded in the same transaction); the
+    # caller publishes the events after the commit. ``now``: zkserver.store.commands.stamp.
+    def add_commands(self, items: Sequence[NewCommand], now: str) -> Deferred[CommandChange]:
+        """Queue commands in order, one ``queued`` command_status event each."""
+
+    def claim_commands(
+        self, device_id: str, now: str, max_bytes: int | None = None
+    ) -> Deferred[CommandChange]:
+        """Oldest queued -> ``sent`` (attempts + 1): one, or as many as fit ``max_bytes``."""
+
+    def complete_command(
+        self,
+        command_id: str,
+        status: str,
+        return_code: int | None,
+        result: str,
+        now: str,
+        device_id: str | None = None,
+    ) -> Deferred[CommandChange]:
+        """``done``/``failed``/``expired`` unless already final (then nothing changes)."""
+
+    def cancel_command(self, command_id: str, now: str) -> Deferred[CommandChange]:
+        """Cancel a queued command; otherwise return it unchanged with no events."""
+
+    def sweep_commands(
+        self, now: str, sent_before: str, max_attempts: int
+    ) -> Deferred[CommandChange]:
+        """Requeue or expire unanswered sent commands, expire queued ones past expires_at."""
+
+    def command(self, command_id: str) -> Deferred[Command | None]: ...
+
+    def list_commands(
+        self,
+        *,
+        device_id: str | None = None,
+        batch_id: str | None = None,
+        status: str | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Deferred[CommandPage]:
+        """Newest first; ``cursor`` continues a page (ValueError if invalid)."""
 
     # --- pull-device ownership (OPTIONAL: used through getattr by zkserver.pull) ------
     # With PostgreSQL several processes share the database; each pull device must be

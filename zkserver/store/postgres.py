@@ -34,6 +34,7 @@ from txpostgres import reconnection
 from txpostgres import txpostgres as txpg
 
 from zkserver.store.base import StoreUnavailable
+from zkserver.store.commands import CommandScripts
 from zkserver.store.sql import EVENTS_LOCK, InFlight, Q, Script, SQLStore, params_for, render
 
 __all__ = ["PostgresStore", "events_channel"]
@@ -431,7 +432,7 @@ class _DeviceLocks:
             self.conn = None
 
 
-class PostgresStore(SQLStore):
+class PostgresStore(CommandScripts, SQLStore):
     """:class:`~zkserver.store.base.Store` on PostgreSQL (txpostgres)."""
 
     dialect = "postgresql"

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from zkserver.store.base import StoreUnavailable
+from zkserver.store.commands import CommandScripts
 from zkserver.store.sql import InFlight, Q, Script, SQLStore, params_for, render
 
 __all__ = ["SqliteStore"]
@@ -78,7 +79,7 @@ def _drive(conn: Any, script: Script[T], write: bool) -> T:
         cursor.close()
 
 
-class SqliteStore(SQLStore):
+class SqliteStore(CommandScripts, SQLStore):
     """:class:`~zkserver.store.base.Store` on a SQLite file (WAL, one writer)."""
 
     dialect = "sqlite"

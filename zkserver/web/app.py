@@ -24,7 +24,10 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.static import File
 
+from zkserver.commands.service import Commands, DeviceNotReady, NotCancellable, TooLarge
+from zkserver.commands.spec import CommandError, CommandSpec, Unsupported, parse_command
 from zkserver.devices import DeviceRegistry
+from zkserver.ingest import Ingest
 from zkserver.push.iclock import utc_offset_minutes
 from zkserver.records import Device
 from zkserver.store.base import DuplicateDevice, Store, StoreUnavailable
@@ -36,8 +39,13 @@ __all__ = ["WebApp", "PullControl", "ApiError"]
 log = Logger()
 
 SERIAL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-COMMAND_RE = re.compile(r"^[^\r\n]{1,4096}$")
 MAX_JSON_BODY = 1 << 20
+
+
+def reactor_clock() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
 
 
 class PullControl(Protocol):
@@ -55,10 +63,20 @@ class PullControl(Protocol):
 
 
 class ApiError(Exception):
-    def __init__(self, code: int, message: str) -> None:
+    """An error answer: ``{"error": message, "detail": message}`` (and ``field``, the
+    JSON name of the field at fault, when there is one)."""
+
+    def __init__(self, code: int, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.field = field
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.message, "detail": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        return body
 
 
 def json_response(request: IRequest, body: Any, code: int = 200) -> bytes:
@@ -85,7 +103,7 @@ def api(authenticated: bool = True) -> Callable[[Handler], Handler]:
             try:
                 return await handler(self, request, *args, **kwargs)
             except ApiError as e:
-                return json_response(request, {"error": e.message}, e.code)
+                return json_response(request, e.body(), e.code)
             except StoreUnavailable as e:
                 log.warn("Database unavailable: {error}", error=str(e))
                 return json_response(request, {"error": "database unavailable"}, 503)
@@ -175,6 +193,7 @@ class WebApp:
     events: EventStream
     auth: TokenAuth
     pull: PullControl | None = None
+    commands: Commands | None = None
     cors_origins: frozenset[str] = frozenset()
     secure_cookie: bool = False
     ready: Callable[[], bool] = lambda: True
@@ -195,6 +214,12 @@ class WebApp:
             request.setHeader(
                 b"access-control-allow-methods", b"GET, POST, PATCH, DELETE, OPTIONS"
             )
+
+    def command_service(self) -> Commands:
+        if self.commands is None:  # built without one (tests): a default service
+            self.commands = Commands(self.store, Ingest(self.store, self.events.broadcaster),
+                                     reactor_clock())
+        return self.commands
 
     async def device_or_404(self, device_id: str) -> Device:
         device = await self.store.device(device_id)
@@ -402,13 +427,17 @@ async def reject_device(self: WebApp, request: IRequest, device_id: str) -> byte
 @routes.route("/api/devices/<device_id>/commands", methods=["POST"])
 @api()
 async def queue_command(self: WebApp, request: IRequest, device_id: str) -> bytes:
+    """A typed command (``{"type": ...}``, or ``{"command": {...}}``); the one-line form
+    ``{"command": "INFO"}`` is a ``raw`` command."""
     device = await self.device_or_404(device_id)
-    if device.kind != "push":
-        raise ApiError(409, "commands are queued for push devices; use the pull operations")
-    command = _str(read_json(request), "command", limit=4096)
-    if not COMMAND_RE.match(command):
-        raise ApiError(400, "command is required: one line, e.g. 'INFO' or 'REBOOT'")
-    queued = await self.store.queue_command(device.id, command)
+    body = read_json(request)
+    if isinstance(body.get("command"), dict) and "type" not in body:
+        body = body["command"]
+    spec = _command_spec(body)
+    try:
+        queued = await self.command_service().queue(device, spec)
+    except Exception as e:
+        raise _command_error(e) from None
     return json_response(request, queued.public(), 201)
 
 
@@ -416,8 +445,132 @@ async def queue_command(self: WebApp, request: IRequest, device_id: str) -> byte
 @api()
 async def list_commands(self: WebApp, request: IRequest, device_id: str) -> bytes:
     device = await self.device_or_404(device_id)
-    commands = await self.store.commands(device.id)
+    params = query_params(request)
+    limit = _int(params.get("limit", 100), "limit", 1, 1000)
+    commands, _ = await self.store.list_commands(device_id=device.id, limit=limit)
     return json_response(request, [c.public() for c in commands])
+
+
+def _command_spec(body: Any) -> CommandSpec:
+    try:
+        return parse_command(body)
+    except CommandError as e:
+        raise ApiError(400, e.message, field=e.field) from None
+
+
+def _command_error(e: Exception) -> Exception:
+    """The API error for a failure of Commands.queue / queue_batch."""
+    if isinstance(e, CommandError):
+        return ApiError(400, e.message, field=e.field)
+    if isinstance(e, DeviceNotReady):
+        return ApiError(409, str(e))
+    if isinstance(e, Unsupported):
+        return ApiError(422, e.reason)
+    if isinstance(e, TooLarge):
+        return ApiError(413, str(e))
+    return e
+
+
+@routes.route("/api/commands", methods=["POST"])
+@api()
+async def queue_batch(self: WebApp, request: IRequest) -> bytes:
+    """``{"command": {...}, "device_ids": [...]}`` or ``{"command": {...}, "all": true,
+    "kind": "push"|"pull"|null}``: one command per device under one batch id."""
+    body = read_json(request)
+    spec = _command_spec(body.get("command"))
+    unknown = sorted(set(body) - {"command", "device_ids", "all", "kind"})
+    if unknown:
+        raise ApiError(400, f"unknown field {unknown[0][:40]!r}", field=unknown[0])
+    if body.get("all") is True:
+        if "device_ids" in body:
+            raise ApiError(400, "give device_ids or all, not both", field="device_ids")
+        kind = body.get("kind")
+        if kind not in (None, "push", "pull"):
+            raise ApiError(400, "kind must be push, pull or null", field="kind")
+        devices = [
+            d for d in await self.store.devices(kind=kind)
+            if d.approved and d.status not in ("pending", "rejected")
+        ]
+        if not devices:
+            raise ApiError(422, "no approved device" + (f" of kind {kind}" if kind else ""))
+    else:
+        if "all" in body and body["all"] is not False:
+            raise ApiError(400, "all must be true or false", field="all")
+        ids = body.get("device_ids")
+        if (
+            not isinstance(ids, list) or not ids or len(ids) > 10_000
+            or not all(isinstance(i, str) and i for i in ids)
+        ):
+            raise ApiError(400, "device_ids must be a non-empty list of device ids "
+                                "(or give all: true)", field="device_ids")
+        devices = []
+        for device_id in dict.fromkeys(ids):
+            device = await self.store.device(device_id)
+            if device is None:
+                raise ApiError(404, f"no such device: {device_id[:60]}", field="device_ids")
+            devices.append(device)
+    try:
+        batch = await self.command_service().queue_batch(devices, spec)
+    except Exception as e:
+        raise _command_error(e) from None
+    return json_response(
+        request,
+        {
+            "batch_id": batch.batch_id,
+            "commands": [c.public() for c in batch.commands],
+            "skipped": batch.skipped,
+        },
+        201,
+    )
+
+
+COMMAND_STATUSES = ("queued", "sent", "done", "failed", "expired", "cancelled")
+
+
+@routes.route("/api/commands", methods=["GET"])
+@api()
+async def all_commands(self: WebApp, request: IRequest) -> bytes:
+    params = query_params(request)
+    status = params.get("status") or None
+    if status is not None and status not in COMMAND_STATUSES:
+        raise ApiError(400, "status must be one of " + ", ".join(COMMAND_STATUSES),
+                       field="status")
+    limit = _int(params.get("limit", 100), "limit", 1, 1000)
+    try:
+        commands, cursor = await self.store.list_commands(
+            device_id=params.get("device_id") or None,
+            batch_id=params.get("batch_id") or None,
+            status=status,
+            cursor=params.get("cursor") or None,
+            limit=limit,
+        )
+    except ValueError as e:
+        raise ApiError(400, str(e), field="cursor") from None
+    return json_response(
+        request, {"items": [c.public() for c in commands], "next_cursor": cursor}
+    )
+
+
+@routes.route("/api/commands/<command_id>", methods=["GET"])
+@api()
+async def get_command(self: WebApp, request: IRequest, command_id: str) -> bytes:
+    command = await self.store.command(command_id)
+    if command is None:
+        raise ApiError(404, "no such command")
+    return json_response(request, command.public())
+
+
+@routes.route("/api/commands/<command_id>", methods=["DELETE"])
+@api()
+async def cancel_command(self: WebApp, request: IRequest, command_id: str) -> bytes:
+    try:
+        command = await self.command_service().cancel(command_id)
+    except LookupError:
+        raise ApiError(404, "no such command") from None
+    except NotCancellable as e:
+        raise ApiError(409, f"only a queued command can be cancelled; this one is "
+                            f"{e.command.status}") from None
+    return json_response(request, command.public())
 
 
 async def _pull_operation(self: WebApp, device_id: str, name: str) -> dict[str, Any]:

@@ -10,10 +10,13 @@ import copy
 from typing import Any
 
 from zkserver import __version__
+from zkserver.commands.spec import COMMAND_TYPES, STATUSES
 
 __all__ = ["openapi_document"]
 
 JSON = "application/json"
+COMMAND_TYPE_NAMES = list(COMMAND_TYPES)
+COMMAND_STATUSES = list(STATUSES)
 Schema = dict[str, Any]
 
 
@@ -131,27 +134,103 @@ SCHEMAS: dict[str, Schema] = {
         "additionalProperties": False,
     },
     "Deleted": _obj({"deleted": {"type": "string", "description": "The removed device's id."}}),
-    "CommandCreate": _obj(
+    "CommandSpec": {
+        "type": "object",
+        "description": (
+            "A typed command: type and its fields at the top level. reboot, sync_time, info,"
+            " query_users: no fields. check, set_option, raw: push terminals only."
+            " clear_log, clear_data: confirm (must be true). set_option: key, value."
+            " open_door: seconds (1-254, default 3; pull terminals only use it)."
+            " user_upsert: user_id (1-24 letters/digits), name, privilege (0, 2, 6, 14),"
+            " password, card, group. user_delete: user_id. query_attlog: since, until"
+            " (YYYY-MM-DD HH:MM:SS, device local time). enroll_finger: user_id, finger (0-9)."
+            " template_upsert: user_id, kind (finger/face/biodata/userpic), index, format"
+            " (algorithm version, e.g. '10'), valid, data (base64). raw: command (one line,"
+            " sent as given). A body without type but with a command string is raw."
+        ),
+        "properties": {
+            "type": {"type": "string", "enum": COMMAND_TYPE_NAMES},
+            "confirm": {"type": "boolean"},
+            "key": {"type": "string"},
+            "value": {"type": "string"},
+            "seconds": {"type": "integer", "minimum": 1, "maximum": 254},
+            "user_id": {"type": "string", "pattern": "^[A-Za-z0-9]{1,24}$"},
+            "name": {"type": "string", "maxLength": 24},
+            "privilege": {"type": "integer", "enum": [0, 2, 6, 14]},
+            "password": {"type": "string", "maxLength": 8},
+            "card": {"type": "string"},
+            "group": {"type": "string"},
+            "since": {"type": "string"},
+            "until": {"type": "string"},
+            "finger": {"type": "integer", "minimum": 0, "maximum": 9},
+            "kind": {"type": "string", "enum": ["finger", "face", "biodata", "userpic"]},
+            "index": {"type": "integer"},
+            "format": {"type": "string"},
+            "valid": {"type": "integer"},
+            "data": {"type": "string", "contentEncoding": "base64"},
+            "command": {"type": "string", "description": "raw: the line, as given."},
+        },
+        "additionalProperties": False,
+    },
+    "CommandCreate": {
+        "oneOf": [
+            _ref("CommandSpec"),
+            _obj({"command": _ref("CommandSpec")}),
+        ],
+    },
+    "CommandBatchCreate": _obj(
         {
-            "command": {
-                "type": "string",
-                "minLength": 1,
-                "maxLength": 4096,
-                "description": "One line, e.g. 'INFO' or 'REBOOT'.",
-            }
-        }
+            "command": _ref("CommandSpec"),
+            "device_ids": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            "all": {
+                "type": "boolean",
+                "description": "Every approved device (pending and rejected ones left out).",
+            },
+            "kind": {"type": ["string", "null"], "enum": ["push", "pull", None]},
+        },
+        required=["command"],
+        additionalProperties=False,
     ),
     "Command": _obj(
         {
             "id": {"type": "string"},
             "device_id": {"type": "string"},
-            "command": {"type": "string"},
-            "status": {"type": "string", "enum": ["queued", "sent", "done", "failed"]},
+            "batch_id": _nullable("string"),
+            "type": {"type": "string"},
+            "command": {
+                "type": "string",
+                "description": "The iclock line sent to a push terminal ('' for pull; long"
+                " lines are shortened here).",
+            },
+            "status": {"type": "string", "enum": COMMAND_STATUSES},
+            "attempts": {"type": "integer", "description": "Times sent (0: never)."},
             "return_code": _nullable("integer"),
-            "result": {"type": "string"},
-            "created_at": _nullable("string"),
+            "result": {"type": "string", "description": "The device's answer, in words."},
+            "queued_at": _nullable("string"),
             "sent_at": _nullable("string"),
             "finished_at": _nullable("string"),
+            "expires_at": _nullable("string"),
+            "created_at": _nullable("string", description="Same as queued_at."),
+        },
+        required=["id", "device_id", "type", "status", "attempts", "queued_at"],
+        additionalProperties=True,
+        description="A command and what became of it; the type's fields are at the top level.",
+    ),
+    "CommandBatch": _obj(
+        {
+            "batch_id": {"type": "string"},
+            "commands": {"type": "array", "items": _ref("Command")},
+            "skipped": {
+                "type": "array",
+                "items": _obj({"device_id": {"type": "string"}, "reason": {"type": "string"}}),
+                "description": "Devices whose kind cannot do the type, and why.",
+            },
+        }
+    ),
+    "CommandPage": _obj(
+        {
+            "items": {"type": "array", "items": _ref("Command")},
+            "next_cursor": _nullable("string"),
         }
     ),
     "DeviceUser": _obj(
@@ -264,7 +343,7 @@ SCHEMAS: dict[str, Schema] = {
         },
         required=["type", "device_id", "serial_number"],
     ),
-    "CommandResultEvent": _obj(
+    "CommandResultEvent": _obj(  # kept: an alias of a final command_status
         {
             "type": {"type": "string", "const": "command_result"},
             "device_id": {"type": "string"},
@@ -276,6 +355,22 @@ SCHEMAS: dict[str, Schema] = {
         },
         required=["type", "device_id", "serial_number"],
     ),
+    "CommandStatusEvent": _obj(
+        {
+            "type": {"type": "string", "const": "command_status"},
+            "command_id": {"type": "string"},
+            "batch_id": _nullable("string"),
+            "device_id": {"type": "string"},
+            "serial_number": {"type": "string"},
+            "command_type": {"type": "string"},
+            "status": {"type": "string", "enum": COMMAND_STATUSES},
+            "attempts": {"type": "integer"},
+            "return_code": _nullable("integer"),
+            "result": {"type": "string"},
+        },
+        required=["type", "command_id", "device_id", "serial_number", "command_type", "status"],
+        description="One per status change of a command, push and pull alike.",
+    ),
     "Event": {
         "description": (
             "The JSON in one SSE message's data: line. Every message also carries an "
@@ -286,6 +381,7 @@ SCHEMAS: dict[str, Schema] = {
             _ref("DeviceStatusEvent"),
             _ref("UserSyncEvent"),
             _ref("CommandResultEvent"),
+            _ref("CommandStatusEvent"),
         ],
         "discriminator": {
             "propertyName": "type",
@@ -294,6 +390,7 @@ SCHEMAS: dict[str, Schema] = {
                 "device_status": "#/components/schemas/DeviceStatusEvent",
                 "user_sync": "#/components/schemas/UserSyncEvent",
                 "command_result": "#/components/schemas/CommandResultEvent",
+                "command_status": "#/components/schemas/CommandStatusEvent",
             },
         },
     },
@@ -373,6 +470,13 @@ def _op(
     return op
 
 
+COMMAND_ID = {
+    "name": "command_id",
+    "in": "path",
+    "required": True,
+    "description": "The command's id.",
+    "schema": {"type": "string"},
+}
 DEVICE_ID = {
     "name": "device_id",
     "in": "path",
@@ -574,18 +678,65 @@ def _paths() -> dict[str, Schema]:
         "/api/devices/{device_id}/commands": {
             "parameters": [DEVICE_ID],
             "post": _op(
-                "queue_command", "Queue a command for a push device.", "push devices",
+                "queue_command", "Queue a typed command for a device.", "commands",
                 {
                     "201": _json("Queued.", _ref("Command")),
-                    "400": _error("Missing or multi-line command."),
-                    "409": _error("Not a push device."),
+                    "400": _error("Invalid command; field names the JSON field at fault."),
+                    "409": _error("The device is pending or rejected."),
+                    "413": _error("Larger than a push terminal's 900 KiB reply."),
+                    "422": _error("This kind of device cannot do this type."),
                 },
                 body=_body("CommandCreate"), device=True,
             ),
             "get": _op(
-                "list_commands", "A device's commands and their results.", "push devices",
+                "list_commands", "A device's commands, newest first.", "commands",
                 {"200": _json("Commands.", {"type": "array", "items": _ref("Command")})},
-                device=True,
+                parameters=[LIMIT], device=True,
+            ),
+        },
+        "/api/commands": {
+            "post": _op(
+                "queue_batch", "Send one typed command to many devices.", "commands",
+                {
+                    "201": _json("Queued, one command per device.", _ref("CommandBatch")),
+                    "400": _error("Invalid command or body."),
+                    "404": _error("A device in device_ids does not exist."),
+                    "409": _error("A device in device_ids is pending or rejected."),
+                    "413": _error("Larger than a push terminal's 900 KiB reply."),
+                    "422": _error("No device can do this type."),
+                },
+                body=_body("CommandBatchCreate"),
+            ),
+            "get": _op(
+                "all_commands", "Commands across devices, newest first.", "commands",
+                {
+                    "200": _json("A page of commands.", _ref("CommandPage")),
+                    "400": _error("Invalid status or cursor."),
+                },
+                parameters=[
+                    _query("batch_id", "Only this batch."),
+                    _query("device_id", "Only this device's commands."),
+                    _query("status", "Only commands in this status.",
+                           {"type": "string", "enum": COMMAND_STATUSES}),
+                    LIMIT,
+                    _query("cursor", "next_cursor of the previous page."),
+                ],
+            ),
+        },
+        "/api/commands/{command_id}": {
+            "parameters": [COMMAND_ID],
+            "get": _op(
+                "get_command", "One command.", "commands",
+                {"200": _json("The command.", _ref("Command")),
+                 "404": _error("No such command.")},
+            ),
+            "delete": _op(
+                "cancel_command", "Cancel a command that is still queued.", "commands",
+                {
+                    "200": _json("Cancelled.", _ref("Command")),
+                    "404": _error("No such command."),
+                    "409": _error("Not queued any more."),
+                },
             ),
         },
         "/api/devices/{device_id}/sync-time": {
