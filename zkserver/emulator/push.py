@@ -59,6 +59,10 @@ class RunSummary:
     connected: bool  # the handshake and the user upload succeeded
 
 
+#: Template tables of DATA UPDATE/DELETE (docs/protocols.md A.7).
+TEMPLATE_TABLES = ("FINGERTMP", "FACE", "BIODATA", "USERPIC")
+
+
 def _coro(coro: Coroutine[Any, Any, Any]) -> Deferred[Any]:
     return Deferred.fromCoroutine(coro)
 
@@ -95,6 +99,19 @@ class PushTerminal:
     generated: int = 0
     uploaded: int = 0
     commands_done: list[tuple[str, str, int]] = field(factory=list)
+    #: Templates: (kind, PIN, index) -> the command's key=value fields (kind is the
+    #: table: FINGERTMP, FACE, BIODATA, USERPIC).
+    templates: dict[tuple[str, str, str], dict[str, str]] = field(factory=dict)
+    #: Commands to leave unanswered (never reported): an id, or a command's start.
+    silent: set[str] = field(factory=set)
+    #: Options set by SET OPTION (DateTime is also applied to the clock).
+    options_set: dict[str, str] = field(factory=dict)
+    clock_offset: float = 0.0  # seconds added to the reactor's time (SET OPTION DateTime)
+    doors_opened: int = 0
+    enrolling: tuple[str, str] | None = None
+    reboots: int = 0
+    reboot_seconds: float = 0.5
+    rebooting: bool = False
 
     _pool: HTTPConnectionPool | None = field(default=None, init=False)
     _last_time: dict[str, datetime] = field(factory=dict, init=False)
@@ -229,6 +246,10 @@ class PushTerminal:
                     "{serial}: ignored reply line {line!r}", serial=self.serial_number, line=line
                 )
                 continue
+            if cmd_id in self.silent or any(command.startswith(x) for x in self.silent):
+                log.info("{serial}: leaving command {id} unanswered", serial=self.serial_number,
+                         id=cmd_id)
+                continue
             return_code, cmd_type, result = await self._execute(command)
             log.info(
                 "{serial}: command {id} {command!r} -> {code}",
@@ -244,7 +265,29 @@ class PushTerminal:
             if code != 200 or iclock.parse_ok(text) is None:
                 raise ServerRefused("devicecmd", code, text)
         self.commands_done.extend(done)
+        if any(c.strip().upper() == "REBOOT" and code == 0 for _, c, code in done):
+            await self.reboot()
         return done
+
+    async def close(self) -> None:
+        """Close the HTTP connections (for a terminal driven step by step, not by run())."""
+        if self._pool is not None:
+            await self._pool.closeCachedConnections()
+
+    async def reboot(self) -> None:
+        """Drop every connection, stay away ``reboot_seconds``, then handshake again."""
+        self.rebooting = True
+        self.reboots += 1
+        log.info("{serial}: rebooting", serial=self.serial_number)
+        try:
+            if self._pool is not None:
+                await self._pool.closeCachedConnections()
+            d: Deferred[None] = Deferred()
+            self.reactor.callLater(self.reboot_seconds, d.callback, None)
+            await d
+            await self._retrying("handshake after reboot", self.handshake)
+        finally:
+            self.rebooting = False
 
     async def _execute(self, command: str) -> tuple[int, str, str]:
         """Run one command; return (return code, CMD type, result text)."""
@@ -264,10 +307,40 @@ class PushTerminal:
         if cmd_type == "CLEAR_DATA":
             self.attlog.clear()
             self.user_list.clear()
+            self.templates.clear()
             return 0, cmd_type, ""
-        if cmd_type in ("CHECK", "REBOOT", "SET_OPTION", "RELOAD_OPTIONS", "AC_UNLOCK", "LOG"):
+        if cmd_type == "SET_OPTION":
+            rest = command.split(" ", 2)
+            key, sep, value = (rest[2] if len(rest) > 2 else "").partition("=")
+            if not sep or not key:
+                return -1, cmd_type, ""
+            self.options_set[key] = value
+            if key == "DateTime":
+                if not value.isdigit():
+                    return -1, cmd_type, ""
+                self._set_clock(int(value))
+            return 0, cmd_type, ""
+        if cmd_type == "AC_UNLOCK":
+            self.doors_opened += 1
+            return 0, cmd_type, ""
+        if cmd_type == "ENROLL_FP":
+            fields = iclock.parse_key_values(command.partition(" ")[2])
+            pin = fields.get("PIN", "")
+            if pin not in self.user_list:
+                return -10, cmd_type, ""
+            self.enrolling = (pin, fields.get("FID", ""))
+            return 0, cmd_type, ""
+        if cmd_type in ("CHECK", "REBOOT", "RELOAD_OPTIONS", "LOG"):
             return 0, cmd_type, ""
         return -1002, cmd_type, ""
+
+    def _set_clock(self, zk_seconds: int) -> None:
+        """SET OPTION DateTime=<ZK time>: the terminal's local clock is set to it."""
+        from zkserver.pull.codec import decode_time
+
+        wanted = decode_time(zk_seconds)
+        self.clock_offset = 0.0
+        self.clock_offset = (wanted - self._local_now()).total_seconds()
 
     async def _data_command(self, verb: str, table: str, command: str) -> int:
         args = command.split(" ", 3)[3] if command.count(" ") >= 3 else ""
@@ -280,7 +353,36 @@ class PushTerminal:
             return 0
         if table == "USERINFO" and verb == "DELETE":
             pin = iclock.parse_key_values(args).get("PIN", "")
-            return 0 if self.user_list.pop(pin, None) is not None else -10
+            if self.user_list.pop(pin, None) is None:
+                return -10
+            for key in [k for k in self.templates if k[1] == pin]:
+                del self.templates[key]
+            return 0
+        if table == "USERINFO" and verb == "QUERY":
+            pin = iclock.parse_key_values(args).get("PIN", "")
+            users = [u for u in self.user_list.values() if not pin or u.user_id == pin]
+            if pin and not users:
+                return -10
+            lines = [iclock.format_user_line(u) for u in users]
+            lines += [
+                f"{'FP' if kind == 'FINGERTMP' else kind} " + "\t".join(
+                    f"{k}={v}" for k, v in fields.items()
+                )
+                for (kind, who, _), fields in self.templates.items()
+                if who in {u.user_id for u in users}
+            ]
+            try:
+                await self._upload("OPERLOG", "".join(line + "\n" for line in lines))
+            except Exception:
+                log.failure("{serial}: user query upload failed", serial=self.serial_number)
+                return -3
+            return 0
+        if table in TEMPLATE_TABLES and verb == "UPDATE":
+            return self._template_update(table, args)
+        if table in TEMPLATE_TABLES and verb == "DELETE":
+            fields = iclock.parse_key_values(args)
+            key = (table, fields.get("PIN", ""), fields.get("FID", ""))
+            return 0 if self.templates.pop(key, None) is not None else -10
         if table == "ATTLOG" and verb == "QUERY":
             fields = iclock.parse_key_values(args)
             start = fields.get("StartTime", "")
@@ -294,6 +396,25 @@ class PushTerminal:
                     return -3
             return 0
         return -1002
+
+    def _template_update(self, table: str, args: str) -> int:
+        """DATA UPDATE FINGERTMP/FACE/BIODATA/USERPIC: Size= must be the data's length
+        (else -1), the user must exist (else -10)."""
+        fields = iclock.parse_key_values(args)
+        pin = fields.get("PIN", fields.get("Pin", ""))
+        data_key = {"FINGERTMP": "TMP", "FACE": "TMP", "BIODATA": "Tmp", "USERPIC": "Content"}[
+            table
+        ]
+        data = fields.get(data_key, "")
+        if not data:
+            return -1
+        if table != "BIODATA" and fields.get("Size", "") != str(len(data)):
+            return -1
+        if pin not in self.user_list:
+            return -10
+        index = fields.get("FID", fields.get("No", ""))
+        self.templates[(table, pin, index)] = fields
+        return 0
 
     def _info_result(self) -> str:
         return "\n".join(
@@ -309,7 +430,7 @@ class PushTerminal:
     # ------------------------------------------------------------------ punches
 
     def _local_now(self) -> datetime:
-        now = datetime.fromtimestamp(self.reactor.seconds(), UTC)
+        now = datetime.fromtimestamp(self.reactor.seconds() + self.clock_offset, UTC)
         if self.timezone_minutes is None:
             return now.astimezone().replace(tzinfo=None)
         return (now + timedelta(minutes=self.timezone_minutes)).replace(tzinfo=None)

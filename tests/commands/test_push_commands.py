@@ -1,0 +1,341 @@
+"""Typed commands end to end on real sockets: API -> store -> getrequest -> emulated push
+terminal -> devicecmd -> store -> command_status events (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest_twisted
+from twisted.internet import reactor
+
+from tests.harness import RunningServer, SSEClient, start_server, wait_until
+from zkserver.emulator.push import PushTerminal
+
+
+@pytest_twisted.async_yield_fixture
+async def fast(db_url: str, tmp_path) -> AsyncIterator[RunningServer]:
+    """A server whose commands time out after 0.5 s, sent twice at most, kept 30 s."""
+    running = await start_server(
+        db_url,
+        str(tmp_path / "data"),
+        "--auto-approve",
+        "--no-pull",
+        "--command-timeout",
+        "0.5",
+        "--command-retries",
+        "2",
+        "--command-ttl",
+        "30",
+    )
+    yield running
+    await running.stop()
+
+
+async def _terminal(server: RunningServer, serial: str, **kw: Any) -> tuple[PushTerminal, str]:
+    terminal = PushTerminal(server.push_url, serial, reactor, users=2, **kw)
+    await terminal.handshake()
+    _, devices = await server.api("GET", "/api/devices")
+    return terminal, next(d["id"] for d in devices if d["serial_number"] == serial)
+
+
+async def _dashboard(server: RunningServer) -> SSEClient:
+    return await SSEClient(
+        f"{server.web_url}/devices/events?token={server.token}&type=command_status"
+    ).connect()
+
+
+def _statuses(dashboard: SSEClient, command_id: str) -> list[str]:
+    return [
+        e["status"] for e in dashboard.of_type("command_status") if e["command_id"] == command_id
+    ]
+
+
+B64 = base64.b64encode(bytes(range(200))).decode()
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_push_type_end_to_end(fast: RunningServer) -> None:
+    terminal, device_id = await _terminal(fast, "CMDE2E1")
+    terminal.clock_offset = 3600.0  # an hour fast: sync_time must set it right
+    dashboard = await _dashboard(fast)
+    commands = [
+        {"type": "sync_time"},
+        {"type": "info"},
+        {"type": "check"},
+        {"type": "set_option", "key": "Delay", "value": "7"},
+        {"type": "open_door", "seconds": 5},
+        {"type": "user_upsert", "user_id": "77", "name": "Zoe Quinn", "privilege": 14,
+         "password": "1234", "card": "12345678", "group": "2"},
+        {"type": "template_upsert", "user_id": "77", "kind": "finger", "index": 6,
+         "format": "10", "data": B64},
+        {"type": "template_upsert", "user_id": "77", "kind": "face", "index": 0,
+         "format": "7", "data": B64},
+        {"type": "template_upsert", "user_id": "77", "kind": "biodata", "index": 0,
+         "format": "39", "data": B64},
+        {"type": "template_upsert", "user_id": "77", "kind": "userpic", "data": B64},
+        {"type": "enroll_finger", "user_id": "77", "finger": 3},
+        {"type": "query_users"},
+        {"type": "query_attlog", "since": "2000-01-01 00:00:00", "until": "2099-01-01 00:00:00"},
+        {"type": "user_delete", "user_id": "404"},
+        {"type": "raw", "command": "RELOAD OPTIONS"},
+    ]  # fmt: skip
+    later = [
+        {"type": "clear_log", "confirm": True},
+        {"type": "clear_data", "confirm": True},
+        {"type": "reboot"},
+    ]
+    try:
+        queued = []
+
+        async def send(bodies: list[dict[str, Any]]) -> None:
+            for body in bodies:
+                code, command = await fast.api("POST", f"/api/devices/{device_id}/commands", body)
+                assert code == 201, command
+                assert command["status"] == "queued" and command["attempts"] == 0
+                assert command["type"] == body["type"]
+                queued.append(command)
+
+        await send(commands)
+        punch = terminal.make_punch()  # a punch for query_attlog to upload again
+        await terminal.poll()  # all of them fit one reply, run in order, one devicecmd
+        assert [c[0] for c in terminal.commands_done] == [c["id"] for c in queued]
+        assert set(terminal.templates) == {
+            ("FINGERTMP", "77", "6"),
+            ("FACE", "77", "0"),
+            ("BIODATA", "77", "0"),
+            ("USERPIC", "77", ""),
+        }
+        assert terminal.templates[("FINGERTMP", "77", "6")]["Size"] == str(len(B64))
+        await send(later)
+        await terminal.poll()
+        await wait_until(
+            lambda: all(
+                _statuses(dashboard, c["id"])[-1:] in (["done"], ["failed"]) for c in queued
+            )
+        )
+        for command in queued:  # one event per status change, in order
+            final = "failed" if command["type"] == "user_delete" else "done"
+            assert _statuses(dashboard, command["id"]) == ["queued", "sent", final]
+
+        by_type = {c["type"]: c for c in queued}
+        code, missing = await fast.api("GET", f"/api/commands/{by_type['user_delete']['id']}")
+        assert (missing["status"], missing["return_code"], missing["result"]) == (
+            "failed",
+            -10,
+            "user not found",
+        )
+        # what the terminal now holds
+        assert abs(terminal.clock_offset) < 5
+        assert terminal.options_set["Delay"] == "7" and terminal.doors_opened == 1
+        assert terminal.enrolling == ("77", "3") and terminal.reboots == 1
+        assert terminal.user_list == {} and terminal.attlog == [] and terminal.templates == {}
+        # the server learnt from the answers
+        _, device = await fast.api("GET", f"/api/devices/{device_id}")
+        assert device["info"]["FirmVer"] == terminal.firmware
+        _, users = await fast.api("GET", f"/api/devices/{device_id}/users")
+        zoe = next(u for u in users if u["user_id"] == "77")
+        assert (zoe["name"], zoe["privilege"], zoe["card"]) == ("Zoe Quinn", 14, "12345678")
+        _, page = await fast.api("GET", f"/api/attendance?device_id={device_id}")
+        assert [(p["user_id"], p["timestamp"]) for p in page["items"]] == [
+            (punch.user_id, punch.timestamp)
+        ]
+        # the sent line of a sync_time carries the device's time now
+        _, sync = await fast.api("GET", f"/api/commands/{by_type['sync_time']['id']}")
+        assert sync["command"].startswith("SET OPTION DateTime=")
+        # the legacy alias is still published for results
+        legacy = await SSEClient(
+            f"{fast.web_url}/devices/events?token={fast.token}&type=command_result&last_event_id=0"
+        ).connect()
+        await legacy.wait_for(len(queued), kind="command_result")
+        await legacy.close()
+    finally:
+        await dashboard.close()
+        await terminal.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_unanswered_command_is_sent_again_then_expires(fast: RunningServer) -> None:
+    terminal, device_id = await _terminal(fast, "CMDEXP1")
+    dashboard = await _dashboard(fast)
+    try:
+        _, lost = await fast.api("POST", f"/api/devices/{device_id}/commands", {"type": "check"})
+        terminal.silent.add(lost["id"])
+        await terminal.poll()
+        await wait_until(lambda: _statuses(dashboard, lost["id"]) == ["queued", "sent", "queued"])
+        _, again = await fast.api("GET", f"/api/commands/{lost['id']}")
+        assert again["status"] == "queued" and again["attempts"] == 1
+        await terminal.poll()  # the same id is sent again
+        await wait_until(lambda: _statuses(dashboard, lost["id"])[-1:] == ["expired"])
+        assert _statuses(dashboard, lost["id"]) == ["queued", "sent", "queued", "sent", "expired"]
+        _, expired = await fast.api("GET", f"/api/commands/{lost['id']}")
+        assert expired["attempts"] == 2 and expired["finished_at"]
+        assert expired["result"] == "no answer from the terminal"
+        assert await terminal.poll() == []  # never sent a third time
+    finally:
+        await dashboard.close()
+        await terminal.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_cancel_only_while_queued(fast: RunningServer) -> None:
+    terminal, device_id = await _terminal(fast, "CMDCAN1")
+    try:
+        _, first = await fast.api("POST", f"/api/devices/{device_id}/commands", {"type": "info"})
+        _, second = await fast.api("POST", f"/api/devices/{device_id}/commands", {"type": "reboot"})
+        code, cancelled = await fast.api("DELETE", f"/api/commands/{second['id']}")
+        assert code == 200 and cancelled["status"] == "cancelled" and cancelled["finished_at"]
+        code, error = await fast.api("DELETE", f"/api/commands/{second['id']}")
+        assert code == 409 and "cancelled" in error["detail"]
+        assert (await fast.api("DELETE", "/api/commands/987654321"))[0] == 404
+        assert (await fast.api("DELETE", "/api/commands/nope"))[0] == 404
+        done = await terminal.poll()
+        assert [d[0] for d in done] == [first["id"]] and terminal.reboots == 0
+        code, error = await fast.api("DELETE", f"/api/commands/{first['id']}")
+        assert code == 409
+    finally:
+        await terminal.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_commands_run_in_queue_order_per_device(fast: RunningServer) -> None:
+    terminal, device_id = await _terminal(fast, "CMDORD1")
+    other, other_id = await _terminal(fast, "CMDORD2")
+    try:
+        ids = []
+        for n in range(6):
+            for target in (device_id, other_id):
+                code, command = await fast.api(
+                    "POST",
+                    f"/api/devices/{target}/commands",
+                    {"type": "user_upsert", "user_id": "5", "name": f"Name {n}"},
+                )
+                assert code == 201
+                if target == device_id:
+                    ids.append(command["id"])
+            if n == 2:
+                await terminal.poll()  # a first reply carries the first three
+        await terminal.poll()
+        await other.poll()
+        assert [c[0] for c in terminal.commands_done] == ids
+        assert terminal.user_list["5"].name == "Name 5" and other.user_list["5"].name == "Name 5"
+        assert [int(i) for i in ids] == sorted(int(i) for i in ids)
+    finally:
+        await terminal.close()
+        await other.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_batch_to_several_devices_with_one_offline(fast: RunningServer) -> None:
+    one, one_id = await _terminal(fast, "CMDBAT1")
+    two, two_id = await _terminal(fast, "CMDBAT2")
+    code, offline = await fast.api("POST", "/api/devices", {"serial_number": "CMDBAT3"})
+    assert code == 201
+    code, pull = await fast.api(
+        "POST", "/api/devices", {"kind": "pull", "host": "127.0.0.1", "port": 9}
+    )
+    assert code == 201
+    code, pending = await fast.api("POST", "/api/devices", {"serial_number": "CMDBAT4"})
+    await fast.api("POST", f"/api/devices/{pending['id']}/reject")
+    try:
+        code, batch = await fast.api(
+            "POST", "/api/commands", {"command": {"type": "check"}, "all": True}
+        )
+        assert code == 201, batch
+        assert {c["device_id"] for c in batch["commands"]} == {one_id, two_id, offline["id"]}
+        assert batch["skipped"] == [
+            {"device_id": pull["id"], "reason": "a pull terminal cannot do 'check'"}
+        ]
+        assert {c["batch_id"] for c in batch["commands"]} == {batch["batch_id"]}
+        await one.poll()
+        await two.poll()
+        code, page = await fast.api("GET", f"/api/commands?batch_id={batch['batch_id']}")
+        status = {c["device_id"]: c["status"] for c in page["items"]}
+        assert status == {one_id: "done", two_id: "done", offline["id"]: "queued"}
+        code, page = await fast.api(
+            "GET", f"/api/commands?batch_id={batch['batch_id']}&status=queued"
+        )
+        assert [c["device_id"] for c in page["items"]] == [offline["id"]]
+
+        # by ids; only pull devices cannot do it: 422, nothing queued
+        code, error = await fast.api(
+            "POST",
+            "/api/commands",
+            {"command": {"type": "raw", "command": "INFO"}, "device_ids": [pull["id"]]},
+        )
+        assert code == 422 and "pull" in error["detail"]
+        code, error = await fast.api(
+            "POST",
+            "/api/commands",
+            {"command": {"type": "info"}, "device_ids": [one_id, pending["id"]]},
+        )
+        assert code == 409
+        code, error = await fast.api(
+            "POST", "/api/commands", {"command": {"type": "info"}, "all": True, "kind": "pull"}
+        )
+        assert code == 201 and [c["device_id"] for c in error["commands"]] == [pull["id"]]
+        code, error = await fast.api("POST", "/api/commands", {"command": {"type": "info"}})
+        assert code == 400 and error["field"] == "device_ids"
+        code, page = await fast.api("GET", "/api/commands?limit=1000")
+        assert len(page["items"]) == 4  # 3 checks + 1 info on the pull device
+    finally:
+        await one.close()
+        await two.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_commands_are_refused_and_nothing_is_queued(fast: RunningServer) -> None:
+    _, push = await fast.api("POST", "/api/devices", {"serial_number": "CMDBAD1"})
+    _, pull = await fast.api(
+        "POST", "/api/devices", {"kind": "pull", "host": "127.0.0.1", "port": 9}
+    )
+    _, pending = await fast.api("POST", "/api/devices", {"serial_number": "CMDBAD2"})
+    await fast.api("POST", f"/api/devices/{pending['id']}/reject")
+    url = f"/api/devices/{push['id']}/commands"
+    cases = [
+        ({"type": "nope"}, 400, "type"),
+        ({"type": "user_upsert", "user_id": "a b"}, 400, "user_id"),
+        ({"type": "user_upsert", "user_id": "1", "name": "A\tB"}, 400, "name"),
+        ({"type": "user_upsert", "user_id": "1", "privilege": 1}, 400, "privilege"),
+        ({"type": "open_door", "seconds": 300}, 400, "seconds"),
+        ({"type": "clear_log"}, 400, "confirm"),
+        ({"type": "reboot", "extra": 1}, 400, "extra"),
+    ]
+    for body, code, field in cases:
+        got, error = await fast.api("POST", url, body)
+        assert (got, error.get("field")) == (code, field), (body, error)
+        assert field in error["detail"]
+    huge = {
+        "type": "template_upsert",
+        "user_id": "1",
+        "kind": "userpic",
+        "data": "A" * (900 * 1024),
+    }
+    got, error = await fast.api("POST", url, huge)
+    assert got == 413, error
+    got, error = await fast.api(
+        "POST",
+        f"/api/devices/{pull['id']}/commands",
+        {"type": "set_option", "key": "A", "value": "1"},
+    )
+    assert got == 422 and "pull" in error["detail"]
+    got, error = await fast.api(
+        "POST",
+        f"/api/devices/{pull['id']}/commands",
+        {"type": "user_upsert", "user_id": "1", "name": "x" * 30},
+    )
+    assert got == 400 and error["field"] == "name"
+    got, error = await fast.api(
+        "POST", f"/api/devices/{pending['id']}/commands", {"type": "reboot"}
+    )
+    assert got == 409
+    assert (await fast.api("POST", "/api/devices/nope/commands", {"type": "reboot"}))[0] == 404
+    _, page = await fast.api("GET", "/api/commands")
+    assert page == {"items": [], "next_cursor": None}
+    assert (await fast.api("GET", "/api/commands?status=bogus"))[0] == 400
+    assert (await fast.api("GET", "/api/commands?cursor=zz"))[0] == 400
+    assert (await fast.api("GET", "/api/commands/12345"))[0] == 404
+    # the one-line form still queues a raw command
+    got, raw = await fast.api("POST", url, {"command": "INFO"})
+    assert got == 201 and (raw["type"], raw["command"]) == ("raw", "INFO")
