@@ -339,3 +339,35 @@ async def test_bad_commands_are_refused_and_nothing_is_queued(fast: RunningServe
     # the one-line form still queues a raw command
     got, raw = await fast.api("POST", url, {"command": "INFO"})
     assert got == 201 and (raw["type"], raw["command"]) == ("raw", "INFO")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_command_waiting_past_its_ttl_expires(db_url: str, tmp_path) -> None:
+    server = await start_server(
+        db_url,
+        str(tmp_path / "ttl"),
+        "--no-pull",
+        "--command-ttl",
+        "0.3",
+        "--command-timeout",
+        "0.4",
+    )
+    try:
+        _, device = await server.api("POST", "/api/devices", {"serial_number": "CMDTTL1"})
+        code, command = await server.api(
+            "POST", f"/api/devices/{device['id']}/commands", {"type": "reboot"}
+        )
+        assert code == 201 and command["expires_at"] > command["queued_at"]
+
+        dashboard = await SSEClient(
+            f"{server.web_url}/devices/events?token={server.token}&type=command_status"
+            "&last_event_id=0"
+        ).connect()
+        try:
+            await wait_until(lambda: _statuses(dashboard, command["id"]) == ["queued", "expired"])
+        finally:
+            await dashboard.close()
+        _, final = await server.api("GET", f"/api/commands/{command['id']}")
+        assert final["attempts"] == 0 and final["result"] == "not run before it expired"
+    finally:
+        await server.stop()
