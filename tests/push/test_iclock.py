@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zkserver.push import iclock
+from zkserver.push import iclock, v3
 from zkserver.push.iclock import (
     MAX_COMMAND_REPLY,
     CommandResult,
@@ -31,10 +31,8 @@ from zkserver.push.iclock import (
     parse_options,
     parse_query,
     parse_user_fields,
-    timezone_minutes,
-    timezone_value,
-    utc_offset_minutes,
 )
+from zkserver.push.timezones import timezone_minutes, timezone_value, utc_offset_minutes
 from zkserver.records import DeviceUser, Punch
 
 # --------------------------------------------------------------------------- decoding
@@ -680,8 +678,13 @@ def test_public_names_are_exported() -> None:
 
 RTLOG_CASES = [
     # (line, punches, rejected, other)
-    ("time=2025-10-09 18:30:45\tpin=1001\tcardno=0\teventaddr=1\tevent=0\t"
-     "inoutstatus=1\tverifytype=15", 1, 0, 0),
+    (
+        "time=2025-10-09 18:30:45\tpin=1001\tcardno=0\teventaddr=1\tevent=0\t"
+        "inoutstatus=1\tverifytype=15",
+        1,
+        0,
+        0,
+    ),
     ("time=2025-10-09 18:30:45\tpin=7\tinoutstatus=0", 1, 0, 0),  # verify defaults to 200
     ("time=2025-10-09 18:31:00\tpin=0\tevent=8\tinoutstatus=2\tverifytype=200", 0, 0, 1),
     ("time=2025-10-09 18:31:00\tpin=\tevent=102", 0, 0, 1),
@@ -695,7 +698,7 @@ RTLOG_CASES = [
 
 @pytest.mark.parametrize(("line", "n_punches", "n_rejected", "n_other"), RTLOG_CASES)
 def test_parse_rtlog_cases(line: str, n_punches: int, n_rejected: int, n_other: int) -> None:
-    punches, rejected, other = iclock.parse_rtlog(line)
+    punches, rejected, other = v3.parse_rtlog(line)
     assert (len(punches), len(rejected), len(other)) == (n_punches, n_rejected, n_other)
     for punch in punches:
         assert punch.raw["user_id"] == punch.user_id
@@ -703,24 +706,28 @@ def test_parse_rtlog_cases(line: str, n_punches: int, n_rejected: int, n_other: 
 
 
 def test_parse_rtlog_maps_inoutstatus_to_action_and_verifytype_to_method() -> None:
-    (punch,), _, _ = iclock.parse_rtlog(RTLOG_CASES[0][0])
+    (punch,), _, _ = v3.parse_rtlog(RTLOG_CASES[0][0])
     assert (punch.user_id, punch.timestamp, punch.status, punch.verify) == (
-        "1001", "2025-10-09 18:30:45", 1, 15)
+        "1001",
+        "2025-10-09 18:30:45",
+        1,
+        15,
+    )
     assert punch.raw["eventaddr"] == "1"
 
 
 @given(st.binary(max_size=400))
 def test_parse_rtlog_never_raises_and_loses_no_line(body: bytes) -> None:
-    punches, rejected, other = iclock.parse_rtlog(body)
+    punches, rejected, other = v3.parse_rtlog(body)
     lines = [line for line in body.split(b"\n") if line.strip(b" \t\r\x00")]
     assert len(punches) + len(rejected) + len(other) == len(lines)
 
 
 def test_registry_code_is_stable_per_serial() -> None:
-    assert iclock.registry_code("A") == iclock.registry_code("A") != iclock.registry_code("B")
+    assert v3.registry_code("A") == v3.registry_code("A") != v3.registry_code("B")
 
 
 def test_push_config_carries_delays_and_timezone() -> None:
-    text = iclock.format_push_config("A", delay=7, error_delay=9, timezone_offset_minutes=330)
+    text = v3.format_push_config("A", delay=7, error_delay=9, timezone_offset_minutes=330)
     config = dict(line.split("=", 1) for line in text.splitlines())
     assert (config["RequestDelay"], config["ErrorDelay"], config["TimeZone"]) == ("7", "9", "330")

@@ -316,7 +316,7 @@ async def test_operlog_templates_are_kept_and_unknown_records_rejected(server: R
 
 
 def _operlog_rows(device_id: str):
-    from zkserver.store.sql import Q
+    from zkserver.store.dialect import Q
 
     rows = yield Q("SELECT op, operator, obj, raw FROM operlog WHERE device_id = %s",
                    (device_id,))

@@ -23,7 +23,7 @@ from zkserver.store import (
     StoreUnavailable,
     open_store,
 )
-from zkserver.store.sql import MIGRATIONS
+from zkserver.store.schema import MIGRATIONS
 
 
 def punch(user_id: str, timestamp: str, status: int = 0, verify: int = 15) -> Punch:

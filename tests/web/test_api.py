@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+from importlib.resources import files
 
 import pytest_twisted
 import treq
@@ -160,6 +162,24 @@ async def test_monitor_page_is_served_without_a_token(server: RunningServer):
     response = await treq.get(f"{server.web_url}/", pool=server.pool)
     assert response.code == 200
     assert b"<html" in (await response.content()).lower()
+
+
+@pytest_twisted.ensureDeferred
+async def test_page_modules_are_served_as_javascript(server: RunningServer):
+    """Browsers run ``<script type="module">`` only when served with a JavaScript type."""
+    page = (await (await treq.get(f"{server.web_url}/", pool=server.pool)).content()).decode()
+    assert '<script type="module" src="main.js">' in page
+    static = files("zkserver.web") / "static"
+    modules = sorted(entry.name for entry in static.iterdir() if entry.name.endswith(".js"))
+    assert "main.js" in modules and len(modules) > 1
+    for name in modules:
+        response = await treq.get(f"{server.web_url}/{name}", pool=server.pool)
+        body = await response.content()
+        assert response.code == 200, name
+        content_type = response.headers.getRawHeaders("content-type")[0]
+        assert content_type.startswith("text/javascript"), (name, content_type)
+        for imported in re.findall(r"from '\./([\w.]+)'", body.decode()):
+            assert imported in modules, (name, imported)
 
 
 @pytest_twisted.ensureDeferred

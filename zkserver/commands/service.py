@@ -57,7 +57,7 @@ from zkserver.commands.spec import (
 )
 from zkserver.ingest import Ingest
 from zkserver.push.commands import MAX_COMMAND_REPLY, fits_reply, format_push_command
-from zkserver.push.iclock import utc_offset_minutes
+from zkserver.push.timezones import utc_offset_minutes
 from zkserver.records import Command, Device
 from zkserver.store.base import Store
 from zkserver.store.commands import CommandPage, NewCommand, stamp

@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from zkserver.push import iclock
+from zkserver.push.timezones import timezone_minutes
 from zkserver.records import TIMESTAMP_FORMAT, DeviceUser, Punch
 
 __all__ = ["PushTerminal", "RunSummary", "ServerRefused", "main"]
@@ -183,7 +184,7 @@ class PushTerminal:
         self.error_delay = _positive(options.get("ErrorDelay"), self.error_delay)
         tz = options.get("TimeZone", "")
         if tz.lstrip("-").isdigit():
-            self.timezone_minutes = iclock.timezone_minutes(int(tz))
+            self.timezone_minutes = timezone_minutes(int(tz))
         log.info(
             "{serial}: handshake OK (Delay={delay}, ErrorDelay={error_delay}, TimeZone={tz})",
             serial=self.serial_number,

@@ -22,16 +22,15 @@ Decisions worth knowing (see ``shared/protocols.md`` part A):
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from attrs import field, frozen
 
+from zkserver.push.timezones import timezone_value
 from zkserver.records import TIMESTAMP_FORMAT, DeviceUser, Punch, Rejected
 
 __all__ = [
@@ -67,9 +66,6 @@ __all__ = [
     "parse_user_fields",
     "push_version_tuple",
     "split_lines",
-    "timezone_minutes",
-    "timezone_value",
-    "utc_offset_minutes",
 ]
 
 #: Field names of an ATTLOG line, in order (the first seven are the documented form).
@@ -461,8 +457,9 @@ def _parse_operlog_line(line: str, batch: OperlogBatch) -> str | None:
     if keyword in BIOMETRIC_RECORDS:
         fields = {key.lower(): value for key, value in parse_key_values(rest).items()}
         index = fields.get("fid") or fields.get("no") or fields.get("index") or ""
-        batch.other.append({"kind": keyword, "pin": fields.get("pin", ""), "index": index,
-                            "raw": line})
+        batch.other.append(
+            {"kind": keyword, "pin": fields.get("pin", ""), "index": index, "raw": line}
+        )
         return None
     return f"unknown record {keyword[:20]!r}"
 
@@ -755,19 +752,6 @@ def push_version_tuple(value: str | None) -> tuple[int, ...] | None:
     return tuple(int(n) for n in numbers[:4]) if numbers else None
 
 
-def timezone_value(offset_minutes: int) -> int:
-    """The handshake ``TimeZone``: whole hours within -12..12, else minutes."""
-    hours, rest = divmod(offset_minutes, 60)
-    if rest == 0 and -12 <= hours <= 12:
-        return hours
-    return offset_minutes
-
-
-def timezone_minutes(value: int) -> int:
-    """The inverse of :func:`timezone_value`: a ``TimeZone`` value as minutes east of UTC."""
-    return value if abs(value) > 60 else value * 60
-
-
 def _int_stamp(value: str) -> str:
     return value if _UINT.fullmatch(value) else "9999"
 
@@ -831,122 +815,3 @@ def parse_handshake_reply(text: str) -> dict[str, str]:
         if eq:
             result[key.strip()] = value.strip()
     return result
-
-
-# --------------------------------------------------------------------------- time zones
-
-_OFFSET = re.compile(
-    r"(?:UTC|GMT)?\s*(?P<sign>[+-]?)\s*(?P<h>[0-9]{1,4})(?::(?P<m>[0-9]{2}))?", re.IGNORECASE
-)
-_MAX_OFFSET = 14 * 60
-
-
-def utc_offset_minutes(tz_name: str, now: datetime) -> int:
-    """The UTC offset of a zone at ``now``, in minutes.
-
-    ``tz_name`` is an IANA name (``Asia/Kolkata``), ``""`` for the server's local zone, or
-    a fixed offset: ``+05:30``, ``+0530`` (four digits are HHMM), ``UTC-3``, ``-3``
-    (hours when |n| <= 14) or ``330`` (minutes). A naive ``now`` is taken as UTC.
-    Raises ValueError for an unknown zone.
-    """
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=UTC)
-    name = tz_name.strip()
-    if not name:
-        offset = now.astimezone().utcoffset()
-    elif match := _OFFSET.fullmatch(name):
-        sign = -1 if match["sign"] == "-" else 1
-        digits, extra = match["h"], match["m"]
-        if extra is None and len(digits) == 4:  # +0530
-            digits, extra = digits[:2], digits[2:]
-        hours = int(digits)
-        if extra is not None:
-            minutes = hours * 60 + int(extra)
-        else:
-            minutes = hours * 60 if hours <= 14 else hours
-        if minutes > _MAX_OFFSET or (extra is not None and int(extra) >= 60):
-            raise ValueError(f"UTC offset out of range: {tz_name!r}")
-        return sign * minutes
-    else:
-        try:
-            zone = ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError, OSError) as e:
-            raise ValueError(f"unknown time zone {tz_name!r}") from e
-        offset = now.astimezone(zone).utcoffset()
-    return int((offset or timedelta()) / timedelta(minutes=1))
-
-
-# --------------------------------------------------------------------------- push 3.x (acc)
-# Access-control / newer face terminals ("Security PUSH", pushver 3.x) register first
-# (``POST /iclock/registry``), fetch their settings (``POST /iclock/push``) and upload
-# ``table=rtlog`` lines of ``key=value`` pairs instead of ATTLOG.
-
-#: rtlog events with no user (door opened by button, alarms, ...) have pin 0 or empty.
-RTLOG_NO_USER = frozenset({"", "0"})
-
-
-def parse_rtlog(body: str | bytes) -> tuple[list[Punch], list[Rejected], list[dict[str, str]]]:
-    """``table=rtlog``: punches (lines with a user), rejected lines, and other events
-    (door, alarm: kept as parsed fields). Never raises."""
-    punches: list[Punch] = []
-    rejected: list[Rejected] = []
-    other: list[dict[str, str]] = []
-    for line, too_long in _lines(body, MAX_ATTLOG_LINE):
-        if not line.strip(_BLANK):
-            continue
-        if too_long:
-            rejected.append(Rejected(source="rtlog", raw=line, reason=too_long))
-            continue
-        problem = _junk(line)
-        fields = parse_key_values(line.strip(_BLANK))
-        pin = fields.get("pin", "").strip()
-        if problem is None and pin in RTLOG_NO_USER and "time" in fields:
-            other.append(fields)
-            continue
-        problem = problem or _pin_problem(pin) or _valid_timestamp(fields.get("time", ""))
-        numbers: dict[str, int] = {}
-        for key, default in (("inoutstatus", DEFAULT_STATUS), ("verifytype", DEFAULT_VERIFY)):
-            value = fields.get(key, "").strip()
-            if problem is None and value and not _INT.fullmatch(value):
-                problem = f"non-numeric {key} {value[:20]!r}"
-            numbers[key] = int(value) if problem is None and value else default
-        if problem is not None:
-            rejected.append(Rejected(source="rtlog", raw=_clip(line), reason=problem))
-            continue
-        raw: dict[str, Any] = {
-            "user_id": pin,
-            "timestamp": fields["time"],
-            "status": numbers["inoutstatus"],
-            "verify_method": numbers["verifytype"],
-        }
-        raw.update({k: v for k, v in fields.items() if k not in ("pin", "time")})
-        punches.append(
-            Punch(pin, fields["time"], numbers["inoutstatus"], numbers["verifytype"], raw=raw)
-        )
-    return punches, rejected, other
-
-
-def registry_code(serial: str) -> str:
-    """A stable registry code for a device (the terminal echoes it back later)."""
-    return hashlib.sha256(f"zkserver:{serial}".encode()).hexdigest()[:16]
-
-
-def format_push_config(
-    serial: str, *, delay: int = 10, error_delay: int = 30, timezone_offset_minutes: int = 0
-) -> str:
-    """The reply to ``POST /iclock/push``: the 3.x terminal's communication settings."""
-    lines = [
-        "ServerVersion=3.1.2",
-        "ServerName=zkserver",
-        "PushVersion=3.1.2",
-        f"ErrorDelay={error_delay}",
-        f"RequestDelay={delay}",
-        "TransTimes=00:00\t14:00",
-        "TransInterval=1",
-        "TransTables=User\tTransaction",
-        "Realtime=1",
-        f"SessionID={registry_code(serial)}",
-        "TimeoutSec=10",
-        f"TimeZone={timezone_value(timezone_offset_minutes)}",
-    ]
-    return "\n".join(lines) + "\n"

@@ -27,8 +27,9 @@ from zkserver.devices import DeviceRegistry
 from zkserver.events import user_sync_payload
 from zkserver.http import text_reply
 from zkserver.ingest import Ingest
-from zkserver.push import iclock
+from zkserver.push import iclock, v3
 from zkserver.push.commands import parse_info_result
+from zkserver.push.timezones import utc_offset_minutes
 from zkserver.records import Device, Rejected
 from zkserver.store.base import Store, StoreUnavailable
 
@@ -104,7 +105,7 @@ class PushApp:
         return routes.__get__(self, PushApp).resource()
 
     def handshake(self, device: Device, params: dict[str, str]) -> str:
-        offset = iclock.utc_offset_minutes(
+        offset = utc_offset_minutes(
             device.timezone or self.server_timezone, utc_now(self.clock)
         )
         return iclock.format_handshake(
@@ -145,7 +146,7 @@ class PushApp:
             await self.save_rejected(device, batch.rejected)
             return iclock.format_ok(len(batch.users) + len(entries))
         if upper == "RTLOG":
-            punches, rejected, other = iclock.parse_rtlog(body)
+            punches, rejected, other = v3.parse_rtlog(body)
             await self.ingest.save_punches(device, punches)
             if other:  # door and alarm events: kept with the operation log
                 await self.store.save_operlog(device.id, [_rtlog_entry(e) for e in other])
@@ -305,16 +306,16 @@ async def registry(self: PushApp, request: IRequest, device: Device,
     options = iclock.parse_options(iclock.decode_text(_body(request)))
     if options:
         await self.store.update_device(device.id, info={"registry": options})
-    return text_reply(request, f"RegistryCode={iclock.registry_code(device.serial_number)}")
+    return text_reply(request, f"RegistryCode={v3.registry_code(device.serial_number)}")
 
 
 @routes.route("/iclock/push", methods=["GET", "POST"])
 @terminal_route
 async def push_config(self: PushApp, request: IRequest, device: Device,
                       params: dict[str, str]) -> bytes:
-    offset = iclock.utc_offset_minutes(device.timezone or self.server_timezone,
+    offset = utc_offset_minutes(device.timezone or self.server_timezone,
                                        utc_now(self.clock))
-    return text_reply(request, iclock.format_push_config(
+    return text_reply(request, v3.format_push_config(
         device.serial_number, delay=self.delay, error_delay=self.error_delay,
         timezone_offset_minutes=offset))
 
@@ -331,7 +332,7 @@ async def ping(self: PushApp, request: IRequest, device: Device,
 async def rtdata(self: PushApp, request: IRequest, device: Device,
                  params: dict[str, str]) -> bytes:
     now = utc_now(self.clock)
-    offset = iclock.utc_offset_minutes(device.timezone or self.server_timezone, now)
+    offset = utc_offset_minutes(device.timezone or self.server_timezone, now)
     sign = "+" if offset >= 0 else "-"
     tz = f"{sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}"
     return text_reply(request, f"DateTime={int(now.timestamp())},ServerTZ={tz}")

@@ -10,14 +10,21 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from zkserver.store.base import AttendancePage, DuplicateDevice, Store, StoreUnavailable
+from zkserver.store.dialect import Q, Script, utc_now
 from zkserver.store.postgres import PostgresStore
-from zkserver.store.sql import utc_now
+from zkserver.store.schema import MIGRATIONS, Migration
+from zkserver.store.sql import SQLStore
 from zkserver.store.sqlite import SqliteStore
 
 __all__ = [
+    "MIGRATIONS",
     "AttendancePage",
     "DuplicateDevice",
+    "Migration",
     "PostgresStore",
+    "Q",
+    "SQLStore",
+    "Script",
     "SqliteStore",
     "Store",
     "StoreUnavailable",

@@ -23,7 +23,7 @@ from twisted.internet.defer import Deferred, succeed
 
 from zkserver.events import Event, encode_payload
 from zkserver.records import Command
-from zkserver.store.sql import Q, Rows, Script, chunks, values
+from zkserver.store.dialect import Q, Rows, Script, chunks, values
 
 __all__ = [
     "CommandScripts",

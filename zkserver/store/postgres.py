@@ -35,7 +35,8 @@ from txpostgres import txpostgres as txpg
 
 from zkserver.store.base import StoreUnavailable
 from zkserver.store.commands import CommandScripts
-from zkserver.store.sql import EVENTS_LOCK, InFlight, Q, Script, SQLStore, params_for, render
+from zkserver.store.dialect import EVENTS_LOCK, Q, Script, params_for, render
+from zkserver.store.sql import InFlight, SQLStore
 
 __all__ = ["PostgresStore", "events_channel"]
 

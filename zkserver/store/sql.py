@@ -1,256 +1,45 @@
-"""The SQL both backends share: dialect rendering, migrations and transaction scripts.
+"""The store both backends share: every Store operation as a transaction script.
 
-Every store operation is a *transaction script*: a generator that yields :class:`Q`
+A transaction script is a generator that yields :class:`~zkserver.store.dialect.Q`
 statements (``%s`` placeholders) and receives each statement's rows. A backend runs the
 script inside one transaction: SQLite synchronously in its single adbapi thread,
 PostgreSQL asynchronously on a txpostgres cursor. The SQL text is therefore written
 once; the only dialect differences are the ``{{token}}`` substitutions of
-:data:`DIALECTS` and the two PostgreSQL-only hooks (:meth:`SQLStore._lock_events`,
-:meth:`SQLStore._notify_events`).
+:data:`~zkserver.store.dialect.DIALECTS` and the two PostgreSQL-only hooks
+(:meth:`SQLStore._lock_events`, :meth:`SQLStore._notify_events`).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import functools
 import json
-import re
 import uuid
-from collections.abc import Callable, Generator, Iterator, Sequence
-from datetime import UTC, datetime
-from importlib import resources
-from itertools import chain
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
-from attrs import frozen
 from twisted.internet.defer import Deferred, fail, succeed
 
 from zkserver.events import Event, attendance_payload, encode_payload
 from zkserver.records import Command, Device, DeviceUser, Punch, Rejected
 from zkserver.store.base import AttendancePage, DuplicateDevice
+from zkserver.store.dialect import Q, Script, chunks, utc_now, values
+from zkserver.store.rows import (
+    COMMAND_COLS,
+    DEVICE_COLS,
+    DEVICE_FIELDS,
+    EVENT_COLS,
+    command_from_row,
+    decode_cursor,
+    device_from_row,
+    display_name,
+    encode_cursor,
+    event_from_row,
+    user_sort_key,
+)
+from zkserver.store.schema import migrate
 
-__all__ = [
-    "InFlight",
-    "Q",
-    "Script",
-    "SQLStore",
-    "DIALECTS",
-    "Migration",
-    "MIGRATIONS",
-    "params_for",
-    "render",
-    "utc_now",
-]
+__all__ = ["InFlight", "SQLStore"]
 
 T = TypeVar("T")
-Row = tuple[Any, ...]
-Rows = list[Row]
-
-
-@frozen
-class Q:
-    """One statement of a transaction script: SQL with ``%s`` placeholders."""
-
-    sql: str
-    params: tuple[Any, ...] | None = None
-
-
-Script = Generator[Q, Rows, T]
-"""A transaction script: yields statements, receives their rows, returns a result."""
-
-DIALECTS: dict[str, dict[str, str]] = {
-    "postgresql": {
-        "id": "BIGSERIAL PRIMARY KEY",
-        "blob": "BYTEA",
-        "for_update": " FOR UPDATE",
-    },
-    "sqlite": {
-        "id": "INTEGER PRIMARY KEY AUTOINCREMENT",
-        "blob": "BLOB",
-        "for_update": "",
-    },
-}
-_TOKEN = re.compile(r"\{\{(\w+)\}\}")
-
-#: pg_advisory_xact_lock keys (the 64-bit key space; pull-device locks use other keys).
-EVENTS_LOCK = int.from_bytes(b"zkevents", "big")
-MIGRATIONS_LOCK = int.from_bytes(b"zkschema", "big")
-
-#: Rows per multi-row INSERT (keeps SQLite far below its bound-parameter limit).
-BATCH = 200
-
-
-@functools.lru_cache(maxsize=1024)
-def render(sql: str, dialect: str) -> str:
-    """Substitute ``{{tokens}}`` and, for SQLite, turn ``%s`` into ``?``."""
-    tokens = DIALECTS[dialect]
-    sql = _TOKEN.sub(lambda m: tokens[m.group(1)], sql)
-    if dialect == "sqlite":
-        sql = sql.replace("%s", "?")
-    return sql
-
-
-def params_for(query: Q) -> tuple[Any, ...] | None:
-    """The statement's parameters as both backends store them: PostgreSQL text cannot
-    hold NUL, so NUL characters (device garbage) become the four characters ``\\x00``
-    on both backends alike."""
-    if query.params is None:
-        return None
-    return tuple(
-        p.replace("\x00", "\\x00") if isinstance(p, str) and "\x00" in p else p
-        for p in query.params
-    )
-
-
-def utc_now() -> str:
-    """Server time as stored: UTC ISO-8601 (microseconds, ``+00:00``)."""
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-def values(rows: Sequence[Sequence[Any]]) -> tuple[str, tuple[Any, ...]]:
-    """A multi-row ``VALUES`` list and its flattened parameters."""
-    one = "(" + ", ".join(["%s"] * len(rows[0])) + ")"
-    return ", ".join([one] * len(rows)), tuple(chain.from_iterable(rows))
-
-
-def chunks(items: Sequence[T], size: int = BATCH) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _json(value: Any) -> str:
-    return encode_payload(value)
-
-
-# --- migrations ---------------------------------------------------------------------
-
-
-@frozen
-class Migration:
-    """One ``migrations/NNNN_name.sql`` file, split into statements."""
-
-    version: int
-    name: str
-    statements: tuple[str, ...]
-
-
-def split_statements(text: str) -> tuple[str, ...]:
-    """Drop ``--`` comment lines and split on ``;`` at the end of a line."""
-    lines = [line for line in text.splitlines() if not line.lstrip().startswith("--")]
-    parts = re.split(r";[ \t]*(?:\n|$)", "\n".join(lines))
-    return tuple(part.strip() for part in parts if part.strip())
-
-
-def load_migrations() -> tuple[Migration, ...]:
-    found = []
-    for entry in resources.files("zkserver.store").joinpath("migrations").iterdir():
-        match = re.fullmatch(r"(\d+)_(\w+)\.sql", entry.name)
-        if match:
-            text = entry.read_text(encoding="utf-8")
-            found.append(Migration(int(match[1]), match[2], split_statements(text)))
-    found.sort(key=lambda m: m.version)
-    if len({m.version for m in found}) != len(found):
-        raise RuntimeError("two migrations share a version number")
-    return tuple(found)
-
-
-MIGRATIONS = load_migrations()
-
-
-# --- row mapping --------------------------------------------------------------------
-
-DEVICE_COLS = (
-    "id, serial_number, name, kind, status, approved, timezone, host, port, comm_key,"
-    " transport, last_seen, info, created_at"
-)
-COMMAND_COLS = (
-    "id, device_id, command, status, return_code, result, created_at, sent_at, finished_at"
-)
-EVENT_COLS = "id, type, payload, serial_number"
-DEVICE_FIELDS = frozenset(
-    {
-        "name",
-        "timezone",
-        "status",
-        "approved",
-        "host",
-        "port",
-        "comm_key",
-        "transport",
-        "serial_number",
-        "last_seen",
-        "info",
-    }
-)
-
-
-def _device(row: Row) -> Device:
-    return Device(
-        id=row[0],
-        serial_number=row[1],
-        name=row[2],
-        kind=row[3],
-        status=row[4],
-        approved=bool(row[5]),
-        timezone=row[6],
-        host=row[7],
-        port=int(row[8]),
-        comm_key=int(row[9]),
-        transport=row[10],
-        last_seen=row[11],
-        info=json.loads(row[12] or "{}"),
-        created_at=row[13],
-    )
-
-
-def _command(row: Row) -> Command:
-    return Command(
-        id=str(row[0]),
-        device_id=row[1],
-        command=row[2],
-        status=row[3],
-        return_code=row[4],
-        result=row[5],
-        created_at=row[6],
-        sent_at=row[7],
-        finished_at=row[8],
-    )
-
-
-def _event(row: Row) -> Event:
-    return Event(int(row[0]), row[1], json.loads(row[2]), row[3], data=row[2])
-
-
-def _display_name(name: str | None, kind: str | None, serial_number: str) -> str:
-    if name:
-        return name
-    if kind is None:  # the device was deleted; its punches stay
-        return serial_number
-    label = "Push Device" if kind == "push" else "Pull Device"
-    return f"{label} {serial_number}" if serial_number else label
-
-
-def encode_cursor(timestamp: str, punch_id: int) -> str:
-    raw = json.dumps([timestamp, punch_id], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[str, int]:
-    """Raise ValueError for anything :func:`encode_cursor` did not produce."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        timestamp, punch_id = json.loads(raw)
-    except (binascii.Error, ValueError, TypeError) as e:
-        raise ValueError(f"invalid cursor: {cursor!r}") from e
-    if not isinstance(timestamp, str) or not isinstance(punch_id, int):
-        raise ValueError(f"invalid cursor: {cursor!r}")
-    return timestamp, punch_id
-
-
-def _user_sort_key(user: DeviceUser) -> tuple[int, int, str]:
-    uid = user.user_id
-    return (0, int(uid), uid) if uid.isdigit() else (1, 0, uid)
 
 
 class InFlight:
@@ -315,25 +104,7 @@ class SQLStore:
 
     # --- migrations -----------------------------------------------------------------
     def _migrate(self) -> Script[list[int]]:
-        if self.dialect == "postgresql":
-            yield Q("SELECT pg_advisory_xact_lock(%s)", (MIGRATIONS_LOCK,))
-        yield Q(
-            "CREATE TABLE IF NOT EXISTS schema_version ("
-            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-        )
-        done = {row[0] for row in (yield Q("SELECT version FROM schema_version"))}
-        applied = []
-        for migration in MIGRATIONS:
-            if migration.version in done:
-                continue
-            for statement in migration.statements:
-                yield Q(statement)
-            yield Q(
-                "INSERT INTO schema_version (version, name, applied_at) VALUES (%s, %s, %s)",
-                (migration.version, migration.name, utc_now()),
-            )
-            applied.append(migration.version)
-        return applied
+        return migrate(self.dialect)
 
     def schema_versions(self) -> Deferred[list[int]]:
         """Applied migration versions, ascending (for tests and diagnostics)."""
@@ -353,7 +124,7 @@ class SQLStore:
     # --- devices --------------------------------------------------------------------
     def _one_device(self, where: str, param: Any) -> Script[Device | None]:
         rows = yield Q(f"SELECT {DEVICE_COLS} FROM devices WHERE {where} = %s", (param,))
-        return _device(rows[0]) if rows else None
+        return device_from_row(rows[0]) if rows else None
 
     def device(self, device_id: str) -> Deferred[Device | None]:
         return self._call(self._one_device, "id", device_id, write=False)
@@ -372,7 +143,7 @@ class SQLStore:
                     f"SELECT {DEVICE_COLS} FROM devices WHERE kind = %s ORDER BY created_at, id",
                     (kind,),
                 )
-            return [_device(row) for row in rows]
+            return [device_from_row(row) for row in rows]
 
         return self._call(script, write=False)
 
@@ -422,7 +193,7 @@ class SQLStore:
                 f" RETURNING {DEVICE_COLS}",
                 params,
             )
-            return _device(rows[0])
+            return device_from_row(rows[0])
 
         return self._call(script).addErrback(self._duplicate)
 
@@ -439,12 +210,12 @@ class SQLStore:
             if not rows:
                 return None
             if not fields:
-                return _device(rows[0])
+                return device_from_row(rows[0])
             changes = dict(fields)
             if "info" in changes:
                 merged = json.loads(rows[0][12] or "{}")
                 merged.update(changes["info"] or {})
-                changes["info"] = _json(merged)
+                changes["info"] = encode_payload(merged)
             if "approved" in changes:
                 changes["approved"] = int(bool(changes["approved"]))
             for key in ("port", "comm_key"):
@@ -456,7 +227,7 @@ class SQLStore:
                 f"UPDATE devices SET {assignments} WHERE id = %s RETURNING {DEVICE_COLS}",
                 (*(changes[name] for name in names), device_id),
             )
-            return _device(rows[0]) if rows else None
+            return device_from_row(rows[0]) if rows else None
 
         return self._call(script).addErrback(self._duplicate)
 
@@ -496,7 +267,7 @@ class SQLStore:
                         int(p.status),
                         int(p.verify),
                         p.workcode,
-                        _json(p.raw),
+                        encode_payload(p.raw),
                         now,
                     )
                     for p in chunk
@@ -514,7 +285,7 @@ class SQLStore:
         for k, p in batch.items():
             if k in inserted:
                 payload = attendance_payload(device, p)
-                payloads[_json(payload)] = payload
+                payloads[encode_payload(payload)] = payload
         if not payloads:
             return []
         # Only now serialise on the events lock (held until COMMIT): punch inserts of
@@ -551,7 +322,7 @@ class SQLStore:
             kind = payload.get("type")
             if not isinstance(kind, str) or not kind:
                 raise ValueError("an event payload needs a 'type'")
-            text = _json(payload)
+            text = encode_payload(payload)
             yield from self._lock_events()
             rows = yield Q(
                 "INSERT INTO events (type, serial_number, payload, created_at)"
@@ -570,7 +341,7 @@ class SQLStore:
                 f"SELECT {EVENT_COLS} FROM events WHERE id > %s ORDER BY id LIMIT %s",
                 (int(last_id), max(1, int(limit))),
             )
-            return [_event(row) for row in rows]
+            return [event_from_row(row) for row in rows]
 
         return self._call(script, write=False)
 
@@ -637,7 +408,7 @@ class SQLStore:
                 {
                     "id": int(row[0]),
                     "device_id": row[1],
-                    "device_name": _display_name(row[2], row[3], row[4]),
+                    "device_name": display_name(row[2], row[3], row[4]),
                     "serial_number": row[4],
                     "user_id": row[5],
                     "user_name": row[6],
@@ -724,7 +495,7 @@ class SQLStore:
                 )
                 for r in rows
             ]
-            return sorted(found, key=_user_sort_key)
+            return sorted(found, key=user_sort_key)
 
         return self._call(script, write=False)
 
@@ -741,7 +512,7 @@ class SQLStore:
                     str(e.get("operator", "")),
                     str(e.get("timestamp", "")),
                     str(e.get("obj", "")),
-                    _json(e.get("values", [])),
+                    encode_payload(e.get("values", [])),
                     str(e.get("raw", "")),
                     now,
                 )
@@ -835,7 +606,7 @@ class SQLStore:
                 f" VALUES (%s, %s, 'queued', %s) RETURNING {COMMAND_COLS}",
                 (device_id, command, utc_now()),
             )
-            return _command(rows[0])
+            return command_from_row(rows[0])
 
         return self._call(script)
 
@@ -866,7 +637,7 @@ class SQLStore:
                 f" WHERE status = 'queued' AND id IN ({marks}) RETURNING {COMMAND_COLS}",
                 (utc_now(), *chosen),
             )
-            return sorted((_command(row) for row in rows), key=lambda c: int(c.id))
+            return sorted((command_from_row(row) for row in rows), key=lambda c: int(c.id))
 
         return self._call(script)
 
@@ -889,7 +660,7 @@ class SQLStore:
                     int(command_id),
                 ),
             )
-            return _command(rows[0]) if rows else None
+            return command_from_row(rows[0]) if rows else None
 
         return self._call(script)
 
@@ -900,6 +671,6 @@ class SQLStore:
                 " ORDER BY id DESC LIMIT %s",
                 (device_id, max(1, int(limit))),
             )
-            return [_command(row) for row in rows]
+            return [command_from_row(row) for row in rows]
 
         return self._call(script, write=False)

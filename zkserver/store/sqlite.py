@@ -19,7 +19,8 @@ from twisted.python.failure import Failure
 
 from zkserver.store.base import StoreUnavailable
 from zkserver.store.commands import CommandScripts
-from zkserver.store.sql import InFlight, Q, Script, SQLStore, params_for, render
+from zkserver.store.dialect import Q, Script, params_for, render
+from zkserver.store.sql import InFlight, SQLStore
 
 __all__ = ["SqliteStore"]
 

@@ -28,7 +28,7 @@ from zkserver.commands.service import Commands, DeviceNotReady, NotCancellable, 
 from zkserver.commands.spec import CommandError, CommandSpec, Unsupported, parse_command
 from zkserver.devices import DeviceRegistry
 from zkserver.ingest import Ingest
-from zkserver.push.iclock import utc_offset_minutes
+from zkserver.push.timezones import utc_offset_minutes
 from zkserver.records import Device
 from zkserver.store.base import DuplicateDevice, Store, StoreUnavailable
 from zkserver.web.auth import COOKIE_NAME, TokenAuth, query_params
@@ -713,9 +713,20 @@ async def stats(self: WebApp, request: IRequest) -> bytes:
 
 
 # --- monitoring page -------------------------------------------------------------------------
+class StaticFiles(File):
+    """The page's files. Module scripts need a JavaScript type whatever the host's
+    mime.types says (browsers refuse ``<script type="module">`` served otherwise)."""
+
+    contentTypes = {
+        **File.contentTypes,
+        ".js": "text/javascript; charset=utf-8",
+        ".mjs": "text/javascript; charset=utf-8",
+    }
+
+
 @routes.route("/", branch=True, methods=["GET", "HEAD"])
 def static(self: WebApp, request: IRequest) -> Any:
-    return File(str(files("zkserver.web") / "static"))
+    return StaticFiles(str(files("zkserver.web") / "static"))
 
 
 @routes.route("/api/openapi.json", methods=["GET"])

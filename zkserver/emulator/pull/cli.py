@@ -1,0 +1,121 @@
+"""``python -m zkserver.emulator pull``: serve one emulated terminal until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+
+from zkserver.emulator.pull.device import PullDevice, PunchGenerator, build_device
+from zkserver.emulator.pull.transport import PullTCPFactory, PullUDPProtocol
+from zkserver.pull.codec import (
+    EventFlag,
+)
+
+__all__ = ["PunchCommands", "main"]
+
+log = Logger(namespace="zkserver.emulator.pull")
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m zkserver.emulator pull", description="Emulate a ZK pull terminal."
+    )
+    p.add_argument("--listen", default="tcp:4370", help="Twisted endpoint (default tcp:4370)")
+    p.add_argument("--udp", type=int, default=None, metavar="PORT", help="also serve UDP")
+    p.add_argument("--comm-key", type=int, default=0)
+    p.add_argument("--serial", default="EMU0000001")
+    p.add_argument("--users", type=int, default=10)
+    p.add_argument("--records", type=int, default=0)
+    p.add_argument("--rate", type=float, default=0.0, help="punches per second")
+    p.add_argument("--record-size", type=int, choices=(40, 16, 8), default=40)
+    p.add_argument("--user-size", type=int, choices=(72, 28), default=72)
+    p.add_argument("--event-size", type=int, choices=(36, 32, 52, 12), default=36)
+    p.add_argument(
+        "--stdin",
+        action="store_true",
+        help="punch on command: each line 'USER [STATE [VERIFY]]' read from standard input "
+        "makes the device punch now ('punched USER TIMESTAMP' is printed for each); "
+        "'sessions' prints how many sessions receive real-time punches",
+    )
+    return p
+
+
+class PunchCommands(LineReceiver):
+    """``--stdin``: one punch per line typed (or written by a test) on standard input."""
+
+    delimiter = b"\n"
+
+    def __init__(self, device: PullDevice) -> None:
+        self.device = device
+
+    def lineReceived(self, line: bytes) -> None:
+        fields = line.decode("utf-8", "replace").split()
+        if not fields:
+            return
+        if fields == ["sessions"]:  # how many sessions take real-time punches now
+            live = sum(1 for s in self.device.sessions if s.flags & EventFlag.ATTLOG)
+            self.sendLine(f"sessions {live}".encode())
+            return
+        try:
+            numbers = [int(f) for f in fields[1:3]]
+        except ValueError:
+            self.sendLine(b"error: expected 'USER [STATE [VERIFY]]'")
+            return
+        record = self.device.punch(fields[0], *numbers)
+        stamp = record.timestamp.strftime("%Y-%m-%d %H:%M:%S")
+        self.sendLine(f"punched {record.user_id} {stamp}".encode())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the emulator until interrupted; returns the exit status."""
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
+    device = build_device(
+        args.users,
+        args.records,
+        serial_number=args.serial,
+        comm_key=args.comm_key,
+        user_size=args.user_size,
+        record_size=args.record_size,
+        event_size=args.event_size,
+    )
+    status = [0]
+
+    def failed(f: Failure) -> None:
+        log.failure("cannot listen", f)
+        status[0] = 1
+        reactor.stop()  # type: ignore[attr-defined]
+
+    endpoint = serverFromString(reactor, args.listen)
+    d = endpoint.listen(PullTCPFactory(device, reactor))  # type: ignore[arg-type]
+    d.addCallback(
+        lambda port: log.info("pull emulator {sn} on {addr}", sn=args.serial, addr=port.getHost())
+    )
+    d.addErrback(failed)
+    if args.udp is not None:
+        try:
+            reactor.listenUDP(args.udp, PullUDPProtocol(device))  # type: ignore[attr-defined]
+        except CannotListenError as e:
+            log.error("cannot listen on UDP {port}: {e}", port=args.udp, e=e)
+            return 1
+        log.info("pull emulator UDP on port {port}", port=args.udp)
+    generator = PunchGenerator(device, args.rate, reactor)  # type: ignore[arg-type]
+    generator.start()
+    if args.stdin:
+        from twisted.internet.stdio import StandardIO
+
+        StandardIO(PunchCommands(device), reactor=reactor)
+    reactor.run()  # type: ignore[attr-defined]
+    return status[0]

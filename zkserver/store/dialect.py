@@ -1,0 +1,109 @@
+"""SQL dialect: statements with ``%s`` placeholders, rendered for SQLite or PostgreSQL.
+
+Every store operation is a *transaction script*: a generator that yields :class:`Q`
+statements and receives each statement's rows (see :mod:`zkserver.store.sql`). The SQL
+text is written once; the only dialect differences are the ``{{token}}`` substitutions of
+:data:`DIALECTS`. Also the helpers the scripts share (multi-row ``VALUES``, batching).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Generator, Iterator, Sequence
+from datetime import UTC, datetime
+from itertools import chain
+from typing import Any, TypeVar
+
+from attrs import frozen
+
+__all__ = [
+    "BATCH",
+    "DIALECTS",
+    "EVENTS_LOCK",
+    "MIGRATIONS_LOCK",
+    "Q",
+    "Row",
+    "Rows",
+    "Script",
+    "chunks",
+    "params_for",
+    "render",
+    "utc_now",
+    "values",
+]
+
+T = TypeVar("T")
+Row = tuple[Any, ...]
+Rows = list[Row]
+
+
+@frozen
+class Q:
+    """One statement of a transaction script: SQL with ``%s`` placeholders."""
+
+    sql: str
+    params: tuple[Any, ...] | None = None
+
+
+Script = Generator[Q, Rows, T]
+"""A transaction script: yields statements, receives their rows, returns a result."""
+
+DIALECTS: dict[str, dict[str, str]] = {
+    "postgresql": {
+        "id": "BIGSERIAL PRIMARY KEY",
+        "blob": "BYTEA",
+        "for_update": " FOR UPDATE",
+    },
+    "sqlite": {
+        "id": "INTEGER PRIMARY KEY AUTOINCREMENT",
+        "blob": "BLOB",
+        "for_update": "",
+    },
+}
+_TOKEN = re.compile(r"\{\{(\w+)\}\}")
+
+#: pg_advisory_xact_lock keys (the 64-bit key space; pull-device locks use other keys).
+EVENTS_LOCK = int.from_bytes(b"zkevents", "big")
+MIGRATIONS_LOCK = int.from_bytes(b"zkschema", "big")
+
+#: Rows per multi-row INSERT (keeps SQLite far below its bound-parameter limit).
+BATCH = 200
+
+
+@functools.lru_cache(maxsize=1024)
+def render(sql: str, dialect: str) -> str:
+    """Substitute ``{{tokens}}`` and, for SQLite, turn ``%s`` into ``?``."""
+    tokens = DIALECTS[dialect]
+    sql = _TOKEN.sub(lambda m: tokens[m.group(1)], sql)
+    if dialect == "sqlite":
+        sql = sql.replace("%s", "?")
+    return sql
+
+
+def params_for(query: Q) -> tuple[Any, ...] | None:
+    """The statement's parameters as both backends store them: PostgreSQL text cannot
+    hold NUL, so NUL characters (device garbage) become the four characters ``\\x00``
+    on both backends alike."""
+    if query.params is None:
+        return None
+    return tuple(
+        p.replace("\x00", "\\x00") if isinstance(p, str) and "\x00" in p else p
+        for p in query.params
+    )
+
+
+def utc_now() -> str:
+    """Server time as stored: UTC ISO-8601 (microseconds, ``+00:00``)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def values(rows: Sequence[Sequence[Any]]) -> tuple[str, tuple[Any, ...]]:
+    """A multi-row ``VALUES`` list and its flattened parameters."""
+    one = "(" + ", ".join(["%s"] * len(rows[0])) + ")"
+    return ", ".join([one] * len(rows)), tuple(chain.from_iterable(rows))
+
+
+def chunks(items: Sequence[T], size: int = BATCH) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,56 @@
+/* zkserver live monitor.
+ *
+ * Plain browser JavaScript, no build step and no third-party code: ES modules loaded by
+ * index.html (<script type="module">). Talks to the web listener only: /api/session
+ * (login, HttpOnly cookie), /api/devices, /api/attendance, /api/stats, /devices/events
+ * (Server-Sent Events, see design.md "The event contract").
+ *
+ *   state.js    vocabulary, the page's state and elements, small helpers
+ *   api.js      JSON API calls
+ *   session.js  sign-in, sign-out, start-up
+ *   stream.js   the event stream and its reconnects
+ *   feed.js     punches, names, today's totals, filters
+ *   devices.js  the device list and approval
+ *   main.js     wiring: listeners, clock, the test hook, start
+ */
+
+import { el, localDate, pad, state } from './state.js';
+import { initSession, start } from './session.js';
+import { initStream } from './stream.js';
+import { countRow, countToday, initFilters, render, resetToday } from './feed.js';
+import { paintSeen } from './devices.js';
+
+initSession();
+initStream();
+initFilters();
+
+function tick() {
+  const now = new Date();
+  el.clockTime.textContent = `${pad(now.getHours())}:${pad(now.getMinutes())}`;
+  el.clockDate.textContent = now.toLocaleDateString(undefined, { weekday: 'short', day: 'numeric', month: 'short' });
+  const today = localDate(now);
+  if (today !== state.today) {
+    state.today = today;
+    resetToday();
+    for (const row of state.rows) countRow(row);
+    if (state.started) countToday();
+    render();
+  }
+}
+
+setInterval(tick, 1000);
+setInterval(() => el.devices.querySelectorAll('.device-seen').forEach(paintSeen), 20000);
+tick();
+
+// A hook for tests and debugging: what the page holds, without reaching into the DOM.
+window.zkMonitor = Object.freeze({
+  snapshot: () => ({
+    started: state.started,
+    connection: el.conn.dataset.state,
+    lastEventId: state.lastEventId,
+    rows: state.rows.length,
+    today: state.todayKeys.size,
+  }),
+});
+
+start();
