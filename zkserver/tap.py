@@ -314,7 +314,7 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
     data_dir = Path(config["data-dir"]).absolute()
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # holds keys
     store = open_store(config["db"] or "", str(data_dir), reactor)
-    broadcaster = Broadcaster(source=store)
+    broadcaster = Broadcaster(source=store, clock=reactor)
     ingest = Ingest(store=store, broadcaster=broadcaster)
     registry = DeviceRegistry(
         store=store,

@@ -61,8 +61,11 @@ class EventStream:
         finished = request.notifyFinish()
         finished.addBoth(lambda _: self._closed(subscriber))
         request.registerProducer(subscriber, True)
-        self.broadcaster.subscribe(subscriber)
+        # The first write sends the headers; from then on the broadcaster writes complete
+        # HTTP chunks to the transport itself (see zkserver.broadcaster).
         request.write(f"retry: {self.retry_ms}\n\n".encode())
+        subscriber.attach()
+        self.broadcaster.subscribe(subscriber)
         never: Deferred[None] = Deferred(lambda _: self._closed(subscriber))
         if last_id is not None:
             try:
