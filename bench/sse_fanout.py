@@ -1,0 +1,614 @@
+"""Benchmark: the SSE stream at scale (thousands of dashboards on one server).
+
+Run by hand (pytest never collects bench/):
+
+    python bench/sse_fanout.py                                  # 1,000/5,000/10,000, both DBs
+    python bench/sse_fanout.py --clients 1000 --backends sqlite --duration 10
+    python bench/sse_fanout.py --server-arg=--workers --server-arg=2 --backends postgres
+
+For each backend a fresh ``twistd -n zkserver`` is started from this source tree (as in
+bench/push_to_sse.py); the SSE readers run in ``--per-reader``-sized groups in separate
+processes (plain non-blocking sockets and epoll, no JSON parsing), each raising its
+RLIMIT_NOFILE. For each client count:
+
+- connect: all readers start connecting at once; the time until every stream has its
+  first bytes (``retry:``), and the server's RSS growth per connected client;
+- one event to all: ``--single`` punches one second apart, each one POST; latency from
+  the POST to its receipt at the first and the last client, and p50/p99/max over all
+  (punch, client) pairs;
+- sustained: ``--rates`` punches/s (one punch per POST) for ``--duration`` s each;
+  POST-to-receipt p50/p99/max over all pairs, missing/duplicate/out-of-order counts, the
+  number of clients the server dropped, and the server's CPU (utime+stime from /proc) per
+  delivered event.
+
+Every figure is printed with the load average when it was taken: this machine is shared,
+and the readers compete with the server for the same cores. Times come from
+``time.perf_counter()`` (CLOCK_MONOTONIC, the same clock in every process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import resource
+import selectors
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from array import array
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    ServerProcess,
+    database,
+    loadavg,
+    machine_facts,
+    postgres_cpu,
+    postgres_cpu_since,
+    proc_cpu_s,
+    proc_rss_mb,
+    table,
+)
+
+now = time.perf_counter
+FRAME = re.compile(rb'id: (\d+)\ndata: \{[^\n]*?"user_id":"(\d+)"')
+BUCKET_MS = 0.1
+
+
+def raise_nofile() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        return soft
+    return hard
+
+
+# --------------------------------------------------------------------------- reader process
+
+
+class Conn:
+    __slots__ = ("sock", "buf", "up", "last_id", "index")
+
+    def __init__(self, sock: socket.socket, index: int) -> None:
+        self.sock = sock
+        self.buf = b""
+        self.up = False
+        self.last_id = 0
+        self.index = index
+
+
+def reader_main(args: argparse.Namespace) -> None:
+    raise_nofile()
+    out = sys.stdout
+    sel = selectors.DefaultSelector()
+    request = (
+        f"GET /devices/events?type=attendance HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {args.token}\r\nAccept: text/event-stream\r\n\r\n"
+    ).encode()
+    conns: list[Conn] = []
+    times: dict[int, array[float]] = {}
+    state = {"up": 0, "t_last": 0.0, "dupes": 0, "disorder": 0, "closed": 0}
+    stdin = sys.stdin.buffer
+    os.set_blocking(stdin.fileno(), False)
+    sel.register(stdin, selectors.EVENT_READ, "stdin")
+    pending = b""
+
+    def say(obj: dict[str, Any]) -> None:
+        out.write(json.dumps(obj) + "\n")
+        out.flush()
+
+    def on_data(c: Conn, t: float) -> None:
+        try:
+            data = c.sock.recv(262144)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            sel.unregister(c.sock)
+            c.sock.close()
+            state["closed"] += 1
+            return
+        buf = c.buf + data
+        end = buf.rfind(b"\n\n")
+        if end < 0:
+            c.buf = buf
+            return
+        head, c.buf = buf[: end + 2], buf[end + 2 :]
+        if not c.up:
+            if b"retry:" in head:
+                c.up = True
+                state["up"] += 1
+                state["t_last"] = t
+        for m in FRAME.finditer(head):
+            event_id = int(m.group(1))
+            if event_id <= c.last_id:
+                state["disorder"] += 1
+            c.last_id = event_id
+            pin = int(m.group(2))
+            slots = times.get(pin)
+            if slots is None:
+                slots = times[pin] = array("d", bytes(8 * len(conns)))
+            if slots[c.index]:
+                state["dupes"] += 1
+            else:
+                slots[c.index] = t
+
+    def connect_all() -> float:
+        t0 = now()
+        for i in range(args.count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", args.port))
+            c = Conn(s, i)
+            conns.append(c)
+            sel.register(s, selectors.EVENT_WRITE, c)
+        return t0
+
+    def report(cmd: dict[str, Any]) -> None:
+        sent: dict[str, float] = cmd["sent"]
+        hist: dict[int, int] = {}
+        firsts: dict[str, float] = {}
+        lasts: dict[str, float] = {}
+        missing = 0
+        for pin_s, t_sent in sent.items():
+            slots = times.get(int(pin_s))
+            if slots is None:
+                missing += len(conns)
+                continue
+            lo, hi = math.inf, 0.0
+            for t in slots:
+                if not t:
+                    missing += 1
+                    continue
+                ms = (t - t_sent) * 1000
+                lo = min(lo, ms)
+                hi = max(hi, ms)
+                b = int(ms / BUCKET_MS)
+                hist[b] = hist.get(b, 0) + 1
+            firsts[pin_s] = lo
+            lasts[pin_s] = hi
+        say(
+            {
+                "hist": hist,
+                "first": firsts,
+                "last": lasts,
+                "missing": missing,
+                "dupes": state["dupes"],
+                "disorder": state["disorder"],
+                "closed": state["closed"],
+            }
+        )
+
+    def complete(pins: list[int]) -> bool:
+        for pin in pins:
+            slots = times.get(pin)
+            if slots is None or not all(slots[c.index] for c in conns if c.sock.fileno() >= 0):
+                return False
+        return True
+
+    say({"ready": True, "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0]})
+    waiting: dict[str, Any] | None = None
+    t0 = 0.0
+    while True:
+        for key, mask in sel.select(0.05):
+            t = now()
+            if key.data == "stdin":
+                chunk = stdin.read()
+                if chunk is None:
+                    continue
+                if not chunk:
+                    return
+                pending += chunk
+                while b"\n" in pending:
+                    line, pending = pending.split(b"\n", 1)
+                    cmd = json.loads(line)
+                    if cmd["cmd"] == "connect":
+                        t0 = connect_all()
+                    elif cmd["cmd"] == "report":
+                        waiting = cmd
+                        waiting["deadline"] = now() + cmd.get("timeout", 30)
+                    elif cmd["cmd"] == "quit":
+                        for c in conns:
+                            c.sock.close()
+                        return
+                continue
+            c = key.data
+            if mask & selectors.EVENT_WRITE:
+                try:
+                    c.sock.send(request)
+                except OSError:
+                    state["closed"] += 1
+                    sel.unregister(c.sock)
+                    continue
+                sel.modify(c.sock, selectors.EVENT_READ, c)
+            else:
+                on_data(c, t)
+        if t0 and state["up"] + state["closed"] >= args.count:
+            say({"connected": state["up"], "t0": t0, "t_last": state["t_last"]})
+            t0 = 0.0
+        if waiting is not None:
+            pins = [int(p) for p in waiting["sent"]]
+            if complete(pins) or now() > waiting["deadline"]:
+                report(waiting)
+                waiting = None
+
+
+# --------------------------------------------------------------------------- parent
+
+
+class Reader:
+    def __init__(self, server: ServerProcess, count: int) -> None:
+        self.count = count
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--reader",
+                "--port",
+                str(server.web_port),
+                "--token",
+                server.token,
+                "--count",
+                str(count),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        self.lines: list[dict[str, Any]] = []
+
+    def send(self, obj: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(obj) + "\n").encode())
+        self.proc.stdin.flush()
+
+    def read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("a reader process exited")
+        return json.loads(line)
+
+    def close(self) -> None:
+        try:
+            self.send({"cmd": "quit"})
+        except OSError:
+            pass
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Poster:
+    """POSTs one-punch ATTLOG uploads on schedule from a few threads (keep-alive)."""
+
+    def __init__(self, server: ServerProcess, serial: str, threads: int = 4) -> None:
+        self.server = server
+        self.serial = serial
+        self.lock = threading.Lock()
+        self.errors = 0
+        self.rtts: list[float] = []
+        self.local = threading.local()
+        self.threads = threads
+
+    def _conn(self) -> Any:
+        import http.client
+
+        conn = getattr(self.local, "conn", None)
+        if conn is None:
+            conn = self.local.conn = http.client.HTTPConnection(
+                "127.0.0.1", self.server.push_port, timeout=30
+            )
+        return conn
+
+    def post(self, pin: int) -> float:
+        body = f"{pin}\t2025-10-09 08:00:00\t0\t1\t0\t0\t0".encode()
+        t0 = now()
+        try:
+            conn = self._conn()
+            conn.request("POST", f"/iclock/cdata?SN={self.serial}&table=ATTLOG", body)
+            reply = conn.getresponse().read()
+            if reply != b"OK: 1":
+                raise RuntimeError(reply)
+        except Exception:
+            self.local.conn = None
+            with self.lock:
+                self.errors += 1
+        with self.lock:
+            self.rtts.append(now() - t0)
+        return t0
+
+    def run(self, pins: list[int], rate: float) -> dict[str, float]:
+        """POST ``pins`` at ``rate`` per second; returns pin -> send time."""
+        import queue
+
+        jobs: queue.Queue[int | None] = queue.Queue()
+        sent: dict[str, float] = {}
+
+        def worker() -> None:
+            while (pin := jobs.get()) is not None:
+                sent[str(pin)] = self.post(pin)
+
+        workers = [threading.Thread(target=worker) for _ in range(self.threads)]
+        for w in workers:
+            w.start()
+        start = now()
+        for k, pin in enumerate(pins):
+            delay = start + k / rate - now()
+            if delay > 0:
+                time.sleep(delay)
+            jobs.put(pin)
+        for _ in workers:
+            jobs.put(None)
+        for w in workers:
+            w.join()
+        return sent
+
+
+def api_stats(server: ServerProcess) -> dict[str, Any]:
+    req = urllib.request.Request(
+        server.web_url + "/api/stats", headers={"Authorization": f"Bearer {server.token}"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def percentile_hist(hist: dict[int, int], p: float) -> float:
+    total = sum(hist.values())
+    if not total:
+        return float("nan")
+    rank = max(1, math.ceil(total * p / 100))
+    seen = 0
+    for b in sorted(hist):
+        seen += hist[b]
+        if seen >= rank:
+            return (b + 1) * BUCKET_MS
+    return float("nan")
+
+
+def collect(readers: list[Reader], sent: dict[str, float], timeout: float) -> dict[str, Any]:
+    for r in readers:
+        r.send({"cmd": "report", "sent": sent, "timeout": timeout})
+    hist: dict[int, int] = {}
+    first: dict[str, float] = {}
+    last: dict[str, float] = {}
+    totals = {"missing": 0, "dupes": 0, "disorder": 0, "closed": 0}
+    for r in readers:
+        rep = r.read()
+        for b, n in rep["hist"].items():
+            hist[int(b)] = hist.get(int(b), 0) + n
+        for pin, ms in rep["first"].items():
+            first[pin] = min(first.get(pin, math.inf), ms)
+        for pin, ms in rep["last"].items():
+            last[pin] = max(last.get(pin, 0.0), ms)
+        for k in totals:
+            totals[k] += rep[k]
+    return {
+        "pairs": sum(hist.values()),
+        "p50": percentile_hist(hist, 50),
+        "p99": percentile_hist(hist, 99),
+        "max": (max(hist) + 1) * BUCKET_MS if hist else float("nan"),
+        "first_ms": max(first.values()) if first else float("nan"),
+        "last_ms": max(last.values()) if last else float("nan"),
+        **totals,
+    }
+
+
+def server_pids(server: ServerProcess) -> list[int]:
+    """The server and its worker processes (children), for CPU and RSS."""
+    pids = [server.pid]
+    try:
+        for child in Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split():
+            pids.append(int(child))
+    except OSError:
+        pass
+    return pids
+
+
+def server_cpu(server: ServerProcess) -> float:
+    return sum(proc_cpu_s(p) for p in server_pids(server))
+
+
+def server_rss(server: ServerProcess) -> float:
+    return sum(proc_rss_mb(p) for p in server_pids(server))
+
+
+def run_clients(server: ServerProcess, n: int, args: argparse.Namespace, pin_base: int) -> dict:
+    out: dict[str, Any] = {"clients": n}
+    groups = [args.per_reader] * (n // args.per_reader)
+    if n % args.per_reader:
+        groups.append(n % args.per_reader)
+    readers = [Reader(server, g) for g in groups]
+    try:
+        for r in readers:
+            r.read()  # ready
+        rss0 = server_rss(server)
+        for r in readers:
+            r.send({"cmd": "connect"})
+        ups = [r.read() for r in readers]
+        out["connected"] = sum(u["connected"] for u in ups)
+        out["connect_s"] = max(u["t_last"] for u in ups) - min(u["t0"] for u in ups)
+        out["connect_load"] = loadavg()
+        time.sleep(2)
+        out["rss_per_client_kb"] = (server_rss(server) - rss0) * 1024 / n
+        out["rss_mb"] = server_rss(server)
+        poster = Poster(server, args.serial)
+        pin = pin_base
+        # one event to all, --single times, one second apart
+        singles = {}
+        for _ in range(args.single):
+            singles.update(poster.run([pin], 1.0))
+            pin += 1
+            time.sleep(1.0)
+        out["single"] = collect(readers, singles, 30)
+        out["single"]["load"] = loadavg()
+        for rate in args.rates:
+            pins = list(range(pin, pin + int(rate * args.duration)))
+            pin += len(pins)
+            cpu0, pg0, t0 = server_cpu(server), postgres_cpu(), now()
+            dropped0 = api_stats(server)["clients"]
+            sent = poster.run(pins, rate)
+            res = collect(readers, sent, 30)
+            cpu = server_cpu(server) - cpu0
+            res["server_cpu_s"] = cpu
+            res["pg_cpu_s"] = postgres_cpu_since(pg0)
+            res["us_per_delivery"] = cpu * 1e6 / max(1, res["pairs"])
+            res["seconds"] = now() - t0
+            res["dropped"] = dropped0 - api_stats(server)["clients"]
+            res["load"] = loadavg()
+            res["post_errors"] = poster.errors
+            out[f"rate{rate:g}"] = res
+            print(
+                f"    {n} clients, {rate:g}/s: p50 {res['p50']:.1f} p99 {res['p99']:.1f} "
+                f"max {res['max']:.1f} ms, {res['us_per_delivery']:.2f} us/delivery, "
+                f"missing {res['missing']}, load {res['load']}",
+                file=sys.stderr,
+            )
+    finally:
+        for r in readers:
+            r.close()
+    deadline = now() + 30
+    while now() < deadline and api_stats(server)["clients"] > 0:
+        time.sleep(0.2)
+    return out
+
+
+def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
+    import tempfile
+
+    result: dict[str, Any] = {"backend": backend, "runs": []}
+    with tempfile.TemporaryDirectory(prefix="zkbench-db-") as tmp, database(backend, tmp) as db:
+        gc_log = None
+        if args.gc_log:
+            os.makedirs(args.gc_log, exist_ok=True)
+            gc_log = os.path.join(os.path.abspath(args.gc_log), f"gc-fanout-{backend}.log")
+        server = ServerProcess(
+            db, extra=["--sse-buffer", str(args.sse_buffer), *args.server_arg], gc_log=gc_log
+        )
+        server.start()
+        try:
+            server.wait_healthy()
+            result["rss_idle"] = server_rss(server)
+            Poster(server, args.serial).post(1)  # the device is created (auto-approve)
+            for k, n in enumerate(args.clients):
+                print(f"[{backend}] {n} clients ...", file=sys.stderr)
+                result["runs"].append(run_clients(server, n, args, 1_000_000 * (k + 1)))
+        finally:
+            server.stop()
+    return result
+
+
+ROWS = [
+    ("connected", lambda r: r["connected"]),
+    ("connect s (all streams open)", lambda r: r["connect_s"]),
+    ("  load average", lambda r: r["connect_load"]),
+    ("server RSS KB per client", lambda r: r["rss_per_client_kb"]),
+    ("server RSS MB", lambda r: r["rss_mb"]),
+    ("one event to all: first client ms (worst)", lambda r: r["single"]["first_ms"]),
+    ("one event to all: last client ms (worst)", lambda r: r["single"]["last_ms"]),
+    (
+        "one event to all: p50 / p99 ms",
+        lambda r: f"{r['single']['p50']:.1f} / {r['single']['p99']:.1f}",
+    ),
+    ("  load average", lambda r: r["single"]["load"]),
+]
+
+
+def rate_rows(rate: float) -> list[tuple[str, Any]]:
+    key = f"rate{rate:g}"
+    return [
+        (
+            f"{rate:g}/s: p50 / p99 / max ms",
+            lambda r: f"{r[key]['p50']:.1f} / {r[key]['p99']:.1f} / {r[key]['max']:.0f}",
+        ),
+        (
+            f"{rate:g}/s: missing / dup / disorder / dropped",
+            lambda r: " / ".join(
+                str(r[key][k]) for k in ("missing", "dupes", "disorder", "dropped")
+            ),
+        ),
+        (f"{rate:g}/s: server CPU us per delivery", lambda r: r[key]["us_per_delivery"]),
+        (f"{rate:g}/s: postgres CPU s", lambda r: r[key]["pg_cpu_s"]),
+        ("  load average", lambda r: r[key]["load"]),
+    ]
+
+
+def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    print("zkserver SSE fan-out benchmark")
+    for line in machine_facts():
+        print("  " + line)
+    print(
+        f"  readers: {args.per_reader} connections per process; {args.single} single events; "
+        f"rates {args.rates} punches/s for {args.duration:g} s each; server args "
+        f"{args.server_arg or 'none'}"
+    )
+    rows = ROWS + [row for rate in args.rates for row in rate_rows(rate)]
+    for k, n in enumerate(args.clients):
+        print()
+        print(f"{n} clients")
+        body = []
+        for label, get in rows:
+            cells = []
+            for res in results:
+                try:
+                    value = get(res["runs"][k])
+                except (KeyError, IndexError):
+                    value = ""
+                cells.append(f"{value:.2f}" if isinstance(value, float) else str(value))
+            body.append([label, *cells])
+        print(table(["metric", *(r["backend"] for r in results)], body))
+    print()
+    print(
+        "targets (issue): 10,000 clients connected < 3 s, <= 12 KB RSS each, one event to all "
+        "p99 <= 100 ms, 20/s p99 <= 200 ms; <= 6 us server CPU per delivery; "
+        "1,000 clients at 20/s p99 <= 10 ms"
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--reader", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--token", help=argparse.SUPPRESS)
+    p.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--clients", default="1000,5000,10000", help="client counts, comma-separated")
+    p.add_argument("--per-reader", type=int, default=2500, help="connections per reader process")
+    p.add_argument("--rates", default="1,5,20", help="punches/s, comma-separated")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds per rate")
+    p.add_argument("--single", type=int, default=5, help="one-event-to-all samples")
+    p.add_argument("--backends", default="sqlite,postgres", help="comma-separated")
+    p.add_argument("--serial", default="FANOUT001")
+    p.add_argument("--sse-buffer", type=int, default=1 << 20)
+    p.add_argument("--server-arg", action="append", default=[], help="extra server option")
+    p.add_argument("--gc-log", default=None, metavar="DIR", help="log the server's GC passes")
+    args = p.parse_args(argv)
+    if not args.reader:
+        args.clients = [int(x) for x in str(args.clients).split(",") if x.strip()]
+        args.rates = [float(x) for x in str(args.rates).split(",") if x.strip()]
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    if args.reader:
+        reader_main(args)
+        return
+    print(f"RLIMIT_NOFILE raised to {raise_nofile()}", file=sys.stderr)
+    results = [run_backend(b.strip(), args) for b in args.backends.split(",") if b.strip()]
+    report(results, args)
+
+
+if __name__ == "__main__":
+    main()
