@@ -12,7 +12,6 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -26,6 +25,7 @@ from zkserver.devices import DeviceRegistry
 from zkserver.http import make_site
 from zkserver.ingest import Ingest
 from zkserver.listener import Listener
+from zkserver.periodic import PeriodicJob
 from zkserver.push.resource import PushApp
 from zkserver.store import open_store
 from zkserver.store.base import Store
@@ -288,20 +288,13 @@ class ZKServer(MultiService):
         return d
 
 
-def _log_job(what: str, job: Any, server: ZKServer) -> Any:
-    """Run a periodic job once the store is ready, logging (never raising) its failures
-    so the timer keeps going."""
+def _when_ready(server: ZKServer, job: Any) -> Any:
+    """``job`` as a periodic job that does nothing until the store is ready."""
 
     def run() -> Any:
         if not server.ready.called:
             return None
-        try:
-            d = Deferred.fromCoroutine(job()) if callable(job) else job
-        except Exception:
-            log.failure("Periodic job {what} failed", what=what)
-            return None
-        d.addErrback(lambda f: log.failure("Periodic job {what} failed", f, what=what))
-        return d
+        return job()
 
     return run
 
@@ -388,10 +381,15 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
         server.web_listeners.append(listener)
         log.info("Dashboard: {url}", url=_page_url(endpoint, token))
 
-    TimerService(config["heartbeat"], broadcaster.heartbeat).setServiceParent(server)
-    TimerService(
+    # Every periodic job logs its own failures and runs again next time (PeriodicJob).
+    PeriodicJob("heartbeat", config["heartbeat"], broadcaster.heartbeat, reactor).setServiceParent(
+        server
+    )
+    PeriodicJob(
+        "presence",
         max(1, config["poll-delay"] // 2),
-        _log_job("presence", registry.mark_silent_offline, server),
+        _when_ready(server, registry.mark_silent_offline),
+        reactor,
     ).setServiceParent(server)
     TimerService(
         max(0.1, min(5.0, commands.timeout / 4)), _log_job("commands", commands.sweep, server)

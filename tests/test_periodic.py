@@ -1,0 +1,105 @@
+"""Periodic jobs (heartbeat, silence checks, any TimerService) survive their own errors:
+the exception is logged and the job runs again at its next tick."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from twisted.application.internet import TimerService
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
+
+from zkserver.periodic import PeriodicJob
+from zkserver.tap import Options, makeService
+
+
+@pytest.fixture
+def failures() -> Iterator[list[dict[str, Any]]]:
+    caught: list[dict[str, Any]] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_failure") is not None:
+            caught.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    yield caught
+    globalLogPublisher.removeObserver(observe)
+
+
+def test_a_job_that_raises_or_fails_is_logged_and_runs_again(failures):
+    clock = Clock()
+    calls: list[int] = []
+
+    def job() -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("first run raises")
+        if len(calls) == 2:
+            return fail(RuntimeError("second run fails"))
+        return None
+
+    service = PeriodicJob("test job", 10, job, clock=clock)
+    service.startService()
+    assert len(calls) == 1
+    clock.advance(10)
+    clock.advance(10)
+    clock.advance(10)
+    assert len(calls) == 4
+    assert [e["log_failure"].getErrorMessage() for e in failures] == [
+        "first run raises",
+        "second run fails",
+    ]
+    assert all(e["job"] == "test job" for e in failures)
+    service.stopService()
+
+
+def test_a_job_still_running_is_not_started_twice_and_stop_waits_for_it():
+    clock = Clock()
+    running: list[Deferred[None]] = []
+
+    def job() -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        running.append(d)
+        return d
+
+    service = PeriodicJob("slow", 1, job, clock=clock)
+    service.startService()
+    clock.advance(1)
+    clock.advance(1)
+    assert len(running) == 1  # the first run has not finished: no overlap
+    stopped = service.stopService()
+    assert not stopped.called
+    running[0].callback(None)
+    assert stopped.called
+
+
+def test_every_timer_of_the_server_survives_a_failing_run(tmp_path, failures):
+    config = Options()
+    config.parseOptions(["-d", str(tmp_path), "--no-pull", "--heartbeat", "1"])
+    server = makeService(config, reactor)
+    timers = [s for s in server if isinstance(s, TimerService)]
+    assert timers and all(isinstance(t, PeriodicJob) for t in timers)
+
+    writes: list[bytes] = []
+
+    class BrokenClient:
+        """An SSE subscriber whose socket write raises."""
+
+        def send(self, data: bytes) -> None:
+            writes.append(data)
+            raise OSError("broken pipe")
+
+    server.broadcaster.subscribe(BrokenClient())
+    heartbeat = next(t for t in timers if t.name == "heartbeat")
+    clock = Clock()
+    heartbeat.clock = clock
+    heartbeat.startService()
+    clock.advance(1)
+    clock.advance(1)
+    assert len(writes) == 3
+    assert failures and "broken pipe" in failures[0]["log_failure"].getErrorMessage()
+    heartbeat.stopService()
