@@ -1,15 +1,19 @@
-"""twisted.web plumbing shared by both listeners: a body-size cap and plain-text replies."""
+"""twisted.web plumbing shared by both listeners: a body-size cap, plain-text replies, and
+the gate in front of every route (unreadable requests, not ready yet)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
 from twisted.logger import Logger
 from twisted.web import http, server
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
+from zope.interface import implementer
 
-__all__ = ["LimitedRequest", "make_site", "text_reply"]
+__all__ = ["Gate", "LimitedRequest", "json_error", "make_site", "text_error", "text_reply"]
 
 log = Logger()
 
@@ -77,3 +81,83 @@ def text_reply(request: IRequest, body: str, code: int = http.OK) -> bytes:
     request.setHeader(b"content-type", b"text/plain; charset=utf-8")
     request.setHeader(b"content-length", str(len(data)).encode())
     return data
+
+
+def text_error(request: IRequest, code: int, message: str) -> bytes:
+    """A terminal-text error (``ERROR: ...``), as push terminals expect."""
+    return text_reply(request, f"ERROR: {message}\n", code)
+
+
+def json_error(request: IRequest, code: int, message: str, error: str = "") -> bytes:
+    """A JSON error ``{"error": ..., "detail": ...}`` as the API answers."""
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps(
+        {"error": error or http.RESPONSES.get(code, b"").decode(), "detail": message}
+    ).encode()
+
+
+ErrorReply = Callable[[IRequest, int, str, str], bytes]
+
+
+def _readable(request: IRequest) -> str | None:
+    """What makes the request unreadable for the routes (None if nothing): the Host
+    header and the path must be UTF-8 (twisted.web accepts any bytes; Klein cannot)."""
+    try:
+        request.getRequestHostname().decode("utf-8")
+    except UnicodeDecodeError:
+        return "the Host header is not UTF-8"
+    try:
+        b"/".join(request.prepath + request.postpath).decode("utf-8")
+    except UnicodeDecodeError:
+        return "the path is not UTF-8"
+    return None
+
+
+@implementer(IResource)
+class Gate:
+    """In front of a listener's routes: answers 400 for a request the routes cannot read
+    (instead of a logged traceback), and 503 to everything until ``ready()`` (the
+    database is migrated), with ``refuse(request, code, detail, error)`` as the body."""
+
+    isLeaf = True
+
+    def __init__(self, wrapped: IResource, ready: Callable[[], bool], refuse: ErrorReply) -> None:
+        self.wrapped = wrapped
+        self.ready = ready
+        self.refuse = refuse
+
+    def render(self, request: IRequest) -> Any:
+        problem = _readable(request)
+        if problem is not None:
+            log.debug(
+                "Refused an unreadable request from {peer}: {problem}",
+                peer=str(request.getClientAddress()),
+                problem=problem,
+            )
+            request.setHeader(b"connection", b"close")
+            return self.refuse(request, http.BAD_REQUEST, problem, "bad request")
+        if not self.ready():
+            request.setHeader(b"retry-after", b"5")
+            return self.refuse(
+                request,
+                http.SERVICE_UNAVAILABLE,
+                "server starting (database not ready yet), retry later",
+                "starting",
+            )
+        return self.wrapped.render(request)
+
+    def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:  # noqa: N802
+        return self  # a leaf: never asked
+
+    def putChild(self, path: bytes, child: IResource) -> None:  # noqa: N802
+        raise NotImplementedError("the gate wraps one resource")
+
+
+def push_refusal(request: IRequest, code: int, detail: str, error: str) -> bytes:
+    return text_error(request, code, detail)
+
+
+def web_refusal(request: IRequest, code: int, detail: str, error: str) -> bytes:
+    return json_error(request, code, detail, error)

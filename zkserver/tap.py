@@ -22,7 +22,7 @@ from zkserver import __version__
 from zkserver.broadcaster import Broadcaster
 from zkserver.commands.service import Commands
 from zkserver.devices import DeviceRegistry
-from zkserver.http import make_site
+from zkserver.http import Gate, make_site, push_refusal, web_refusal
 from zkserver.ingest import Ingest
 from zkserver.listener import Listener
 from zkserver.periodic import PeriodicJob
@@ -346,7 +346,10 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
         error_delay=config["error-delay"],
         ready=lambda: server.ready.called,
     )
-    push_site = make_site(push_app.resource(), max_body=config["max-body"])
+    server_ready = lambda: server.ready.called  # noqa: E731
+    push_site = make_site(
+        Gate(push_app.resource(), server_ready, push_refusal), max_body=config["max-body"]
+    )
     for endpoint in config["push"]:
         listener = Listener(endpoint, push_site, reactor)
         listener.setServiceParent(server)
@@ -374,7 +377,11 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
         secure_cookie=bool(config["secure-cookie"]),
         ready=lambda: server.ready.called,
     )
-    web_site = make_site(web_app.resource(), max_body=config["max-body"], timeout=None)
+    web_site = make_site(
+        Gate(web_app.resource(), server_ready, web_refusal),
+        max_body=config["max-body"],
+        timeout=None,
+    )
     for endpoint in config["web"]:
         listener = Listener(endpoint, web_site, reactor)
         listener.setServiceParent(server)
