@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
@@ -19,13 +20,21 @@ log = Logger()
 class Listener(Service):
     """Listen on a Twisted endpoint string (``tcp:8081``, ``systemd:domain=INET:index=0``).
 
+    ``on_bound(port)`` is called once the port is bound (e.g. to log the page's URL).
     Binding happens in ``privilegedStartService`` (before twistd drops privileges); a
     failure to bind raises there, so ``twistd`` exits with the error instead of running
     deaf.
     """
 
-    def __init__(self, description: str, factory: Factory, reactor: Any) -> None:
+    def __init__(
+        self,
+        description: str,
+        factory: Factory,
+        reactor: Any,
+        on_bound: Callable[[IListeningPort], None] | None = None,
+    ) -> None:
         self.description = description
+        self.on_bound = on_bound
         self.factory = factory
         self.reactor = reactor
         self.port: IListeningPort | None = None
@@ -49,6 +58,11 @@ class Listener(Service):
         self.port = port
         log.info("Listening on {description} ({address})", description=self.description,
                  address=str(port.getHost()))
+        if self.on_bound is not None:
+            try:
+                self.on_bound(port)
+            except Exception:
+                log.failure("After binding {description}", description=self.description)
         return port
 
     def stopService(self) -> Deferred[None] | None:

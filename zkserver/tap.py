@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from zkserver.web.app import WebApp
 from zkserver.web.auth import TokenAuth, load_or_create_token
 from zkserver.web.sse import EventStream
 
-__all__ = ["Options", "makeService", "ZKServer"]
+__all__ = ["Options", "makeService", "ZKServer", "dashboard_url"]
 
 log = Logger()
 
@@ -329,10 +330,12 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
     server.commands = commands
 
     token = config["token"]
+    shown_token = None  # the token is logged only by the start that generates it
     if not token:
         token, created = load_or_create_token(data_dir)
         if created:
             log.info("Generated an access token in {path}", path=str(data_dir / "token"))
+            shown_token = token
     server.token = token
 
     push_app = PushApp(
@@ -383,10 +386,14 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
         timeout=None,
     )
     for endpoint in config["web"]:
-        listener = Listener(endpoint, web_site, reactor)
+        listener = Listener(
+            endpoint,
+            web_site,
+            reactor,
+            on_bound=partial(_log_dashboard, endpoint, token=shown_token, data_dir=data_dir),
+        )
         listener.setServiceParent(server)
         server.web_listeners.append(listener)
-        log.info("Dashboard: {url}", url=_page_url(endpoint, token))
 
     # Every periodic job logs its own failures and runs again next time (PeriodicJob).
     PeriodicJob("heartbeat", config["heartbeat"], broadcaster.heartbeat, reactor).setServiceParent(
@@ -404,13 +411,38 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
     return server
 
 
-def _page_url(endpoint: str, token: str) -> str:
-    parts = endpoint.split(":")
-    if parts[0] in ("tcp", "ssl") and len(parts) > 1 and parts[1].isdigit():
-        scheme = "https" if parts[0] == "ssl" else "http"
+#: Endpoint types whose connections are TLS (the page is https).
+TLS_ENDPOINTS = ("ssl", "tls", "le", "lets")
+
+
+def dashboard_url(endpoint: str, address: Any, token: str | None = None) -> str | None:
+    """The page's URL on a listener that bound ``address`` (its ``getHost()``), or None
+    when that is no TCP address (a UNIX socket). A wildcard bind (``0.0.0.0``, ``::``)
+    is named by the loopback address of its family; ``token`` is appended when given."""
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if not isinstance(host, str) or not isinstance(port, int):
+        return None
+    ip = host.split("%", 1)[0]
+    if ip in ("0.0.0.0", ""):
         host = "127.0.0.1"
-        for part in parts[2:]:
-            if part.startswith("interface="):
-                host = part.split("=", 1)[1] or host
-        return f"{scheme}://{host}:{parts[1]}/?token={token}"
-    return f"{endpoint} (open / with ?token={token})"
+    elif ip == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    kind = endpoint.split(":", 1)[0].strip().lower()
+    scheme = "https" if kind in TLS_ENDPOINTS else "http"
+    url = f"{scheme}://{host}:{port}/"
+    return f"{url}?token={token}" if token else url
+
+
+def _log_dashboard(endpoint: str, port: Any, token: str | None, data_dir: Path) -> None:
+    url = dashboard_url(endpoint, port.getHost(), token)
+    if url is None:
+        log.info("Web listener {endpoint} has no URL to log ({address})",
+                 endpoint=endpoint, address=str(port.getHost()))
+    elif token:
+        log.info("Dashboard: {url}", url=url)
+    else:
+        log.info("Dashboard: {url} (the token: `zkserver token --data-dir {data_dir}`)",
+                 url=url, data_dir=str(data_dir))
