@@ -246,6 +246,7 @@ class ZKServer(MultiService):
         self.broadcaster = broadcaster
         self.clock = clock
         self.ready: Deferred[None] = Deferred()
+        self._ready_waiters: list[Deferred[None]] = []
         self.push_listeners: list[Listener] = []
         self.web_listeners: list[Listener] = []
         self.pull: Any = None
@@ -269,6 +270,17 @@ class ZKServer(MultiService):
         if not self.ready.called:
             notify("READY=1\nSTATUS=serving")
             self.ready.callback(None)
+            waiters, self._ready_waiters = self._ready_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def when_ready(self) -> Deferred[None]:
+        """A new Deferred that fires once the store is started and migrated."""
+        if self.ready.called:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._ready_waiters.append(waiter)
+        return waiter
 
     def _retry(self, failure: Any) -> None:
         if self._stopping:
@@ -365,7 +377,13 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
         except ImportError:
             PullManager = None  # noqa: N806
         if PullManager is not None:
-            pull = PullManager(store=store, ingest=ingest, registry=registry, clock=reactor)
+            pull = PullManager(
+                store=store,
+                ingest=ingest,
+                registry=registry,
+                clock=reactor,
+                ready=server.when_ready,  # load the devices once the database is migrated
+            )
             pull.setServiceParent(server)
             server.pull = pull
 

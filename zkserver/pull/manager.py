@@ -1,8 +1,9 @@
 """All pull devices of this process: one :class:`PullDeviceService` each, and the
 operations the API asks for (:class:`zkserver.web.app.PullControl`).
 
-On start the manager loads every approved pull device from the store (retrying while the
-store is not ready) and starts its service.  Operations run on the device's live session
+Once the store is ready (``ready()``, given by the server: the database is migrated) the
+manager loads every approved pull device from the store and starts its service; a load
+that fails after that (the database went away) is retried.  Operations run on the device's live session
 (through its one-request-at-a-time queue) or, when it is not connected, on a short session.
 
 Several processes: when the store offers ``try_lock_device``/``unlock_device`` (see
@@ -12,6 +13,7 @@ so exactly one process talks to each device.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -46,6 +48,7 @@ class PullManager(MultiService):
         clock: Any,
         *,
         load_retry: float = 5.0,
+        ready: Callable[[], Deferred[None]] | None = None,
         **service_options: Any,
     ) -> None:
         super().__init__()
@@ -54,6 +57,8 @@ class PullManager(MultiService):
         self.registry = registry
         self.clock = clock
         self.load_retry = load_retry
+        self.ready = ready
+        self._waiting: Deferred[None] | None = None
         self.service_options = service_options
         #: Running services by device id.
         self.devices: dict[str, PullDeviceService] = {}
@@ -65,9 +70,20 @@ class PullManager(MultiService):
 
     def startService(self) -> None:  # noqa: N802
         super().startService()
-        self._load()
+        if self.ready is None:
+            self._load()
+            return
+        self._waiting = waiting = self.ready()
+
+        def load(_: Any) -> None:
+            if self._waiting is waiting and self.running:
+                self._waiting = None
+                self._load()
+
+        waiting.addCallback(load)
 
     def stopService(self) -> Deferred[None]:  # noqa: N802
+        self._waiting = None
         if self._load_call is not None and self._load_call.active():
             self._load_call.cancel()
         d = super().stopService()
@@ -92,7 +108,7 @@ class PullManager(MultiService):
     def _load_failed(self, failure: Any) -> None:
         if not self.running:
             return
-        log.info("Pull devices not loaded yet ({error}); retrying in {delay} s",
+        log.warn("Pull devices not loaded ({error}); retrying in {delay} s",
                  error=str(failure.value) or type(failure.value).__name__, delay=self.load_retry)
         self._load_call = self.clock.callLater(self.load_retry, self._load)
 
