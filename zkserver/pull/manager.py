@@ -3,8 +3,9 @@ operations the API asks for (:class:`zkserver.web.app.PullControl`).
 
 Once the store is ready (``ready()``, given by the server: the database is migrated) the
 manager loads every approved pull device from the store and starts its service; a load
-that fails after that (the database went away) is retried.  Operations run on the device's live session
-(through its one-request-at-a-time queue) or, when it is not connected, on a short session.
+that fails after that (the database went away) is retried. Operations run on the device's
+live session (through its one-request-at-a-time queue) or, when it is not connected, on a
+short session.
 
 Several processes: when the store offers ``try_lock_device``/``unlock_device`` (see
 :mod:`zkserver.store.base`), each service connects only while it holds the device's lock,
