@@ -423,8 +423,11 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
         _when_ready(server, registry.mark_silent_offline),
         reactor,
     ).setServiceParent(server)
-    TimerService(
-        max(0.1, min(5.0, commands.timeout / 4)), _log_job("commands", commands.sweep, server)
+    PeriodicJob(
+        "commands",
+        max(0.1, min(5.0, commands.timeout / 4)),
+        _when_ready(server, commands.sweep),
+        reactor,
     ).setServiceParent(server)
     return server
 
