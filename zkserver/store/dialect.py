@@ -22,6 +22,7 @@ __all__ = [
     "DIALECTS",
     "EVENTS_LOCK",
     "MIGRATIONS_LOCK",
+    "SCHEMA_LOCK_SQL",
     "Q",
     "Row",
     "Rows",
@@ -63,9 +64,15 @@ DIALECTS: dict[str, dict[str, str]] = {
 }
 _TOKEN = re.compile(r"\{\{(\w+)\}\}")
 
-#: pg_advisory_xact_lock keys (the 64-bit key space; pull-device locks use other keys).
-EVENTS_LOCK = int.from_bytes(b"zkevents", "big")
-MIGRATIONS_LOCK = int.from_bytes(b"zkschema", "big")
+#: PostgreSQL advisory locks are per database, not per schema: every lock zkserver takes is
+#: keyed ``(hashtext(<namespace>:<current schema>), <int4 key>)`` so two deployments (or two
+#: test runs) sharing one database in different schemas never wait on each other.
+#: ``pg_advisory_xact_lock`` second keys:
+EVENTS_LOCK = int.from_bytes(b"zkev", "big", signed=True)
+MIGRATIONS_LOCK = int.from_bytes(b"zksc", "big", signed=True)
+
+SCHEMA_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('zk:' || current_schema()), %s)"
+"""Take one of the transaction-scoped locks above, in this schema's namespace."""
 
 #: Rows per multi-row INSERT (keeps SQLite far below its bound-parameter limit).
 BATCH = 200

@@ -35,7 +35,7 @@ from txpostgres import txpostgres as txpg
 
 from zkserver.store.base import StoreUnavailable
 from zkserver.store.commands import CommandScripts
-from zkserver.store.dialect import EVENTS_LOCK, Q, Script, params_for, render
+from zkserver.store.dialect import EVENTS_LOCK, SCHEMA_LOCK_SQL, Q, Script, params_for, render
 from zkserver.store.sql import InFlight, SQLStore
 
 __all__ = ["PostgresStore", "events_channel"]
@@ -366,7 +366,8 @@ class _Listener:
         self.notified(max_id, origin)
 
 
-DEVICE_LOCK_SPACE = 0x5A4B  # first key of pull-device advisory locks ("ZK")
+#: The first key of pull-device advisory locks: this schema's device-lock namespace.
+DEVICE_LOCK_SPACE = "hashtext('zkdevice:' || current_schema())"
 
 
 def device_lock_key(device_id: str) -> int:
@@ -407,12 +408,12 @@ class _DeviceLocks:
             raise StoreUnavailable(f"device lock: {e}") from e
 
     async def try_lock(self, device_id: str) -> bool:
-        key = (DEVICE_LOCK_SPACE, device_lock_key(device_id))
+        key = (device_lock_key(device_id),)
         if device_id in self.held:
             await self._query("SELECT 1")  # still the same session, so still held?
             if device_id in self.held:
                 return True
-        rows = await self._query("SELECT pg_try_advisory_lock(%s, %s)", key)
+        rows = await self._query(f"SELECT pg_try_advisory_lock({DEVICE_LOCK_SPACE}, %s)", key)
         if rows and rows[0][0]:
             self.held.add(device_id)
             return True
@@ -423,7 +424,7 @@ class _DeviceLocks:
             return
         self.held.discard(device_id)
         await self._query(
-            "SELECT pg_advisory_unlock(%s, %s)", (DEVICE_LOCK_SPACE, device_lock_key(device_id))
+            f"SELECT pg_advisory_unlock({DEVICE_LOCK_SPACE}, %s)", (device_lock_key(device_id),)
         )
 
     def close(self) -> None:
@@ -473,7 +474,7 @@ class PostgresStore(CommandScripts, SQLStore):
 
     # --- PostgreSQL-only statements in the shared scripts ---------------------------
     def _lock_events(self) -> Iterator[Q]:
-        yield Q("SELECT pg_advisory_xact_lock(%s)", (EVENTS_LOCK,))
+        yield Q(SCHEMA_LOCK_SQL, (EVENTS_LOCK,))
 
     def _notify_events(self, max_id: int) -> Iterator[Q]:
         # "<origin>:<id>": the committing process already publishes its own events, so its

@@ -7,7 +7,7 @@ from importlib import resources
 
 from attrs import frozen
 
-from zkserver.store.dialect import MIGRATIONS_LOCK, Q, Script, utc_now
+from zkserver.store.dialect import MIGRATIONS_LOCK, SCHEMA_LOCK_SQL, Q, Script, utc_now
 
 __all__ = ["MIGRATIONS", "Migration", "load_migrations", "migrate", "split_statements"]
 
@@ -47,7 +47,7 @@ MIGRATIONS = load_migrations()
 def migrate(dialect: str) -> Script[list[int]]:
     """Apply every migration not yet in ``schema_version``, in order; return their versions."""
     if dialect == "postgresql":
-        yield Q("SELECT pg_advisory_xact_lock(%s)", (MIGRATIONS_LOCK,))
+        yield Q(SCHEMA_LOCK_SQL, (MIGRATIONS_LOCK,))
     yield Q(
         "CREATE TABLE IF NOT EXISTS schema_version ("
         " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
