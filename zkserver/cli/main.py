@@ -5,6 +5,10 @@
     zkserver devices add --kind pull --host H [--port 4370] [--comm-key K] [--transport tcp]
     zkserver devices approve ID|SN
     zkserver devices remove ID|SN
+    zkserver commands send DEVICE TYPE [key=value ...] [--wait [S]]
+    zkserver commands send --all [--kind push|pull] TYPE [key=value ...]
+    zkserver commands list [--device ID|SN] [--status S] [--batch B] [--limit N]
+    zkserver commands cancel ID
     zkserver tail [--type attendance] [--device SN] [--last-event-id N]
     zkserver token [--data-dir D]
     zkserver emulate push|pull ...
@@ -42,6 +46,7 @@ from zkserver.cli.client import (
     find_device,
     message,
 )
+from zkserver.cli.commands import add_parsers as add_command_parsers
 from zkserver.cli.rendering import device_table, label, show
 from zkserver.cli.tail import tail
 
@@ -243,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--last-event-id", type=int, metavar="N", help="first replay every event after id N"
     )
     follow.set_defaults(run=tail)
+
+    add_command_parsers(commands, common, _Parser)
 
     token = commands.add_parser("token", parents=[common], help="print the access token")
     token.set_defaults(local=show_token)
