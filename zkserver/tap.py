@@ -83,6 +83,8 @@ class Options(usage.Options):
          "unanswered."],
         ["command-ttl", None, 86400.0, "Seconds a queued command waits for its device "
          "(offline, say) before it expires; 0 = forever."],
+        ["fix-drift", None, 0.0, "Set a pull terminal's clock right when the idle probe finds "
+         "it off by more than this many seconds (at most once an hour per device); 0 = off."],
     ]
 
     def __init__(self) -> None:
@@ -167,6 +169,7 @@ NUMBER_OPTIONS: dict[str, tuple[type, float]] = {
     "command-timeout": (float, 0.1),
     "command-retries": (int, 1),
     "command-ttl": (float, 0),
+    "fix-drift": (float, 0),
 }
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
@@ -377,12 +380,16 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
         except ImportError:
             PullManager = None  # noqa: N806
         if PullManager is not None:
+            from zkserver.pull.drift import DriftFixer
+
             pull = PullManager(
                 store=store,
                 ingest=ingest,
                 registry=registry,
                 clock=reactor,
                 ready=server.when_ready,  # load the devices once the database is migrated
+                commands=commands,
+                fix_drift=DriftFixer(threshold=config["fix-drift"] or None),
             )
             pull.setServiceParent(server)
             server.pull = pull

@@ -77,9 +77,8 @@ PULL_TYPES = (
 
 
 class CommandSource(Protocol):
-    """What the runner needs of :class:`zkserver.commands.Commands`."""
-
-    def watch(self, callback: Callable[[Command], None]) -> None: ...
+    """What the runner needs of :class:`zkserver.commands.Commands` (the manager also
+    calls its ``watch`` to kick the device's runner when a command is queued)."""
 
     def next_for(self, device_id: str) -> Awaitable[Command | None]: ...
 
@@ -133,13 +132,8 @@ class CommandRunner:
         self._again = False
         #: Commands run by this runner (for tests and logs): (command id, status).
         self.ran: list[tuple[str, str]] = []
-        commands.watch(self._queued)
 
     # ------------------------------------------------------------------ triggers
-
-    def _queued(self, command: Command) -> None:
-        if command.device_id == self.service.device.id:
-            self.kick()
 
     def kick(self) -> None:
         """Run the queued commands now if the session is live (no-op while running)."""

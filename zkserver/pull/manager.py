@@ -50,9 +50,15 @@ class PullManager(MultiService):
         *,
         load_retry: float = 5.0,
         ready: Callable[[], Deferred[None]] | None = None,
+        commands: Any = None,
         **service_options: Any,
     ) -> None:
         super().__init__()
+        #: zkserver.commands.Commands: each device's service runs its queued commands.
+        self.commands = commands
+        if commands is not None:
+            service_options["commands"] = commands
+            commands.watch(self._command_queued)
         self.store = store
         self.ingest = ingest
         self.registry = registry
@@ -176,6 +182,12 @@ class PullManager(MultiService):
     def device_removed(self, device_id: str) -> None:
         """Stop the device's service (no status change: the device may be gone)."""
         self._stop(device_id, mark_offline=False)
+
+    def _command_queued(self, command: Any) -> None:
+        """A command was queued in this process: run it now if its device is connected."""
+        service = self.devices.get(command.device_id)
+        if service is not None and service.runner is not None:
+            service.runner.kick()
 
     def _service_for(self, device: Device) -> PullDeviceService:
         service = self.devices.get(device.id)
