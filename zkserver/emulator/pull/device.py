@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -23,8 +24,10 @@ from zkserver.pull.codec import (
     EventFlag,
     PullRecord,
     Sizes,
+    Template,
     encode_attendance,
     encode_attendance_event,
+    encode_templates,
     encode_users,
 )
 from zkserver.records import DeviceUser
@@ -80,6 +83,9 @@ class Faults:
     #: Gather the TCP frames of one reactor turn into one write, and send queued events
     #: without waiting for each ACK.
     coalesce: bool = False
+    #: DISABLEDEVICE drops the session's real-time registration (some firmware does):
+    #: a client must send REG_EVENT again after ENABLEDEVICE.
+    disable_drops_events: bool = False
 
 
 @define(eq=False)
@@ -98,7 +104,13 @@ class PullDevice:
     records: list[PullRecord] = Factory(list)
     #: Device clock minus host clock, in seconds (SET_TIME changes it).
     clock_offset: float = 0.0
+    #: Fingerprints counted in GET_FREE_SIZES besides :attr:`templates`.
     fingers: int = 0
+    #: Fingerprint templates (DB_RRQ fct 2 reads them, command 110 writes them).
+    templates: list[Template] = Factory(list)
+    #: RESTART: the device is away this long (on ``clock``) before it accepts connections.
+    restart_delay: float = 0.0
+    clock: IReactorTime | None = None
     users_cap: int = 10_000
     records_cap: int = 100_000
     inline_max: int = INLINE_MAX
@@ -108,6 +120,16 @@ class PullDevice:
     enabled: bool = True
     host_now: Callable[[], datetime] = datetime.now
     sessions: set[Session] = field(init=False, factory=set)
+    #: What the device was told, for tests: command codes received (latest 1000),
+    #: UNLOCK seconds, STARTENROLL (user id, finger), REFRESHDATA and RESTART counts.
+    commands: deque[int] = field(init=False, factory=lambda: deque(maxlen=1000))
+    unlocks: list[float] = field(init=False, factory=list)
+    enrollments: list[tuple[str, int]] = field(init=False, factory=list)
+    refreshes: int = field(init=False, default=0)
+    restarts: int = field(init=False, default=0)
+    #: True while restarting (no connection is accepted).
+    rebooting: bool = field(init=False, default=False)
+    _version: int = field(init=False, default=0)
     _next_session: int = field(init=False, factory=lambda: random.randint(1, 0xFF00))
     _cache: dict[str, tuple[Any, bytes]] = field(init=False, factory=dict)
     _uid_index: tuple[int, dict[str, int | None]] = field(init=False, default=(-1, {}))
@@ -125,12 +147,13 @@ class PullDevice:
     def sizes(self) -> Sizes:
         """GET_FREE_SIZES counts, consistent with the data."""
         users, records = len(self.users), len(self.records)
+        fingers = self.fingers + len(self.templates)
         return Sizes.of(
             users,
-            self.fingers,
+            fingers,
             records,
             users_cap=max(self.users_cap, users),
-            fingers_cap=max(10_000, self.fingers),
+            fingers_cap=max(10_000, fingers),
             records_cap=max(self.records_cap, records),
         )
 
@@ -155,8 +178,17 @@ class PullDevice:
 
     def users_dataset(self) -> bytes:
         """The users dataset (``<I length>`` + records), cached until the list changes."""
-        key = (self.user_size, len(self.users), id(self.users[-1]) if self.users else None)
+        key = (
+            self.user_size,
+            len(self.users),
+            id(self.users[-1]) if self.users else None,
+            self._version,
+        )
         return self._cached("users", key, lambda: encode_users(self.users, self.user_size))
+
+    def templates_dataset(self) -> bytes:
+        """The fingerprint templates dataset (``<i total>`` + ``<HHbb>`` entries)."""
+        return encode_templates(self.templates)
 
     def attendance_dataset(self) -> bytes:
         """The attendance dataset, cached until the log changes."""
@@ -180,6 +212,63 @@ class PullDevice:
         if self._uid_index[0] != len(self.users):
             self._uid_index = (len(self.users), {u.user_id: u.uid for u in self.users})
         return self._uid_index[1].get(user_id)
+
+    def changed(self) -> None:
+        """The user list changed in place: drop cached datasets and the uid index."""
+        self._version += 1
+        self._uid_index = (-1, {})
+        self._cache.pop("users", None)
+        self._cache.pop("attendance", None)
+
+    # ----------------------------------------------------------------- writes
+
+    def upsert_user(self, user: DeviceUser) -> None:
+        """USER_WRQ: store ``user`` in its slot (``user.uid``), replacing what was there."""
+        for i, old in enumerate(self.users):
+            if old.uid == user.uid:
+                self.users[i] = user
+                break
+        else:
+            self.users.append(user)
+        self.changed()
+
+    def delete_user(self, uid: int) -> bool:
+        """DELETE_USER: remove the user in slot ``uid`` and its templates."""
+        kept = [u for u in self.users if u.uid != uid]
+        if len(kept) == len(self.users):
+            return False
+        self.users[:] = kept
+        self.templates[:] = [t for t in self.templates if t.uid != uid]
+        self.changed()
+        return True
+
+    def save_templates(self, uid: int, templates: Sequence[Template]) -> None:
+        """Command 110: store templates of slot ``uid`` (one per finger, replacing)."""
+        fingers = {t.finger for t in templates}
+        self.templates[:] = [
+            t for t in self.templates if not (t.uid == uid and t.finger in fingers)
+        ] + [Template(uid, t.finger, t.valid, t.data) for t in templates]
+
+    def clear_data(self) -> None:
+        """CLEAR_DATA: users, templates and the attendance log erased."""
+        self.users.clear()
+        self.templates.clear()
+        self.records.clear()
+        self.changed()
+
+    def restart(self) -> None:
+        """RESTART: every link drops; with ``restart_delay`` (and ``clock``) no connection
+        is accepted until the delay has passed."""
+        self.restarts += 1
+        self.enabled = True
+        self.disconnect_all()
+        if self.restart_delay > 0 and self.clock is not None:
+            self.rebooting = True
+            self.clock.callLater(self.restart_delay, self._back)
+
+    def _back(self) -> None:
+        self.rebooting = False
+        log.info("emulator {sn} is back after a restart", sn=self.serial_number)
 
     def new_session_id(self) -> int:
         sid = self._next_session
@@ -258,8 +347,8 @@ class PunchGenerator:
 
     def _tick(self, count: int) -> None:
         users = self.device.users
-        if not users:
-            return
+        if not users or not self.device.enabled:
+            return  # a disabled terminal takes no punches
         for _ in range(count):
             user = self.rng.choice(users)
             self.device.punch(user.user_id, state=self.rng.choice((0, 1)), verify=1)

@@ -3,7 +3,6 @@ for TCP connections and UDP peers."""
 
 from __future__ import annotations
 
-import struct
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol as _Interface
@@ -12,7 +11,9 @@ from twisted.logger import Logger
 
 from zkserver.emulator.pull.device import PullDevice
 from zkserver.pull.codec import (
+    SAVE_USER_TEMPLATES,
     UDP_DATA_SIZE,
+    USER_RECORD_SIZES,
     Cmd,
     CodecError,
     EventFlag,
@@ -27,10 +28,16 @@ from zkserver.pull.codec import (
     encode_tcp,
     encode_version,
     pack_time,
+    parse_delete_user,
     parse_option_request,
     parse_prepare_buffer,
+    parse_prepare_data,
     parse_read_chunk,
     parse_reg_event,
+    parse_start_enroll,
+    parse_unlock,
+    parse_user_record,
+    parse_user_templates,
     unpack_time,
 )
 
@@ -51,7 +58,7 @@ class Link(_Interface):
     def close(self) -> None: ...
 
 
-_ALWAYS_OK = {Cmd.REFRESHDATA, Cmd.CANCELCAPTURE, Cmd.STARTVERIFY, Cmd.REFRESHOPTION}
+_ALWAYS_OK = {Cmd.CANCELCAPTURE, Cmd.STARTVERIFY, Cmd.REFRESHOPTION}
 _NO_AUTH = {Cmd.CONNECT, Cmd.AUTH, Cmd.EXIT}
 
 
@@ -68,6 +75,9 @@ class Session:
         self.flags = EventFlag(0)
         self.buffer: bytes | None = None
         self.chunks_sent = 0
+        #: A buffer the client is uploading (PREPARE_DATA, DATA...), and its announced size.
+        self.upload: bytearray | None = None
+        self.upload_size = 0
         self.closed = False
         self._events: deque[Packet] = deque()
         self._awaiting_ack = False
@@ -88,6 +98,7 @@ class Session:
         if not self.connected or (not self.authed and cmd not in _NO_AUTH):
             self._reply(p, Reply.ACK_UNAUTH)
             return
+        self.device.commands.append(cmd)
         handler = self._handlers.get(cmd)
         if handler is None:
             if cmd in _ALWAYS_OK:
@@ -169,9 +180,75 @@ class Session:
         self._reply(p, Reply.ACK_OK)
         log.info("session {sid}: restart", sid=self.session_id)
         self._close()
+        self.device.restart()
 
     def _enable(self, p: Packet) -> None:
         self.device.enabled = p.command == Cmd.ENABLEDEVICE
+        if not self.device.enabled and self.device.faults.disable_drops_events:
+            self.flags = EventFlag(0)
+        self._reply(p, Reply.ACK_OK)
+
+    def _refresh(self, p: Packet) -> None:
+        self.device.refreshes += 1
+        self._reply(p, Reply.ACK_OK)
+
+    # ----------------------------------------------------------------- writes
+
+    def _user_wrq(self, p: Packet) -> None:
+        size = len(p.data)
+        if size not in USER_RECORD_SIZES:
+            self._reply(p, Reply.ACK_ERROR)
+            return
+        user = parse_user_record(p.data, size)
+        if not user.uid:
+            self._reply(p, Reply.ACK_ERROR)
+            return
+        self.device.upsert_user(user)
+        self._reply(p, Reply.ACK_OK)
+
+    def _delete_user(self, p: Packet) -> None:
+        found = self.device.delete_user(parse_delete_user(p.data))
+        self._reply(p, Reply.ACK_OK if found else Reply.ACK_ERROR)
+
+    def _unlock(self, p: Packet) -> None:
+        self.device.unlocks.append(parse_unlock(p.data))
+        self._reply(p, Reply.ACK_OK)
+
+    def _clear_data(self, p: Packet) -> None:
+        self.device.clear_data()
+        self._reply(p, Reply.ACK_OK)
+
+    def _start_enroll(self, p: Packet) -> None:
+        user_id, finger = parse_start_enroll(p.data)
+        if self.device.uid_of(user_id) is None:
+            self._reply(p, Reply.ACK_ERROR)
+            return
+        self.device.enrollments.append((user_id, finger))
+        self._reply(p, Reply.ACK_OK)
+
+    def _prepare_upload(self, p: Packet) -> None:
+        self.upload_size = parse_prepare_data(p.data)
+        self.upload = bytearray()
+        self._reply(p, Reply.ACK_OK)
+
+    def _upload_data(self, p: Packet) -> None:
+        if self.upload is None or len(self.upload) + len(p.data) > self.upload_size:
+            self._reply(p, Reply.ACK_ERROR)
+            return
+        self.upload += p.data
+        self._reply(p, Reply.ACK_OK)
+
+    def _save_user_templates(self, p: Packet) -> None:
+        upload, self.upload = self.upload, None
+        if upload is None or len(upload) != self.upload_size:
+            self._reply(p, Reply.ACK_ERROR)
+            return
+        user, _size, templates = parse_user_templates(bytes(upload))
+        if not user.uid:
+            self._reply(p, Reply.ACK_ERROR)
+            return
+        self.device.upsert_user(user)
+        self.device.save_templates(user.uid, templates)
         self._reply(p, Reply.ACK_OK)
 
     def _version(self, p: Packet) -> None:
@@ -211,8 +288,8 @@ class Session:
             dataset = dev.users_dataset()
         elif command == Cmd.ATTLOG_RRQ:
             dataset = dev.attendance_dataset()
-        elif command == Cmd.USERTEMP_RRQ and fct == Fct.FINGERTMP:
-            dataset = struct.pack("<I", 0)
+        elif command in (Cmd.DB_RRQ, Cmd.USERTEMP_RRQ) and fct == Fct.FINGERTMP:
+            dataset = dev.templates_dataset()
         else:
             self._reply(p, Reply.ACK_ERROR)
             return
@@ -255,6 +332,7 @@ class Session:
 
     def _free_data(self, p: Packet) -> None:
         self.buffer = None
+        self.upload = None
         self._reply(p, Reply.ACK_OK)
 
     _handlers: dict[int, Callable[[Session, Packet], None]] = {
@@ -273,4 +351,13 @@ class Session:
         Cmd.PREPARE_BUFFER: _prepare_buffer,
         Cmd.READ_BUFFER: _read_buffer,
         Cmd.FREE_DATA: _free_data,
+        Cmd.REFRESHDATA: _refresh,
+        Cmd.USER_WRQ: _user_wrq,
+        Cmd.DELETE_USER: _delete_user,
+        Cmd.UNLOCK: _unlock,
+        Cmd.CLEAR_DATA: _clear_data,
+        Cmd.STARTENROLL: _start_enroll,
+        Cmd.PREPARE_DATA: _prepare_upload,
+        Cmd.DATA: _upload_data,
+        SAVE_USER_TEMPLATES: _save_user_templates,
     }

@@ -127,9 +127,13 @@ class PullTCPFactory(TwistedFactory):
             from twisted.internet import reactor as clock  # type: ignore[assignment]
         self.device = device
         self.clock = clock
+        if device.clock is None:
+            device.clock = clock  # for the restart delay
         self.connections: set[PullTCPProtocol] = set()
 
-    def buildProtocol(self, addr: Any) -> PullTCPProtocol:
+    def buildProtocol(self, addr: Any) -> PullTCPProtocol | None:
+        if self.device.rebooting:
+            return None  # restarting: the connection is closed at once
         proto = PullTCPProtocol(self.device, self.clock)
         proto.factory = self
         self.connections.add(proto)
@@ -181,6 +185,8 @@ class PullUDPProtocol(DatagramProtocol):
             packet = decode_packet(datagram)
         except CodecError as e:
             log.debug("bad datagram from {addr}: {e}", addr=addr, e=e)
+            return
+        if self.device.rebooting:
             return
         addr = tuple(addr)
         session = self.sessions.get(addr)
