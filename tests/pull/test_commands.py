@@ -177,6 +177,43 @@ async def test_a_command_for_an_offline_device_expires_after_the_ttl(ctl: Ctl) -
     await wait_until(lambda: ctl.statuses(command.id) == ["queued", "expired"])
 
 
+@pytest_twisted.ensureDeferred
+async def test_reboot_shows_rebooting_until_the_device_is_back(ctl: Ctl) -> None:
+    emu = build_device(users=1, restart_delay=0.5)
+    device, manager = await online(ctl, emu)
+    command = await ctl.queue(device, type="reboot")
+    done = await ctl.final(command)
+    assert (done.status, done.result) == ("done", "restarting")
+    await wait_until(lambda: emu.restarts == 1)
+    await wait_until(
+        lambda: (
+            [e["status"] for e in ctl.world.recorder.of_type("device_status")][-2:]
+            == ["rebooting", "online"]
+        )
+    )
+    statuses = [e["status"] for e in ctl.world.recorder.of_type("device_status")]
+    assert "offline" not in statuses
+    assert (await ctl.world.device(device.id)).status == "online"
+
+
+@pytest_twisted.ensureDeferred
+async def test_clear_log_resets_the_catch_up_mark(ctl: Ctl) -> None:
+    emu = build_device(users=2, records=20)
+    device, manager = await online(ctl, emu)
+    await wait_until(lambda: len(ctl.world.recorder.of_type("attendance")) == 20)
+    assert (await ctl.world.device(device.id)).info["log_mark"]["count"] == 20
+    done = await ctl.final(await ctl.queue(device, type="clear_log", confirm=True))
+    assert done.status == "done" and emu.records == []
+    assert (await ctl.world.device(device.id)).info["log_mark"] == {}
+    seq = list(emu.commands)
+    i = seq.index(17 - 2)  # CLEAR_ATTLOG
+    assert seq[i - 1] == 1003 and seq[i + 1] == 1002  # DISABLEDEVICE ... ENABLEDEVICE
+    assert 500 in seq[i + 1 :]  # REG_EVENT again
+    # punches after the clear still arrive in real time, nothing lost
+    emu.punch("1", when=datetime(2026, 1, 2, 3, 4, 5))
+    await wait_until(lambda: len(ctl.world.recorder.of_type("attendance")) == 21)
+
+
 def test_device_now_is_what_sync_time_sends() -> None:
     class C:
         def seconds(self) -> float:
