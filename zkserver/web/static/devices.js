@@ -4,6 +4,7 @@ import { el, state, STATUS_LABELS, toast } from './state.js';
 import { api, AuthError } from './api.js';
 import { handleError, showLogin } from './session.js';
 import { paintTotals, renderDeviceFilter } from './feed.js';
+import { buildControl, paintControl } from './commands.js';
 
 export function setDevices(list) {
   const seen = new Set();
@@ -74,6 +75,7 @@ export function buildDevice(device) {
   const node = el.tplDevice.content.firstElementChild.cloneNode(true);
   node.dataset.deviceId = device.id;
   node.querySelector('.approve').addEventListener('click', () => approve(node.dataset.deviceId, node));
+  buildControl(node);
   return node;
 }
 
@@ -93,6 +95,7 @@ export function paintDevice(node, device) {
   paintSeen(seen);
   node.querySelector('.device-today').textContent =
     (state.todayByDevice.get(device.id) || 0).toLocaleString();
+  paintControl(node, device);
   const button = node.querySelector('.approve');
   const pending = isPending(device);
   button.hidden = !pending;

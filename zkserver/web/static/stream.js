@@ -8,13 +8,13 @@ import {
   FEED_LIMIT,
   setConn,
   state,
-  toast,
   WATCHDOG_MS,
 } from './state.js';
 import { api, AuthError } from './api.js';
 import { showLogin } from './session.js';
 import { addRows, resolveNames } from './feed.js';
 import { deviceStatus, setDevices } from './devices.js';
+import { commandStatus } from './commands.js';
 
 export function streamUrl() {
   return state.lastEventId !== null
@@ -128,15 +128,11 @@ export function handleEvent(event, id) {
       state.users.delete(event.device_id);
       resolveNames(event.device_id);
       break;
-    case 'command_result':
-      if (id > state.bootEventId) {
-        const device = state.devices.get(event.device_id);
-        const name = device ? device.name : event.serial_number;
-        const ok = event.status === 'done' || event.return_code === 0;
-        toast(`${name}: ${event.command} ${ok ? 'done' : `failed (${event.return_code})`}`,
-          ok ? 'info' : 'error');
-      }
+    case 'command_status':
+      commandStatus(event, id > state.bootEventId);
       break;
+    case 'command_result':
+      break; // an alias of a final command_status (kept for older dashboards)
     default:
       break; // clients ignore unknown types
   }
