@@ -3,15 +3,19 @@ SQLite and PostgreSQL) -> PullManager -> the device's session -> the pull emulat
 
 from __future__ import annotations
 
+import base64
 import socket
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
+import pytest
 import pytest_twisted
 from attrs import define
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
+from zk import ZK
 
 from tests.harness import wait_until
 from tests.pull.test_service import FlakyStore, Recorder, World
@@ -19,8 +23,10 @@ from zkserver.broadcaster import Broadcaster, Subscriber
 from zkserver.commands import Commands, parse_command
 from zkserver.commands.spec import FINAL_STATUSES
 from zkserver.devices import DeviceRegistry
-from zkserver.emulator.pull import PullDevice, build_device
+from zkserver.emulator.pull import PullDevice, Session, build_device
 from zkserver.ingest import Ingest
+from zkserver.pull import codec
+from zkserver.pull.codec import Cmd, Reply, Template
 from zkserver.pull.manager import PullManager
 from zkserver.pull.service import device_now
 from zkserver.records import Command, Device
@@ -221,3 +227,170 @@ def test_device_now_is_what_sync_time_sends() -> None:
 
     d = Device("i", "S", "n", "pull", "online", True, timezone="+05:30")
     assert device_now(d, C()) == datetime(2026, 1, 1, 5, 30)
+
+
+# --------------------------------------------------------------------------- users, templates
+
+
+@pytest.mark.parametrize("user_size", [28, 72])
+@pytest_twisted.ensureDeferred
+async def test_user_upsert_then_pyzk_reads_the_user_back(ctl: Ctl, user_size: int) -> None:
+    emu = build_device(users=3, user_size=user_size)
+    device, _ = await online(ctl, emu)
+    assert device.info["user_layout"] == user_size
+    new = await ctl.final(
+        await ctl.queue(
+            device,
+            type="user_upsert",
+            user_id="900",
+            name="Ann",
+            privilege=14,
+            password="123",
+            card="4242",
+            group="2",
+        )
+    )
+    assert (new.status, new.result) == ("done", "user 900 added (uid 4)")
+    again = await ctl.final(
+        await ctl.queue(device, type="user_upsert", user_id="2", name="Renamed")
+    )
+    assert (again.status, again.result) == ("done", "user 2 updated (uid 2)")
+    seq = list(emu.commands)
+    i = seq.index(Cmd.USER_WRQ)
+    assert seq[i - 1 : i + 3] == [
+        Cmd.DISABLEDEVICE,
+        Cmd.USER_WRQ,
+        Cmd.REFRESHDATA,
+        Cmd.ENABLEDEVICE,
+    ]
+    assert Cmd.REG_EVENT in seq[i + 3 :]
+    port = ctl.world.listeners[0].getHost().port
+
+    def read() -> list[tuple[int, str, str, int, str, str]]:
+        conn = ZK("127.0.0.1", port, timeout=5, ommit_ping=True).connect()
+        try:
+            return [
+                (u.uid, u.user_id, u.name, u.privilege, str(u.card), str(u.group_id))
+                for u in conn.get_users()
+            ]
+        finally:
+            conn.disconnect()
+
+    users = await deferToThread(read)
+    assert (4, "900", "Ann", 14, "4242", "2") in users
+    assert next(u for u in users if u[1] == "2")[:3] == (2, "2", "Renamed")
+    stored = {u.user_id: u for u in await ctl.world.real_store.users(device.id)}
+    assert stored["900"].name == "Ann"
+
+
+@pytest_twisted.ensureDeferred
+async def test_user_delete_and_user_not_found(ctl: Ctl) -> None:
+    emu = build_device(users=3)
+    device, _ = await online(ctl, emu)
+    done = await ctl.final(await ctl.queue(device, type="user_delete", user_id="2"))
+    assert done.status == "done" and [u.user_id for u in emu.users] == ["1", "3"]
+    missing = await ctl.final(await ctl.queue(device, type="user_delete", user_id="77"))
+    assert (missing.status, missing.result, missing.return_code) == (
+        "failed",
+        "user not found",
+        None,
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_template_upsert_one_buffered_write_read_back_by_pyzk(ctl: Ctl) -> None:
+    emu = build_device(users=2)
+    device, _ = await online(ctl, emu)
+    template = bytes(range(256)) * 5
+    body = {
+        "type": "template_upsert",
+        "user_id": "2",
+        "kind": "finger",
+        "index": 6,
+        "format": "10",
+        "valid": 1,
+        "data": base64.b64encode(template).decode(),
+    }
+    done = await ctl.final(await ctl.queue(device, **body))
+    assert done.status == "done", done.result
+    assert codec.SAVE_USER_TEMPLATES in emu.commands
+    port = ctl.world.listeners[0].getHost().port
+
+    def read() -> list[tuple[int, int, bytes]]:
+        conn = ZK("127.0.0.1", port, timeout=5, ommit_ping=True).connect()
+        try:
+            return [(f.uid, f.fid, f.template) for f in conn.get_templates()]
+        finally:
+            conn.disconnect()
+
+    assert await deferToThread(read) == [(2, 6, template)]
+    wrong = await ctl.final(await ctl.queue(device, **{**body, "format": "12"}))
+    assert (wrong.status, wrong.result) == (
+        "failed",
+        "template format 12 does not match the terminal's fingerprint algorithm 10",
+    )
+    face = await ctl.final(await ctl.queue(device, **{**body, "kind": "face", "index": 0}))
+    assert face.status == "failed" and face.result.startswith("not supported by this terminal")
+    nobody = await ctl.final(await ctl.queue(device, **{**body, "user_id": "55"}))
+    assert (nobody.status, nobody.result) == ("failed", "user not found")
+
+
+@pytest_twisted.ensureDeferred
+async def test_open_door_enroll_clear_data_and_refused_words(ctl: Ctl) -> None:
+    emu = build_device(users=2, records=5)
+    emu.templates.append(Template(1, 0, 1, b"t" * 30))
+    device, _ = await online(ctl, emu)
+    door = await ctl.final(await ctl.queue(device, type="open_door", seconds=7))
+    assert (door.status, emu.unlocks) == ("done", [7.0])
+    enroll = await ctl.final(await ctl.queue(device, type="enroll_finger", user_id="1", finger=3))
+    assert (enroll.status, emu.enrollments) == ("done", [("1", 3)])
+    cleared = await ctl.final(await ctl.queue(device, type="clear_data", confirm=True))
+    assert cleared.status == "done"
+    assert (emu.users, emu.records, emu.templates) == ([], [], [])
+    assert await ctl.world.real_store.users(device.id) == []
+    # a terminal that does not know a command answers ACK_UNKNOWN: failed, in words
+    emu.options["~ZKFPVersion"] = "10"
+    del Session._handlers[Cmd.UNLOCK]
+    try:
+        refused = await ctl.final(await ctl.queue(device, type="open_door"))
+    finally:
+        Session._handlers[Cmd.UNLOCK] = Session._unlock
+    assert (refused.status, refused.return_code, refused.result) == (
+        "failed",
+        Reply.ACK_UNKNOWN,
+        "not supported by this terminal",
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_event_lost_when_disable_drops_the_registration(ctl: Ctl) -> None:
+    emu = build_device(users=3)
+    emu.faults.disable_drops_events = True
+    device, _ = await online(ctl, emu)
+    done = await ctl.final(await ctl.queue(device, type="user_upsert", user_id="50", name="X"))
+    assert done.status == "done"
+    await wait_until(lambda: any(s.flags for s in emu.sessions))  # registered again
+    emu.punch("50", when=datetime(2026, 2, 3, 4, 5, 6))
+    await wait_until(lambda: len(ctl.world.recorder.of_type("attendance")) == 1)
+    assert ctl.world.recorder.of_type("attendance")[0]["user_id"] == "50"
+
+
+@pytest_twisted.ensureDeferred
+async def test_punches_during_a_write_are_caught_up(ctl: Ctl) -> None:
+    emu = build_device(users=3)
+    emu.faults.disable_drops_events = True
+    device, _ = await online(ctl, emu)
+    original = Session._handlers[Cmd.ENABLEDEVICE]
+
+    def enable_then_punch(session: Session, p: Any) -> None:
+        original(session, p)
+        # a punch after ENABLEDEVICE, before the server registers again: no event
+        emu.punch("1", when=datetime(2026, 2, 3, 4, 5, 7))
+
+    Session._handlers[Cmd.ENABLEDEVICE] = enable_then_punch
+    try:
+        done = await ctl.final(await ctl.queue(device, type="user_delete", user_id="3"))
+    finally:
+        Session._handlers[Cmd.ENABLEDEVICE] = original
+    assert done.status == "done"
+    await wait_until(lambda: len(ctl.world.recorder.of_type("attendance")) == 1)
