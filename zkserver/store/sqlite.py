@@ -1,7 +1,15 @@
-"""The embedded store: one SQLite file in WAL mode behind one adbapi writer thread.
+"""The embedded store: one SQLite file in WAL mode, one writer thread and a few readers.
 
-All statements run on a single connection in a single pool thread, so transactions are
-serialised by construction and event ids are committed in the order they are allocated.
+- Every write runs on one connection in one pool thread, so write transactions are
+  serialised by construction and event ids are committed in the order they are allocated.
+- Reads run on their own small pool of read-only connections (opened once the migrations
+  have run): in WAL mode they see the last commit and never wait for a writer, so
+  ``/healthz``, the API and SSE replay keep answering while a write is blocked.
+- Another connection may hold the file's write lock (a backup tool, a second process in
+  ``BEGIN EXCLUSIVE``). A write then waits up to the busy timeout and fails with
+  StoreUnavailable (503 for terminals, which resend). The writes that were queued while
+  it waited fail at once with it instead of each waiting its own busy timeout in turn, so
+  every caller has its answer within about one busy timeout; the next write waits again.
 """
 
 from __future__ import annotations
@@ -50,6 +58,18 @@ def _unavailable(failure: Failure) -> bool:
     return False
 
 
+#: How many read-only connections serve reads.
+READERS = 3
+
+
+def _locked(error: BaseException) -> bool:
+    """Whether ``error`` is SQLite's "another connection holds the lock"."""
+    message = str(error).lower()
+    return isinstance(error, sqlite3.OperationalError) and (
+        "locked" in message or "busy" in message
+    )
+
+
 def _drive(conn: Any, script: Script[T], write: bool) -> T:
     """Run a transaction script on the pool thread, in one transaction."""
     cursor = conn.cursor()
@@ -96,6 +116,10 @@ class SqliteStore(CommandScripts, SQLStore):
         self._reactor = reactor
         self._busy_timeout = busy_timeout
         self._pool: adbapi.ConnectionPool | None = None
+        self._readers: adbapi.ConnectionPool | None = None
+        #: Writes that failed because another connection held the lock; a write queued
+        #: before the latest such failure fails without waiting again (see the module doc).
+        self._lock_failures = 0
         self._in_flight = InFlight()
         self._watchers: list[Callable[[int], None]] = []
 
@@ -117,6 +141,10 @@ class SqliteStore(CommandScripts, SQLStore):
                 break  # past the deadline the statements themselves report "locked"
             time.sleep(0.05)
         conn.execute("PRAGMA synchronous=NORMAL")
+
+    @staticmethod
+    def _on_open_reader(conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA query_only=1")
 
     # --- life cycle -----------------------------------------------------------------
     def start(self) -> Deferred[None]:
@@ -141,6 +169,7 @@ class SqliteStore(CommandScripts, SQLStore):
         d = self._run(self._migrate())
 
         def started(applied: list[int]) -> None:
+            self._open_readers()
             self.log.info(
                 "SQLite store {path} ready (applied migrations: {applied})",
                 path=self.path,
@@ -153,10 +182,32 @@ class SqliteStore(CommandScripts, SQLStore):
 
         return d.addCallbacks(started, failed)
 
+    def _open_readers(self) -> None:
+        """Read-only connections, once the schema exists (WAL: they never wait for the
+        writer)."""
+        if self._path_is_memory():
+            return  # an in-memory database exists on one connection only
+        self._readers = adbapi.ConnectionPool(
+            "sqlite3",
+            self.path,
+            timeout=self._busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+            cp_min=1,
+            cp_max=READERS,
+            cp_openfun=self._on_open_reader,
+            cp_reactor=self._reactor,
+        )
+
+    def _path_is_memory(self) -> bool:
+        return self.path == ":memory:" or self.path.startswith("file::memory:")
+
     def _close_pool(self) -> None:
         pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.close()
+        readers, self._readers = self._readers, None
+        for each in (pool, readers):
+            if each is not None:
+                each.close()
 
     def stop(self) -> Deferred[None]:
         """Wait for running statements, then close the connection."""
@@ -171,7 +222,12 @@ class SqliteStore(CommandScripts, SQLStore):
         if self._pool is None:
             script.close()
             return fail(StoreUnavailable("the store is not running"))
-        d = self._in_flight.track(self._pool.runWithConnection(_drive, script, write))
+        if not write and self._readers is not None:
+            d = self._in_flight.track(self._readers.runWithConnection(_drive, script, False))
+        else:
+            d = self._in_flight.track(
+                self._pool.runWithConnection(self._write, script, write, self._lock_failures)
+            )
 
         def done(result: Any) -> Any:
             if isinstance(result, Failure) and _unavailable(result):
@@ -180,3 +236,19 @@ class SqliteStore(CommandScripts, SQLStore):
             return result
 
         return d.addBoth(done)
+
+    def _write(self, conn: Any, script: Script[T], write: bool, queued_at: int) -> T:
+        """On the writer thread: fail at once if a write that ran while this one was
+        queued found the database locked by another connection; else run the script."""
+        if self._lock_failures != queued_at:
+            script.close()
+            raise sqlite3.OperationalError(
+                "database is locked by another connection (a write queued meanwhile "
+                "waited and gave up)"
+            )
+        try:
+            return _drive(conn, script, write)
+        except sqlite3.OperationalError as e:
+            if _locked(e):
+                self._lock_failures += 1
+            raise
