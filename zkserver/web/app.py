@@ -19,10 +19,12 @@ from typing import Any, Protocol
 
 from attrs import define
 from klein import Klein
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.static import File
+from zope.interface import implementer
 
 from zkserver.commands.service import Commands, DeviceNotReady, NotCancellable, TooLarge
 from zkserver.commands.spec import CommandError, CommandSpec, Unsupported, parse_command
@@ -671,16 +673,66 @@ async def attendance_csv(self: WebApp, request: IRequest) -> bytes:
     rows, cursor = await self.store.attendance(**filters, cursor=None, limit=1000)
     request.setHeader(b"content-type", b"text/csv; charset=utf-8")
     request.setHeader(b"content-disposition", b'attachment; filename="attendance.csv"')
-    request.write(page_text(rows, header=True))
+    # The next page is read only when the client's socket has taken the previous ones:
+    # a slow client never makes the server hold the whole export in memory.
+    pacer = Pacer()
+    request.registerProducer(pacer, True)
     try:
+        request.write(page_text(rows, header=True))
         while cursor is not None and not getattr(request, "_disconnected", False):
+            await pacer.ready()
+            if pacer.stopped:
+                break
             rows, cursor = await self.store.attendance(**filters, cursor=cursor, limit=1000)
             request.write(page_text(rows, header=False))
+    except CancelledError:
+        raise  # the client went away
     except Exception:
+        if pacer.stopped or getattr(request, "_disconnected", False):
+            return b""  # the client went away (a query cancelled with it)
         # Part of the file is out: cut the connection so the download shows as failed.
         log.failure("CSV export interrupted")
         request.loseConnection()
+    finally:
+        pacer.stopProducing()
+        if not getattr(request, "_disconnected", False):
+            request.unregisterProducer()
     return b""
+
+
+@implementer(IPushProducer)
+class Pacer:
+    """A streaming producer a response loop waits on: the transport pauses it when its
+    buffer is full and resumes it once the client has read."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.stopped = False
+        self._waiters: list[Deferred[None]] = []
+
+    def ready(self) -> Deferred[None]:
+        """Fires when more may be written (at once unless paused)."""
+        if not self.paused or self.stopped:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._waiters.append(d)
+        return d
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def pauseProducing(self) -> None:  # noqa: N802
+        self.paused = True
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        self.paused = False
+        self._wake()
+
+    def stopProducing(self) -> None:  # noqa: N802
+        self.stopped = True
+        self._wake()
 
 
 @routes.route("/api/rejected", methods=["GET"])
