@@ -9,7 +9,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
+from twisted.internet.task import deferLater
 
 from tests.store.conftest import Stores, wait_until
 from tests.tcpproxy import TCPProxy
@@ -608,7 +610,13 @@ async def test_one_process_holds_each_pull_device(stores: Stores) -> None:
     assert await second.try_lock_device("dev-a")
     assert not await first.try_lock_device("dev-a")
     await second.stop()  # its session ends: PostgreSQL releases its locks
-    assert await first.try_lock_device("dev-a")
+    # ... once its backend has seen the connection close, a moment after stop() returns.
+    for _ in range(250):
+        if await first.try_lock_device("dev-a"):
+            break
+        await deferLater(reactor, 0.02, lambda: None)
+    else:
+        raise AssertionError("dev-a still locked after the other store stopped")
     assert await first.try_lock_device("dev-b")
 
 
