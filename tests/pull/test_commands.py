@@ -27,6 +27,7 @@ from zkserver.emulator.pull import PullDevice, Session, build_device
 from zkserver.ingest import Ingest
 from zkserver.pull import codec
 from zkserver.pull.codec import Cmd, Reply, Template
+from zkserver.pull.drift import DriftFixer
 from zkserver.pull.manager import PullManager
 from zkserver.pull.service import device_now
 from zkserver.records import Command, Device
@@ -394,3 +395,19 @@ async def test_punches_during_a_write_are_caught_up(ctl: Ctl) -> None:
         Session._handlers[Cmd.ENABLEDEVICE] = original
     assert done.status == "done"
     await wait_until(lambda: len(ctl.world.recorder.of_type("attendance")) == 1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_fix_drift_sets_a_drifting_terminal_right_once(ctl: Ctl) -> None:
+    emu = build_device(users=1)
+    emu.clock_offset = -600.0
+    device = await ctl.world.add(await ctl.world.emulator(emu))
+    manager = ctl.manager(fix_drift=DriftFixer(threshold=30))
+    await wait_until(lambda: abs(emu.clock_offset) < 5)  # the idle probe found it, set it
+    service = manager.devices[device.id]
+    assert Cmd.SET_TIME in emu.commands
+    emu.clock_offset = -900.0  # drifts again within the hour: measured, left alone
+    probes = emu.commands.count(Cmd.GET_TIME)
+    await wait_until(lambda: emu.commands.count(Cmd.GET_TIME) >= probes + 2)
+    assert service.clock_offset_s is not None and abs(service.clock_offset_s + 900) <= 2
+    assert list(emu.commands).count(Cmd.SET_TIME) == 1

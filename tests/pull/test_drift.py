@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+
 from zkserver.pull.drift import DriftFixer
+from zkserver.pull.service import PullDeviceService
+from zkserver.records import Device
 
 
 def test_off_by_default() -> None:
@@ -20,3 +27,66 @@ def test_only_beyond_the_threshold_and_once_an_hour_per_device() -> None:
     assert fixer.due("a", 500, 3600)
     fixer.forget("b")
     assert fixer.due("b", 500, 11)
+
+
+# ---------------------------------------------------------------- the service, on a Clock
+
+
+class FakeSession:
+    def __init__(self) -> None:
+        self.set_to: list[datetime] = []
+
+    def set_time(self, when: datetime) -> Deferred[None]:
+        self.set_to.append(when)
+        return succeed(None)
+
+
+def _service(clock: Clock, fixer: DriftFixer | None) -> PullDeviceService:
+    device = Device("dev-1", "SN1", "Door", "pull", "online", True, timezone="+01:00")
+    return PullDeviceService(
+        device,
+        store=None,
+        ingest=None,
+        registry=None,
+        clock=clock,
+        fix_drift=fixer,  # type: ignore[arg-type]
+    )
+
+
+def _probe(service: PullDeviceService, session: FakeSession, ahead: float) -> None:
+    """One idle probe: the device answers its clock, ``ahead`` seconds fast."""
+    clock = service.clock
+    true_local = datetime.fromtimestamp(clock.seconds(), UTC) + timedelta(hours=1)
+    device_time = (true_local + timedelta(seconds=ahead)).replace(tzinfo=None, microsecond=0)
+    d = Deferred.fromCoroutine(
+        service._check_drift(session, device_time, clock.seconds(), clock.seconds())  # type: ignore[arg-type]
+    )
+    assert d.called
+
+
+def test_fix_drift_sets_the_clock_at_most_once_an_hour() -> None:
+    clock = Clock()
+    clock.advance(1_767_225_600)  # 2026-01-01 00:00:00 UTC
+    service = _service(clock, DriftFixer(threshold=30))
+    session = FakeSession()
+    _probe(service, session, ahead=120)
+    assert service.clock_offset_s is not None and abs(service.clock_offset_s - 120) <= 1
+    assert session.set_to == [datetime(2026, 1, 1, 1, 0, 0)]  # the device's zone: +01:00
+    clock.advance(60)
+    _probe(service, session, ahead=-500)  # off again within the hour: left alone
+    assert len(session.set_to) == 1
+    clock.advance(3600)
+    _probe(service, session, ahead=-500)
+    assert len(session.set_to) == 2 and session.set_to[-1] == datetime(2026, 1, 1, 2, 1, 0)
+    clock.advance(7200)
+    _probe(service, session, ahead=20)  # within the threshold
+    assert len(session.set_to) == 2
+
+
+def test_without_fix_drift_the_offset_is_only_measured() -> None:
+    clock = Clock()
+    clock.advance(1_767_225_600)
+    service = _service(clock, None)
+    session = FakeSession()
+    _probe(service, session, ahead=-9999)
+    assert abs(service.clock_offset_s + 9999) <= 1 and session.set_to == []  # whole seconds
