@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # zkserver from this tree
 
 from _common import (  # noqa: E402
     PySpy,
@@ -52,25 +53,55 @@ from _common import (  # noqa: E402
     table,
 )
 
-# A frame's id and its first (top-level) user_id; the stream is ?type=attendance only.
-FRAME = re.compile(rb'id: (\d+)\ndata: \{[^\n]*?"user_id": ?"([^"]*)"')
+# The first (top-level) user_id of an event's data; the stream is ?type=attendance only.
+USER_ID = re.compile(r'"user_id": ?"([^"]*)"')
 now = time.perf_counter
 
 
 # --------------------------------------------------------------------------- SSE reader
 
 
+class Dechunker:
+    """The body of an HTTP/1.1 chunked response, incrementally (no trailers)."""
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.left = 0  # data bytes left in the current chunk
+        self.skip = 0  # bytes of the CRLF after a chunk still to drop
+
+    def feed(self, data: bytes) -> bytes:
+        buf, out = self.buf + data, []
+        while buf:
+            if self.skip:
+                n = min(self.skip, len(buf))
+                buf, self.skip = buf[n:], self.skip - n
+            elif self.left:
+                part = buf[: self.left]
+                out.append(part)
+                buf, self.left = buf[len(part) :], self.left - len(part)
+                self.skip = 0 if self.left else 2
+            else:
+                end = buf.find(b"\r\n")
+                if end < 0:
+                    break
+                self.left = int(buf[:end].split(b";")[0], 16)
+                buf = buf[end + 2 :]
+                if not self.left:  # the last chunk
+                    buf = b""
+        self.buf = buf
+        return b"".join(out)
+
+
 def sse_protocol_class() -> Any:
     from twisted.internet.defer import Deferred
     from twisted.internet.protocol import Protocol
 
-    class SSEReader(Protocol):
-        """A minimal raw-TCP SSE client: one GET, no JSON parsing, one regex per read.
+    from zkserver.eventsource import EventStreamParser, ServerSentEvent
 
-        Frames are written by the server whole (one HTTP chunk each), so chunk headers
-        only ever sit between frames and a search for ``id: ... "user_id": "..."`` over
-        the bytes up to the last blank line is enough.
-        """
+    class SSEReader(Protocol):
+        """A minimal raw-TCP SSE client: one GET; the body goes through the shared
+        parser (zkserver.eventsource); only each event's user_id is picked out (a regex,
+        no JSON parsing)."""
 
         def __init__(self, path: str, token: str, stamp: bool) -> None:
             self.path = path
@@ -79,6 +110,8 @@ def sse_protocol_class() -> Any:
             self.buf = b""
             self.headers_done = False
             self.status = 0
+            self.chunks = Dechunker()
+            self.parser = EventStreamParser()
             self.ready: Deferred[None] = Deferred()
             self.lost: Deferred[None] = Deferred()
             self.pins: list[bytes] = []
@@ -94,26 +127,27 @@ def sse_protocol_class() -> Any:
 
         def dataReceived(self, data: bytes) -> None:
             t = now()
-            buf = self.buf + data
             if not self.headers_done:
+                buf = self.buf + data
                 end = buf.find(b"\r\n\r\n")
                 if end < 0:
                     self.buf = buf
                     return
                 self.status = int(buf.split(b" ", 2)[1])
                 self.headers_done = True
-                buf = buf[end + 4 :]
+                self.buf = b""
+                data = buf[end + 4 :]
                 if self.status != 200:
                     self.ready.errback(RuntimeError(f"SSE status {self.status}"))
                     return
-            cut = buf.rfind(b"\n\n")
-            if cut < 0:
-                self.buf = buf
-                return
-            block, self.buf = buf[: cut + 2], buf[cut + 2 :]
-            if not self.ready.called and b"retry:" in block:
+            items = self.parser.feed(self.chunks.feed(data))
+            if not self.ready.called and self.parser.retry is not None:
                 self.ready.callback(None)
-            pins = [m.group(2) for m in FRAME.finditer(block)]
+            pins = [
+                m.group(1).encode()
+                for item in items
+                if isinstance(item, ServerSentEvent) and (m := USER_ID.search(item.data))
+            ]
             if pins:
                 self.pins.extend(pins)
                 if self.stamp:

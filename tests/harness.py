@@ -13,6 +13,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.web.client import HTTPConnectionPool
 
+from zkserver.eventsource import Comment, EventStreamParser
 from zkserver.tap import Options, ZKServer, makeService
 
 __all__ = ["RunningServer", "start_server", "SSEClient", "wait_until", "new_pool", "sleep"]
@@ -125,7 +126,7 @@ class SSEClient:
     status: int | None = None
     response_headers: Any = None
     finished: Deferred[None] = field(factory=Deferred)
-    _buffer: bytes = b""
+    _parser: EventStreamParser = field(factory=EventStreamParser)
     _body: _Body | None = None
     _pool: HTTPConnectionPool = field(factory=new_pool)
 
@@ -140,27 +141,14 @@ class SSEClient:
         return self
 
     def feed(self, data: bytes) -> None:
-        self._buffer += data
-        while b"\n\n" in self._buffer:
-            block, self._buffer = self._buffer.split(b"\n\n", 1)
-            self._frame(block.decode("utf-8"))
-
-    def _frame(self, block: str) -> None:
-        event_id: int | None = None
-        data: list[str] = []
-        for line in block.split("\n"):
-            if line.startswith(":"):
-                self.comments.append(line[1:].strip())
-            elif line.startswith("id:"):
-                event_id = int(line[3:].strip())
-            elif line.startswith("data:"):
-                data.append(line[5:].lstrip(" "))
-            elif line.startswith("retry:"):
-                self.retry = int(line[6:].strip())
-        if data:
-            assert event_id is not None, f"frame without id: {block!r}"
-            self.ids.append(event_id)
-            self.events.append(json.loads("\n".join(data)))
+        for item in self._parser.feed(data):
+            if isinstance(item, Comment):
+                self.comments.append(item.text.strip())
+                continue
+            assert item.id.isdigit(), f"event without a numeric id: {item!r}"
+            self.ids.append(int(item.id))
+            self.events.append(json.loads(item.data))
+        self.retry = self._parser.retry
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e.get("type") == kind]

@@ -25,6 +25,7 @@ from zkserver.emulator.pull import (
     PullUDPProtocol,
     build_device,
 )
+from zkserver.eventsource import EventStreamParser, ServerSentEvent
 from zkserver.ingest import Ingest
 from zkserver.pull.manager import PullManager
 from zkserver.records import Device
@@ -48,17 +49,15 @@ class Recorder:
         self.events: list[tuple[int, dict[str, Any]]] = []
         self.parse = parse
         self.frames = 0
+        self._parser = EventStreamParser()
 
     def write(self, data: bytes) -> None:
         self.frames += data.count(b"\n\n")
         if not self.parse:
             return
-        for block in data.decode().split("\n\n"):
-            lines = dict(
-                line.split(": ", 1) for line in block.split("\n") if line and ": " in line
-            )
-            if "data" in lines:
-                self.events.append((int(lines["id"]), json.loads(lines["data"])))
+        for item in self._parser.feed(data):
+            if isinstance(item, ServerSentEvent):
+                self.events.append((int(item.id), json.loads(item.data)))
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [e for _, e in self.events if e["type"] == kind]

@@ -8,50 +8,42 @@ from typing import Any
 from urllib.parse import urlencode
 
 import treq
-from attrs import define
+from attrs import define, field
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Protocol
 
 from zkserver.cli.client import EXIT_OK, EXIT_TOKEN, TOKEN_REFUSED, Client, CLIError, error_text
 from zkserver.cli.rendering import note, silence_stdout
+from zkserver.eventsource import EventStreamParser, ServerSentEvent
 
 __all__ = ["SSEPrinter", "tail"]
 
 
 @define(eq=False)
 class SSEPrinter:
-    """Parses an event stream and prints each message's ``data:`` as one line."""
+    """Prints each event's ``data`` of an event stream as one line; keeps the id to resume
+    from and the server's ``retry``."""
 
     out: Any
     last_id: int | None = None
     retry_ms: int = 3000
     printed: int = 0
-    _buffer: bytes = b""
+    _parser: EventStreamParser = field(factory=EventStreamParser)
+
+    def new_stream(self) -> None:
+        """A new connection: what a cut-off connection left half-sent is dropped."""
+        self._parser = EventStreamParser()
 
     def feed(self, data: bytes) -> None:
-        self._buffer += data.replace(b"\r\n", b"\n")
-        while b"\n\n" in self._buffer:
-            block, self._buffer = self._buffer.split(b"\n\n", 1)
-            self.frame(block.decode("utf-8", "replace"))
-
-    def frame(self, block: str) -> None:
-        data: list[str] = []
-        event_id: int | None = None
-        for line in block.split("\n"):
-            name, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if name == "data":
-                data.append(value)
-            elif name == "id" and value.strip().isdigit():
-                event_id = int(value)
-            elif name == "retry" and value.strip().isdigit():
-                self.retry_ms = int(value)
-        if event_id is not None:
-            self.last_id = event_id
-        if data:
-            self.out.write("\n".join(data) + "\n")
-            self.out.flush()
-            self.printed += 1
+        for item in self._parser.feed(data):
+            if isinstance(item, ServerSentEvent):
+                self.out.write(item.data + "\n")
+                self.out.flush()
+                self.printed += 1
+        if self._parser.last_event_id.isdigit():
+            self.last_id = int(self._parser.last_event_id)
+        if self._parser.retry is not None:
+            self.retry_ms = self._parser.retry
 
 
 class _StreamBody(Protocol):
@@ -145,6 +137,7 @@ async def tail(client: Client, args: argparse.Namespace) -> int:
             note(f"following events at {client.server}{resume} (Ctrl-C to stop)")
         connected_once = True
         backoff = 0.0
+        printer.new_stream()
         body = _StreamBody(printer)
         state["body"] = body
         response.deliverBody(body)
