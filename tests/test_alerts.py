@@ -42,7 +42,7 @@ def _device(**kw) -> Device:
             _device(kind="push", info={"user_count": 99, "options": {"~MaxUserCount": "100"}}),
             {"users"},
         ),
-        (_device(info={"clock_offset": -121}), {"clock"}),
+        (_device(info={"clock_offset_s": -121}), {"clock"}),
         (_device(info={"clock_offset": 120}), set()),
     ],
 )

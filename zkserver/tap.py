@@ -23,6 +23,9 @@ from zkserver import __version__
 from zkserver.broadcaster import Broadcaster
 from zkserver.commands.service import Commands
 from zkserver.devices import DeviceRegistry
+from zkserver.hooks_setup import HOOK_FLAG_NAMES, HOOK_NUMBERS, setup_hooks
+from zkserver.hooks_setup import OPT_FLAGS as HOOK_FLAGS
+from zkserver.hooks_setup import OPT_PARAMETERS as HOOK_PARAMETERS
 from zkserver.http import Gate, make_site, push_refusal, web_refusal
 from zkserver.ingest import Ingest
 from zkserver.listener import Listener
@@ -60,6 +63,7 @@ class Options(usage.Options):
          "(default: record them as pending until an operator approves them)."],
         ["no-pull", None, "Do not connect to pull (port 4370) devices from this process."],
         ["secure-cookie", None, "Mark the session cookie Secure (when served over HTTPS)."],
+        *HOOK_FLAGS,
     ]
     optParameters: list[list[Any]] = [
         ["config", "c", None, "TOML file with options (keys as the long option names)."],
@@ -85,6 +89,7 @@ class Options(usage.Options):
          "(offline, say) before it expires; 0 = forever."],
         ["fix-drift", None, 0.0, "Set a pull terminal's clock right when the idle probe finds "
          "it off by more than this many seconds (at most once an hour per device); 0 = off."],
+        *HOOK_PARAMETERS,
     ]
 
     def __init__(self) -> None:
@@ -158,7 +163,7 @@ class _Recorded:
             self.handler(name, value)
 
 
-FLAG_OPTIONS = ("auto-approve", "no-pull", "secure-cookie")
+FLAG_OPTIONS = ("auto-approve", "no-pull", "secure-cookie", *HOOK_FLAG_NAMES)
 #: Numeric options: (type, smallest value allowed).
 NUMBER_OPTIONS: dict[str, tuple[type, float]] = {
     "poll-delay": (int, 1),
@@ -170,6 +175,7 @@ NUMBER_OPTIONS: dict[str, tuple[type, float]] = {
     "command-retries": (int, 1),
     "command-ttl": (float, 0),
     "fix-drift": (float, 0),
+    **HOOK_NUMBERS,
 }
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
@@ -394,6 +400,7 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
             pull.setServiceParent(server)
             server.pull = pull
 
+    hooks = setup_hooks(server, config, store, ingest, pull, reactor)
     web_app = WebApp(
         store=store,
         registry=registry,
@@ -404,6 +411,7 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
         cors_origins=frozenset(config["cors-origin"]),
         secure_cookie=bool(config["secure-cookie"]),
         ready=lambda: server.ready.called,
+        hooks=hooks,
     )
     web_site = make_site(
         Gate(web_app.resource(), server_ready, web_refusal),

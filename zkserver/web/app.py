@@ -199,6 +199,7 @@ class WebApp:
     cors_origins: frozenset[str] = frozenset()
     secure_cookie: bool = False
     ready: Callable[[], bool] = lambda: True
+    hooks: Any = None  # zkserver.web.hooks_api.HooksConfig: webhooks, device log, metrics
 
     def resource(self) -> Any:
         """The twisted.web resource serving every route below, bound to this app."""
@@ -787,3 +788,7 @@ async def openapi(self: WebApp, request: IRequest) -> bytes:
     from zkserver.web.openapi import openapi_document
 
     return json_response(request, openapi_document())
+
+
+# Webhooks, device log, alerts and /metrics register on ``routes`` too.
+from zkserver.web import hooks_api  # noqa: E402,F401

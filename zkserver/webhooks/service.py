@@ -1,0 +1,297 @@
+"""The webhook sender: POSTs the outbox, in order per subscription, with retries.
+
+Every ``poll`` seconds (and at once on :meth:`WebhookSender.wake`) it asks the store
+which subscriptions have a due head-of-queue delivery and runs one worker per
+subscription: take the subscription's cross-process lock (``webhook:<id>``), send its
+head deliveries (one event per POST, or up to ``batch_max`` as a JSON array), record each
+outcome, and stop at the first failure (that subscription's later events wait; no other
+subscription, nor ingest, nor the stream, waits for it). A delivery is recorded only
+after its POST ended, so a crash resends it: at least once, the event id being the
+receiver's idempotency key.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from time import perf_counter
+from typing import Any
+
+from attrs import define, field
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from zkserver import metrics
+from zkserver.clock import parse_iso
+from zkserver.events import encode_payload
+from zkserver.webhooks.backoff import RetryPolicy
+from zkserver.webhooks.model import DueDelivery, Webhook
+from zkserver.webhooks.signing import signed_headers
+from zkserver.webhooks.urls import BadWebhookURL, Resolver, check_webhook_url
+
+__all__ = ["WebhookSender", "Outcome", "Poster"]
+
+log = Logger()
+
+MAX_WORKERS = 200
+MAX_RESPONSE = 64 * 1024  # bytes of an answer that are read (and dropped)
+
+Poster = Callable[[str, bytes, dict[str, str]], Awaitable[int]]
+"""``(url, body, headers) -> HTTP status``: one POST (raises on a network error)."""
+
+
+def iso_at(seconds: float) -> str:
+    """A server time as stored (UTC ISO-8601 with microseconds, like ``utc_now()``)."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="microseconds")
+
+
+@define
+class Outcome:
+    delivered: bool
+    response_code: int | None = None
+    error: str = ""
+
+
+def treq_poster(reactor: Any) -> Poster:
+    """POST with treq over a persistent pool; never follows redirects (a 3xx fails)."""
+    from treq import collect
+    from treq.client import HTTPClient
+    from twisted.web.client import Agent, HTTPConnectionPool
+
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = 4
+    client = HTTPClient(Agent(reactor, pool=pool))
+
+    async def post(url: str, body: bytes, headers: dict[str, str]) -> int:
+        response = await client.post(
+            url,
+            data=body,
+            headers={k: [v] for k, v in headers.items()},
+            allow_redirects=False,
+        )
+        seen = 0
+
+        def drop(chunk: bytes) -> None:
+            nonlocal seen
+            seen += len(chunk)
+            if seen > MAX_RESPONSE:
+                raise ValueError("answer too long")
+
+        try:
+            await collect(response, drop)
+        except Exception:
+            pass  # the status is what counts
+        return int(response.code)
+
+    post.pool = pool  # type: ignore[attr-defined]
+    return post
+
+
+@define(eq=False)
+class WebhookSender(Service):
+    store: Any
+    clock: IReactorTime
+    post: Poster
+    resolve: Resolver
+    policy: RetryPolicy = field(factory=RetryPolicy)
+    allow_private: bool = False
+    poll: float = 0.5
+    ready: Callable[[], bool] = lambda: True
+    _working: dict[int, Deferred[None]] = field(factory=dict)
+    _call: IDelayedCall | None = None
+    _ticking: bool = False
+    _stopped: bool = True
+
+    # --- life cycle -----------------------------------------------------------------
+    def startService(self) -> None:  # noqa: N802
+        super().startService()
+        self._stopped = False
+        self._schedule(self.poll)
+
+    def stopService(self) -> Deferred[None]:  # noqa: N802
+        super().stopService()
+        self._stopped = True
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        workers = list(self._working.values())
+        for d in workers:
+            d.cancel()
+        return Deferred.fromCoroutine(self._stopped_workers(workers))
+
+    async def _stopped_workers(self, workers: list[Deferred[None]]) -> None:
+        for d in workers:
+            try:
+                await d
+            except BaseException:
+                pass
+        pool = getattr(self.post, "pool", None)
+        if pool is not None:
+            await pool.closeCachedConnections()
+
+    def wake(self) -> None:
+        """New events were committed: look for due deliveries now."""
+        if not self._stopped:
+            self._schedule(0)
+
+    def _schedule(self, delay: float) -> None:
+        if self._stopped:
+            return
+        if self._call is not None and self._call.active():
+            if delay >= self._call.getTime() - self.clock.seconds():
+                return
+            self._call.cancel()
+        self._call = self.clock.callLater(delay, self._tick)
+
+    def _tick(self) -> None:
+        self._call = None
+        d = Deferred.fromCoroutine(self._scan())
+        d.addErrback(lambda f: log.failure("Looking for due webhook deliveries failed", f))
+        d.addBoth(lambda _: self._schedule(self.poll))
+
+    async def _scan(self) -> None:
+        if self._ticking or not self.ready():
+            return
+        self._ticking = True
+        try:
+            due = await self.store.due_webhooks(iso_at(self.clock.seconds()))
+        finally:
+            self._ticking = False
+        for webhook_id in due:
+            if webhook_id in self._working or len(self._working) >= MAX_WORKERS:
+                continue
+            self._start_worker(webhook_id)
+
+    def _start_worker(self, webhook_id: int) -> None:
+        d = Deferred.fromCoroutine(self._work(webhook_id))
+        self._working[webhook_id] = d
+
+        def done(result: Any) -> None:
+            self._working.pop(webhook_id, None)
+            if hasattr(result, "check") and not result.check(CancelledError):
+                log.failure("Webhook {id}: sending failed", result, id=webhook_id)
+
+        d.addBoth(done)
+
+    # --- one subscription -----------------------------------------------------------
+    async def _lock(self, key: str) -> bool:
+        try_lock = getattr(self.store, "try_lock_device", None)
+        return True if try_lock is None else bool(await try_lock(key))
+
+    async def _unlock(self, key: str) -> None:
+        unlock = getattr(self.store, "unlock_device", None)
+        if unlock is not None:
+            await unlock(key)
+
+    async def _work(self, webhook_id: int) -> None:
+        key = f"webhook:{webhook_id}"
+        if not await self._lock(key):
+            return  # another process sends this subscription now
+        try:
+            while not self._stopped:
+                hook = await self.store.webhook(webhook_id)
+                if hook is None or not hook.active:
+                    return
+                batch = await self.store.next_deliveries(
+                    webhook_id, iso_at(self.clock.seconds()), hook.batch_max
+                )
+                if not batch or not await self._lock(key):
+                    return
+                if not await self._deliver(hook, batch):
+                    return
+        finally:
+            try:
+                await self._unlock(key)
+            except Exception:
+                log.failure("Webhook {id}: releasing its lock failed", id=webhook_id)
+
+    async def _deliver(self, hook: Webhook, batch: list[DueDelivery]) -> bool:
+        """POST one batch and record the outcome; True when it was delivered."""
+        if hook.batch_max > 1:
+            body = ("[" + ",".join(d.data for d in batch) + "]").encode()
+        else:
+            batch = batch[:1]
+            body = batch[0].data.encode()
+        outcome = await self.attempt(hook, body, [str(d.event_id) for d in batch])
+        now = self.clock.seconds()
+        if outcome.delivered:
+            status, next_at = "delivered", now
+            metrics.WEBHOOK_DELIVERIES.labels("delivered").inc(len(batch))
+        else:
+            first = parse_iso(batch[0].first_attempt_at)
+            first_at = first.timestamp() if first is not None else now
+            attempts = batch[0].attempts + 1
+            if self.policy.exhausted(first_at, now):
+                status, next_at = "failed", now
+                metrics.WEBHOOK_DELIVERIES.labels("failed").inc(len(batch))
+                log.warn(
+                    "Webhook {id}: giving up on events {ids} after {n} attempts",
+                    id=hook.id,
+                    ids=[d.event_id for d in batch],
+                    n=attempts,
+                )
+            else:
+                status, next_at = "pending", now + self.policy.delay(attempts)
+                metrics.WEBHOOK_DELIVERIES.labels("retry").inc(len(batch))
+        await self.store.record_attempt(
+            [d.id for d in batch],
+            at=iso_at(now),
+            status=status,
+            response_code=outcome.response_code,
+            error=outcome.error,
+            next_attempt_at=iso_at(next_at),
+        )
+        return outcome.delivered
+
+    async def attempt(self, hook: Webhook, body: bytes, event_ids: list[str]) -> Outcome:
+        """One signed POST within the timeout (SSRF-checked unless private targets are
+        allowed). Never raises."""
+        started = perf_counter()
+        try:
+            if not self.allow_private:
+                await check_webhook_url(hook.url, self.resolve)
+            headers = signed_headers(hook.secret, int(self.clock.seconds()), body, event_ids)
+            d = Deferred.fromCoroutine(_awaited(self.post(hook.url, body, headers)))
+            d.addTimeout(self.policy.timeout, self.clock)
+            code = await d
+        except BadWebhookURL as e:
+            return Outcome(False, None, f"url refused: {e}")
+        except CancelledError:
+            if self._stopped:
+                raise
+            return Outcome(False, None, f"no answer within {self.policy.timeout:g} s")
+        except Exception as e:
+            return Outcome(False, None, f"{type(e).__name__}: {e}"[:500])
+        finally:
+            metrics.WEBHOOK_ATTEMPT_SECONDS.observe(perf_counter() - started)
+        if 200 <= code < 300:
+            return Outcome(True, code)
+        return Outcome(False, code, f"HTTP {code}")
+
+    async def ping(self, hook: Webhook) -> dict[str, Any]:
+        """``POST /api/webhooks/{id}/test``: one ``ping`` event, signed the same way."""
+        event_id = f"ping-{uuid.uuid4().hex[:12]}"
+        payload = {
+            "type": "ping",
+            "webhook_id": hook.id,
+            "event_id": event_id,
+            "timestamp": iso_at(self.clock.seconds()),
+        }
+        text = encode_payload(payload)
+        body = ("[" + text + "]" if hook.batch_max > 1 else text).encode()
+        outcome = await self.attempt(hook, body, [event_id])
+        return {
+            "delivered": outcome.delivered,
+            "response_code": outcome.response_code,
+            "error": outcome.error,
+            "event_id": event_id,
+        }
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
