@@ -72,7 +72,10 @@ class InFlight:
 # --- the store ----------------------------------------------------------------------
 
 
-class SQLStore:
+from zkserver.store.webhooks import WebhookStoreMixin  # noqa: E402  (uses Q, Script above)
+
+
+class SQLStore(WebhookStoreMixin):
     """Every :class:`~zkserver.store.base.Store` operation as a transaction script.
 
     Subclasses provide :meth:`_run` (run a script in one transaction and map
@@ -314,6 +317,7 @@ class SQLStore:
                 for row in rows
             )
         events.sort(key=lambda e: e.id)
+        yield from self._outbox(events[0].id, events[-1].id, now)
         yield from self._notify_events(events[-1].id)
         return events
 
@@ -330,6 +334,7 @@ class SQLStore:
                 (kind, serial_number, text, utc_now()),
             )
             event = Event(int(rows[0][0]), kind, dict(payload), serial_number, data=text)
+            yield from self._outbox(event.id, event.id, utc_now())
             yield from self._notify_events(event.id)
             return event
 
