@@ -76,6 +76,7 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTim
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from zkserver import metrics
 from zkserver.events import Event, encode_comment
 
 __all__ = [
@@ -195,6 +196,7 @@ class Subscriber:
             return
         self.last_id = event.id
         if self.event_filter.accepts(event):
+            metrics.SSE_DELIVERIES.inc()
             self.send(event.frame)
 
     def send(self, data: bytes) -> None:
@@ -396,12 +398,14 @@ class Broadcaster:
                 d.callback(None)
 
     def _send_round(self, events: list[Event], comment: bytes) -> None:
+        started = metrics.now()
         self.rounds += 1
         first = events[0].id if events else 0
         last = events[-1].id if events else self.last_published
         if events:
             self.last_published = last
             self.published_count += len(events)
+            metrics.published(events)
         # Bytes per (filter, framing), built once per round; almost every client shares
         # one filter, so this is one join and one chunk header.
         cache: dict[tuple[EventFilter, bool], tuple[bytes, int]] = {}
@@ -432,6 +436,7 @@ class Broadcaster:
                         subscriber.last_id = last
                     if size:
                         subscriber.send_framed(data, size)
+                        metrics.sse_delivered(subscriber.event_filter, events)
                 elif seen >= last:  # a replay that just ended sent these already
                     if comment:
                         subscriber.send(comment)
@@ -442,8 +447,10 @@ class Broadcaster:
                         subscriber.send(comment)
             except Exception:
                 log.failure("Dropping an SSE client that failed a write")
+                metrics.SSE_CLIENTS_DROPPED.inc()
                 self.unsubscribe(subscriber)
                 subscriber.close()
+        metrics.fanout_round(started)
 
     # --- holes --------------------------------------------------------------------------
     def _fill(self, up_to: int) -> None:

@@ -15,6 +15,7 @@ from attrs import define
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from zkserver import metrics
 from zkserver.broadcaster import Broadcaster
 from zkserver.events import Event
 from zkserver.records import Device, Punch
@@ -34,7 +35,10 @@ class Ingest:
         """Save punches once; publish the new ones after the commit. Returns the new events."""
         if not punches:
             return []
+        started = metrics.now()
         events = await self.store.save_punches(device, punches)
+        metrics.INGEST_COMMIT_SECONDS.observe(metrics.now() - started)
+        metrics.PUNCHES_SAVED.labels(device.kind).inc(len(events))
         self.publish(events)
         return events
 

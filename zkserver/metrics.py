@@ -9,10 +9,18 @@ families and nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from time import perf_counter
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = [
@@ -33,10 +41,15 @@ __all__ = [
     "DEVICE_ALERTS_OPEN",
     "FAMILIES",
     "fanout_round",
+    "published",
+    "sse_delivered",
+    "count_db_error",
+    "now",
     "scrape",
     "GaugeSources",
 ]
 
+disable_created_metrics()  # no ``*_created`` series: only the families listed here
 REGISTRY = CollectorRegistry(auto_describe=True)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -121,6 +134,32 @@ FAMILIES = (
     "zkserver_webhook_attempt_seconds",
     "zkserver_device_alerts_open",
 )
+
+
+now = perf_counter
+"""A monotonic clock for durations (``started = metrics.now()``)."""
+
+
+def count_db_error(failure: Any) -> Any:
+    """An errback: count a failed database operation (not a refused argument), pass the
+    failure on."""
+    if not failure.check(ValueError, TypeError):
+        DB_ERRORS.inc()
+    return failure
+
+
+def published(events: Sequence[Any]) -> None:
+    """Count events published to the stream, by type."""
+    for event in events:
+        EVENTS_PUBLISHED.labels(event.type).inc()
+
+
+def sse_delivered(event_filter: Any, events: Sequence[Any]) -> None:
+    """Count the events of a round one stream client was sent (its filter's share)."""
+    if getattr(event_filter, "everything", False):
+        SSE_DELIVERIES.inc(len(events))
+    else:
+        SSE_DELIVERIES.inc(sum(1 for e in events if event_filter.accepts(e)))
 
 
 def fanout_round(started: float) -> None:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 
+from zkserver import metrics
 from zkserver.events import Event, attendance_payload, encode_payload
 from zkserver.records import Command, Device, DeviceUser, Punch, Rejected
 from zkserver.store.base import AttendancePage, DuplicateDevice
@@ -103,7 +104,7 @@ class SQLStore(WebhookStoreMixin):
             script = make(*args)
         except Exception:
             return fail()
-        return self._run(script, write)
+        return self._run(script, write).addErrback(metrics.count_db_error)
 
     # --- migrations -----------------------------------------------------------------
     def _migrate(self) -> Script[list[int]]:

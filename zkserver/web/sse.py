@@ -7,6 +7,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
+from zkserver import metrics
 from zkserver.broadcaster import Broadcaster, EventFilter, Subscriber
 from zkserver.store.base import Store
 from zkserver.web.auth import query_params
@@ -103,6 +104,7 @@ class EventStream:
         subscriber.close()
 
     def _drop(self, subscriber: Subscriber) -> None:
+        metrics.SSE_CLIENTS_DROPPED.inc()
         log.warn(
             "Dropping a slow SSE client after {limit} bytes queued (it replays on reconnect)",
             limit=self.max_buffer,
