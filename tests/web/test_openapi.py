@@ -97,6 +97,7 @@ def test_schemas_describe_the_contract():
     assert {"attendance", "device_status", "user_sync", "command_result", "command_status"} <= set(
         mapping
     )
+    assert set(mapping) >= {"door", "alarm", "device_log", "device_alert"}
 
 
 def test_document_is_valid_openapi_3_1():

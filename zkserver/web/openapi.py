@@ -823,6 +823,13 @@ def _paths() -> dict[str, Schema]:
 
 def openapi_document() -> dict[str, Any]:
     """A fresh OpenAPI 3.1 document (a new dict each call: callers may change it)."""
+    from zkserver.web.openapi_hooks import HOOK_EVENTS, HOOK_SCHEMAS, hook_paths
+
+    schemas = {**SCHEMAS, **HOOK_SCHEMAS}
+    event = schemas["Event"] = copy.deepcopy(SCHEMAS["Event"])
+    for kind, name in HOOK_EVENTS.items():
+        event["oneOf"].append(_ref(name))
+        event["discriminator"]["mapping"][kind] = f"#/components/schemas/{name}"
     return copy.deepcopy(
         {
             "openapi": "3.1.0",
@@ -836,7 +843,7 @@ def openapi_document() -> dict[str, Any]:
                 ),
             },
             "security": [{"bearer": []}, {"cookie": []}, {"queryToken": []}],
-            "paths": _paths(),
-            "components": {"schemas": SCHEMAS, "securitySchemes": SECURITY_SCHEMES},
+            "paths": {**_paths(), **hook_paths()},
+            "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES},
         }
     )
