@@ -177,6 +177,7 @@ class CommandScripts:
                 payload, serial = by_text[row[1]]
                 events.append(Event(int(row[0]), payload["type"], payload, serial, data=row[1]))
         events.sort(key=lambda e: e.id)
+        yield from self._outbox(events[0].id, events[-1].id, now)  # webhooks, same transaction
         yield from self._notify_events(events[-1].id)
         return events
 

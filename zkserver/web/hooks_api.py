@@ -40,6 +40,7 @@ EVENT_TYPES = (
     "device_status",
     "user_sync",
     "command_result",
+    "command_status",
     *ACCESS_EVENT_TYPES,
     "device_alert",
 )
