@@ -230,6 +230,8 @@ class ZKSession:
         self.on_event = on_event
         #: Called for real-time attendance events that do not decode (else only logged).
         self.on_unreadable_event: UnreadableEventCallback | None = None
+        #: Called with (event code, data) for the other real-time events (door, alarm, ...).
+        self.on_other_event: Callable[[int, bytes], Any] | None = None
         #: Record sizes this device used before (docs/protocols.md, "Record sizes"): tried
         #: when the record count does not divide a dataset; updated by every good read.
         self.attendance_record_size: int | None = None
@@ -370,8 +372,8 @@ class ZKSession:
             self._call(self.on_unreadable_event, p.session_id, p.data, str(e))
             return
         if not isinstance(event, AttendanceEvent):
-            log.debug("ZK device {peer}: event code {code} skipped", peer=self.peer,
-                      code=event.code)
+            log.debug("ZK device {peer}: event code {code}", peer=self.peer, code=event.code)
+            self._call(self.on_other_event, event.code, event.data)
             return
         self._call(self.on_event, event)
 

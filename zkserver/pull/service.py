@@ -41,6 +41,7 @@ from zkserver.localtime import clock_offset
 from zkserver.pull import codec
 from zkserver.pull.codec import AttendanceEvent
 from zkserver.pull.control import CommandRunner, CommandSource
+from zkserver.pull.device_events import register_device_events, save_device_event
 from zkserver.pull.drift import DriftFixer
 from zkserver.pull.protocol import (
     DEFAULT_TIMEOUT,
@@ -302,6 +303,7 @@ class PullDeviceService(Service):
             session = self._opening = await self._connecting
         finally:
             self._connecting = None
+        session.on_other_event = self._on_device_event  # door, alarm, enrol: zkserver.access
         try:
             if not self.running:
                 raise CancelledError()
@@ -312,7 +314,7 @@ class PullDeviceService(Service):
             self._restart_until = None
             await self._set_status("online")
             records = await self._catch_up_logged(session)
-            await session.register_events()
+            await register_device_events(session, self._label)
             sizes = await session.read_sizes()
             if records is not None and sizes.records != records:
                 await self._catch_up_logged(session)  # punches between the read and REG_EVENT
@@ -605,6 +607,11 @@ class PullDeviceService(Service):
         """The device as logs name it."""
         return self._label
 
+    def _on_device_event(self, code: int, data: bytes) -> Deferred[None]:
+        return Deferred.fromCoroutine(
+            save_device_event(self, code, data, self.device_now().strftime(TIMESTAMP_FORMAT))
+        )
+
     def device_now(self) -> datetime:
         """Wall-clock time in the device's zone now (what SET_TIME sends)."""
         return device_now(self.device, self.clock)
@@ -667,7 +674,7 @@ class PullDeviceService(Service):
     async def reregister(self, session: ZKSession, records_before: int, events_before: int) -> None:
         """After a write sequence: REG_EVENT again, and catch up if the log grew by more
         records than the real-time events that arrived meanwhile."""
-        await session.register_events()
+        await register_device_events(session, self._label)
         sizes = await session.read_sizes()
         if sizes.records - records_before > self.events_seen - events_before:
             log.info("{name}: punches made during a command; catching up", name=self._label)
