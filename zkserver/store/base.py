@@ -195,6 +195,57 @@ class Store(Protocol):
     ) -> Deferred[CommandPage]:
         """Newest first; ``cursor`` continues a page (ValueError if invalid)."""
 
+    # --- webhooks, device log, alerts (zkserver.store.webhooks) ------------------------
+    # Every event-writing script also writes the webhook outbox rows of its events in the
+    # same transaction (``_outbox``). Records: zkserver.webhooks.model.
+    def add_webhook(self, **fields: Any) -> Deferred[Any]:
+        """url, secret, types, devices, batch_max, active, description -> Webhook."""
+
+    def webhook(self, webhook_id: int) -> Deferred[Any]: ...
+
+    def webhooks(self) -> Deferred[list[Any]]: ...
+
+    def update_webhook(self, webhook_id: int, **fields: Any) -> Deferred[Any]: ...
+
+    def delete_webhook(self, webhook_id: int) -> Deferred[bool]: ...
+
+    def webhook_deliveries(
+        self, webhook_id: int, status: str | None = None, limit: int = 100,
+        before: int | None = None,
+    ) -> Deferred[list[Any]]:
+        """The delivery log, newest first."""
+
+    def retry_delivery(self, webhook_id: int, delivery_id: int) -> Deferred[Any]: ...
+
+    def due_webhooks(self, now: str, limit: int = 500) -> Deferred[list[int]]: ...
+
+    def next_deliveries(self, webhook_id: int, now: str, limit: int) -> Deferred[list[Any]]:
+        """The head of a subscription's queue when its first pending delivery is due."""
+
+    def record_attempt(self, delivery_ids: Sequence[int], **outcome: Any) -> Deferred[None]: ...
+
+    def save_device_events(
+        self,
+        device_id: str,
+        serial_number: str,
+        items: Sequence[tuple[dict[str, Any] | None, dict[str, Any] | None]],
+    ) -> Deferred[list[Event]]:
+        """Operation-log entries (kept once) and the events of the new ones, one
+        transaction."""
+
+    def device_log(self, **filters: Any) -> Deferred[tuple[list[dict[str, Any]], int | None]]:
+        """GET /api/device-log: operation-log rows newest first, and the next cursor."""
+
+    def open_alerts(self, device_id: str | None = None) -> Deferred[list[dict[str, Any]]]: ...
+
+    def apply_alert(self, device_id: str, alert: str, state: str, **kw: Any) -> Deferred[
+        Event | None
+    ]:
+        """Open, repeat or close an alert with its device_alert event, once."""
+
+    def command_counts(self) -> Deferred[dict[str, int]]:
+        """Commands by status (metrics)."""
+
     # --- pull-device ownership (OPTIONAL: used through getattr by zkserver.pull) ------
     # With PostgreSQL several processes share the database; each pull device must be
     # connected by exactly one of them. A store without these methods is treated as

@@ -37,6 +37,7 @@ from zkserver.store.rows import (
     user_sort_key,
 )
 from zkserver.store.schema import migrate
+from zkserver.store.webhooks import WebhookStoreMixin
 
 __all__ = ["InFlight", "SQLStore"]
 
@@ -71,9 +72,6 @@ class InFlight:
 
 
 # --- the store ----------------------------------------------------------------------
-
-
-from zkserver.store.webhooks import WebhookStoreMixin  # noqa: E402  (uses Q, Script above)
 
 
 class SQLStore(WebhookStoreMixin):

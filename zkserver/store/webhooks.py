@@ -18,8 +18,8 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 
-from zkserver.events import Event
-from zkserver.store.sql import Q, Script, chunks, encode_payload, utc_now
+from zkserver.events import Event, encode_payload
+from zkserver.store.dialect import Q, Script, chunks, utc_now
 from zkserver.webhooks.model import Delivery, DueDelivery, Webhook, pack_names, unpack_names
 
 __all__ = ["WebhookStoreMixin", "WEBHOOK_FIELDS"]
