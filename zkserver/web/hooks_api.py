@@ -173,6 +173,7 @@ async def _webhook_or_404(self: WebApp, webhook_id: str) -> Webhook:
 async def add_webhook(self: WebApp, request: IRequest) -> bytes:
     fields = await _fields(self, read_json(request), creating=True)
     hook = await self.store.add_webhook(**fields)  # type: ignore[attr-defined]
+    _hooks(self).sender.wake()
     request.setHeader(b"location", f"/api/webhooks/{hook.id}".encode())
     return json_response(request, hook.public(with_secret=True), 201)
 

@@ -104,6 +104,11 @@ class WebhookSender(Service):
     _call: IDelayedCall | None = None
     _ticking: bool = False
     _stopped: bool = True
+    _any_active: bool = False
+    _looked_at: float | None = None
+    #: Seconds between looks for subscriptions while there is none (another process may
+    #: add one; this process's API wakes the sender at once).
+    idle_look: float = 5.0
 
     # --- life cycle -----------------------------------------------------------------
     def startService(self) -> None:  # noqa: N802
@@ -133,7 +138,8 @@ class WebhookSender(Service):
             await pool.closeCachedConnections()
 
     def wake(self) -> None:
-        """New events were committed: look for due deliveries now."""
+        """Subscriptions changed or deliveries were made due: look at once."""
+        self._looked_at = None
         if not self._stopped:
             self._schedule(0)
 
@@ -157,7 +163,13 @@ class WebhookSender(Service):
             return
         self._ticking = True
         try:
-            due = await self.store.due_webhooks(iso_at(self.clock.seconds()))
+            now = self.clock.seconds()
+            if self._looked_at is None or now - self._looked_at >= self.idle_look:
+                self._any_active = any(h.active for h in await self.store.webhooks())
+                self._looked_at = now
+            if not self._any_active:
+                return
+            due = await self.store.due_webhooks(iso_at(now))
         finally:
             self._ticking = False
         for webhook_id in due:
