@@ -371,3 +371,29 @@ async def test_a_command_waiting_past_its_ttl_expires(db_url: str, tmp_path) -> 
         assert final["attempts"] == 0 and final["result"] == "not run before it expired"
     finally:
         await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_large_commands_share_replies_up_to_the_cap(fast: RunningServer) -> None:
+    terminal, device_id = await _terminal(fast, "CMDBIG1")
+    big = base64.b64encode(bytes(360 * 1024)).decode()  # 480 KiB of base64: two do not fit
+    try:
+        ids = []
+        for pin in ("1", "2"):
+            code, command = await fast.api(
+                "POST",
+                f"/api/devices/{device_id}/commands",
+                {"type": "template_upsert", "user_id": pin, "kind": "userpic", "data": big},
+            )
+            assert code == 201, command
+            assert command["command"].endswith("...") and len(command["command"]) == 203
+            assert command["data"] == big
+            ids.append(command["id"])
+        _, small = await fast.api("POST", f"/api/devices/{device_id}/commands", {"type": "info"})
+        first = await terminal.poll()
+        assert [c[0] for c in first] == ids[:1] and first[0][2] == 0
+        second = await terminal.poll()  # the second picture and the small one after it
+        assert [c[0] for c in second] == [ids[1], small["id"]]
+        assert terminal.templates[("USERPIC", "2", "")]["Content"] == big
+    finally:
+        await terminal.close()

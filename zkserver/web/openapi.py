@@ -343,7 +343,7 @@ SCHEMAS: dict[str, Schema] = {
         },
         required=["type", "device_id", "serial_number"],
     ),
-    "CommandResultEvent": _obj(  # kept: an alias of a final command_status
+    "CommandResultEvent": _obj(
         {
             "type": {"type": "string", "const": "command_result"},
             "device_id": {"type": "string"},
@@ -354,6 +354,10 @@ SCHEMAS: dict[str, Schema] = {
             "return_code": _nullable("integer"),
         },
         required=["type", "device_id", "serial_number"],
+        description=(
+            "An alias kept for older dashboards: sent with every done or failed "
+            "command_status (prefer command_status)."
+        ),
     ),
     "CommandStatusEvent": _obj(
         {
