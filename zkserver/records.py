@@ -36,7 +36,7 @@ class Device:
     serial_number: str
     name: str
     kind: str  # "push" | "pull"
-    status: str  # "pending" | "online" | "offline" | "auth_failed" | "rejected"
+    status: str  # "pending" | "online" | "offline" | "auth_failed" | "rejected" | "rebooting"
     approved: bool
     timezone: str = ""
     host: str = ""

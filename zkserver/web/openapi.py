@@ -85,7 +85,8 @@ SCHEMAS: dict[str, Schema] = {
             "kind": {"type": "string", "enum": ["push", "pull"]},
             "status": {
                 "type": "string",
-                "description": "pending, online, offline, auth_failed, rejected.",
+                "description": "pending, online, offline, auth_failed, rejected, or rebooting"
+                " (a pull terminal told to restart, until it is back).",
                 "examples": ["online"],
             },
             "approved": {"type": "boolean"},

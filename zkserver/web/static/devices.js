@@ -40,7 +40,7 @@ export function deviceStatus(event) {
 }
 
 export function sortedDevices() {
-  const rank = { pending: 0, auth_failed: 1, online: 2, offline: 3, rejected: 4 };
+  const rank = { pending: 0, auth_failed: 1, online: 2, rebooting: 2, offline: 3, rejected: 4 };
   return [...state.devices.values()].sort((a, b) =>
     (rank[a.status] ?? 3) - (rank[b.status] ?? 3) || a.name.localeCompare(b.name));
 }

@@ -31,7 +31,7 @@ export const METHODS = {
 
 export const STATUS_LABELS = {
   online: 'Online', offline: 'Offline', pending: 'Pending',
-  auth_failed: 'Auth failed', rejected: 'Rejected',
+  auth_failed: 'Auth failed', rejected: 'Rejected', rebooting: 'Rebooting',
 };
 
 export const CONN_LABELS = {
