@@ -100,3 +100,37 @@ def test_every_timer_of_the_server_survives_a_failing_run(tmp_path, failures):
         timer.stopService()
         assert len(calls) == 3, timer.name
     assert [e["job"] for e in failures] == [t.name for t in timers]
+
+
+def test_database_unavailable_is_one_warning_line_not_a_traceback(failures):
+    from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+    from zkserver.store.base import StoreUnavailable
+
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    clock = Clock()
+    calls: list[int] = []
+
+    def job() -> Any:
+        calls.append(1)
+        return fail(StoreUnavailable("database is locked"))
+
+    service = PeriodicJob("presence", 5, job, clock=clock)
+    try:
+        service.startService()
+        clock.advance(5)
+    finally:
+        service.stopService()
+        globalLogPublisher.removeObserver(events.append)
+    assert len(calls) == 2
+    assert not failures
+    warnings = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.warn]
+    assert (
+        warnings
+        == [
+            "Periodic job presence skipped: database unavailable (database is locked); "
+            "it runs again in 5 s"
+        ]
+        * 2
+    )

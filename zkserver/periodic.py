@@ -14,6 +14,9 @@ from typing import Any
 from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from zkserver.store.base import StoreUnavailable
 
 __all__ = ["PeriodicJob"]
 
@@ -45,17 +48,27 @@ class PeriodicJob(TimerService):
         if not isinstance(d, Deferred):  # pragma: no cover - maybeDeferred always is
             return
         d = d.addCallback(self._await_coroutine)
-        d.addErrback(
-            lambda f: log.failure(
-                "Periodic job {job} failed; it runs again in {interval} s",
-                f,
-                job=self.name,
-                interval=self.step,
-            )
-        )
+        d.addErrback(self._failed)
         if not d.called:
             self._running_job = d
             d.addBoth(self._finished)
+
+    def _failed(self, failure: Failure) -> None:
+        if failure.check(StoreUnavailable):  # expected now and then: one line, no traceback
+            log.warn(
+                "Periodic job {job} skipped: database unavailable ({error}); "
+                "it runs again in {interval:g} s",
+                job=self.name,
+                error=failure.getErrorMessage(),
+                interval=self.step,
+            )
+            return
+        log.failure(
+            "Periodic job {job} failed; it runs again in {interval:g} s",
+            failure,
+            job=self.name,
+            interval=self.step,
+        )
 
     @staticmethod
     def _await_coroutine(result: Any) -> Any:
