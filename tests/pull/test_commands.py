@@ -411,3 +411,56 @@ async def test_fix_drift_sets_a_drifting_terminal_right_once(ctl: Ctl) -> None:
     await wait_until(lambda: emu.commands.count(Cmd.GET_TIME) >= probes + 2)
     assert service.clock_offset_s is not None and abs(service.clock_offset_s + 900) <= 2
     assert list(emu.commands).count(Cmd.SET_TIME) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_command_cut_off_by_a_dropped_link_is_run_again(ctl: Ctl) -> None:
+    emu = build_device(users=1)
+    device, manager = await online(ctl, emu)
+    ctl.commands.timeout = 0.3
+    original = Session._handlers[Cmd.UNLOCK]
+    drops = [1]
+
+    def drop_once(session: Session, p: Any) -> None:
+        if drops:
+            drops.pop()
+            session._close()  # the link drops before the terminal answers
+            return
+        original(session, p)
+
+    Session._handlers[Cmd.UNLOCK] = drop_once
+    try:
+        command = await ctl.queue(device, type="open_door", seconds=2)
+        await wait_until(
+            lambda: (command.id, "interrupted") in manager.devices[device.id].runner.ran
+        )
+        assert (await ctl.get(command.id)).status == "sent"
+        await deferLater(reactor, 0.4, lambda: None)
+        await ctl.commands.sweep()  # not answered within --command-timeout: queued again
+        done = await ctl.final(command)
+    finally:
+        Session._handlers[Cmd.UNLOCK] = original
+    assert (done.status, done.attempts, emu.unlocks) == ("done", 2, [2.0])
+    assert ctl.statuses(command.id) == ["queued", "sent", "queued", "sent", "done"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_queued_command_survives_a_server_restart(ctl: Ctl) -> None:
+    port = free_port()
+    device = await ctl.world.add(port)
+    first = ctl.manager()
+    command = await ctl.queue(device, type="open_door", seconds=4)
+    await first.stopService()
+    # a new process: a new command service and manager on the same database
+    ctl.commands = Commands(
+        store=ctl.world.real_store, ingest=ctl.world.ingest, clock=reactor, timeout=30, ttl=3600
+    )
+    ctl.manager()
+    emu = build_device(users=1)
+    from zkserver.emulator.pull import PullTCPFactory
+
+    factory = PullTCPFactory(emu, reactor)
+    ctl.world.factories.append(factory)
+    ctl.world.listeners.append(reactor.listenTCP(port, factory, interface="127.0.0.1"))
+    done = await ctl.final(command)
+    assert (done.status, done.attempts, emu.unlocks) == ("done", 1, [4.0])
