@@ -162,6 +162,7 @@ class Subscriber:
     _pending_bytes: int = 0
     _drain_waiters: list[Deferred[None]] = field(factory=list)
     _transport: Any = None
+    _request: Any = None  # the twisted.web Request, once attached
     _socket: Any = None
 
     def attach(self) -> None:
@@ -173,6 +174,7 @@ class Subscriber:
         if transport is None or not getattr(request, "startedWriting", False):
             return
         self._transport = transport
+        self._request = request
         self.chunked = bool(getattr(request, "chunked", False))
         # The send(2) fast path only for plain TCP: TLS and other transports keep their
         # own write path.
@@ -209,8 +211,8 @@ class Subscriber:
         or keep a reference to them while its socket is full."""
         if self.closed:
             return
-        if self._transport is not None:
-            self.target.sentLength += size  # type: ignore[attr-defined]
+        if self._request is not None:
+            self._request.sentLength += size
         if self.paused:
             self._pending.append(data)
             self._count(len(data))
@@ -296,7 +298,7 @@ class Subscriber:
 def _default_clock() -> IReactorTime:
     from twisted.internet import reactor
 
-    return reactor  # type: ignore[return-value]
+    return reactor
 
 
 @define(eq=False)

@@ -13,9 +13,28 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from zope.interface import implementer
 
-__all__ = ["Gate", "LimitedRequest", "json_error", "make_site", "text_error", "text_reply"]
+__all__ = [
+    "Gate",
+    "LimitedRequest",
+    "json_error",
+    "make_site",
+    "text_error",
+    "text_reply",
+    "web_request",
+]
 
 log = Logger()
+
+
+def web_request(request: IRequest) -> server.Request:
+    """The twisted.web request behind the ``IRequest`` Klein hands to a route.
+
+    Streaming responses and cookies need what only the class offers (``notifyFinish``,
+    ``registerProducer``, ``loseConnection``, ``addCookie(httpOnly=, sameSite=)``).
+    """
+    if not isinstance(request, server.Request):
+        raise TypeError(f"not a twisted.web request: {request!r}")
+    return request
 
 
 class LimitedRequest(server.Request):
@@ -42,8 +61,9 @@ class LimitedRequest(server.Request):
         self._received += len(data)
         if self._received > self.max_body:
             self._too_large = True
-            self.content.seek(0)
-            self.content.truncate()
+            if self.content is not None:
+                self.content.seek(0)
+                self.content.truncate()
             return
         super().handleContentChunk(data)
 
@@ -66,8 +86,11 @@ class LimitedRequest(server.Request):
         super().process()
 
 
-def make_site(resource: IResource, max_body: int, timeout: float = 60 * 5) -> server.Site:
-    """A Site whose requests cap their bodies at ``max_body`` bytes."""
+def make_site(
+    resource: IResource, max_body: int, timeout: float | None = 60 * 5
+) -> server.Site:
+    """A Site whose requests cap their bodies at ``max_body`` bytes (``timeout`` None: no
+    idle timeout, for streams)."""
     request_class: Any = type("Request", (LimitedRequest,), {"max_body": max_body})
     site = server.Site(resource, requestFactory=request_class, timeout=timeout)
     site.displayTracebacks = False

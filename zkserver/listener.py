@@ -8,8 +8,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
-from twisted.internet.protocol import Factory
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.logger import Logger
 
 __all__ = ["Listener"]
@@ -29,7 +28,7 @@ class Listener(Service):
     def __init__(
         self,
         description: str,
-        factory: Factory,
+        factory: IProtocolFactory,
         reactor: Any,
         on_bound: Callable[[IListeningPort], None] | None = None,
     ) -> None:

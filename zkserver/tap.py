@@ -30,6 +30,8 @@ from zkserver.http import Gate, make_site, push_refusal, web_refusal
 from zkserver.ingest import Ingest
 from zkserver.listener import Listener
 from zkserver.periodic import PeriodicJob
+from zkserver.pull.drift import DriftFixer
+from zkserver.pull.manager import PullManager
 from zkserver.push.resource import PushApp
 from zkserver.store import open_store
 from zkserver.store.base import Store
@@ -379,26 +381,19 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
         listener.setServiceParent(server)
         server.push_listeners.append(listener)
 
-    pull = None
+    pull: PullManager | None = None
     if not config["no-pull"]:
-        try:
-            from zkserver.pull.manager import PullManager
-        except ImportError:
-            PullManager = None  # noqa: N806
-        if PullManager is not None:
-            from zkserver.pull.drift import DriftFixer
-
-            pull = PullManager(
-                store=store,
-                ingest=ingest,
-                registry=registry,
-                clock=reactor,
-                ready=server.when_ready,  # load the devices once the database is migrated
-                commands=commands,
-                fix_drift=DriftFixer(threshold=config["fix-drift"] or None),
-            )
-            pull.setServiceParent(server)
-            server.pull = pull
+        pull = PullManager(
+            store=store,
+            ingest=ingest,
+            registry=registry,
+            clock=reactor,
+            ready=server.when_ready,  # load the devices once the database is migrated
+            commands=commands,
+            fix_drift=DriftFixer(threshold=config["fix-drift"] or None),
+        )
+        pull.setServiceParent(server)
+        server.pull = pull
 
     hooks = setup_hooks(server, config, store, ingest, pull, reactor)
     web_app = WebApp(

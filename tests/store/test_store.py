@@ -598,8 +598,12 @@ async def test_parallel_operations_share_the_pool(store: Store) -> None:
 @pytest_twisted.ensureDeferred
 async def test_one_process_holds_each_pull_device(stores: Stores) -> None:
     if stores.kind == "sqlite":
-        store = await stores.open()
-        assert not hasattr(store, "try_lock_device")  # one process owns the file
+        store = await stores.open()  # one process owns the file: it holds every device
+        assert await store.try_lock_device("dev-a")
+        assert await store.try_lock_device("dev-a")
+        await store.unlock_device("dev-a")
+        await store.unlock_device("never-locked")
+        assert await store.try_lock_device("dev-a")
         return
     first, second = await stores.open(), await stores.open()
     assert await first.try_lock_device("dev-a")

@@ -105,7 +105,7 @@ class Client:
         )
 
     @property
-    def headers(self) -> dict[str, str]:
+    def headers(self) -> dict[bytes | str, bytes | str]:
         return {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
 
     async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:

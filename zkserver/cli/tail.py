@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 import treq
 from attrs import define, field
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 
 from zkserver.cli.client import EXIT_OK, EXIT_TOKEN, TOKEN_REFUSED, Client, CLIError, error_text
@@ -67,7 +68,7 @@ class _StreamBody(Protocol):
 
     def stop(self) -> None:
         if self.transport is not None:
-            self.transport.stopProducing()
+            IPushProducer(self.transport).stopProducing()  # deliverBody's transport
         elif not self.done.called:
             self.done.callback(None)
 
@@ -101,7 +102,7 @@ async def tail(client: Client, args: argparse.Namespace) -> int:
     connected_once = False
     backoff = 0.0
     while not state["stopping"]:
-        headers = {**client.headers, "Accept": "text/event-stream"}
+        headers: dict[bytes | str, bytes | str] = {**client.headers, "Accept": "text/event-stream"}
         if printer.last_id is not None:
             headers["Last-Event-ID"] = str(printer.last_id)
         try:

@@ -144,7 +144,7 @@ class PushTerminal:
         self, method: str, path: str, params: dict[str, str], body: str | None = None
     ) -> tuple[int, str]:
         assert self.client is not None
-        headers = {b"User-Agent": [USER_AGENT]}
+        headers: dict[bytes | str, list[bytes | str]] = {b"User-Agent": [USER_AGENT]}
         if body is not None:
             headers[b"Content-Type"] = [CONTENT_TYPE]
         response = await self.client.request(
@@ -702,7 +702,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             # Ctrl-C: stop, and hold the reactor until the last upload attempt is over.
             terminal.stop()
             finished: Deferred[None] = Deferred()
-            done.addBoth(lambda result: (finished.callback(None), result)[1])
+            def release(result: object) -> object:
+                finished.callback(None)
+                return result
+
+            done.addBoth(release)
             return finished
 
         trigger = reactor.addSystemEventTrigger("before", "shutdown", on_shutdown)

@@ -7,9 +7,9 @@ that fails after that (the database went away) is retried. Operations run on the
 live session (through its one-request-at-a-time queue) or, when it is not connected, on a
 short session.
 
-Several processes: when the store offers ``try_lock_device``/``unlock_device`` (see
-:mod:`zkserver.store.base`), each service connects only while it holds the device's lock,
-so exactly one process talks to each device.
+Several processes: each service connects only while it holds the device's lock
+(``Store.try_lock_device``, see :mod:`zkserver.store.base`; PostgreSQL advisory locks,
+always held with SQLite), so exactly one process talks to each device.
 """
 
 from __future__ import annotations

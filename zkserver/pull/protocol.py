@@ -25,7 +25,7 @@ from attrs import define, field
 from twisted.internet import error as net_error
 from twisted.internet.defer import Deferred, DeferredLock, succeed
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -88,6 +88,9 @@ class RequestTimeout(ZKError):
 
 class SessionClosed(ZKError):
     """The connection is gone (or was never made); pending requests fail with this."""
+
+    #: The connect timeout, when the connection was never made for lack of an answer.
+    seconds: float | None = None
 
 
 class ProtocolError(ZKError):
@@ -280,14 +283,15 @@ class ZKSession:
 
     def _fail(self, reason: Exception | Failure) -> None:
         failure = reason if isinstance(reason, Failure) else Failure(reason)
-        if not isinstance(failure.value, ZKError):
-            lost = SessionClosed(f"connection to {self.peer} lost: {failure.value}")
-            lost.__cause__ = failure.value
-            failure = Failure(lost)
+        error = failure.value
+        if not isinstance(error, ZKError):
+            error = SessionClosed(f"connection to {self.peer} lost: {failure.value}")
+            error.__cause__ = failure.value
+            failure = Failure(error)
         first = not self.closed
         self.closed = True
         if first:
-            self.close_reason = failure.value
+            self.close_reason = error
         self._cancel_timer()
         pending = ([self._current] if self._current else []) + list(self._queue)
         self._current = None
@@ -297,7 +301,7 @@ class ZKSession:
         if first:
             waiters, self._close_waiters = self._close_waiters, []
             for d in waiters:
-                d.callback(failure.value)
+                d.callback(error)
 
     # ------------------------------------------------------------------ requests
 
@@ -751,6 +755,8 @@ class ZKSession:
 class ZKClientProtocol(ZKSession, Protocol):
     """The session over TCP (each packet in one frame, written in one call)."""
 
+    transport: ITCPTransport  # (set by connectionMade: every method runs after it)
+
     def __init__(
         self,
         clock: IReactorTime,
@@ -814,6 +820,7 @@ class ZKDatagramProtocol(ZKSession, DatagramProtocol):
         self.started: Deferred[None] = Deferred()
 
     def startProtocol(self) -> None:  # noqa: N802
+        assert self.transport is not None  # the reactor starts a listening protocol
         self.transport.connect(self.host, self.port)
         self.started.callback(None)
 
@@ -843,7 +850,7 @@ class ZKDatagramProtocol(ZKSession, DatagramProtocol):
 
     def _write_packet(self, p: Packet) -> None:
         if self.transport is not None:
-            self.transport.write(codec.encode_packet(p))
+            self.transport.write(codec.encode_packet(p), None)  # connected: no address
 
     def _close_transport(self) -> None:
         transport, self.transport = self.transport, None
@@ -894,10 +901,12 @@ def open_session(
             lambda: ZKClientProtocol(reactor, timeout=timeout, on_event=on_event, peer=peer)
         )
         try:
-            return await endpoint.connect(factory)
+            session = await endpoint.connect(factory)
         except Exception as e:
             closed = SessionClosed(f"cannot connect to {peer}: {e}")
-            closed.seconds = timeout  # type: ignore[attr-defined]
+            closed.seconds = timeout
             raise closed from e
+        assert isinstance(session, ZKClientProtocol)  # what _SessionFactory builds
+        return session
 
     return Deferred.fromCoroutine(run())

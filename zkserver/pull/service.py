@@ -212,12 +212,10 @@ class PullDeviceService(Service):
                 pass
         if self._loop is not None:
             await self._loop
-        unlock = getattr(self.store, "unlock_device", None)
-        if unlock is not None:
-            try:
-                await unlock(self.device.id)
-            except Exception:
-                log.failure("Releasing the lock of {name} failed", name=self._label)
+        try:
+            await self.store.unlock_device(self.device.id)
+        except Exception:
+            log.failure("Releasing the lock of {name} failed", name=self._label)
         if self.mark_offline_on_stop and self.device.status == "online":
             await self._set_status("offline")
 
@@ -252,7 +250,7 @@ class PullDeviceService(Service):
             return False
         finally:
             self._sleep = None
-        return self.running
+        return bool(self.running)
 
     async def _run(self) -> None:
         failures = 0
@@ -379,11 +377,8 @@ class PullDeviceService(Service):
             self.device = attrs.evolve(self.device, status=status)
 
     async def _try_lock(self) -> bool:
-        lock = getattr(self.store, "try_lock_device", None)
-        if lock is None:
-            return True
         try:
-            return bool(await lock(self.device.id))
+            return bool(await self.store.try_lock_device(self.device.id))
         except Exception:
             log.failure("{name}: could not take the device lock", name=self._label)
             return False
@@ -413,9 +408,11 @@ class PullDeviceService(Service):
             except Exception as e:
                 raise SaveFailed(str(e)) from e
 
+        def saving(start: int) -> Callable[[], Deferred[int]]:
+            return lambda: Deferred.fromCoroutine(save(start))
+
         saves = [
-            window.run(lambda start=start: Deferred.fromCoroutine(save(start)))
-            for start in range(skip, len(records), self.batch_size)
+            window.run(saving(start)) for start in range(skip, len(records), self.batch_size)
         ]
         try:
             results = await DeferredList(saves, fireOnOneErrback=True, consumeErrors=True)
@@ -580,10 +577,9 @@ class PullDeviceService(Service):
             return await fn(session)
         finally:
             await session.disconnect()
-            unlock = getattr(self.store, "unlock_device", None)
-            if unlock is not None and not self.running:
+            if not self.running:
                 try:
-                    await unlock(self.device.id)
+                    await self.store.unlock_device(self.device.id)
                 except Exception:
                     log.failure("Releasing the lock of {name} failed", name=self._label)
 

@@ -445,7 +445,9 @@ def _parse_operlog_line(line: str, batch: OperlogBatch) -> str | None:
     if problem := _junk(line):
         return problem
     # The keyword ends at the first space (or TAB, seen on some firmware).
-    keyword, _, rest = _KEYWORD_SPLIT.fullmatch(line.lstrip(" ")).groups()  # type: ignore[union-attr]
+    split = _KEYWORD_SPLIT.fullmatch(line.lstrip(" "))
+    assert split is not None  # the pattern matches any text
+    keyword, _, rest = split.groups()
     if keyword == "USER":
         try:
             batch.users.append(parse_user_fields(rest))

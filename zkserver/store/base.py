@@ -246,10 +246,9 @@ class Store(Protocol):
     def command_counts(self) -> Deferred[dict[str, int]]:
         """Commands by status (metrics)."""
 
-    # --- pull-device ownership (OPTIONAL: used through getattr by zkserver.pull) ------
+    # --- pull-device ownership (every backend) -----------------------------------------
     # With PostgreSQL several processes share the database; each pull device must be
-    # connected by exactly one of them. A store without these methods is treated as
-    # single-process (every pull device is connected).
+    # connected by exactly one of them. SQLite is single-process: its lock always holds.
     def try_lock_device(self, device_id: str) -> Deferred[bool]:
         """True when this process holds (or has just taken) pull device ``device_id``.
 

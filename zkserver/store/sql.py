@@ -296,9 +296,9 @@ class SQLStore(WebhookStoreMixin):
         # there is no lock cycle.
         yield from self._lock_events()
         events: list[Event] = []
-        for chunk in chunks(list(payloads)):
+        for texts in chunks(list(payloads)):
             sql, params = values(
-                [("attendance", device.serial_number, text, now) for text in chunk]
+                [("attendance", device.serial_number, text, now) for text in texts]
             )
             rows = yield Q(
                 f"INSERT INTO events (type, serial_number, payload, created_at) VALUES {sql}"

@@ -213,6 +213,13 @@ class SqliteStore(CommandScripts, SQLStore):
         """Wait for running statements, then close the connection."""
         return self._in_flight.wait().addCallback(lambda _: self._close_pool())
 
+    # --- one process per pull device: one process owns the file, so it holds them all --
+    def try_lock_device(self, device_id: str) -> Deferred[bool]:
+        return succeed(True)
+
+    def unlock_device(self, device_id: str) -> Deferred[None]:
+        return succeed(None)
+
     def watch(self, callback: Callable[[int], None]) -> None:
         """One process owns the file: nobody else commits events, nothing to watch."""
         self._watchers.append(callback)

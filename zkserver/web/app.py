@@ -29,6 +29,7 @@ from zope.interface import implementer
 from zkserver.commands.service import Commands, DeviceNotReady, NotCancellable, TooLarge
 from zkserver.commands.spec import CommandError, CommandSpec, Unsupported, parse_command
 from zkserver.devices import DeviceRegistry
+from zkserver.http import web_request
 from zkserver.ingest import Ingest
 from zkserver.push.timezones import utc_offset_minutes
 from zkserver.records import Device
@@ -270,7 +271,7 @@ async def login(self: WebApp, request: IRequest) -> bytes:
     token = str(body.get("token", ""))
     if not TokenAuth._same(token, self.auth.token):
         return json_response(request, {"error": "unauthorized", "detail": "wrong token"}, 401)
-    request.addCookie(
+    web_request(request).addCookie(
         COOKIE_NAME,
         self.auth.session_value().encode(),
         path=b"/",
@@ -284,7 +285,7 @@ async def login(self: WebApp, request: IRequest) -> bytes:
 @routes.route("/api/session", methods=["DELETE"])
 @api(authenticated=False)
 async def logout(self: WebApp, request: IRequest) -> bytes:
-    request.addCookie(
+    web_request(request).addCookie(
         COOKIE_NAME, b"", path=b"/", httpOnly=True, sameSite="strict", max_age=b"0"
     )
     return json_response(request, {"status": "ok"})
@@ -677,7 +678,8 @@ async def attendance_csv(self: WebApp, request: IRequest) -> bytes:
     # The next page is read only when the client's socket has taken the previous ones:
     # a slow client never makes the server hold the whole export in memory.
     pacer = Pacer()
-    request.registerProducer(pacer, True)
+    web = web_request(request)
+    web.registerProducer(pacer, True)
     try:
         request.write(page_text(rows, header=True))
         while cursor is not None and not getattr(request, "_disconnected", False):
@@ -693,11 +695,11 @@ async def attendance_csv(self: WebApp, request: IRequest) -> bytes:
             return b""  # the client went away (a query cancelled with it)
         # Part of the file is out: cut the connection so the download shows as failed.
         log.failure("CSV export interrupted")
-        request.loseConnection()
+        web.loseConnection()
     finally:
         pacer.stopProducing()
         if not getattr(request, "_disconnected", False):
-            request.unregisterProducer()
+            web.unregisterProducer()
     return b""
 
 

@@ -9,6 +9,7 @@ from twisted.web.iweb import IRequest
 
 from zkserver import metrics
 from zkserver.broadcaster import Broadcaster, EventFilter, Subscriber
+from zkserver.http import web_request
 from zkserver.store.base import Store
 from zkserver.web.auth import query_params
 
@@ -43,7 +44,8 @@ class EventStream:
     max_buffer: int = 1 << 20
     retry_ms: int = 3000
 
-    async def serve(self, request: IRequest) -> None:
+    async def serve(self, route_request: IRequest) -> None:
+        request = web_request(route_request)
         params = query_params(request)
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IReactorUDP
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
@@ -69,7 +70,9 @@ class PunchCommands(LineReceiver):
         except ValueError:
             self.sendLine(b"error: expected 'USER [STATE [VERIFY]]'")
             return
-        record = self.device.punch(fields[0], *numbers)
+        state = numbers[0] if numbers else 0
+        verify = numbers[1] if len(numbers) > 1 else 1
+        record = self.device.punch(fields[0], state, verify)
         stamp = record.timestamp.strftime("%Y-%m-%d %H:%M:%S")
         self.sendLine(f"punched {record.user_id} {stamp}".encode())
 
@@ -96,26 +99,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     def failed(f: Failure) -> None:
         log.failure("cannot listen", f)
         status[0] = 1
-        reactor.stop()  # type: ignore[attr-defined]
+        reactor.stop()
 
     endpoint = serverFromString(reactor, args.listen)
-    d = endpoint.listen(PullTCPFactory(device, reactor))  # type: ignore[arg-type]
+    d = endpoint.listen(PullTCPFactory(device, reactor))
     d.addCallback(
         lambda port: log.info("pull emulator {sn} on {addr}", sn=args.serial, addr=port.getHost())
     )
     d.addErrback(failed)
     if args.udp is not None:
         try:
-            reactor.listenUDP(args.udp, PullUDPProtocol(device))  # type: ignore[attr-defined]
+            IReactorUDP(reactor).listenUDP(args.udp, PullUDPProtocol(device), "", 8192)
         except CannotListenError as e:
             log.error("cannot listen on UDP {port}: {e}", port=args.udp, e=e)
             return 1
         log.info("pull emulator UDP on port {port}", port=args.udp)
-    generator = PunchGenerator(device, args.rate, reactor)  # type: ignore[arg-type]
+    generator = PunchGenerator(device, args.rate, reactor)
     generator.start()
     if args.stdin:
         from twisted.internet.stdio import StandardIO
 
         StandardIO(PunchCommands(device), reactor=reactor)
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
     return status[0]

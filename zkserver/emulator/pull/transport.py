@@ -9,7 +9,7 @@ from typing import Any
 
 from attrs import define
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
 from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.internet.protocol import Factory as TwistedFactory
 from twisted.logger import Logger
@@ -47,6 +47,8 @@ def _faulty(frame: bytes, faults: Faults) -> bytes:
 
 class PullTCPProtocol(Protocol):
     """One TCP connection = one session; each frame is written in one ``transport.write``."""
+
+    transport: ITCPTransport  # (set by connectionMade: every method runs after it)
 
     def __init__(self, device: PullDevice, clock: IReactorTime) -> None:
         self.device = device
@@ -124,7 +126,9 @@ class PullTCPFactory(TwistedFactory):
 
     def __init__(self, device: PullDevice, clock: IReactorTime | None = None) -> None:
         if clock is None:
-            from twisted.internet import reactor as clock  # type: ignore[assignment]
+            from twisted.internet import reactor
+
+            clock = reactor
         self.device = device
         self.clock = clock
         if device.clock is None:
