@@ -198,8 +198,18 @@ class Store(Protocol):
     # --- webhooks, device log, alerts (zkserver.store.webhooks) ------------------------
     # Every event-writing script also writes the webhook outbox rows of its events in the
     # same transaction (``_outbox``). Records: zkserver.webhooks.model.
-    def add_webhook(self, **fields: Any) -> Deferred[Any]:
-        """url, secret, types, devices, batch_max, active, description -> Webhook."""
+    def add_webhook(
+        self,
+        *,
+        url: str,
+        secret: str,
+        types: Sequence[str] = (),
+        devices: Sequence[str] = (),
+        batch_max: int = 1,
+        active: bool = True,
+        description: str = "",
+    ) -> Deferred[Any]:
+        """A new subscription (a zkserver.webhooks.model.Webhook)."""
 
     def webhook(self, webhook_id: int) -> Deferred[Any]: ...
 
@@ -222,7 +232,16 @@ class Store(Protocol):
     def next_deliveries(self, webhook_id: int, now: str, limit: int) -> Deferred[list[Any]]:
         """The head of a subscription's queue when its first pending delivery is due."""
 
-    def record_attempt(self, delivery_ids: Sequence[int], **outcome: Any) -> Deferred[None]: ...
+    def record_attempt(
+        self,
+        delivery_ids: Sequence[int],
+        *,
+        at: str,
+        status: str,
+        response_code: int | None,
+        error: str,
+        next_attempt_at: str,
+    ) -> Deferred[None]: ...
 
     def save_device_events(
         self,
@@ -233,14 +252,32 @@ class Store(Protocol):
         """Operation-log entries (kept once) and the events of the new ones, one
         transaction."""
 
-    def device_log(self, **filters: Any) -> Deferred[tuple[list[dict[str, Any]], int | None]]:
+    def device_log(
+        self,
+        *,
+        device_id: str | None = None,
+        kind: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        cursor: int | None = None,
+        limit: int = 100,
+    ) -> Deferred[tuple[list[dict[str, Any]], int | None]]:
         """GET /api/device-log: operation-log rows newest first, and the next cursor."""
 
     def open_alerts(self, device_id: str | None = None) -> Deferred[list[dict[str, Any]]]: ...
 
-    def apply_alert(self, device_id: str, alert: str, state: str, **kw: Any) -> Deferred[
-        Event | None
-    ]:
+    def apply_alert(
+        self,
+        device_id: str,
+        alert: str,
+        state: str,
+        *,
+        detail: str,
+        at: str,
+        last_sent_at: str | None,
+        payload: dict[str, Any],
+        serial_number: str,
+    ) -> Deferred[Event | None]:
         """Open, repeat or close an alert with its device_alert event, once."""
 
     def command_counts(self) -> Deferred[dict[str, int]]:

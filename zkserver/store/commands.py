@@ -138,6 +138,8 @@ class CommandScripts:
 
         def _call(self, make: Any, *args: Any, write: bool = True) -> Deferred[Any]: ...
 
+        def _outbox(self, first_id: int, last_id: int, now: str) -> Iterator[Q]: ...
+
     # --- helpers ------------------------------------------------------------------
     def _command_events(
         self, commands: Sequence[Command], now: str, results: bool = False

@@ -90,7 +90,7 @@ def _hooks(self: WebApp) -> HooksConfig:
     hooks = getattr(self, "hooks", None)
     if hooks is None:
         raise ApiError(503, "webhooks are not configured in this process")
-    return hooks  # type: ignore[no-any-return]
+    return hooks
 
 
 def _names(body: Mapping[str, Any], name: str, allowed: tuple[str, ...] | None) -> list[str]:
@@ -160,10 +160,10 @@ async def _fields(self: WebApp, body: Mapping[str, Any], creating: bool) -> dict
 async def _webhook_or_404(self: WebApp, webhook_id: str) -> Webhook:
     if not webhook_id.isdigit() or len(webhook_id) > 18:
         raise ApiError(404, "no such webhook")
-    hook = await self.store.webhook(int(webhook_id))  # type: ignore[attr-defined]
+    hook = await self.store.webhook(int(webhook_id))
     if hook is None:
         raise ApiError(404, "no such webhook")
-    return hook  # type: ignore[no-any-return]
+    return hook
 
 
 # --- subscriptions -----------------------------------------------------------------------
@@ -172,7 +172,7 @@ async def _webhook_or_404(self: WebApp, webhook_id: str) -> Webhook:
 @_field_errors
 async def add_webhook(self: WebApp, request: IRequest) -> bytes:
     fields = await _fields(self, read_json(request), creating=True)
-    hook = await self.store.add_webhook(**fields)  # type: ignore[attr-defined]
+    hook = await self.store.add_webhook(**fields)
     _hooks(self).sender.wake()
     request.setHeader(b"location", f"/api/webhooks/{hook.id}".encode())
     return json_response(request, hook.public(with_secret=True), 201)
@@ -181,7 +181,7 @@ async def add_webhook(self: WebApp, request: IRequest) -> bytes:
 @routes.route("/api/webhooks", methods=["GET"])
 @api()
 async def list_webhooks(self: WebApp, request: IRequest) -> bytes:
-    hooks = await self.store.webhooks()  # type: ignore[attr-defined]
+    hooks = await self.store.webhooks()
     return json_response(request, [h.public() for h in hooks])
 
 
@@ -198,7 +198,7 @@ async def update_webhook(self: WebApp, request: IRequest, webhook_id: str) -> by
     hook = await _webhook_or_404(self, webhook_id)
     body = read_json(request)
     fields = await _fields(self, body, creating=False)
-    updated = await self.store.update_webhook(hook.id, **fields)  # type: ignore[attr-defined]
+    updated = await self.store.update_webhook(hook.id, **fields)
     if updated is None:
         raise ApiError(404, "no such webhook")
     if updated.active:
@@ -210,7 +210,7 @@ async def update_webhook(self: WebApp, request: IRequest, webhook_id: str) -> by
 @api()
 async def delete_webhook(self: WebApp, request: IRequest, webhook_id: str) -> bytes:
     hook = await _webhook_or_404(self, webhook_id)
-    await self.store.delete_webhook(hook.id)  # type: ignore[attr-defined]
+    await self.store.delete_webhook(hook.id)
     return json_response(request, {"deleted": True, "id": hook.id})
 
 
@@ -231,7 +231,7 @@ async def webhook_deliveries(self: WebApp, request: IRequest, webhook_id: str) -
     cursor = params.get("cursor") or None
     if cursor is not None and not cursor.isdigit():
         raise FieldError("cursor", "must be a delivery id")
-    rows = await self.store.webhook_deliveries(  # type: ignore[attr-defined]
+    rows = await self.store.webhook_deliveries(
         hook.id, status, limit + 1, int(cursor) if cursor else None
     )
     items = [r.public() for r in rows[:limit]]
@@ -247,7 +247,7 @@ async def retry_delivery(
     hook = await _webhook_or_404(self, webhook_id)
     if not delivery_id.isdigit() or len(delivery_id) > 18:
         raise ApiError(404, "no such delivery")
-    delivery = await self.store.retry_delivery(hook.id, int(delivery_id))  # type: ignore[attr-defined]
+    delivery = await self.store.retry_delivery(hook.id, int(delivery_id))
     if delivery is None:
         raise ApiError(404, "no such delivery")
     _hooks(self).sender.wake()
@@ -284,7 +284,7 @@ async def device_log(self: WebApp, request: IRequest) -> bytes:
     except ApiError as e:
         name = "since" if e.message.startswith("since") else "until"
         raise FieldError(name, "must be YYYY-MM-DD or YYYY-MM-DD HH:MM[:SS]") from None
-    rows, next_cursor = await self.store.device_log(  # type: ignore[attr-defined]
+    rows, next_cursor = await self.store.device_log(
         device_id=params.get("device_id") or None,
         kind=kind,
         since=since,
@@ -302,7 +302,7 @@ async def device_log(self: WebApp, request: IRequest) -> bytes:
 @api()
 async def open_alerts(self: WebApp, request: IRequest) -> bytes:
     params = query_params(request)
-    rows = await self.store.open_alerts(params.get("device_id") or None)  # type: ignore[attr-defined]
+    rows = await self.store.open_alerts(params.get("device_id") or None)
     return json_response(request, rows)
 
 

@@ -66,10 +66,11 @@ def treq_poster(reactor: Any) -> Poster:
     client = HTTPClient(Agent(reactor, pool=pool))
 
     async def post(url: str, body: bytes, headers: dict[str, str]) -> int:
+        wire: dict[bytes | str, list[bytes | str]] = {k: [v] for k, v in headers.items()}
         response = await client.post(
             url,
             data=body,
-            headers={k: [v] for k, v in headers.items()},
+            headers=wire,
             allow_redirects=False,
         )
         seen = 0
