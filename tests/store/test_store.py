@@ -555,6 +555,9 @@ async def test_silent_network_times_out_and_recovers(stores: Stores) -> None:
         store = await stores.open()
         await store.ping()  # no network; a slow disk is covered by the busy timeout
         return
+    # Migrate first with the usual timeouts: the schema's migrations are one transaction
+    # that a loaded machine may not finish within this test's 0.5 s operation timeout.
+    await stores.open()
     target = urlsplit(stores.url)
     proxy = TCPProxy(target.hostname or "127.0.0.1", target.port or 5432)
     port = await proxy.start()
