@@ -40,6 +40,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--user-size", type=int, choices=(72, 28), default=72)
     p.add_argument("--event-size", type=int, choices=(36, 32, 52, 12), default=36)
     p.add_argument(
+        "--restart-delay",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="after RESTART, refuse connections this long (default 5)",
+    )
+    p.add_argument(
         "--stdin",
         action="store_true",
         help="punch on command: each line 'USER [STATE [VERIFY]]' read from standard input "
@@ -93,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         user_size=args.user_size,
         record_size=args.record_size,
         event_size=args.event_size,
+        restart_delay=args.restart_delay,
+        clock=reactor,
     )
     status = [0]
 
