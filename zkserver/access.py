@@ -1,7 +1,7 @@
 """Access-control and device events: the code tables and pure decoders.
 
 Three stream event types come from here, alike for push and pull terminals
-(docs/protocols.md, "Door, alarm and device-log events"):
+(docs/protocols.md §A.6):
 
 - ``door``: ``door`` (number), ``event`` (opened, closed, forced_open, held_open,
   remote_open, exit_button, ...), ``user_id`` when known, ``code`` (the terminal's code);
@@ -69,7 +69,7 @@ def device_event_payload(device: Device, event: DeviceEvent) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- push rtlog
 
-#: rtlog ``event=`` codes that are door events -> ``event`` name (docs/protocols.md A.5b).
+#: rtlog ``event=`` codes that are door events -> ``event`` name (docs/protocols.md §A.5b).
 RTLOG_DOOR_EVENTS: dict[int, str] = {
     0: "verified_open",
     1: "verified_open",  # during passage mode
@@ -177,7 +177,7 @@ def rtlog_event(fields: Mapping[str, str]) -> DeviceEvent | None:
 
 # --------------------------------------------------------------------------- push rtstate
 
-#: ``alarm`` bits of an rtstate line (docs/protocols.md A.5b).
+#: ``alarm`` bits of an rtstate line (docs/protocols.md §A.5b).
 RTSTATE_ALARM_BITS: dict[int, str] = {
     1: "forced_open",
     2: "tamper",
@@ -243,7 +243,7 @@ def rtstate_events(
 
 # --------------------------------------------------------------------------- push OPLOG
 
-#: OPLOG operation codes -> ``operation`` (docs/protocols.md, "OPLOG operation codes").
+#: OPLOG operation codes -> ``operation`` (docs/protocols.md §A.9).
 OPLOG_OPERATIONS: dict[int, str] = {
     0: "power on",
     1: "power off",
@@ -297,7 +297,7 @@ EF_ALARM = 512
 #: What the server registers for besides attendance (REG_EVENT flags).
 PULL_EVENT_FLAGS = EF_ENROLLUSER | EF_ENROLLFINGER | EF_BUTTON | EF_UNLOCK | EF_ALARM
 
-#: EF_ALARM 4-byte payloads: the first byte (docs/protocols.md, "Pull real-time events").
+#: EF_ALARM 4-byte payloads: the first byte (docs/protocols.md §B.5).
 PULL_ALARM_TYPES: dict[int, tuple[str, str, str]] = {
     0x3A: ("alarm", "misoperation", "active"),
     0x37: ("alarm", "tamper", "active"),

@@ -1,7 +1,7 @@
 """The event contract dashboards depend on, and its SSE encoding.
 
 An :class:`Event` is what the broadcaster sends: an id (monotonic, assigned by the
-database at commit), a type, and the JSON payload of ``shared/design.md``. The SSE
+database at commit), a type, and its JSON payload (README.md, "The event stream"). The SSE
 frame is encoded once per event and shared by every client.
 """
 

@@ -1,4 +1,4 @@
-"""Tests for zkserver.pull.codec: expected values from pyzk 0.9 and protocols.md part B."""
+"""Tests for zkserver.pull.codec: expected values from pyzk 0.9 and docs/protocols.md §B."""
 
 from __future__ import annotations
 
@@ -249,7 +249,7 @@ def test_time_matches_pyzk_and_round_trips(dt: datetime) -> None:
 
 
 def test_time_table() -> None:
-    # protocols.md B.4 formula, by hand
+    # docs/protocols.md §B.4 formula, by hand
     dt = datetime(2024, 3, 15, 12, 34, 56)
     assert codec.encode_time(dt) == (
         (24 * 12 * 31 + 2 * 31 + 14) * 86400 + (12 * 60 + 34) * 60 + 56
@@ -746,7 +746,7 @@ def test_parse_users_garbage_dataset(_sizes: list[int], body: bytes) -> None:
 
 
 # --------------------------------------------------------------------------- any firmware's sizes
-# docs/protocols.md, "Record sizes": size = length / count, the largest documented layout
+# docs/protocols.md §B.8: size = length / count, the largest documented layout
 # that fits is read from the start of each record, the rest is kept as ``extra``.
 
 

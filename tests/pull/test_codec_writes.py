@@ -1,4 +1,4 @@
-"""The pull write forms (zkserver.pull.codec, docs/protocols.md): table tests, hypothesis
+"""The pull write forms (zkserver.pull.codec, docs/protocols.md §B.7): table tests, hypothesis
 round trips, and the bytes pyzk 0.9 itself packs for the same operation.
 
 pyzk runs here without a socket: its private ``__send_command`` is replaced by a recorder,

@@ -549,7 +549,7 @@ def test_udp_session_reads_chunked_attendance_and_events() -> None:
 @pytest.mark.parametrize("record_size", [9, 12, 20, 24, 36, 41, 44, 48, 49, 56, 64, 72, 100])
 @pytest.mark.parametrize("udp", [False, True])
 def test_read_attendance_any_record_size(record_size: int, udp: bool) -> None:
-    """docs/protocols.md, "Record sizes": size = length / count; records over several chunks."""
+    """docs/protocols.md §B.8: size = length / count; records over several chunks."""
     users = [DeviceUser(str(1000 + i), f"U{i}", uid=i + 1) for i in range(7)]
     log = records(3000 if not udp else 500)
     dev = FakeDevice(log=log, users=users, record_size=record_size, udp=udp)

@@ -28,7 +28,7 @@ reactor: Any = global_reactor
 
 @attrs.define
 class FakeIclock(Resource):
-    """Answers like protocols.md part A says, and records what terminals sent."""
+    """Answers like docs/protocols.md §A says, and records what terminals sent."""
 
     isLeaf = True
 

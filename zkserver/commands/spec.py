@@ -34,7 +34,7 @@ pull terminal the user record layout it reported: ``device.info["user_layout"]``
 72 bytes, limits ``name`` to 8 or 24 bytes and ``password`` to 5 or 8 bytes).
 
 Results are reported in words: :func:`push_result` maps a push ``Return=`` code and
-:func:`pull_result` a pull reply code (see docs/protocols.md A.4 and B.2).
+:func:`pull_result` a pull reply code (see docs/protocols.md §A.4 and §B.2).
 """
 
 from __future__ import annotations
@@ -379,7 +379,7 @@ PUSH_RETURN_WORDS: dict[int, str] = {
     -1005: "busy",
 }
 
-#: Pull reply codes (docs/protocols.md B.2) that mean the command did not succeed.
+#: Pull reply codes (docs/protocols.md §B.2) that mean the command did not succeed.
 PULL_REPLY_WORDS: dict[int, str] = {
     2001: "refused by the terminal",  # ACK_ERROR
     2005: "not authorised",  # ACK_UNAUTH

@@ -60,7 +60,7 @@ class RunSummary:
     connected: bool  # the handshake and the user upload succeeded
 
 
-#: Template tables of DATA UPDATE/DELETE (docs/protocols.md A.7).
+#: Template tables of DATA UPDATE/DELETE (docs/protocols.md §A.7).
 TEMPLATE_TABLES = ("FINGERTMP", "FACE", "BIODATA", "USERPIC")
 
 

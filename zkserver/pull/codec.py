@@ -553,8 +553,8 @@ def _int_field(value: str, what: str) -> int:
 
 # --------------------------------------------------------------------------- record sizes
 #
-# Firmware differs in how long each record of a dataset is (docs/protocols.md, "Record
-# sizes"): every known size starts with one of a few documented layouts and may carry more
+# Firmware differs in how long each record of a dataset is (docs/protocols.md §B.8):
+# every known size starts with one of a few documented layouts and may carry more
 # bytes after it (e.g. 49-byte attendance records: the 40-byte layout + 9 bytes).  So the
 # record size is learnt from the dataset (length / record count) and the largest known
 # layout that fits is read from the start of each record; the rest is kept as ``extra``.
@@ -1158,8 +1158,8 @@ def parse_version(data: bytes) -> str:
 
 # --------------------------------------------------------------------------- writes
 #
-# The forms pyzk 0.9 sends to change a terminal (docs/protocols.md, "Pull terminals:
-# writing and device control").  Encoders for the server, parsers for the emulator.
+# The forms pyzk 0.9 sends to change a terminal (docs/protocols.md §B.7).
+# Encoders for the server, parsers for the emulator.
 
 #: Command 110: store a user and its fingerprint templates from the uploaded buffer.
 SAVE_USER_TEMPLATES = 110

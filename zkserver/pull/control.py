@@ -9,7 +9,7 @@ keep arriving during a command (the session ACKs and saves them between and insi
 requests), and after every write sequence the runner registers for events again and
 re-reads the log if the record count grew by more than the events seen meanwhile.
 
-How each type runs (docs/protocols.md, "Pull terminals: writing and device control"):
+How each type runs (docs/protocols.md §B.7):
 
 =============== ==========================================================================
 reboot          RESTART; the link drops and the device shows ``rebooting`` until it is back

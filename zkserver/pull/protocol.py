@@ -117,8 +117,8 @@ class CommandFailed(ZKError):
 
 
 class DatasetUnreadable(ZKError):
-    """A bulk-read dataset does not decode in any known layout (docs/protocols.md, "Record
-    sizes").  The session is still good: the caller keeps ``dataset`` for an operator."""
+    """A bulk-read dataset does not decode in any known layout (docs/protocols.md §B.8).
+    The session is still good: the caller keeps ``dataset`` for an operator."""
 
     def __init__(self, what: str, dataset: bytes, reason: str) -> None:
         super().__init__(f"{what} dataset unreadable: {reason}")
@@ -235,7 +235,7 @@ class ZKSession:
         self.on_unreadable_event: UnreadableEventCallback | None = None
         #: Called with (event code, data) for the other real-time events (door, alarm, ...).
         self.on_other_event: Callable[[int, bytes], Any] | None = None
-        #: Record sizes this device used before (docs/protocols.md, "Record sizes"): tried
+        #: Record sizes this device used before (docs/protocols.md §B.8): tried
         #: when the record count does not divide a dataset; updated by every good read.
         self.attendance_record_size: int | None = None
         self.user_record_size: int | None = None
@@ -521,7 +521,7 @@ class ZKSession:
     def read_attendance_dataset(self) -> Deferred[codec.AttendanceDataset]:
         """The whole attendance log (sizes, bulk read; users too for 8-byte records).
 
-        Records of any size are read (docs/protocols.md, "Record sizes"): the size is the
+        Records of any size are read (docs/protocols.md §B.8): the size is the
         dataset length / the record count; when that does not divide, the count is read
         again (punches during the read), then the size seen before and the documented
         sizes are tried.  Records that do not decode are listed in ``unreadable``; a
@@ -597,7 +597,7 @@ class ZKSession:
 
     # ------------------------------------------------------------------ device control
     #
-    # The write forms of docs/protocols.md ("Pull terminals: writing and device control").
+    # The write forms of docs/protocols.md §B.7.
     # Each method is one operation (no other operation interleaves); error replies raise
     # CommandFailed (its ``words`` say what the reply code means).
 

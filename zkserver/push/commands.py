@@ -1,4 +1,4 @@
-"""Typed commands as iclock command lines (docs/protocols.md A.3, A.4, A.7). Pure.
+"""Typed commands as iclock command lines (docs/protocols.md §A.3, §A.4, §A.7). Pure.
 
 :func:`format_push_command` turns a :class:`~zkserver.commands.spec.CommandSpec` into the
 line sent after ``C:<id>:`` in a getrequest reply; :func:`fits_reply` tells whether it
@@ -23,7 +23,7 @@ __all__ = [
     "zk_time",
 ]
 
-MAX_COMMAND_REPLY = 900 * 1024  # bytes of one getrequest reply (docs/protocols.md A.3)
+MAX_COMMAND_REPLY = 900 * 1024  # bytes of one getrequest reply (docs/protocols.md §A.3)
 MAX_ID_LENGTH = 16
 
 #: template_upsert ``kind`` -> the push table and its PIN/index/data keys.
@@ -31,7 +31,7 @@ _BIODATA_TYPE = 9  # visible-light face, the usual BIODATA template of face term
 
 
 def zk_time(local_now: datetime) -> int:
-    """The ZK time encoding of a device-local time (docs/protocols.md B.4)."""
+    """The ZK time encoding of a device-local time (docs/protocols.md §B.4)."""
     return encode_time(local_now)
 
 

@@ -6,7 +6,7 @@ emulator call these functions. Parsers never raise on device data (except
 becomes a :class:`~zkserver.records.Rejected` kept for an operator, because answering a
 terminal with an error makes it resend the same batch forever.
 
-Decisions worth knowing (see ``shared/protocols.md`` part A):
+Decisions worth knowing (see docs/protocols.md §A):
 
 - Lines are separated by LF (CR before it is dropped); a line holding only spaces, TABs, CR
   or NUL is blank and ignored. Every other line becomes exactly one record or one Rejected.
@@ -774,7 +774,7 @@ def format_handshake(
     push_options: Sequence[str] = (),
     server_version: str = "2.4.1",
 ) -> str:
-    """The reply to ``GET /iclock/cdata?SN=..&options=all`` (protocols.md A.1)."""
+    """The reply to ``GET /iclock/cdata?SN=..&options=all`` (docs/protocols.md §A.1)."""
     version = push_version_tuple(push_version)
     old = version is None or version < (2,)
     lines = [

@@ -3,7 +3,7 @@
 A thin Twisted layer over :mod:`zkserver.pull.codec`.  One :class:`PullDevice` (the data and
 the fault switches) is served by any number of TCP connections (:class:`PullTCPFactory`) and
 UDP peers (:class:`PullUDPProtocol`); each connection or peer gets a :class:`Session`, the
-shared request/reply state machine.  Unmodified pyzk 0.9 works against it (protocols.md B.6).
+shared request/reply state machine.  Unmodified pyzk 0.9 works against it (docs/protocols.md §B.6).
 
 Real time: :meth:`PullDevice.punch` appends to the log and sends an attendance event to every
 session registered for ``EF_ATTLOG``, one event per frame, the next only after the client's

@@ -3,7 +3,7 @@
  * Plain browser JavaScript, no build step and no third-party code: ES modules loaded by
  * index.html (<script type="module">). Talks to the web listener only: /api/session
  * (login, HttpOnly cookie), /api/devices, /api/attendance, /api/stats, /devices/events
- * (Server-Sent Events, see design.md "The event contract").
+ * (Server-Sent Events, see README.md "The event stream").
  *
  *   state.js    vocabulary, the page's state and elements, small helpers
  *   api.js      JSON API calls
