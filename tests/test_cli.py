@@ -218,6 +218,9 @@ async def test_tail_prints_an_uploaded_punch(server: RunningServer):
         "action": 0,
         "method": 15,
         "raw_data": event["raw_data"],
+        "timestamp_utc": event["timestamp_utc"],
+        "time_ambiguous": False,
+        "suspect_time": event["suspect_time"],
     }
     assert event["raw_data"]["verify_method"] == 15
     assert b"resume with --last-event-id" in tail.err

@@ -268,6 +268,8 @@ def test_night_shift_across_midnight_is_one_day_with_day_starts_at() -> None:
             "last": "2026-03-03 03:30:00",
             "first_utc": "2026-03-02T21:00:00Z",
             "last_utc": "2026-03-03T02:30:00Z",
+            "first_action": 0,
+            "last_action": 1,
             "punches": 2,
             "devices": ["dev-a"],
             "span_minutes": 330,

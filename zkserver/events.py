@@ -55,7 +55,13 @@ def encode_comment(text: str) -> bytes:
 
 
 def attendance_payload(device: Device, punch: Punch) -> dict[str, Any]:
-    """The ``attendance`` event for one punch, identical for push and pull devices."""
+    """The ``attendance`` event for one punch, identical for push and pull devices.
+
+    ``timestamp_utc``, ``time_ambiguous`` and ``suspect_time`` are added fields (the
+    documented ones are unchanged): the instant of the punch (``None`` when unknown),
+    whether its local time was ambiguous (a daylight-saving overlap or gap), and why its
+    time is suspect (``None`` when fine).
+    """
     return {
         "type": "attendance",
         "device_id": device.id,
@@ -72,6 +78,9 @@ def attendance_payload(device: Device, punch: Punch) -> dict[str, Any]:
             "status": punch.status,
             "verify_method": punch.verify,
         },
+        "timestamp_utc": punch.timestamp_utc or None,
+        "time_ambiguous": punch.time_ambiguous,
+        "suspect_time": punch.suspect_time,
     }
 
 

@@ -239,13 +239,7 @@ class TimePolicy:
 
     def zone(self, device_zone: str) -> tzinfo:
         """The zone of a device: its own, else the default, else the server's."""
-        for name in (device_zone, self.default_zone):
-            if name.strip():
-                try:
-                    return resolve_zone(name)
-                except UnknownZone:
-                    continue
-        return server_zone()
+        return _zone_for(device_zone, self.default_zone)
 
     def stamp(
         self,
@@ -255,18 +249,75 @@ class TimePolicy:
         time_offset: Any = None,
     ) -> PunchTime:
         """The instant of one punch (a stated ``time_offset`` wins over the zone), whether
-        it was ambiguous, and why it is suspect (None when it is not)."""
+        it was ambiguous, and why it is suspect (None when it is not).
+
+        Cheap (ingest calls it per punch): zones are cached, and so is each zone's offset
+        for a whole day without a change; only a change day takes the exact fold test."""
         local = parse_local(timestamp)
         if local is None:
             return PunchTime("", False, "invalid time")
-        stated = parse_time_offset(time_offset)
-        zone = _fixed(stated) if stated is not None else self.zone(device_zone)
+        ambiguous = False
+        stated = parse_time_offset(time_offset) if time_offset is not None else None
+        if stated is not None:
+            offset = timedelta(seconds=stated)
+        else:
+            zone = self.zone(device_zone)
+            found = _day_offset(zone, timestamp[:10])
+            if found is None:
+                offset = local.replace(tzinfo=zone).utcoffset() or timedelta()
+                other = local.replace(tzinfo=zone, fold=1).utcoffset() or timedelta()
+                ambiguous = offset != other
+            else:
+                offset = found
         try:
-            instant, ambiguous = local_to_utc(local, zone)
+            instant = local - offset
         except OverflowError:  # year 1 in an eastern zone
             return PunchTime("", False, "invalid time")
-        reason = suspect_reason(instant, received, self.max_future_s, self.max_past_days)
-        return PunchTime(utc_text(instant), ambiguous, reason)
+        ahead = (instant - received.astimezone(UTC).replace(tzinfo=None)).total_seconds()
+        reason = None
+        if ahead > self.max_future_s or -ahead > self.max_past_days * 86400:
+            reason = suspect_reason(
+                instant.replace(tzinfo=UTC), received, self.max_future_s, self.max_past_days
+            )
+        return PunchTime(instant.isoformat() + "Z", ambiguous, reason)
+
+
+@functools.lru_cache(maxsize=1024)
+def _zone_for(device_zone: str, default_zone: str) -> tzinfo:
+    for name in (device_zone, default_zone):
+        if name.strip():
+            try:
+                return resolve_zone(name)
+            except UnknownZone:
+                continue
+    return server_zone()
+
+
+_DAY_OFFSETS: dict[tuple[tzinfo, str], timedelta | None] = {}
+
+
+def _day_offset(zone: tzinfo, day: str) -> timedelta | None:
+    """The UTC offset of ``zone`` all through the local day ``day`` (``YYYY-MM-DD``), or
+    None on a day when it changes (then each time is read exactly)."""
+    key = (zone, day)
+    try:
+        return _DAY_OFFSETS[key]
+    except KeyError:
+        pass
+    try:
+        d = date.fromisoformat(day)
+        found = {
+            datetime(d.year, d.month, d.day, h, m, sec, tzinfo=zone, fold=fold).utcoffset()
+            for h, m, sec in ((0, 0, 0), (12, 0, 0), (23, 59, 59))
+            for fold in (0, 1)
+        }
+    except (ValueError, OverflowError):
+        return None
+    value = found.pop() if len(found) == 1 else None
+    if len(_DAY_OFFSETS) >= 16384:
+        _DAY_OFFSETS.clear()
+    _DAY_OFFSETS[key] = value
+    return value
 
 
 # --------------------------------------------------------------------------- clock offsets
@@ -416,6 +467,10 @@ class Days:
         for punch in punches:
             self.add(punch)
 
+    def keys(self) -> list[tuple[str, str]]:
+        """(user id, date) of every row so far."""
+        return list(self._days)
+
     def rows(self, names: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
         """Rows ordered by date, then user id (numeric ids numerically)."""
         names = names or {}
@@ -445,6 +500,8 @@ class Days:
             "last": day.last.timestamp,
             "first_utc": day.first.timestamp_utc or None,
             "last_utc": day.last.timestamp_utc or None,
+            "first_action": day.first.status,
+            "last_action": day.last.status,
             "punches": day.punches,
             "devices": sorted(day.devices),
             "span_minutes": max(0, int(span.total_seconds() // 60)),

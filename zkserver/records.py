@@ -18,6 +18,9 @@ class Punch:
     ``timestamp`` is device local time as ``YYYY-MM-DD HH:MM:SS``; ``status`` is the
     in/out state (the event's ``action``) and ``verify`` the verify method (``method``).
     ``raw`` holds every field the device sent for this punch, parsed.
+    ``timestamp_utc``, ``time_ambiguous`` and ``suspect_time`` are the server's reading of
+    the time (:mod:`zkserver.localtime`), filled by the ingest path before the punch is
+    saved (``""`` until then).
     """
 
     user_id: str
@@ -26,6 +29,9 @@ class Punch:
     verify: int
     workcode: str = ""
     raw: dict[str, Any] = field(factory=dict, eq=False, hash=False)
+    timestamp_utc: str = field(default="", eq=False)
+    time_ambiguous: bool = field(default=False, eq=False)
+    suspect_time: str | None = field(default=None, eq=False)
 
 
 @frozen
@@ -46,6 +52,10 @@ class Device:
     last_seen: str | None = None
     info: dict[str, Any] = field(factory=dict, eq=False, hash=False)
     created_at: str | None = None
+    #: The terminal's clock minus the server's, in seconds (None until measured).
+    clock_offset_s: int | None = None
+    #: How many of its punches had a suspect time (zkserver.localtime.suspect_reason).
+    suspect_punches: int = 0
 
     @property
     def display_name(self) -> str:
@@ -72,6 +82,8 @@ class Device:
             "last_seen": self.last_seen,
             "info": dict(self.info),
             "created_at": self.created_at,
+            "clock_offset_s": self.clock_offset_s,
+            "suspect_punches": self.suspect_punches,
         }
 
 

@@ -29,6 +29,7 @@ from zkserver.hooks_setup import OPT_PARAMETERS as HOOK_PARAMETERS
 from zkserver.http import Gate, make_site, push_refusal, web_refusal
 from zkserver.ingest import Ingest
 from zkserver.listener import Listener
+from zkserver.localtime import TimePolicy, UnknownZone, parse_day_start, resolve_zone
 from zkserver.periodic import PeriodicJob
 from zkserver.pull.drift import DriftFixer
 from zkserver.pull.manager import PullManager
@@ -92,6 +93,12 @@ class Options(usage.Options):
         ["fix-drift", None, 0.0, "Set a pull terminal's clock right when the idle probe finds "
          "it off by more than this many seconds (at most once an hour per device); 0 = off."],
         *HOOK_PARAMETERS,
+        ["max-future", None, 600, "A punch more than this many seconds ahead of the server's "
+         "clock at receipt is flagged suspect_time."],
+        ["max-past", None, 400, "A punch more than this many days before its receipt is "
+         "flagged suspect_time."],
+        ["day-starts-at", None, "00:00", "Local time (HH:MM) at which a person's day begins "
+         "in /api/days (e.g. 04:00 so that an evening shift ending at 02:00 is one day)."],
     ]
 
     def __init__(self) -> None:
@@ -148,6 +155,26 @@ class Options(usage.Options):
             self[name] = _check(name, value, source)
         self["push"] = self["push"] or ["tcp:8081"]
         self["web"] = self["web"] or ["tcp:5000"]
+        self["time-policy"] = _time_policy(self)
+
+
+def _time_policy(options: Options) -> TimePolicy:
+    try:
+        day_start = parse_day_start(str(options["day-starts-at"]))
+    except ValueError as e:
+        raise usage.UsageError(f"--day-starts-at: {e}") from None
+    zone = str(options["timezone"] or "")
+    if zone.strip():
+        try:
+            resolve_zone(zone)
+        except UnknownZone as e:
+            raise usage.UsageError(f"--timezone: {e}") from None
+    return TimePolicy(
+        default_zone=zone,
+        max_future_s=int(options["max-future"]),
+        max_past_days=int(options["max-past"]),
+        day_starts_at=day_start,
+    )
 
 
 class _Recorded:
@@ -178,6 +205,8 @@ NUMBER_OPTIONS: dict[str, tuple[type, float]] = {
     "command-ttl": (float, 0),
     "fix-drift": (float, 0),
     **HOOK_NUMBERS,
+    "max-future": (int, 0),
+    "max-past": (int, 0),
 }
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
@@ -330,9 +359,10 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
         reactor = default_reactor
     data_dir = Path(config["data-dir"]).absolute()
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # holds keys
-    store = open_store(config["db"] or "", str(data_dir), reactor)
+    policy = config.get("time-policy") or _time_policy(config)
+    store = open_store(config["db"] or "", str(data_dir), reactor, time_policy=policy)
     broadcaster = Broadcaster(source=store, clock=reactor)
-    ingest = Ingest(store=store, broadcaster=broadcaster)
+    ingest = Ingest(store=store, broadcaster=broadcaster, clock=reactor, time_policy=policy)
     registry = DeviceRegistry(
         store=store,
         ingest=ingest,
@@ -407,6 +437,7 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
         secure_cookie=bool(config["secure-cookie"]),
         ready=lambda: server.ready.called,
         hooks=hooks,
+        time_policy=policy,
     )
     web_site = make_site(
         Gate(web_app.resource(), server_ready, web_refusal),

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import pytest_twisted
@@ -233,6 +234,9 @@ async def test_catch_up_once_then_realtime_event_like_a_push_punch(world: World)
         "raw_data": {
             "user_id": "3", "timestamp": "2025-10-09 18:30:45", "status": 1, "verify_method": 15
         },
+        "timestamp_utc": event["timestamp_utc"],
+        "time_ambiguous": False,
+        "suspect_time": event["suspect_time"],
     }
     # a second process start (restart) re-reads the log and inserts nothing
     await manager.stopService()
@@ -522,3 +526,29 @@ async def test_reconnect_saves_only_the_records_added_since_the_last_catch_up(
     await wait_until(lambda: service.last_catch_up[0] == 306)
     assert service.last_catch_up == (306, 306, 3)
     assert await world.punch_count(device.id) == 307
+
+
+@pytest_twisted.ensureDeferred
+async def test_clock_offset_of_a_terminal_an_hour_fast_in_kolkata(world: World) -> None:
+    kolkata = ZoneInfo("Asia/Kolkata")
+    emu = build_device(
+        users=3,
+        serial_number="EMU0000077",
+        host_now=lambda: datetime.now(kolkata).replace(tzinfo=None),
+        clock_offset=3600.0,
+    )
+    device = await world.add(await world.emulator(emu), timezone="Asia/Kolkata")
+    world.manager()
+    # Measured at connect and by every idle probe, kept on the device record.
+    await wait_until(lambda: any(s.flags for s in emu.sessions))
+    stored = await world.device(device.id)
+    assert stored.clock_offset_s is not None and abs(stored.clock_offset_s - 3600) <= 2
+    # Its punches carry its clock's time: an hour ahead of the server, so suspect.
+    emu.punch("2", state=0)
+    await wait_until(lambda: len(world.recorder.of_type("attendance")) == 1)
+    event = world.recorder.of_type("attendance")[0]
+    assert event["suspect_time"].startswith("future: ")
+    stored = await world.device(device.id)
+    assert stored.suspect_punches == 1
+    emu.clock_offset = -30.0  # someone set it nearly right: the next probe shows it
+    await wait_until(lambda: world.managers[0].devices[device.id].clock_offset_s == -30)

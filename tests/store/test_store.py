@@ -172,7 +172,13 @@ async def test_save_punches_dedups_and_returns_events_ascending(store: Store) ->
     events = await store.save_punches(device, batch)
     assert [e.id for e in events] == sorted(e.id for e in events)
     assert len(events) == 2 and events[1].id == events[0].id + 1
-    assert [e.payload for e in events] == [attendance_payload(device, p) for p in batch[:2]]
+    # Punches saved without a time reading are read by the store's time policy.
+    timeless = {"timestamp_utc", "time_ambiguous", "suspect_time"}
+    assert [{k: v for k, v in e.payload.items() if k not in timeless} for e in events] == [
+        {k: v for k, v in attendance_payload(device, p).items() if k not in timeless}
+        for p in batch[:2]
+    ]
+    assert all(e.payload["timestamp_utc"].startswith("2025-10-09T") for e in events)
     assert all(e.type == "attendance" and e.serial_number == device.serial_number for e in events)
     assert b"id: %d\n" % events[0].id in events[0].frame
 
@@ -304,6 +310,7 @@ async def test_attendance_filters_and_cursor_paging(store: Store) -> None:
     assert set(first) == {
         "id", "device_id", "device_name", "serial_number", "user_id", "user_name",
         "timestamp", "action", "method", "workcode", "photo_id", "received_at",
+        "timestamp_utc", "time_ambiguous", "suspect_time",
     }  # fmt: skip
     assert (first["device_id"], first["device_name"], first["serial_number"]) == (
         b.id,

@@ -52,6 +52,9 @@ async def test_event_has_exactly_the_contract_fields(server: RunningServer):
             "action": 0,
             "method": 15,
             "raw_data": event["raw_data"],
+            "timestamp_utc": event["timestamp_utc"],
+            "time_ambiguous": False,
+            "suspect_time": event["suspect_time"],
         }
         assert event["raw_data"]["user_id"] == "1001"
         assert event["raw_data"]["timestamp"] == "2025-10-09 18:30:45"

@@ -96,10 +96,10 @@ def _zone(name: str) -> tzinfo | None:
         return None
 
 
-def device_now(device: Device, clock: Any) -> datetime:
-    """Wall-clock time for the device: its time zone, else this server's local time."""
+def device_now(device: Device, clock: Any, zone: tzinfo | None = None) -> datetime:
+    """Wall-clock time for the device: ``zone``, else its time zone, else this server's."""
     now = datetime.fromtimestamp(clock.seconds(), UTC)
-    zone = _zone(device.timezone)
+    zone = zone or _zone(device.timezone)
     local = now.astimezone(zone) if zone is not None else now.astimezone()
     return local.replace(tzinfo=None, microsecond=0)
 
@@ -308,6 +308,7 @@ class PullDeviceService(Service):
             await session.connect(self.device.comm_key)
             await self._identify(session)
             await self._learn_layout(session)
+            await self._measure_clock_quietly(session)
             self.session = session
             self._restart_until = None
             await self._set_status("online")
@@ -560,6 +561,47 @@ class PullDeviceService(Service):
         d.addErrback(lambda f: log.info("{name}: probe failed: {error}", name=self._label,
                                         error=str(f.value)))
 
+    # ------------------------------------------------------------------ clock offset
+
+    @property
+    def zone(self) -> tzinfo:
+        """The device's time zone (its own, else the server's default)."""
+        return self.ingest.time_policy.zone(self.device.timezone)
+
+    async def measure_clock(self, session: ZKSession) -> int | None:
+        """Read the terminal's clock (GET_TIME) and measure how far it is ahead of the
+        server's (negative: behind): kept in ``self.clock_offset_s`` and on the device
+        record (``clock_offset_s``). Returns it (None when the answer was not a time)."""
+        asked = self.clock.seconds()
+        device_time = await session.read_time()
+        return await self._measured(device_time, asked, self.clock.seconds())
+
+    async def _measured(self, device_time: datetime, asked: float, answered: float) -> int | None:
+        """The offset of a clock reading, kept here and (when it changed) on the device
+        record; a failure to store it is logged."""
+        try:
+            offset = clock_offset(device_time, self.zone, asked, answered)
+        except (OverflowError, ValueError):
+            return None
+        self.clock_offset_s = offset
+        if offset == self.device.clock_offset_s:
+            return offset
+        try:
+            updated = await self.store.update_device(self.device.id, clock_offset_s=offset)
+        except Exception as e:
+            log.info("{name}: could not store the clock offset: {error}",
+                     name=self._label, error=str(e))
+        else:
+            if updated is not None:
+                self.device = updated
+        return offset
+
+    async def _measure_clock_quietly(self, session: ZKSession) -> None:
+        try:
+            await self.measure_clock(session)
+        except CommandFailed as e:
+            log.info("{name}: clock not readable: {error}", name=self._label, error=str(e))
+
     # ------------------------------------------------------------------ operations
 
     async def run_operation(self, fn: Callable[[ZKSession], Awaitable[T]]) -> T:
@@ -588,7 +630,7 @@ class PullDeviceService(Service):
         return {"records": records, "new": new}
 
     async def sync_time(self) -> dict[str, str]:
-        now = device_now(self.device, self.clock)
+        now = device_now(self.device, self.clock, self.zone)
 
         async def set_time(session: ZKSession) -> None:
             await session.set_time(now)
@@ -610,7 +652,7 @@ class PullDeviceService(Service):
 
     def device_now(self) -> datetime:
         """Wall-clock time in the device's zone now (what SET_TIME sends)."""
-        return device_now(self.device, self.clock)
+        return device_now(self.device, self.clock, self.zone)
 
     def expect_restart(self) -> None:
         """The device was told to restart: show ``rebooting`` (not ``offline``) while it
@@ -692,13 +734,9 @@ class PullDeviceService(Service):
     ) -> None:
         """Measure the clock offset (``self.clock_offset_s``) and, with ``--fix-drift``,
         set the clock right when it is off by more than the threshold (once an hour)."""
-        zone = _zone(self.device.timezone) or datetime.fromtimestamp(asked, UTC).astimezone().tzinfo
-        assert zone is not None
-        try:
-            offset = clock_offset(device_time, zone, asked, answered)
-        except (OverflowError, ValueError):
+        offset = await self._measured(device_time, asked, answered)
+        if offset is None:
             return
-        self.clock_offset_s = offset
         fixer = self.fix_drift
         if fixer is None or not fixer.due(self.device.id, offset, self.clock.seconds()):
             return

@@ -9,6 +9,7 @@ import os
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
+from zkserver.localtime import TimePolicy
 from zkserver.store.base import AttendancePage, DuplicateDevice, Store, StoreUnavailable
 from zkserver.store.dialect import Q, Script, utc_now
 from zkserver.store.postgres import PostgresStore
@@ -42,7 +43,9 @@ if TYPE_CHECKING:
         return [sqlite, postgres]
 
 
-def open_store(db: str, data_dir: str, reactor: Any = None) -> Store:
+def open_store(
+    db: str, data_dir: str, reactor: Any = None, time_policy: TimePolicy | None = None
+) -> Store:
     """A not yet started store for ``db``:
 
     - ``""``, ``sqlite:`` -> ``<data_dir>/zkserver.sqlite3``
@@ -53,7 +56,10 @@ def open_store(db: str, data_dir: str, reactor: Any = None) -> Store:
     """
     db = db.strip()
     if db.startswith(("postgresql://", "postgres://")):
-        return PostgresStore(db, reactor=reactor)
+        pg = PostgresStore(db, reactor=reactor)
+        if time_policy is not None:
+            pg.time_policy = time_policy
+        return pg
     if db and not db.startswith("sqlite:"):
         raise ValueError(f"unsupported --db {db!r}: use sqlite:PATH or postgresql://...")
     spec = db[len("sqlite:") :]
@@ -67,4 +73,7 @@ def open_store(db: str, data_dir: str, reactor: Any = None) -> Store:
     timeout = float(options.get("timeout", ["5"])[-1])
     path = os.path.expanduser(spec) if spec else DEFAULT_SQLITE
     path = os.path.join(os.path.expanduser(data_dir), path)  # an absolute path wins
-    return SqliteStore(path, reactor=reactor, busy_timeout=timeout)
+    store = SqliteStore(path, reactor=reactor, busy_timeout=timeout)
+    if time_policy is not None:
+        store.time_policy = time_policy
+    return store

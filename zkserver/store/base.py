@@ -7,6 +7,7 @@ schema (``migrations/*.sql``) and pass the same test suite (``tests/store``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import date
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred
@@ -75,7 +76,7 @@ class Store(Protocol):
 
     def update_device(self, device_id: str, **fields: Any) -> Deferred[Device | None]:
         """Change any of name, timezone, status, approved, host, port, comm_key, transport,
-        serial_number, last_seen, info (a dict, merged into the stored one)."""
+        serial_number, last_seen, clock_offset_s, info (a dict, merged into the stored one)."""
 
     def delete_device(self, device_id: str) -> Deferred[bool]: ...
 
@@ -104,10 +105,27 @@ class Store(Protocol):
         cursor: str | None = None,
         limit: int = 100,
     ) -> Deferred[AttendancePage]:
-        """Punches newest first (timestamp, id), filtered; ``cursor`` continues a page.
+        """Punches newest first by instant (timestamp_utc, id), filtered; ``cursor``
+        continues a page. ``since``/``until`` (inclusive) ending in ``Z``
+        (``YYYY-MM-DDTHH:MM:SSZ``) compare instants; others (``YYYY-MM-DD[ HH:MM:SS]``)
+        compare device-local times, a bare ``until`` date meaning the end of that day.
 
         Each row: id, device_id, device_name, serial_number, user_id, user_name,
-        timestamp, action, method, workcode, photo_id, received_at."""
+        timestamp, action, method, workcode, photo_id, received_at, timestamp_utc (None
+        when unknown), time_ambiguous, suspect_time."""
+
+    def days(
+        self,
+        *,
+        first: date,
+        last: date,
+        day_starts_at: int = 0,
+        user_id: str | None = None,
+        device_id: str | None = None,
+    ) -> Deferred[list[dict[str, Any]]]:
+        """One row per person per device-local day from ``first`` to ``last`` (days begin
+        ``day_starts_at`` minutes after midnight), ordered by date, then user id: the rows
+        of :meth:`zkserver.localtime.Days.rows` with names from the device users."""
 
     # --- users, operation log, photos -------------------------------------------------
     def save_users(

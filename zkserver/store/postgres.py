@@ -60,6 +60,9 @@ _DEAD = (
     TimeoutError,
 )
 
+#: The deadline of the migration transaction (seconds; others have ``op_timeout``).
+MIGRATION_TIMEOUT = 3600.0
+
 #: Extra libpq settings: notice a silently dead peer within about a minute.
 _CONNECT_KW = {
     "keepalives": 1,
@@ -203,7 +206,14 @@ class _Pool(txpg.ConnectionPool):
         d = Deferred.fromCoroutine(self._use(conn, interaction, *args, **kwargs))
         return d.addBoth(self._putBackAndPassthrough, conn)
 
-    async def _use(self, conn: txpg.Connection, interaction: Any, *args: Any, **kw: Any) -> Any:
+    async def _use(
+        self,
+        conn: txpg.Connection,
+        interaction: Any,
+        *args: Any,
+        op_timeout: float | None = None,
+        **kw: Any,
+    ) -> Any:
         """Run ``interaction`` on ``conn``, connecting it first if needed.
 
         A connection found dead at BEGIN (a stale socket after a database restart) is
@@ -222,7 +232,7 @@ class _Pool(txpg.ConnectionPool):
                 except Exception:
                     _close(conn)
                     raise
-            timer = self.reactor.callLater(self.op_timeout, self._expire, conn)
+            timer = self.reactor.callLater(op_timeout or self.op_timeout, self._expire, conn)
             try:
                 return await conn.runInteraction(run)
             except _DEAD as e:
@@ -492,7 +502,8 @@ class PostgresStore(CommandScripts, SQLStore):
 
     async def _start(self) -> None:
         try:
-            applied = await self._run(self._migrate())
+            # Migrations may fill existing rows (0004 reads every punch): no 30 s deadline.
+            applied = await self._run(self._migrate(), op_timeout=MIGRATION_TIMEOUT)
 
             def schema() -> Script[str]:
                 rows = yield Q("SELECT current_schema()")
@@ -577,7 +588,9 @@ class PostgresStore(CommandScripts, SQLStore):
         )
 
     # --- running scripts ------------------------------------------------------------
-    def _run(self, script: Script[T], write: bool = True) -> Deferred[T]:
+    def _run(
+        self, script: Script[T], write: bool = True, op_timeout: float | None = None
+    ) -> Deferred[T]:
         pool = self._pool
         if pool is None:
             script.close()
@@ -586,7 +599,7 @@ class PostgresStore(CommandScripts, SQLStore):
         def interaction(cursor: txpg.Cursor) -> Deferred[T]:
             return Deferred.fromCoroutine(_drive(cursor, script))
 
-        d = self._in_flight.track(pool.runInteraction(interaction))
+        d = self._in_flight.track(pool.runInteraction(interaction, op_timeout=op_timeout))
 
         def failed(failure: Failure) -> Failure:
             if failure.check(*_DEAD):

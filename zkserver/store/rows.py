@@ -26,7 +26,7 @@ __all__ = [
 
 DEVICE_COLS = (
     "id, serial_number, name, kind, status, approved, timezone, host, port, comm_key,"
-    " transport, last_seen, info, created_at"
+    " transport, last_seen, info, created_at, clock_offset_s, suspect_punches"
 )
 COMMAND_COLS = (
     "id, device_id, command, status, return_code, result, created_at, sent_at, finished_at"
@@ -45,6 +45,7 @@ DEVICE_FIELDS = frozenset(
         "serial_number",
         "last_seen",
         "info",
+        "clock_offset_s",
     }
 )
 
@@ -65,6 +66,8 @@ def device_from_row(row: Row) -> Device:
         last_seen=row[11],
         info=json.loads(row[12] or "{}"),
         created_at=row[13],
+        clock_offset_s=None if row[14] is None else int(row[14]),
+        suspect_punches=int(row[15] or 0),
     )
 
 

@@ -14,14 +14,18 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from datetime import date, datetime
 from typing import Any, TypeVar
 
+import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 
 from zkserver import metrics
 from zkserver.events import Event, attendance_payload, encode_payload
+from zkserver.localtime import TimePolicy
 from zkserver.records import Command, Device, DeviceUser, Punch, Rejected
 from zkserver.store.base import AttendancePage, DuplicateDevice
+from zkserver.store.days import day_rows
 from zkserver.store.dialect import Q, Script, chunks, utc_now, values
 from zkserver.store.rows import (
     COMMAND_COLS,
@@ -36,7 +40,7 @@ from zkserver.store.rows import (
     event_from_row,
     user_sort_key,
 )
-from zkserver.store.schema import migrate
+from zkserver.store.schema import MigrationContext, migrate
 from zkserver.store.webhooks import WebhookStoreMixin
 
 __all__ = ["InFlight", "SQLStore"]
@@ -84,6 +88,9 @@ class SQLStore(WebhookStoreMixin):
 
     dialect: str = ""
     _integrity_errors: tuple[type[BaseException], ...] = ()
+    #: How punches saved without a time reading, and those filled by migration 0004, are
+    #: read (the server sets its --timezone, --max-future, --max-past here).
+    time_policy: TimePolicy = TimePolicy()
 
     def _run(self, script: Script[T], write: bool = True) -> Deferred[T]:
         raise NotImplementedError
@@ -106,7 +113,7 @@ class SQLStore(WebhookStoreMixin):
 
     # --- migrations -----------------------------------------------------------------
     def _migrate(self) -> Script[list[int]]:
-        return migrate(self.dialect)
+        return migrate(self.dialect, MigrationContext(self.dialect, self.time_policy))
 
     def schema_versions(self) -> Deferred[list[int]]:
         """Applied migration versions, ascending (for tests and diagnostics)."""
@@ -257,6 +264,8 @@ class SQLStore(WebhookStoreMixin):
         batch: dict[tuple[str, str], Punch] = {}
         for punch in punches:
             batch.setdefault((punch.user_id, punch.timestamp), punch)
+        if any(not p.timestamp_utc and p.suspect_time is None for p in batch.values()):
+            batch = self._stamped(device, batch, now)
         inserted: set[tuple[str, str]] = set()
         for chunk in chunks(list(batch.values())):
             sql, params = values(
@@ -271,18 +280,28 @@ class SQLStore(WebhookStoreMixin):
                         p.workcode,
                         encode_payload(p.raw),
                         now,
+                        p.timestamp_utc,
+                        int(p.time_ambiguous),
+                        p.suspect_time,
                     )
                     for p in chunk
                 ]
             )
             rows = yield Q(
                 "INSERT INTO punches (device_id, serial_number, user_id, timestamp, status,"
-                f" verify, workcode, raw, received_at) VALUES {sql}"
+                " verify, workcode, raw, received_at, timestamp_utc, time_ambiguous,"
+                f" suspect_time) VALUES {sql}"
                 " ON CONFLICT (serial_number, user_id, timestamp) DO NOTHING"
                 " RETURNING user_id, timestamp",
                 params,
             )
             inserted.update((row[0], row[1]) for row in rows)
+        suspect = sum(1 for k in inserted if batch[k].suspect_time is not None)
+        if suspect:
+            yield Q(
+                "UPDATE devices SET suspect_punches = suspect_punches + %s WHERE id = %s",
+                (suspect, device.id),
+            )
         payloads: dict[str, dict[str, Any]] = {}
         for k, p in batch.items():
             if k in inserted:
@@ -319,6 +338,27 @@ class SQLStore(WebhookStoreMixin):
         yield from self._outbox(events[0].id, events[-1].id, now)
         yield from self._notify_events(events[-1].id)
         return events
+
+    def _stamped(
+        self, device: Device, batch: dict[tuple[str, str], Punch], now: str
+    ) -> dict[tuple[str, str], Punch]:
+        """Punches that came without their time reading (not through Ingest), read with
+        this store's time policy and the receipt time."""
+        received = datetime.fromisoformat(now)
+        stamped = {}
+        for k, p in batch.items():
+            if not p.timestamp_utc and p.suspect_time is None:
+                got = self.time_policy.stamp(
+                    p.timestamp, device.timezone, received, p.raw.get("time_offset")
+                )
+                p = attrs.evolve(
+                    p,
+                    timestamp_utc=got.timestamp_utc,
+                    time_ambiguous=got.time_ambiguous,
+                    suspect_time=got.suspect_time,
+                )
+            stamped[k] = p
+        return stamped
 
     def append_event(self, payload: dict[str, Any], serial_number: str = "") -> Deferred[Event]:
         def script() -> Script[Event]:
@@ -366,8 +406,9 @@ class SQLStore(WebhookStoreMixin):
         cursor: str | None = None,
         limit: int = 100,
     ) -> Deferred[AttendancePage]:
-        """Newest first. ``since`` and ``until`` are inclusive device-local times; a bare
-        date ``until`` (``YYYY-MM-DD``) means the end of that day. ValueError for a bad
+        """Newest first by instant. ``since`` and ``until`` are inclusive: instants when
+        they end in ``Z`` (``YYYY-MM-DDTHH:MM:SSZ``), else device-local times (a bare date
+        ``until``, ``YYYY-MM-DD``, means the end of that day). ValueError for a bad
         cursor."""
 
         def script() -> Script[AttendancePage]:
@@ -380,15 +421,21 @@ class SQLStore(WebhookStoreMixin):
                 where.append("p.user_id = %s")
                 params.append(user_id)
             if since:
-                where.append("p.timestamp >= %s")
+                where.append(
+                    "p.timestamp_utc >= %s" if since.endswith("Z") else "p.timestamp >= %s"
+                )
                 params.append(since)
             if until:
-                where.append("p.timestamp <= %s")
-                params.append(until + " 23:59:59" if len(until) == 10 else until)
+                if until.endswith("Z"):
+                    where.append("p.timestamp_utc <= %s AND p.timestamp_utc <> ''")
+                    params.append(until)
+                else:
+                    where.append("p.timestamp <= %s")
+                    params.append(until + " 23:59:59" if len(until) == 10 else until)
             if cursor:
-                timestamp, punch_id = decode_cursor(cursor)
-                where.append("(p.timestamp < %s OR (p.timestamp = %s AND p.id < %s))")
-                params.extend([timestamp, timestamp, punch_id])
+                instant, punch_id = decode_cursor(cursor)
+                where.append("(p.timestamp_utc < %s OR (p.timestamp_utc = %s AND p.id < %s))")
+                params.extend([instant, instant, punch_id])
             size = min(max(int(limit), 1), 1000)
             rows = yield Q(
                 "SELECT p.id, p.device_id, d.name, d.kind,"
@@ -402,10 +449,10 @@ class SQLStore(WebhookStoreMixin):
                 " p.timestamp, p.status, p.verify, p.workcode,"
                 " (SELECT MAX(ph.id) FROM photos ph WHERE ph.device_id = p.device_id"
                 "   AND ph.user_id = p.user_id AND ph.timestamp = p.timestamp),"
-                " p.received_at"
+                " p.received_at, p.timestamp_utc, p.time_ambiguous, p.suspect_time"
                 " FROM punches p LEFT JOIN devices d ON d.id = p.device_id"
                 + (" WHERE " + " AND ".join(where) if where else "")
-                + " ORDER BY p.timestamp DESC, p.id DESC LIMIT %s",
+                + " ORDER BY p.timestamp_utc DESC, p.id DESC LIMIT %s",
                 (*params, size + 1),
             )
             page = [
@@ -422,14 +469,43 @@ class SQLStore(WebhookStoreMixin):
                     "workcode": row[10],
                     "photo_id": None if row[11] is None else int(row[11]),
                     "received_at": row[12],
+                    "timestamp_utc": row[13] or None,
+                    "time_ambiguous": bool(row[14]),
+                    "suspect_time": row[15],
                 }
                 for row in rows[:size]
             ]
             more = len(rows) > size
-            next_cursor = encode_cursor(page[-1]["timestamp"], page[-1]["id"]) if more else None
+            last = page[-1] if page else None
+            next_cursor = (
+                encode_cursor(last["timestamp_utc"] or "", last["id"]) if more and last else None
+            )
             return page, next_cursor
 
         return self._call(script, write=False)
+
+    def days(
+        self,
+        *,
+        first: date,
+        last: date,
+        day_starts_at: int = 0,
+        user_id: str | None = None,
+        device_id: str | None = None,
+    ) -> Deferred[list[dict[str, Any]]]:
+        def run(script: Script[Any]) -> Deferred[Any]:
+            return self._run(script, write=False)
+
+        return Deferred.fromCoroutine(
+            day_rows(
+                run,
+                first=first,
+                last=last,
+                day_starts_at=day_starts_at,
+                user_id=user_id,
+                device_id=device_id,
+            )
+        )
 
     # --- users, operation log, photos -----------------------------------------------
     def save_users(

@@ -12,7 +12,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import wraps
 from importlib.resources import files
 from typing import Any, Protocol
@@ -31,6 +31,7 @@ from zkserver.commands.spec import CommandError, CommandSpec, Unsupported, parse
 from zkserver.devices import DeviceRegistry
 from zkserver.http import web_request
 from zkserver.ingest import Ingest
+from zkserver.localtime import TimePolicy, format_day_start, parse_query_time
 from zkserver.push.timezones import utc_offset_minutes
 from zkserver.records import Device
 from zkserver.store.base import DuplicateDevice, Store, StoreUnavailable
@@ -201,6 +202,7 @@ class WebApp:
     secure_cookie: bool = False
     ready: Callable[[], bool] = lambda: True
     hooks: Any = None  # zkserver.web.hooks_api.HooksConfig: webhooks, device log, metrics
+    time_policy: TimePolicy = TimePolicy()
 
     def resource(self) -> Any:
         """The twisted.web resource serving every route below, bound to this app."""
@@ -617,16 +619,22 @@ async def device_users(self: WebApp, request: IRequest, device_id: str) -> bytes
 
 
 # --- attendance, rejected input, photos -----------------------------------------------------
-TIME_FILTER_RE = re.compile(r"^\d{4}-\d{2}-\d{2}( \d{2}:\d{2}(:\d{2})?)?$")
-
-
 def _time_filter(params: dict[str, str], name: str) -> str | None:
-    value = params.get(name, "").replace("T", " ").strip()
+    """``since``/``until``: ISO 8601 with an offset or ``Z`` (an instant, normalised to
+    ``YYYY-MM-DDTHH:MM:SSZ``), or device-local ``YYYY-MM-DD[ HH:MM[:SS]]``."""
+    value = params.get(name, "").strip()
     if not value:
         return None
-    if not TIME_FILTER_RE.match(value):
-        raise ApiError(400, f"{name} must be YYYY-MM-DD or YYYY-MM-DD HH:MM[:SS]")
-    return value
+    try:
+        _kind, text = parse_query_time(value)
+    except ValueError:
+        raise ApiError(
+            400,
+            f"{name} must be ISO 8601 with an offset (2026-03-29T03:30:00+02:00, ...Z) or a "
+            "device-local YYYY-MM-DD[ HH:MM:SS]",
+            name,
+        ) from None
+    return text
 
 
 def _attendance_filters(request: IRequest) -> dict[str, Any]:
@@ -661,6 +669,7 @@ async def attendance_csv(self: WebApp, request: IRequest) -> bytes:
     columns = [
         "timestamp", "user_id", "user_name", "action", "method", "device_name",
         "serial_number", "device_id", "workcode", "received_at",
+        "timestamp_utc", "time_ambiguous", "suspect_time",
     ]
 
     def page_text(rows: list[dict[str, Any]], header: bool) -> bytes:
@@ -736,6 +745,85 @@ class Pacer:
     def stopProducing(self) -> None:  # noqa: N802
         self.stopped = True
         self._wake()
+
+
+# --- each person's day ----------------------------------------------------------------------
+MAX_DAYS = 366
+DAY_COLUMNS = [
+    "date", "user_id", "name", "first", "last", "punches", "devices", "span_minutes",
+    "states_consistent", "first_utc", "last_utc",
+]
+
+
+def _date(params: dict[str, str], name: str) -> date | None:
+    value = params.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        if len(value) != 10:
+            raise ValueError(value)
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ApiError(400, f"{name} must be a date YYYY-MM-DD", name) from None
+
+
+async def _days(self: WebApp, request: IRequest) -> dict[str, Any]:
+    params = query_params(request)
+    first = _date(params, "from")
+    if first is None:
+        raise ApiError(400, "from is required (YYYY-MM-DD)", "from")
+    last = _date(params, "to") or first
+    if last < first:
+        raise ApiError(400, "to must not be before from", "to")
+    if (last - first).days >= MAX_DAYS:
+        raise ApiError(400, f"from..to spans at most {MAX_DAYS} days", "to")
+    day_starts_at = self.time_policy.day_starts_at
+    rows = await self.store.days(
+        first=first,
+        last=last,
+        day_starts_at=day_starts_at,
+        user_id=params.get("user_id") or None,
+        device_id=params.get("device_id") or None,
+    )
+    return {
+        "from": first.isoformat(),
+        "to": last.isoformat(),
+        "day_starts_at": format_day_start(day_starts_at),
+        "items": rows,
+    }
+
+
+@routes.route("/api/days", methods=["GET"])
+@api()
+async def days(self: WebApp, request: IRequest) -> bytes:
+    """One row per person per device-local day (``--day-starts-at``)."""
+    return json_response(request, await _days(self, request))
+
+
+@routes.route("/api/days.csv", methods=["GET"])
+@api()
+async def days_csv(self: WebApp, request: IRequest) -> bytes:
+    """The same rows as CSV (``devices`` space-separated)."""
+    result = await _days(self, request)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(DAY_COLUMNS)
+    for row in result["items"]:
+        cells = []
+        for column in DAY_COLUMNS:
+            value = row.get(column)
+            if column == "devices":
+                value = " ".join(value or [])
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            cells.append("" if value is None else value)
+        writer.writerow(cells)
+    request.setHeader(b"content-type", b"text/csv; charset=utf-8")
+    request.setHeader(
+        b"content-disposition",
+        f'attachment; filename="days-{result["from"]}-{result["to"]}.csv"'.encode(),
+    )
+    return out.getvalue().encode()
 
 
 @routes.route("/api/rejected", methods=["GET"])

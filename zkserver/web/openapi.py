@@ -46,6 +46,25 @@ RAW_PUNCH = _obj(
     description="What the device sent for this punch, parsed into its fields.",
 )
 
+TIME_FIELDS: dict[str, Schema] = {
+    "timestamp_utc": _nullable(
+        "string",
+        description="The instant of the punch, ISO 8601 with Z: from the terminal's stated "
+        "time_offset, else the device's zone (a repeated local hour takes the earlier "
+        "instant, a skipped one the offset before the change); null when unknown.",
+        examples=["2026-03-29T01:30:00Z"],
+    ),
+    "time_ambiguous": {
+        "type": "boolean",
+        "description": "The local time fell in a daylight-saving overlap or gap.",
+    },
+    "suspect_time": _nullable(
+        "string",
+        description="Why the time is suspect (beyond --max-future / --max-past), else null.",
+        examples=["future: 3600 s ahead of the server clock"],
+    ),
+}
+
 SCHEMAS: dict[str, Schema] = {
     "Error": _obj(
         {
@@ -102,6 +121,16 @@ SCHEMAS: dict[str, Schema] = {
                 "description": "Firmware, user/record counts, ... as the device reported.",
             },
             "created_at": _nullable("string"),
+            "clock_offset_s": _nullable(
+                "integer",
+                description="How far the terminal's clock is ahead of the server's (negative: "
+                "behind), in seconds; null until measured (pull: idle probe; push: median "
+                "over recent real-time punches of punch instant minus receipt time).",
+            ),
+            "suspect_punches": {
+                "type": "integer",
+                "description": "How many of its punches had a suspect_time.",
+            },
         }
     ),
     "DeviceCreate": {
@@ -263,6 +292,7 @@ SCHEMAS: dict[str, Schema] = {
             "workcode": _nullable("string"),
             "photo_id": _nullable("integer"),
             "received_at": _nullable("string"),
+            **TIME_FIELDS,
         },
         required=["id", "device_id", "serial_number", "user_id", "timestamp", "action", "method"],
         additionalProperties=True,
@@ -301,7 +331,12 @@ SCHEMAS: dict[str, Schema] = {
                 "description": "Verify method as sent (push: 1 fingerprint, 4 card, 15 face).",
             },
             "raw_data": RAW_PUNCH,
+            **TIME_FIELDS,
         },
+        required=[
+            "type", "device_id", "device_name", "serial_number", "user_id", "timestamp",
+            "action", "method", "raw_data",
+        ],
         examples=[
             {
                 "type": "attendance",
@@ -318,8 +353,43 @@ SCHEMAS: dict[str, Schema] = {
                     "status": 0,
                     "verify_method": 15,
                 },
+                "timestamp_utc": "2025-10-09T13:00:45Z",
+                "time_ambiguous": False,
+                "suspect_time": None,
             }
         ],
+    ),
+    "DayRow": _obj(
+        {
+            "user_id": {"type": "string"},
+            "name": _nullable("string", description="From the device users."),
+            "date": {"type": "string", "format": "date", "description": "Device-local day."},
+            "first": {"type": "string", "description": "Device-local time of the first punch."},
+            "last": {"type": "string", "description": "Device-local time of the last punch."},
+            "first_utc": _nullable("string"),
+            "last_utc": _nullable("string"),
+            "first_action": {"type": "integer"},
+            "last_action": {"type": "integer"},
+            "punches": {"type": "integer", "description": "How many punches."},
+            "devices": {"type": "array", "items": {"type": "string"}},
+            "span_minutes": {"type": "integer", "description": "Last minus first, elapsed."},
+            "states_consistent": _nullable(
+                "boolean",
+                description="First punch in (0/4) and last out (1/5); null for one punch.",
+            ),
+        },
+        required=[
+            "user_id", "name", "date", "first", "last", "punches", "devices", "span_minutes",
+            "states_consistent",
+        ],
+    ),
+    "Days": _obj(
+        {
+            "from": {"type": "string", "format": "date"},
+            "to": {"type": "string", "format": "date"},
+            "day_starts_at": {"type": "string", "description": "--day-starts-at, HH:MM."},
+            "items": {"type": "array", "items": _ref("DayRow")},
+        }
     ),
     "DeviceStatusEvent": _obj(
         {
@@ -492,8 +562,19 @@ DEVICE_ID = {
 ATTENDANCE_FILTERS = [
     _query("device_id", "Only this device's punches."),
     _query("user_id", "Only this user's punches."),
-    _query("since", "Device-local time or date, inclusive (YYYY-MM-DD[ HH:MM:SS])."),
-    _query("until", "Device-local time or date, inclusive (a date means its end)."),
+    _query(
+        "since",
+        "Inclusive. ISO 8601 with an offset or Z (an instant, e.g. 2026-03-29T03:30:00+02:00), "
+        "or a device-local time or date (YYYY-MM-DD[ HH:MM:SS], each device's own zone).",
+    ),
+    _query("until", "Inclusive; as since (a local date means its end)."),
+]
+DATE = {"type": "string", "format": "date"}
+DAY_FILTERS = [
+    _query("from", "First device-local day, YYYY-MM-DD (required).", DATE),
+    _query("to", "Last day, YYYY-MM-DD (default: from; at most 366 days).", DATE),
+    _query("user_id", "Only this person."),
+    _query("device_id", "Only punches from this device."),
 ]
 LIMIT = _query(
     "limit", "Rows per page.", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}
@@ -784,6 +865,31 @@ def _paths() -> dict[str, Schema]:
                     }
                 },
                 parameters=list(ATTENDANCE_FILTERS),
+            )
+        },
+        "/api/days": {
+            "get": _op(
+                "days",
+                "One row per person per device-local day (--day-starts-at), by date, then "
+                "user id.",
+                "attendance",
+                {"200": _json("The days.", _ref("Days")), "400": _error("Invalid parameter.")},
+                parameters=list(DAY_FILTERS),
+            )
+        },
+        "/api/days.csv": {
+            "get": _op(
+                "days_csv",
+                "The same rows as CSV (devices space-separated).",
+                "attendance",
+                {
+                    "200": {
+                        "description": "CSV with a header row.",
+                        "content": {"text/csv": {"schema": {"type": "string"}}},
+                    },
+                    "400": _error("Invalid parameter."),
+                },
+                parameters=list(DAY_FILTERS),
             )
         },
         "/api/rejected": {
