@@ -818,10 +818,11 @@ async def days_csv(self: WebApp, request: IRequest) -> bytes:
                 value = "true" if value else "false"
             cells.append("" if value is None else value)
         writer.writerow(cells)
-    request.setHeader(b"content-type", b"text/csv; charset=utf-8")
-    request.setHeader(
+    headers = request.responseHeaders
+    headers.setRawHeaders(b"content-type", [b"text/csv; charset=utf-8"])
+    headers.setRawHeaders(
         b"content-disposition",
-        f'attachment; filename="days-{result["from"]}-{result["to"]}.csv"'.encode(),
+        [f'attachment; filename="days-{result["from"]}-{result["to"]}.csv"'.encode()],
     )
     return out.getvalue().encode()
 
