@@ -83,7 +83,8 @@ class Ingest:
         metrics.PUNCHES_SAVED.labels(device.kind).inc(len(events))
         self.publish(events)
         if device.kind == "push" and events and len(punches) <= REALTIME_UPLOAD:
-            await self._push_clock_sample(device, events, received)
+            # In the background: the terminal's reply must not wait for it.
+            Deferred.fromCoroutine(self._push_clock_sample(device, events, received))
         return events
 
     async def _push_clock_sample(

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest_twisted
 import treq
 
-from tests.harness import RunningServer, SSEClient, start_server
+from tests.harness import RunningServer, SSEClient, sleep, start_server
 
 ZONES = {"BER0001": "Europe/Berlin", "KOL0001": "Asia/Kolkata", "NYC0001": "America/New_York"}
 
@@ -167,11 +167,23 @@ async def test_a_device_an_hour_in_the_future_is_suspect_and_its_offset_shown(
     assert rows[("FUT0001", "5")]["suspect_time"].startswith("future: ")
     assert rows[("OK0001", "5")]["suspect_time"] is None
 
-    _, future = await server.api("GET", f"/api/devices/{ids['FUT0001']}")
+    # One real-time punch an hour ahead: the terminal's clock is about an hour fast (the
+    # offset is saved after the reply, so wait for it).
+    devices: dict[str, Any] = {}
+
+    async def read() -> None:
+        for sn, device_id in ids.items():
+            devices[sn] = (await server.api("GET", f"/api/devices/{device_id}"))[1]
+
+    for _ in range(100):
+        await read()
+        if all(d["clock_offset_s"] is not None for d in devices.values()):
+            break
+        await sleep(0.05)
+    future = devices["FUT0001"]
     assert future["suspect_punches"] == 1
-    # One real-time punch an hour ahead: the terminal's clock is about an hour fast.
     assert 3600 - 5 <= future["clock_offset_s"] <= 3600 + 5
-    _, fine = await server.api("GET", f"/api/devices/{ids['OK0001']}")
+    fine = devices["OK0001"]
     assert fine["suspect_punches"] == 4  # the 2020 punches
     assert -5 <= fine["clock_offset_s"] <= 5  # the backlog was no clock sample
 
