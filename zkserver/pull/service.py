@@ -37,7 +37,7 @@ from twisted.logger import Logger
 
 from zkserver.devices import DeviceRegistry
 from zkserver.ingest import Ingest
-from zkserver.localtime import clock_offset
+from zkserver.localtime import TimePolicy, clock_offset
 from zkserver.pull import codec
 from zkserver.pull.codec import AttendanceEvent
 from zkserver.pull.control import CommandRunner, CommandSource
@@ -566,7 +566,8 @@ class PullDeviceService(Service):
     @property
     def zone(self) -> tzinfo:
         """The device's time zone (its own, else the server's default)."""
-        return self.ingest.time_policy.zone(self.device.timezone)
+        policy = getattr(self.ingest, "time_policy", None) or TimePolicy()
+        return policy.zone(self.device.timezone)
 
     async def measure_clock(self, session: ZKSession) -> int | None:
         """Read the terminal's clock (GET_TIME) and measure how far it is ahead of the
