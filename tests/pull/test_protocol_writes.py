@@ -160,3 +160,19 @@ def test_restart_fires_and_the_session_ends() -> None:
     pipe = connected(PullDevice())
     pipe.run(pipe.client.restart())
     assert pipe.client.closed and pipe.device.restarts == 1
+
+
+def test_restart_without_a_reply_still_fires() -> None:
+    pipe = connected(PullDevice())
+
+    def drop(session: Session, p: Packet) -> None:
+        session._close()  # reboots at once, no ACK
+
+    handlers = dict(Session._handlers)
+    Session._handlers[Cmd.RESTART] = drop
+    try:
+        assert pipe.run(pipe.client.restart()) is None
+    finally:
+        Session._handlers.clear()
+        Session._handlers.update(handlers)
+    assert pipe.client.closed

@@ -1444,7 +1444,7 @@ def parse_algorithm_version(data: bytes) -> int:
 REPLY_WORDS: dict[int, str] = {
     Reply.ACK_ERROR: "refused by the terminal",
     Reply.ACK_UNKNOWN: "not supported by this terminal",
-    Reply.ACK_UNAUTH: "not authorised (comm key)",
+    Reply.ACK_UNAUTH: "not authorised",
     Reply.ACK_RETRY: "terminal busy, try again",
     Reply.ACK_REPEAT: "terminal busy, try again",
     Reply.ACK_ERROR_CMD: "not supported by this terminal",
