@@ -18,7 +18,7 @@ def process(db_url: str, tmp_path: Any) -> Iterator[ServerProcess]:
     server = ServerProcess(
         db=db_url,
         data_dir=tmp_path / "data",
-        extra=("--auto-approve", "--no-pull", "--command-timeout", "1"),
+        extra=("--auto-approve", "--no-pull", "--command-timeout", "3"),
     )
     server.start()
     yield server
@@ -76,11 +76,13 @@ def test_restart_loses_no_command_and_reruns_none_done(process: ServerProcess, h
         process.process.wait(10)
         process.start()
 
-    assert [command(process, i)["status"] for i in ids] == ["done", "sent", "sent", "queued"]
+    after = [command(process, i)["status"] for i in ids]
+    # (the unanswered ones may already be back in the queue if the start took > 3 s)
+    assert after[0] == "done" and after[3] == "queued" and set(after[1:3]) <= {"sent", "queued"}
     # the unanswered ones go back to the queue after --command-timeout, then all are sent
     # again in their order, with the same ids; the done one is not
-    wait_until(lambda: command(process, ids[1])["status"] == "queued", timeout=15)
-    wait_until(lambda: command(process, ids[2])["status"] == "queued", timeout=15)
+    wait_until(lambda: command(process, ids[1])["status"] == "queued", timeout=20)
+    wait_until(lambda: command(process, ids[2])["status"] == "queued", timeout=20)
     assert [i for i, _ in getrequest(process, serial)] == ids[1:]
     devicecmd(process, serial, *ids[1:])
     devicecmd(process, serial, ids[0])  # a repeated result changes nothing

@@ -14,21 +14,25 @@ from tests.harness import RunningServer, SSEClient, start_server, wait_until
 from zkserver.emulator.push import PushTerminal
 
 
+async def _start(db_url: str, data_dir: str, timeout: str) -> RunningServer:
+    return await start_server(
+        db_url, data_dir, "--auto-approve", "--no-pull",
+        "--command-timeout", timeout, "--command-retries", "2", "--command-ttl", "30",
+    )  # fmt: skip
+
+
 @pytest_twisted.async_yield_fixture
 async def fast(db_url: str, tmp_path) -> AsyncIterator[RunningServer]:
     """A server whose commands time out after 0.5 s, sent twice at most, kept 30 s."""
-    running = await start_server(
-        db_url,
-        str(tmp_path / "data"),
-        "--auto-approve",
-        "--no-pull",
-        "--command-timeout",
-        "0.5",
-        "--command-retries",
-        "2",
-        "--command-ttl",
-        "30",
-    )
+    running = await _start(db_url, str(tmp_path / "data"), "0.5")
+    yield running
+    await running.stop()
+
+
+@pytest_twisted.async_yield_fixture
+async def steady(db_url: str, tmp_path) -> AsyncIterator[RunningServer]:
+    """The same with a 60 s timeout: nothing is sent again while a loaded machine is slow."""
+    running = await _start(db_url, str(tmp_path / "data"), "60")
     yield running
     await running.stop()
 
@@ -56,10 +60,10 @@ B64 = base64.b64encode(bytes(range(200))).decode()
 
 
 @pytest_twisted.ensureDeferred
-async def test_every_push_type_end_to_end(fast: RunningServer) -> None:
-    terminal, device_id = await _terminal(fast, "CMDE2E1")
-    terminal.clock_offset = 3600.0  # an hour fast: sync_time must set it right
-    dashboard = await _dashboard(fast)
+async def test_every_push_type_end_to_end(steady: RunningServer) -> None:
+    terminal, device_id = await _terminal(steady, "CMDE2E1")
+    terminal.clock_offset = 3600.0  # an hour steady: sync_time must set it right
+    dashboard = await _dashboard(steady)
     commands = [
         {"type": "sync_time"},
         {"type": "info"},
@@ -91,7 +95,7 @@ async def test_every_push_type_end_to_end(fast: RunningServer) -> None:
 
         async def send(bodies: list[dict[str, Any]]) -> None:
             for body in bodies:
-                code, command = await fast.api("POST", f"/api/devices/{device_id}/commands", body)
+                code, command = await steady.api("POST", f"/api/devices/{device_id}/commands", body)
                 assert code == 201, command
                 assert command["status"] == "queued" and command["attempts"] == 0
                 assert command["type"] == body["type"]
@@ -120,7 +124,7 @@ async def test_every_push_type_end_to_end(fast: RunningServer) -> None:
             assert _statuses(dashboard, command["id"]) == ["queued", "sent", final]
 
         by_type = {c["type"]: c for c in queued}
-        code, missing = await fast.api("GET", f"/api/commands/{by_type['user_delete']['id']}")
+        code, missing = await steady.api("GET", f"/api/commands/{by_type['user_delete']['id']}")
         assert (missing["status"], missing["return_code"], missing["result"]) == (
             "failed",
             -10,
@@ -132,21 +136,21 @@ async def test_every_push_type_end_to_end(fast: RunningServer) -> None:
         assert terminal.enrolling == ("77", "3") and terminal.reboots == 1
         assert terminal.user_list == {} and terminal.attlog == [] and terminal.templates == {}
         # the server learnt from the answers
-        _, device = await fast.api("GET", f"/api/devices/{device_id}")
+        _, device = await steady.api("GET", f"/api/devices/{device_id}")
         assert device["info"]["FirmVer"] == terminal.firmware
-        _, users = await fast.api("GET", f"/api/devices/{device_id}/users")
+        _, users = await steady.api("GET", f"/api/devices/{device_id}/users")
         zoe = next(u for u in users if u["user_id"] == "77")
         assert (zoe["name"], zoe["privilege"], zoe["card"]) == ("Zoe Quinn", 14, "12345678")
-        _, page = await fast.api("GET", f"/api/attendance?device_id={device_id}")
+        _, page = await steady.api("GET", f"/api/attendance?device_id={device_id}")
         assert [(p["user_id"], p["timestamp"]) for p in page["items"]] == [
             (punch.user_id, punch.timestamp)
         ]
         # the sent line of a sync_time carries the device's time now
-        _, sync = await fast.api("GET", f"/api/commands/{by_type['sync_time']['id']}")
+        _, sync = await steady.api("GET", f"/api/commands/{by_type['sync_time']['id']}")
         assert sync["command"].startswith("SET OPTION DateTime=")
         # the legacy alias is still published for results
         legacy = await SSEClient(
-            f"{fast.web_url}/devices/events?token={fast.token}&type=command_result&last_event_id=0"
+            f"{steady.web_url}/devices/events?token={steady.token}&type=command_result&last_event_id=0"
         ).connect()
         await legacy.wait_for(len(queued), kind="command_result")
         await legacy.close()
@@ -179,34 +183,36 @@ async def test_unanswered_command_is_sent_again_then_expires(fast: RunningServer
 
 
 @pytest_twisted.ensureDeferred
-async def test_cancel_only_while_queued(fast: RunningServer) -> None:
-    terminal, device_id = await _terminal(fast, "CMDCAN1")
+async def test_cancel_only_while_queued(steady: RunningServer) -> None:
+    terminal, device_id = await _terminal(steady, "CMDCAN1")
     try:
-        _, first = await fast.api("POST", f"/api/devices/{device_id}/commands", {"type": "info"})
-        _, second = await fast.api("POST", f"/api/devices/{device_id}/commands", {"type": "reboot"})
-        code, cancelled = await fast.api("DELETE", f"/api/commands/{second['id']}")
+        _, first = await steady.api("POST", f"/api/devices/{device_id}/commands", {"type": "info"})
+        _, second = await steady.api(
+            "POST", f"/api/devices/{device_id}/commands", {"type": "reboot"}
+        )
+        code, cancelled = await steady.api("DELETE", f"/api/commands/{second['id']}")
         assert code == 200 and cancelled["status"] == "cancelled" and cancelled["finished_at"]
-        code, error = await fast.api("DELETE", f"/api/commands/{second['id']}")
+        code, error = await steady.api("DELETE", f"/api/commands/{second['id']}")
         assert code == 409 and "cancelled" in error["detail"]
-        assert (await fast.api("DELETE", "/api/commands/987654321"))[0] == 404
-        assert (await fast.api("DELETE", "/api/commands/nope"))[0] == 404
+        assert (await steady.api("DELETE", "/api/commands/987654321"))[0] == 404
+        assert (await steady.api("DELETE", "/api/commands/nope"))[0] == 404
         done = await terminal.poll()
         assert [d[0] for d in done] == [first["id"]] and terminal.reboots == 0
-        code, error = await fast.api("DELETE", f"/api/commands/{first['id']}")
+        code, error = await steady.api("DELETE", f"/api/commands/{first['id']}")
         assert code == 409
     finally:
         await terminal.close()
 
 
 @pytest_twisted.ensureDeferred
-async def test_commands_run_in_queue_order_per_device(fast: RunningServer) -> None:
-    terminal, device_id = await _terminal(fast, "CMDORD1")
-    other, other_id = await _terminal(fast, "CMDORD2")
+async def test_commands_run_in_queue_order_per_device(steady: RunningServer) -> None:
+    terminal, device_id = await _terminal(steady, "CMDORD1")
+    other, other_id = await _terminal(steady, "CMDORD2")
     try:
         ids = []
         for n in range(6):
             for target in (device_id, other_id):
-                code, command = await fast.api(
+                code, command = await steady.api(
                     "POST",
                     f"/api/devices/{target}/commands",
                     {"type": "user_upsert", "user_id": "5", "name": f"Name {n}"},
@@ -227,19 +233,19 @@ async def test_commands_run_in_queue_order_per_device(fast: RunningServer) -> No
 
 
 @pytest_twisted.ensureDeferred
-async def test_batch_to_several_devices_with_one_offline(fast: RunningServer) -> None:
-    one, one_id = await _terminal(fast, "CMDBAT1")
-    two, two_id = await _terminal(fast, "CMDBAT2")
-    code, offline = await fast.api("POST", "/api/devices", {"serial_number": "CMDBAT3"})
+async def test_batch_to_several_devices_with_one_offline(steady: RunningServer) -> None:
+    one, one_id = await _terminal(steady, "CMDBAT1")
+    two, two_id = await _terminal(steady, "CMDBAT2")
+    code, offline = await steady.api("POST", "/api/devices", {"serial_number": "CMDBAT3"})
     assert code == 201
-    code, pull = await fast.api(
+    code, pull = await steady.api(
         "POST", "/api/devices", {"kind": "pull", "host": "127.0.0.1", "port": 9}
     )
     assert code == 201
-    code, pending = await fast.api("POST", "/api/devices", {"serial_number": "CMDBAT4"})
-    await fast.api("POST", f"/api/devices/{pending['id']}/reject")
+    code, pending = await steady.api("POST", "/api/devices", {"serial_number": "CMDBAT4"})
+    await steady.api("POST", f"/api/devices/{pending['id']}/reject")
     try:
-        code, batch = await fast.api(
+        code, batch = await steady.api(
             "POST", "/api/commands", {"command": {"type": "check"}, "all": True}
         )
         assert code == 201, batch
@@ -250,34 +256,34 @@ async def test_batch_to_several_devices_with_one_offline(fast: RunningServer) ->
         assert {c["batch_id"] for c in batch["commands"]} == {batch["batch_id"]}
         await one.poll()
         await two.poll()
-        code, page = await fast.api("GET", f"/api/commands?batch_id={batch['batch_id']}")
+        code, page = await steady.api("GET", f"/api/commands?batch_id={batch['batch_id']}")
         status = {c["device_id"]: c["status"] for c in page["items"]}
         assert status == {one_id: "done", two_id: "done", offline["id"]: "queued"}
-        code, page = await fast.api(
+        code, page = await steady.api(
             "GET", f"/api/commands?batch_id={batch['batch_id']}&status=queued"
         )
         assert [c["device_id"] for c in page["items"]] == [offline["id"]]
 
         # by ids; only pull devices cannot do it: 422, nothing queued
-        code, error = await fast.api(
+        code, error = await steady.api(
             "POST",
             "/api/commands",
             {"command": {"type": "raw", "command": "INFO"}, "device_ids": [pull["id"]]},
         )
         assert code == 422 and "pull" in error["detail"]
-        code, error = await fast.api(
+        code, error = await steady.api(
             "POST",
             "/api/commands",
             {"command": {"type": "info"}, "device_ids": [one_id, pending["id"]]},
         )
         assert code == 409
-        code, error = await fast.api(
+        code, error = await steady.api(
             "POST", "/api/commands", {"command": {"type": "info"}, "all": True, "kind": "pull"}
         )
         assert code == 201 and [c["device_id"] for c in error["commands"]] == [pull["id"]]
-        code, error = await fast.api("POST", "/api/commands", {"command": {"type": "info"}})
+        code, error = await steady.api("POST", "/api/commands", {"command": {"type": "info"}})
         assert code == 400 and error["field"] == "device_ids"
-        code, page = await fast.api("GET", "/api/commands?limit=1000")
+        code, page = await steady.api("GET", "/api/commands?limit=1000")
         assert len(page["items"]) == 4  # 3 checks + 1 info on the pull device
     finally:
         await one.close()
@@ -285,13 +291,13 @@ async def test_batch_to_several_devices_with_one_offline(fast: RunningServer) ->
 
 
 @pytest_twisted.ensureDeferred
-async def test_bad_commands_are_refused_and_nothing_is_queued(fast: RunningServer) -> None:
-    _, push = await fast.api("POST", "/api/devices", {"serial_number": "CMDBAD1"})
-    _, pull = await fast.api(
+async def test_bad_commands_are_refused_and_nothing_is_queued(steady: RunningServer) -> None:
+    _, push = await steady.api("POST", "/api/devices", {"serial_number": "CMDBAD1"})
+    _, pull = await steady.api(
         "POST", "/api/devices", {"kind": "pull", "host": "127.0.0.1", "port": 9}
     )
-    _, pending = await fast.api("POST", "/api/devices", {"serial_number": "CMDBAD2"})
-    await fast.api("POST", f"/api/devices/{pending['id']}/reject")
+    _, pending = await steady.api("POST", "/api/devices", {"serial_number": "CMDBAD2"})
+    await steady.api("POST", f"/api/devices/{pending['id']}/reject")
     url = f"/api/devices/{push['id']}/commands"
     cases = [
         ({"type": "nope"}, 400, "type"),
@@ -303,7 +309,7 @@ async def test_bad_commands_are_refused_and_nothing_is_queued(fast: RunningServe
         ({"type": "reboot", "extra": 1}, 400, "extra"),
     ]
     for body, code, field in cases:
-        got, error = await fast.api("POST", url, body)
+        got, error = await steady.api("POST", url, body)
         assert (got, error.get("field")) == (code, field), (body, error)
         assert field in error["detail"]
     huge = {
@@ -312,32 +318,32 @@ async def test_bad_commands_are_refused_and_nothing_is_queued(fast: RunningServe
         "kind": "userpic",
         "data": "A" * (900 * 1024),
     }
-    got, error = await fast.api("POST", url, huge)
+    got, error = await steady.api("POST", url, huge)
     assert got == 413, error
-    got, error = await fast.api(
+    got, error = await steady.api(
         "POST",
         f"/api/devices/{pull['id']}/commands",
         {"type": "set_option", "key": "A", "value": "1"},
     )
     assert got == 422 and "pull" in error["detail"]
-    got, error = await fast.api(
+    got, error = await steady.api(
         "POST",
         f"/api/devices/{pull['id']}/commands",
         {"type": "user_upsert", "user_id": "1", "name": "x" * 30},
     )
     assert got == 400 and error["field"] == "name"
-    got, error = await fast.api(
+    got, error = await steady.api(
         "POST", f"/api/devices/{pending['id']}/commands", {"type": "reboot"}
     )
     assert got == 409
-    assert (await fast.api("POST", "/api/devices/nope/commands", {"type": "reboot"}))[0] == 404
-    _, page = await fast.api("GET", "/api/commands")
+    assert (await steady.api("POST", "/api/devices/nope/commands", {"type": "reboot"}))[0] == 404
+    _, page = await steady.api("GET", "/api/commands")
     assert page == {"items": [], "next_cursor": None}
-    assert (await fast.api("GET", "/api/commands?status=bogus"))[0] == 400
-    assert (await fast.api("GET", "/api/commands?cursor=zz"))[0] == 400
-    assert (await fast.api("GET", "/api/commands/12345"))[0] == 404
+    assert (await steady.api("GET", "/api/commands?status=bogus"))[0] == 400
+    assert (await steady.api("GET", "/api/commands?cursor=zz"))[0] == 400
+    assert (await steady.api("GET", "/api/commands/12345"))[0] == 404
     # the one-line form still queues a raw command
-    got, raw = await fast.api("POST", url, {"command": "INFO"})
+    got, raw = await steady.api("POST", url, {"command": "INFO"})
     assert got == 201 and (raw["type"], raw["command"]) == ("raw", "INFO")
 
 
@@ -374,13 +380,13 @@ async def test_a_command_waiting_past_its_ttl_expires(db_url: str, tmp_path) -> 
 
 
 @pytest_twisted.ensureDeferred
-async def test_large_commands_share_replies_up_to_the_cap(fast: RunningServer) -> None:
-    terminal, device_id = await _terminal(fast, "CMDBIG1")
+async def test_large_commands_share_replies_up_to_the_cap(steady: RunningServer) -> None:
+    terminal, device_id = await _terminal(steady, "CMDBIG1")
     big = base64.b64encode(bytes(360 * 1024)).decode()  # 480 KiB of base64: two do not fit
     try:
         ids = []
         for pin in ("1", "2"):
-            code, command = await fast.api(
+            code, command = await steady.api(
                 "POST",
                 f"/api/devices/{device_id}/commands",
                 {"type": "template_upsert", "user_id": pin, "kind": "userpic", "data": big},
@@ -389,7 +395,7 @@ async def test_large_commands_share_replies_up_to_the_cap(fast: RunningServer) -
             assert command["command"].endswith("...") and len(command["command"]) == 203
             assert command["data"] == big
             ids.append(command["id"])
-        _, small = await fast.api("POST", f"/api/devices/{device_id}/commands", {"type": "info"})
+        _, small = await steady.api("POST", f"/api/devices/{device_id}/commands", {"type": "info"})
         first = await terminal.poll()
         assert [c[0] for c in first] == ids[:1] and first[0][2] == 0
         second = await terminal.poll()  # the second picture and the small one after it

@@ -120,6 +120,20 @@ def command_result_payload(command: Command, serial_number: str) -> dict[str, An
     }
 
 
+def _fit(sizes: Sequence[tuple[int, int]], max_bytes: int) -> list[int]:
+    """The leading ids whose ``C:<id>:<command>\\n`` lines fit ``max_bytes`` (at least one,
+    so an oversized command cannot block the queue); ``sizes``: (id, command size)."""
+    chosen: list[int] = []
+    total = 0
+    for command_id, size in sizes:
+        line = len(f"C:{command_id}:\n") + size
+        if chosen and total + line > max_bytes:
+            break
+        chosen.append(command_id)
+        total += line
+    return chosen
+
+
 def _ids(command_id: str) -> int | None:
     text = str(command_id)
     if not text.isdigit() or len(text) > 18:
@@ -224,24 +238,29 @@ class CommandScripts:
         def script() -> Script[CommandChange]:
             if max_bytes is None:
                 rows = yield Q(
-                    "SELECT id, '' FROM commands WHERE device_id = %s AND status = 'queued'"
+                    "SELECT id FROM commands WHERE device_id = %s AND status = 'queued'"
                     " ORDER BY id LIMIT 1",
                     (device_id,),
                 )
+                chosen = [int(row[0]) for row in rows]
             else:
+                # Sizes first (characters, never more than bytes), then the text of just
+                # the candidates, to fit them in bytes: a long queue of large template
+                # commands is never read whole.
                 rows = yield Q(
-                    "SELECT id, command FROM commands WHERE device_id = %s"
+                    "SELECT id, length(command) FROM commands WHERE device_id = %s"
                     " AND status = 'queued' ORDER BY id LIMIT 1000",
                     (device_id,),
                 )
-            chosen: list[int] = []
-            size = 0
-            for command_id, command in rows:
-                line = len(f"C:{command_id}:{command}\n".encode())
-                if chosen and max_bytes is not None and size + line > max_bytes:
-                    break
-                chosen.append(int(command_id))
-                size += line
+                candidates = _fit([(int(r[0]), int(r[1] or 0)) for r in rows], max_bytes)
+                if not candidates:
+                    return [], []
+                marks = ", ".join(["%s"] * len(candidates))
+                rows = yield Q(
+                    f"SELECT id, command FROM commands WHERE id IN ({marks}) ORDER BY id",
+                    tuple(candidates),
+                )
+                chosen = _fit([(int(r[0]), len(r[1].encode())) for r in rows], max_bytes)
             if not chosen:
                 return [], []
             marks = ", ".join(["%s"] * len(chosen))
