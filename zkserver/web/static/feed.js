@@ -9,16 +9,23 @@ import {
   MAX_ROWS,
   METHODS,
   OUT_ACTIONS,
+  nameListeners,
   rowKey,
+  saveZone,
   setIcon,
   state,
   TODAY_PAGES,
 } from './state.js';
 import { api, AuthError } from './api.js';
 import { showLogin } from './session.js';
+import { browserZone, instantKey, shownTime, validZone } from './times.js';
+import { renderToday } from './today.js';
 
 export function compareRows(a, b) {
-  if (a.timestamp !== b.timestamp) return a.timestamp < b.timestamp ? 1 : -1;
+  // Newest first by instant (devices in different zones interleave correctly).
+  const ka = instantKey(a);
+  const kb = instantKey(b);
+  if (ka !== kb) return ka < kb ? 1 : -1;
   return b.seq - a.seq;
 }
 
@@ -45,6 +52,7 @@ export function addRows(items, fresh) {
         paintName(existing);
       }
       if (item.photo_id && !existing.photo_id) existing.photo_id = item.photo_id;
+      if (item.timestamp_utc && !existing.timestamp_utc) existing.timestamp_utc = item.timestamp_utc;
       continue;
     }
     const row = {
@@ -55,6 +63,9 @@ export function addRows(items, fresh) {
       user_id: String(item.user_id),
       user_name: item.user_name || cachedName(item.device_id, String(item.user_id)) || '',
       timestamp: item.timestamp,
+      timestamp_utc: item.timestamp_utc || null,
+      time_ambiguous: Boolean(item.time_ambiguous),
+      suspect_time: item.suspect_time || null,
       action: item.action,
       method: item.method,
       photo_id: item.photo_id || null,
@@ -112,16 +123,30 @@ export function dayLabel(date) {
 
 export function buildRow(row) {
   const node = el.tplPunch.content.firstElementChild.cloneNode(true);
-  const [date = '', time = ''] = String(row.timestamp).split(' ');
+  const shown = shownTime(row, state.zone);
+  const [date = '', time = ''] = String(shown).split(' ');
   node.dataset.key = row.key;
   node.dataset.serial = row.serial_number || '';
   node.dataset.deviceId = row.device_id || '';
   node.dataset.user = row.user_id;
   node.dataset.timestamp = row.timestamp;
+  node.dataset.shown = shown;
   const timeEl = node.querySelector('.punch-time');
-  timeEl.dateTime = String(row.timestamp).replace(' ', 'T');
-  timeEl.querySelector('.hms').textContent = time || row.timestamp;
+  timeEl.dateTime = row.timestamp_utc || String(row.timestamp).replace(' ', 'T');
+  timeEl.querySelector('.hms').textContent = time || shown;
   timeEl.querySelector('.day').textContent = date ? dayLabel(date) : '';
+  const about = [`Device time ${row.timestamp}`];
+  if (row.timestamp_utc) about.push(`UTC ${row.timestamp_utc.replace('T', ' ').replace('Z', '')}`);
+  if (row.time_ambiguous) about.push('daylight-saving change: read as the earlier time');
+  if (row.suspect_time) {
+    node.classList.add('is-suspect');
+    const badge = timeEl.querySelector('.suspect');
+    badge.hidden = false;
+    badge.title = `Suspect time: ${row.suspect_time}`;
+    about.push(`suspect time: ${row.suspect_time}`);
+  }
+  if (row.time_ambiguous) node.classList.add('is-ambiguous');
+  timeEl.title = about.join(' · ');
 
   const [actionText, actionKind, actionIcon] = ACTIONS[row.action]
     || [`State ${row.action}`, 'none', 'i-none'];
@@ -215,6 +240,7 @@ export function resolveNames(deviceId) {
         if (name) { row.user_name = name; paintName(row); }
       }
     }
+    for (const listener of nameListeners) listener(deviceId);
   };
   if (entry.promise) entry.promise.then(fill); else fill();
 }
@@ -277,6 +303,7 @@ export async function countToday() {
 }
 
 export function renderDeviceFilter() {
+  renderZoneOptions();
   const select = el.filterDevice;
   const current = select.value;
   const options = [new Option('All devices', '')];
@@ -309,12 +336,50 @@ export function applyFilters() {
   }, 300);
 }
 
+function allZones() {
+  try { return Intl.supportedValuesOf('timeZone'); } catch (_) { return []; }
+}
+
+/** The zones a viewer can pick: each device's own time, UTC, this browser's, the devices'. */
+export function renderZoneOptions() {
+  const select = el.filterZone;
+  const zones = new Set(['UTC', browserZone()]);
+  for (const device of state.devices.values()) {
+    if (validZone(device.timezone)) zones.add(device.timezone);
+  }
+  if (state.zone) zones.add(state.zone);
+  const options = [new Option("Each device's own time", '')];
+  for (const zone of [...zones].sort()) {
+    const label = zone === browserZone() ? `${zone} (this browser)` : zone;
+    options.push(new Option(label, zone));
+  }
+  const signature = options.map((o) => `${o.value}=${o.text}`).join('|');
+  if (select.dataset.signature !== signature) {
+    select.dataset.signature = signature;
+    const all = document.createElement('optgroup');
+    all.label = 'All zones';
+    for (const zone of allZones()) if (!zones.has(zone)) all.append(new Option(zone, zone));
+    select.replaceChildren(...options, all);
+  }
+  select.value = state.zone;
+}
+
+export function applyZone() {
+  const zone = el.filterZone.value;
+  saveZone(validZone(zone) ? zone : '');
+  for (const row of state.rows) row.node = null;
+  render();
+  renderToday();
+}
+
 export function initFilters() {
   el.filterDevice.addEventListener('change', applyFilters);
+
+  el.filterZone.addEventListener('change', applyZone);
 
   el.filterUser.addEventListener('input', applyFilters);
 
   el.filters.addEventListener('submit', (event) => event.preventDefault());
 
-  el.filters.addEventListener('reset', () => setTimeout(applyFilters, 0));
+  el.filters.addEventListener('reset', () => setTimeout(() => { applyFilters(); applyZone(); }, 0));
 }

@@ -11,6 +11,8 @@
  *   stream.js   the event stream and its reconnects
  *   feed.js     punches, names, today's totals, filters
  *   devices.js  the device list and approval
+ *   times.js    punch times in the viewer's zone, days (pure)
+ *   today.js    the Today view: who is in now, first and last punch per person
  *   main.js     wiring: listeners, clock, the test hook, start
  */
 
@@ -19,6 +21,8 @@ import { initSession, start } from './session.js';
 import { initStream } from './stream.js';
 import { countRow, countToday, initFilters, render, resetToday } from './feed.js';
 import { paintSeen } from './devices.js';
+import { loadToday, today, todaySnapshot } from './today.js';
+import { todayOf } from './times.js';
 
 initSession();
 initStream();
@@ -36,6 +40,10 @@ function tick() {
     if (state.started) countToday();
     render();
   }
+  // The Today view's day turns at the server's --day-starts-at.
+  if (state.started && today.day && !today.loading && todayOf(now, today.dayStart) !== today.day) {
+    loadToday();
+  }
 }
 
 setInterval(tick, 1000);
@@ -51,6 +59,7 @@ window.zkMonitor = Object.freeze({
     rows: state.rows.length,
     today: state.todayKeys.size,
   }),
+  todayView: () => todaySnapshot(),
 });
 
 start();

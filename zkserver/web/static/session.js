@@ -6,6 +6,7 @@ import { api, AuthError, login } from './api.js';
 import { openStream, startWatchdog, stopStream } from './stream.js';
 import { addRows, countToday, render, resetToday } from './feed.js';
 import { setDevices } from './devices.js';
+import { clearToday, loadToday } from './today.js';
 
 export function handleError(err, what) {
   if (err instanceof AuthError) {
@@ -69,6 +70,7 @@ export function resetData() {
   state.users.clear();
   state.lastEventId = null;
   resetToday();
+  clearToday();
   el.feed.replaceChildren();
   el.devices.replaceChildren();
 }
@@ -107,6 +109,7 @@ export async function boot() {
   }
   openStream();
   countToday();
+  loadToday();
   startWatchdog();
 }
 

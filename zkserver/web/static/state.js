@@ -72,7 +72,20 @@ export const state = {
   watchdogTimer: null,
   everOpened: false,
   filter: { device: '', user: '' },
+  zone: readZone(),            // '' = each device's own time, else an IANA zone name
 };
+
+function readZone() {
+  try { return localStorage.getItem('zk-zone') || ''; } catch (_) { return ''; }
+}
+
+// Called with a device id when the names of its users become known.
+export const nameListeners = [];
+
+export function saveZone(zone) {
+  state.zone = zone;
+  try { localStorage.setItem('zk-zone', zone); } catch (_) { /* private mode */ }
+}
 
 const $ = (id) => document.getElementById(id);
 
@@ -87,6 +100,9 @@ export const el = {
   statOnline: $('stat-online'), statDevices: $('stat-devices'),
   feed: $('feed'), feedEmpty: $('feed-empty'), feedCount: $('feed-count'),
   filters: $('filters'), filterDevice: $('filter-device'), filterUser: $('filter-user'),
+  filterZone: $('filter-zone'),
+  todayList: $('today-list'), todayIn: $('today-in'), todayPunched: $('today-punched'),
+  todayDay: $('today-day'), todayEmpty: $('today-empty'), tplToday: $('tpl-today'),
   pendingBanner: $('pending-banner'),
   devices: $('devices'), devicesEmpty: $('devices-empty'), devicesCount: $('devices-count'),
   toasts: $('toasts'),

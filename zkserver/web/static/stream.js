@@ -15,6 +15,7 @@ import { showLogin } from './session.js';
 import { addRows, resolveNames } from './feed.js';
 import { deviceStatus, setDevices } from './devices.js';
 import { commandStatus } from './commands.js';
+import { loadToday, todayPunch } from './today.js';
 
 export function streamUrl() {
   return state.lastEventId !== null
@@ -120,6 +121,7 @@ export function handleEvent(event, id) {
   switch (event.type) {
     case 'attendance':
       addRows([event], true);
+      todayPunch(event);
       break;
     case 'device_status':
       deviceStatus(event);

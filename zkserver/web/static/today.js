@@ -6,7 +6,7 @@
  * an odd number of punches today counts as in.
  */
 
-import { el, IN_ACTIONS, OUT_ACTIONS, state } from './state.js';
+import { el, IN_ACTIONS, nameListeners, OUT_ACTIONS, state } from './state.js';
 import { api, AuthError } from './api.js';
 import { showLogin } from './session.js';
 import { cachedName, resolveNames } from './feed.js';
@@ -17,6 +17,7 @@ export const today = {
   dayStart: 0,          // minutes (the server's --day-starts-at)
   people: new Map(),    // user id -> person
   loading: null,
+  pending: [],          // live punches that arrived while loading
 };
 
 function person(userId) {
@@ -39,28 +40,27 @@ export function isIn(p) {
 }
 
 /** Load today's rows from the server (again). */
-export async function loadToday() {
-  const query = new URLSearchParams();
+export function loadToday() {
   const run = async () => {
-    const probe = await api(`/api/days?from=${todayOf(new Date(), today.dayStart)}`);
-    today.dayStart = parseDayStart(probe.day_starts_at);
-    let day = todayOf(new Date(), today.dayStart);
-    let result = probe;
-    if (day !== probe.from) {
-      query.set('from', day);
-      result = await api(`/api/days?${query}`);
-      day = result.from;
-    }
-    today.day = day;
+    // The first answer tells the server's day start; ask again if that moves the day.
+    let result = await api(`/api/days?from=${todayOf(new Date(), today.dayStart)}`);
+    today.dayStart = parseDayStart(result.day_starts_at);
+    const day = todayOf(new Date(), today.dayStart);
+    if (day !== result.from) result = await api(`/api/days?from=${day}`);
+    today.day = result.from;
     today.people.clear();
     for (const row of result.items) {
       const p = person(String(row.user_id));
-      p.name = row.name || p.name;
+      p.name = row.name || '';
       p.punches = row.punches;
       row.devices.forEach((d) => p.devices.add(d));
       p.first = { timestamp: row.first, timestamp_utc: row.first_utc, action: row.first_action };
       p.last = { timestamp: row.last, timestamp_utc: row.last_utc, action: row.last_action };
     }
+    const pending = today.pending;
+    today.pending = [];
+    for (const event of pending) applyPunch(event);
+    fillTodayNames();
     renderToday();
   };
   today.loading = run().catch((err) => {
@@ -71,6 +71,11 @@ export async function loadToday() {
 
 /** A live attendance event (or a fetched row): count it if it is today's. */
 export function todayPunch(event) {
+  if (today.loading) { today.pending.push(event); return; }
+  applyPunch(event);
+}
+
+function applyPunch(event) {
   if (!today.day || dayOf(event.timestamp, today.dayStart) !== today.day) return;
   const p = person(String(event.user_id));
   const punch = { timestamp: event.timestamp, timestamp_utc: event.timestamp_utc, action: event.action };
@@ -86,6 +91,12 @@ export function todayPunch(event) {
     if (!p.name) resolveNames(event.device_id);
   }
   scheduleToday();
+}
+
+export function clearToday() {
+  today.day = '';
+  today.people.clear();
+  renderToday();
 }
 
 /** Names learnt later (device users) fill in. */
@@ -157,3 +168,5 @@ export function todaySnapshot() {
     }])),
   };
 }
+
+nameListeners.push(fillTodayNames);
