@@ -13,6 +13,7 @@ from datetime import date, timedelta
 from typing import Any, TypeVar
 
 from zkserver.localtime import DayPunch, Days, format_day_start
+from zkserver.store.base import StoreUnavailable
 from zkserver.store.dialect import Q, Script
 
 __all__ = ["PAGE", "day_rows", "local_range"]
@@ -53,19 +54,36 @@ def _page(
     return list(rows)
 
 
-def _names(user_ids: list[str]) -> Script[dict[str, str]]:
-    """A name per user id from the device users (the first device, by id, that has one)."""
+def _names(user_ids: list[str], table: str = "users") -> Script[dict[str, str]]:
+    """A name per user id: from the device users (the first device, by id, that has one),
+    or from the people registry (``table="persons"``)."""
+    order = " ORDER BY device_id" if table == "users" else ""
     names: dict[str, str] = {}
     for start in range(0, len(user_ids), 500):
         chunk = user_ids[start : start + 500]
         marks = ", ".join(["%s"] * len(chunk))
         rows = yield Q(
-            f"SELECT user_id, name FROM users WHERE user_id IN ({marks}) AND name <> ''"
-            " ORDER BY device_id",
+            f"SELECT user_id, name FROM {table} WHERE user_id IN ({marks}) AND name <> ''" + order,
             tuple(chunk),
         )
         for user_id, name in rows:
             names.setdefault(user_id, name)
+    return names
+
+
+async def _all_names(
+    run: Callable[[Script[Any]], Awaitable[Any]], user_ids: list[str]
+) -> dict[str, str]:
+    """Names from the people registry where it has one, else from the device users. The
+    registry (table ``persons``) is optional: without it, device users only."""
+    names: dict[str, str] = await run(_names(user_ids))
+    try:
+        registry: dict[str, str] = await run(_names(user_ids, "persons"))
+    except StoreUnavailable:
+        raise
+    except Exception:  # no registry in this database (yet)
+        registry = {}
+    names.update(registry)
     return names
 
 
@@ -90,5 +108,5 @@ async def day_rows(
             break
         after = (rows[-1][3], int(rows[-1][0]))
     user_ids = sorted({key[0] for key in days.keys()})
-    names = await run(_names(user_ids)) if user_ids else {}
+    names = await _all_names(run, user_ids) if user_ids else {}
     return days.rows(names)

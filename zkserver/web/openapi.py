@@ -362,7 +362,9 @@ SCHEMAS: dict[str, Schema] = {
     "DayRow": _obj(
         {
             "user_id": {"type": "string"},
-            "name": _nullable("string", description="From the device users."),
+            "name": _nullable(
+                "string", description="From the people registry, else the device users."
+            ),
             "date": {"type": "string", "format": "date", "description": "Device-local day."},
             "first": {"type": "string", "description": "Device-local time of the first punch."},
             "last": {"type": "string", "description": "Device-local time of the last punch."},
