@@ -40,6 +40,7 @@ from zkserver.systemd import notify
 from zkserver.web.app import WebApp
 from zkserver.web.auth import TokenAuth, load_or_create_token
 from zkserver.web.sse import EventStream
+from zkserver.workers import AdoptedListener, WorkerPool, parse_worker_spec, worker_argv
 
 __all__ = ["Options", "makeService", "ZKServer", "dashboard_url"]
 
@@ -99,6 +100,10 @@ class Options(usage.Options):
          "flagged suspect_time."],
         ["day-starts-at", None, "00:00", "Local time (HH:MM) at which a person's day begins "
          "in /api/days (e.g. 04:00 so that an evening shift ending at 02:00 is one day)."],
+        ["workers", None, 1, "Processes serving the same listeners (PostgreSQL only): "
+         "the first binds them and starts N-1 more; see zkserver/workers.py."],
+        ["worker", None, None, "(internal) listening sockets inherited by a --workers "
+         "process: push=FD,web=FD,..."],
     ]
 
     def __init__(self) -> None:
@@ -125,6 +130,9 @@ class Options(usage.Options):
         raise SystemExit(0)
 
     def parseOptions(self, options: list[str] | None = None) -> None:  # noqa: N802
+        import sys
+
+        self.argv = list(options) if options is not None else sys.argv[1:]
         # Record every option the command line sets, whatever its spelling (-d, -dX,
         # --data-dir X, --data-dir=X): those win over the environment and the file.
         self.given = set()
@@ -156,6 +164,7 @@ class Options(usage.Options):
         self["push"] = self["push"] or ["tcp:8081"]
         self["web"] = self["web"] or ["tcp:5000"]
         self["time-policy"] = _time_policy(self)
+        _check_workers(self)
 
 
 def _time_policy(options: Options) -> TimePolicy:
@@ -175,6 +184,25 @@ def _time_policy(options: Options) -> TimePolicy:
         max_past_days=int(options["max-past"]),
         day_starts_at=day_start,
     )
+
+
+def _check_workers(options: Options) -> None:
+    workers = int(options["workers"])
+    options["workers"] = workers
+    db = str(options["db"] or "")
+    if workers > 1 and not db.startswith(("postgresql:", "postgres:")):
+        raise usage.UsageError(
+            f"--workers {workers} needs PostgreSQL (--db postgresql://...): SQLite has one "
+            "writer per database file, so run one process with SQLite"
+        )
+    if workers > 1 and any(
+        not e.startswith(("tcp:", "tcp6:", "unix:", "systemd:"))
+        for e in options["push"] + options["web"]
+    ):
+        raise usage.UsageError(
+            "--workers hands plain listening sockets (tcp:, tcp6:, unix:, systemd:) to its "
+            "processes; put TLS in a proxy in front"
+        )
 
 
 class _Recorded:
@@ -207,6 +235,7 @@ NUMBER_OPTIONS: dict[str, tuple[type, float]] = {
     **HOOK_NUMBERS,
     "max-future": (int, 0),
     "max-past": (int, 0),
+    "workers": (int, 1),
 }
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
@@ -287,8 +316,8 @@ class ZKServer(MultiService):
         self.clock = clock
         self.ready: Deferred[None] = Deferred()
         self._ready_waiters: list[Deferred[None]] = []
-        self.push_listeners: list[Listener] = []
-        self.web_listeners: list[Listener] = []
+        self.push_listeners: list[Any] = []  # Listener or AdoptedListener
+        self.web_listeners: list[Any] = []
         self.pull: Any = None
         self.commands: Any = None  # zkserver.commands.Commands, set by makeService
         self.token = ""
@@ -406,7 +435,8 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
     push_site = make_site(
         Gate(push_app.resource(), server_ready, push_refusal), max_body=config["max-body"]
     )
-    for endpoint in config["push"]:
+    inherited = parse_worker_spec(config["worker"]) if config["worker"] else None
+    for endpoint in [] if inherited else config["push"]:
         listener = Listener(endpoint, push_site, reactor)
         listener.setServiceParent(server)
         server.push_listeners.append(listener)
@@ -444,7 +474,7 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
         max_body=config["max-body"],
         timeout=None,
     )
-    for endpoint in config["web"]:
+    for endpoint in [] if inherited else config["web"]:
         listener = Listener(
             endpoint,
             web_site,
@@ -453,6 +483,20 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
         )
         listener.setServiceParent(server)
         server.web_listeners.append(listener)
+    if inherited:  # a --workers process: serve the sockets the first one bound
+        for kind, fd in inherited:
+            site = push_site if kind == "push" else web_site
+            adopted = AdoptedListener(f"{kind} fd {fd}", fd, site, reactor)
+            adopted.setServiceParent(server)
+            (server.push_listeners if kind == "push" else server.web_listeners).append(adopted)
+    elif config["workers"] > 1:
+        WorkerPool(
+            config["workers"],
+            worker_argv(getattr(config, "argv", [])),
+            [("push", x) for x in server.push_listeners]
+            + [("web", x) for x in server.web_listeners],
+            reactor,
+        ).setServiceParent(server)
 
     # Every periodic job logs its own failures and runs again next time (PeriodicJob).
     PeriodicJob("heartbeat", config["heartbeat"], broadcaster.heartbeat, reactor).setServiceParent(
