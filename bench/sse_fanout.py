@@ -48,6 +48,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
+    PySpy,
     ServerProcess,
     database,
     loadavg,
@@ -459,7 +460,8 @@ def run_clients(server: ServerProcess, n: int, args: argparse.Namespace, pin_bas
             pin += len(pins)
             cpu0, pg0, t0 = server_cpu(server), postgres_cpu(), now()
             dropped0 = api_stats(server)["clients"]
-            sent = poster.run(pins, rate)
+            with PySpy(args.py_spy, server.pid, f"fanout-{n}-{rate:g}"):
+                sent = poster.run(pins, rate)
             res = collect(readers, sent, 30)
             cpu = server_cpu(server) - cpu0
             res["server_cpu_s"] = cpu
@@ -507,6 +509,13 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
                 result["runs"].append(run_clients(server, n, args, 1_000_000 * (k + 1)))
         finally:
             server.stop()
+            try:
+                log = Path(server.log_path).read_text(errors="replace")
+                result["log_drops"] = log.count("Dropping")
+                result["log_errors"] = log.count("Traceback")
+            except OSError:
+                pass
+            print(f"[{backend}] server log: {server.log_path}", file=sys.stderr)
     return result
 
 
@@ -592,6 +601,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--serial", default="FANOUT001")
     p.add_argument("--sse-buffer", type=int, default=1 << 20)
     p.add_argument("--server-arg", action="append", default=[], help="extra server option")
+    p.add_argument("--py-spy", default=None, metavar="DIR", help="sample the server (rates)")
     p.add_argument("--gc-log", default=None, metavar="DIR", help="log the server's GC passes")
     args = p.parse_args(argv)
     if not args.reader:

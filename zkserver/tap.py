@@ -34,6 +34,7 @@ from zkserver.periodic import PeriodicJob
 from zkserver.pull.drift import DriftFixer
 from zkserver.pull.manager import PullManager
 from zkserver.push.resource import PushApp
+from zkserver.retention import EventRetention
 from zkserver.store import open_store
 from zkserver.store.base import Store
 from zkserver.systemd import notify
@@ -100,6 +101,9 @@ class Options(usage.Options):
          "flagged suspect_time."],
         ["day-starts-at", None, "00:00", "Local time (HH:MM) at which a person's day begins "
          "in /api/days (e.g. 04:00 so that an evening shift ending at 02:00 is one day)."],
+        ["retain-events", None, 30.0, "Days of events kept for stream replay "
+         "(Last-Event-ID); older ones are pruned in small background batches; 0 = forever. "
+         "Punches are kept regardless."],
         ["workers", None, 1, "Processes serving the same listeners (PostgreSQL only): "
          "the first binds them and starts N-1 more; see zkserver/workers.py."],
         ["worker", None, None, "(internal) listening sockets inherited by a --workers "
@@ -236,6 +240,7 @@ NUMBER_OPTIONS: dict[str, tuple[type, float]] = {
     "max-future": (int, 0),
     "max-past": (int, 0),
     "workers": (int, 1),
+    "retain-events": (float, 0),
 }
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
@@ -318,6 +323,7 @@ class ZKServer(MultiService):
         self._ready_waiters: list[Deferred[None]] = []
         self.push_listeners: list[Any] = []  # Listener or AdoptedListener
         self.web_listeners: list[Any] = []
+        self.retention: Any = None
         self.pull: Any = None
         self.commands: Any = None  # zkserver.commands.Commands, set by makeService
         self.token = ""
@@ -502,6 +508,12 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
     PeriodicJob("heartbeat", config["heartbeat"], broadcaster.heartbeat, reactor).setServiceParent(
         server
     )
+    if config["retain-events"] > 0 and not inherited:  # the first process prunes
+        retention = EventRetention(store=store, clock=reactor, days=config["retain-events"])
+        server.retention = retention
+        PeriodicJob(
+            "retention", 600, _when_ready(server, retention.run), reactor
+        ).setServiceParent(server)
     PeriodicJob(
         "presence",
         max(1, config["poll-delay"] // 2),

@@ -95,6 +95,13 @@ class Store(Protocol):
     def last_event_id(self) -> Deferred[int]:
         """The highest committed event id (0 when there is none)."""
 
+    def prune_events(self, before: str, limit: int = 500) -> Deferred[int]:
+        """Delete up to ``limit`` of the oldest events created before ``before`` (UTC,
+        as stored: ISO-8601 with microseconds); return how many were deleted."""
+
+    def events_pruned_through(self) -> Deferred[int]:
+        """The highest event id retention has deleted (0 when none)."""
+
     def attendance(
         self,
         *,

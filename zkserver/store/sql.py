@@ -396,6 +396,40 @@ class SQLStore(WebhookStoreMixin):
 
         return self._call(script, write=False)
 
+    def prune_events(self, before: str, limit: int = 500) -> Deferred[int]:
+        """Delete up to ``limit`` of the oldest events created before ``before`` (stored
+        time format); return how many. Only the ``limit`` oldest rows are looked at (by
+        id, the primary key), so a batch stays small whatever the table holds; the event
+        lock is not taken, so ingest does not wait for it (beyond SQLite's one writer)."""
+
+        def script() -> Script[int]:
+            rows = yield Q(
+                "SELECT id FROM (SELECT id, created_at FROM events ORDER BY id LIMIT %s)"
+                " AS oldest WHERE created_at < %s ORDER BY id",
+                (max(1, int(limit)), before),
+            )
+            if not rows:
+                return 0
+            top = int(rows[-1][0])
+            yield Q("DELETE FROM events WHERE id <= %s AND created_at < %s", (top, before))
+            yield Q(
+                "UPDATE event_retention SET pruned_through = %s"
+                " WHERE id = 1 AND pruned_through < %s",
+                (top, top),
+            )
+            return len(rows)
+
+        return self._call(script)
+
+    def events_pruned_through(self) -> Deferred[int]:
+        """The highest event id retention has deleted (0 when none)."""
+
+        def script() -> Script[int]:
+            rows = yield Q("SELECT COALESCE(MAX(pruned_through), 0) FROM event_retention")
+            return int(rows[0][0])
+
+        return self._call(script, write=False)
+
     def attendance(
         self,
         *,

@@ -9,6 +9,7 @@ from twisted.web.iweb import IRequest
 
 from zkserver import metrics
 from zkserver.broadcaster import Broadcaster, EventFilter, Subscriber
+from zkserver.events import encode_payload
 from zkserver.http import web_request
 from zkserver.store.base import Store
 from zkserver.web.auth import query_params
@@ -18,6 +19,17 @@ __all__ = ["EventStream"]
 log = Logger()
 
 REPLAY_PAGE = 500
+
+
+def reset_frame(event_id: int, pruned_through: int) -> bytes:
+    """The one ``reset`` event a client gets when events it missed were pruned: reload
+    your state (from the API), then live events follow."""
+    payload = {
+        "type": "reset",
+        "reason": "events after your Last-Event-ID were pruned; reload your state",
+        "pruned_through": pruned_through,
+    }
+    return f"id: {event_id}\ndata: {encode_payload(payload)}\n\n".encode()
 
 
 def _split(value: str | None) -> frozenset[str]:
@@ -89,6 +101,11 @@ class EventStream:
         newest = await self.store.last_event_id()
         if last_id > newest:  # an id from another database (or a reset one): start live
             subscriber.last_id = newest
+        elif last_id < newest:
+            pruned = await self.store.events_pruned_through()
+            if last_id < pruned:  # events it missed were pruned: it must reload its state
+                subscriber.last_id = newest
+                subscriber.send(reset_frame(newest, pruned))
         cursor = subscriber.last_id
         while not subscriber.closed:
             page = await self.store.events_after(cursor, REPLAY_PAGE)
