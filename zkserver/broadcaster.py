@@ -66,6 +66,7 @@ outlives the round (the kernel takes the bytes), and the heartbeat is one more r
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -129,6 +130,11 @@ class EventFilter:
         return not self.types and not self.serials
 
 
+#: (filter, framing) -> a small int, shared by every subscriber with the same pair.
+_KEYS: dict[tuple[EventFilter, bool], int] = {}
+_KEY_NUMBERS = itertools.count()
+
+
 class Writable(Protocol):
     """The part of a twisted.web request a subscriber writes to."""
 
@@ -164,6 +170,20 @@ class Subscriber:
     _transport: Any = None
     _request: Any = None  # the twisted.web Request, once attached
     _socket: Any = None
+    #: Identifies (filter, framing) among subscribers: rounds build bytes once per key.
+    key: int = -1
+
+    def __attrs_post_init__(self) -> None:
+        self._set_key()
+
+    def _set_key(self) -> None:
+        pair = (self.event_filter, self.chunked)
+        key = _KEYS.get(pair)
+        if key is None:
+            if len(_KEYS) >= 4096:  # many distinct filters: forget them (keys never repeat)
+                _KEYS.clear()
+            key = _KEYS[pair] = next(_KEY_NUMBERS)
+        self.key = key
 
     def attach(self) -> None:
         """Write to the request's transport directly from now on (call once the response
@@ -176,6 +196,7 @@ class Subscriber:
         self._transport = transport
         self._request = request
         self.chunked = bool(getattr(request, "chunked", False))
+        self._set_key()
         # The send(2) fast path only for plain TCP: TLS and other transports keep their
         # own write path.
         if isinstance(transport, tcp.Connection):
@@ -409,18 +430,17 @@ class Broadcaster:
             self.published_count += len(events)
             metrics.published(events)
         # Bytes per (filter, framing), built once per round; almost every client shares
-        # one filter, so this is one join and one chunk header.
-        cache: dict[tuple[EventFilter, bool], tuple[bytes, int]] = {}
+        # one filter, so this is one join and one chunk header. Keyed by the small int
+        # each subscriber got for its (filter, framing) when it attached.
+        cache: dict[int, tuple[bytes, int]] = {}
 
-        def data_for(flt: EventFilter, framed: bool) -> tuple[bytes, int]:
-            key = (flt, framed)
-            found = cache.get(key)
-            if found is None:
-                body = (
-                    b"".join([e.frame for e in events if flt.everything or flt.accepts(e)])
-                    + comment
-                )
-                found = cache[key] = (chunk(body) if framed and body else body, len(body))
+        def data_for(subscriber: Subscriber) -> tuple[bytes, int]:
+            flt, framed = subscriber.event_filter, subscriber.chunked
+            body = b"".join([e.frame for e in events if flt.everything or flt.accepts(e)]) + comment
+            found = cache[subscriber.key] = (
+                chunk(body) if framed and body else body,
+                len(body),
+            )
             return found
 
         for subscriber in list(self.subscribers):
@@ -433,7 +453,8 @@ class Broadcaster:
                     continue
                 seen = subscriber.last_id
                 if not events or seen < first:  # the usual case: one shared write
-                    data, size = data_for(subscriber.event_filter, subscriber.chunked)
+                    found = cache.get(subscriber.key)
+                    data, size = found if found is not None else data_for(subscriber)
                     if events:
                         subscriber.last_id = last
                     if size:

@@ -260,9 +260,15 @@ async def healthz(self: WebApp, request: IRequest) -> bytes:
 
 
 @routes.route("/devices/events", methods=["GET"])
-@api()
-async def device_events(self: WebApp, request: IRequest) -> None:
-    await self.events.serve(request)
+def device_events(self: WebApp, request: IRequest) -> Any:
+    # Not wrapped in @api(): a stream lives for hours, and no coroutine (or its Deferreds)
+    # should stay waiting per client; the token check and CORS are the same.
+    self.apply_cors(request)
+    if not self.auth.check(request):
+        return json_response(
+            request, {"error": "unauthorized", "detail": "missing or wrong token"}, 401
+        )
+    return self.events.serve(request)
 
 
 # --- login ----------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from attrs import define
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
@@ -32,8 +32,13 @@ def reset_frame(event_id: int, pruned_through: int) -> bytes:
     return f"id: {event_id}\ndata: {encode_payload(payload)}\n\n".encode()
 
 
+_EMPTY: frozenset[str] = frozenset()
+#: Equal filters share one object (and its frozensets) across clients.
+_FILTERS: dict[EventFilter, EventFilter] = {}
+
+
 def _split(value: str | None) -> frozenset[str]:
-    return frozenset(v.strip() for v in (value or "").split(",") if v.strip())
+    return frozenset(v.strip() for v in (value or "").split(",") if v.strip()) or _EMPTY
 
 
 def _last_event_id(request: IRequest, params: dict[str, str]) -> int | None:
@@ -56,19 +61,23 @@ class EventStream:
     max_buffer: int = 1 << 20
     retry_ms: int = 3000
 
-    async def serve(self, route_request: IRequest) -> None:
+    def serve(self, route_request: IRequest) -> Deferred[None]:
+        """Open the stream; returns a Deferred that fires only if the replay fails (the
+        connection is then closed). Klein cancels it when the client goes away.
+
+        Nothing per client stays waiting in a coroutine: after this returns, a stream is
+        its request, its :class:`Subscriber` and this one Deferred (a few KB each)."""
         request = web_request(route_request)
         params = query_params(request)
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-accel-buffering", b"no")
         last_id = _last_event_id(request, params)
+        flt = EventFilter(serials=_split(params.get("device")), types=_split(params.get("type")))
         subscriber = Subscriber(
             target=request,
             on_overflow=self._drop,
-            event_filter=EventFilter(
-                serials=_split(params.get("device")), types=_split(params.get("type"))
-            ),
+            event_filter=_FILTERS.setdefault(flt, flt) if len(_FILTERS) < 4096 else flt,
             max_buffer=self.max_buffer,
             last_id=last_id or 0,
             holding=last_id is not None,
@@ -83,19 +92,24 @@ class EventStream:
         self.broadcaster.subscribe(subscriber)
         never: Deferred[None] = Deferred(lambda _: self._closed(subscriber))
         if last_id is not None:
-            try:
-                await self._replay(subscriber, last_id)
-            except CancelledError:
-                raise  # the client went away during the replay
-            except Exception:
-                # Headers are sent: the only honest answer is to close the stream. The
-                # client reconnects with its Last-Event-ID and replays again.
-                log.failure("Replay after event {last_id} failed; closing the stream",
-                            last_id=last_id)
-                self._closed(subscriber)
-                request.loseConnection()
-                return
-        await never
+            Deferred.fromCoroutine(self._replay_or_close(request, subscriber, last_id, never))
+        return never
+
+    async def _replay_or_close(
+        self, request: IRequest, subscriber: Subscriber, last_id: int, never: Deferred[None]
+    ) -> None:
+        try:
+            await self._replay(subscriber, last_id)
+        except Exception:
+            if subscriber.closed:
+                return  # the client went away during the replay
+            # Headers are sent: the only honest answer is to close the stream. The
+            # client reconnects with its Last-Event-ID and replays again.
+            log.failure("Replay after event {last_id} failed; closing the stream", last_id=last_id)
+            self._closed(subscriber)
+            request.loseConnection()
+            if not never.called:
+                never.callback(None)
 
     async def _replay(self, subscriber: Subscriber, last_id: int) -> None:
         newest = await self.store.last_event_id()
