@@ -21,6 +21,8 @@ RLIMIT_NOFILE. For each client count:
   number of clients the server dropped, and the server's CPU (utime+stime from /proc) per
   delivered event.
 
+A receipt is stamped when ``epoll_wait`` returns the socket as readable (before the
+reader parses anything), so the readers' own parsing time is not counted as latency.
 Every figure is printed with the load average when it was taken: this machine is shared,
 and the readers compete with the server for the same cores. Times come from
 ``time.perf_counter()`` (CLOCK_MONOTONIC, the same clock in every process).
@@ -202,8 +204,9 @@ def reader_main(args: argparse.Namespace) -> None:
     waiting: dict[str, Any] | None = None
     t0 = 0.0
     while True:
-        for key, mask in sel.select(0.05):
-            t = now()
+        ready = sel.select(0.05)
+        t = now()  # when the kernel had these bytes for us (parsing them comes after)
+        for key, mask in ready:
             if key.data == "stdin":
                 chunk = stdin.read()
                 if chunk is None:
