@@ -432,14 +432,18 @@ class Broadcaster:
         # Bytes per (filter, framing), built once per round; almost every client shares
         # one filter, so this is one join and one chunk header. Keyed by the small int
         # each subscriber got for its (filter, framing) when it attached.
-        cache: dict[int, tuple[bytes, int]] = {}
+        # The deliveries metric is counted per key too, and added once per round.
+        cache: dict[int, tuple[bytes, int, int]] = {}
+        delivered = 0
 
-        def data_for(subscriber: Subscriber) -> tuple[bytes, int]:
+        def data_for(subscriber: Subscriber) -> tuple[bytes, int, int]:
             flt, framed = subscriber.event_filter, subscriber.chunked
-            body = b"".join([e.frame for e in events if flt.everything or flt.accepts(e)]) + comment
+            frames = [e.frame for e in events if flt.everything or flt.accepts(e)]
+            body = b"".join(frames) + comment
             found = cache[subscriber.key] = (
                 chunk(body) if framed and body else body,
                 len(body),
+                len(frames),
             )
             return found
 
@@ -454,12 +458,12 @@ class Broadcaster:
                 seen = subscriber.last_id
                 if not events or seen < first:  # the usual case: one shared write
                     found = cache.get(subscriber.key)
-                    data, size = found if found is not None else data_for(subscriber)
+                    data, size, count = found if found is not None else data_for(subscriber)
                     if events:
                         subscriber.last_id = last
                     if size:
                         subscriber.send_framed(data, size)
-                        metrics.sse_delivered(subscriber.event_filter, events)
+                        delivered += count
                 elif seen >= last:  # a replay that just ended sent these already
                     if comment:
                         subscriber.send(comment)
@@ -473,6 +477,8 @@ class Broadcaster:
                 metrics.SSE_CLIENTS_DROPPED.inc()
                 self.unsubscribe(subscriber)
                 subscriber.close()
+        if delivered:
+            metrics.SSE_DELIVERIES.inc(delivered)
         metrics.fanout_round(started)
 
     # --- holes --------------------------------------------------------------------------

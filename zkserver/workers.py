@@ -102,7 +102,7 @@ class AdoptedListener(Service):
         super().stopService()
         if self.port is not None:
             port, self.port = self.port, None
-            return port.stopListening()  # type: ignore[no-any-return]
+            return port.stopListening()
         return None
 
 
@@ -154,8 +154,12 @@ class WorkerPool(Service):
         self._stopping = False
         waits = [listener.listening for _, listener in self.listeners]
         d = DeferredList([w for w in waits if w is not None], fireOnOneErrback=True)
-        d.addCallback(lambda _: [self._spawn(i) for i in range(1, self.count)])
+        d.addCallback(self._spawn_all)
         d.addErrback(lambda f: log.failure("Cannot start the workers", f))
+
+    def _spawn_all(self, _: object) -> None:
+        for index in range(1, self.count):
+            self._spawn(index)
 
     def _spawn(self, index: int) -> None:
         if self._stopping:
@@ -214,8 +218,14 @@ class WorkerPool(Service):
             except Exception:  # already gone
                 continue
             kill = self.reactor.callLater(STOP_TIMEOUT, _kill, transport)
-            worker.ended.addBoth(lambda r, k=kill: (k.active() and k.cancel(), r)[1])
+            worker.ended.addBoth(_cancel_kill, kill)
         return DeferredList(ended)
+
+
+def _cancel_kill(result: object, kill: Any) -> object:
+    if kill.active():
+        kill.cancel()
+    return result
 
 
 def _kill(transport: Any) -> None:

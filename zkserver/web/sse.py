@@ -6,6 +6,7 @@ from attrs import define
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 
 from zkserver import metrics
 from zkserver.broadcaster import Broadcaster, EventFilter, Subscriber
@@ -96,7 +97,7 @@ class EventStream:
         return never
 
     async def _replay_or_close(
-        self, request: IRequest, subscriber: Subscriber, last_id: int, never: Deferred[None]
+        self, request: Request, subscriber: Subscriber, last_id: int, never: Deferred[None]
     ) -> None:
         try:
             await self._replay(subscriber, last_id)
