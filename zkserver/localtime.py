@@ -273,7 +273,9 @@ class TimePolicy:
             instant = local - offset
         except OverflowError:  # year 1 in an eastern zone
             return PunchTime("", False, "invalid time")
-        ahead = (instant - received.astimezone(UTC).replace(tzinfo=None)).total_seconds()
+        if received.tzinfo is not UTC:
+            received = received.astimezone(UTC)
+        ahead = (instant - received.replace(tzinfo=None)).total_seconds()
         reason = None
         if ahead > self.max_future_s or -ahead > self.max_past_days * 86400:
             reason = suspect_reason(
