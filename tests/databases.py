@@ -19,9 +19,7 @@ import pytest
 
 __all__ = ["POSTGRES_URL", "postgres_schema", "with_schema", "BACKENDS"]
 
-POSTGRES_URL = os.environ.get(
-    "ZKSERVER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
-)
+POSTGRES_URL = os.environ.get("ZKSERVER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ["sqlite", "postgres"]
 
 

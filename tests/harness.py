@@ -85,10 +85,14 @@ class RunningServer:
 
 async def start_server(db: str, data_dir: str, *extra: str) -> RunningServer:
     args = [
-        "--data-dir", data_dir,
-        "--db", db,
-        "--push", "tcp:0:interface=127.0.0.1",
-        "--web", "tcp:0:interface=127.0.0.1",
+        "--data-dir",
+        data_dir,
+        "--db",
+        db,
+        "--push",
+        "tcp:0:interface=127.0.0.1",
+        "--web",
+        "tcp:0:interface=127.0.0.1",
         *extra,
     ]
     config = Options()
@@ -131,9 +135,7 @@ class SSEClient:
     _pool: HTTPConnectionPool = field(factory=new_pool)
 
     async def connect(self) -> SSEClient:
-        response = await treq.get(
-            self.url, headers=self.headers, unbuffered=True, pool=self._pool
-        )
+        response = await treq.get(self.url, headers=self.headers, unbuffered=True, pool=self._pool)
         self.status = response.code
         self.response_headers = response.headers
         self._body = _Body(self)

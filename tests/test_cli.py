@@ -36,12 +36,16 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-async def run_cli(*args: str, env: dict[str, str] | None = None,
-                  cwd: Path | None = None) -> tuple[str, str, int]:
+async def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[str, str, int]:
     """Run ``python -m zkserver.cli ARGS``; (stdout, stderr, exit status)."""
     out, err, code = await getProcessOutputAndValue(
-        sys.executable, ["-m", "zkserver.cli", *args],
-        env=cli_env() if env is None else env, path=str(cwd or ROOT), reactor=reactor,
+        sys.executable,
+        ["-m", "zkserver.cli", *args],
+        env=cli_env() if env is None else env,
+        path=str(cwd or ROOT),
+        reactor=reactor,
     )
     return out.decode(), err.decode(), code
 
@@ -51,8 +55,9 @@ def remote(server: RunningServer) -> list[str]:
 
 
 async def upload(server: RunningServer, sn: str, body: bytes = PUNCH) -> int:
-    response = await treq.post(f"{server.push_url}/iclock/cdata?SN={sn}&table=ATTLOG",
-                               data=body, pool=server.pool)
+    response = await treq.post(
+        f"{server.push_url}/iclock/cdata?SN={sn}&table=ATTLOG", data=body, pool=server.pool
+    )
     await response.content()
     return response.code
 
@@ -76,21 +81,46 @@ async def test_devices_add_list_remove(server: RunningServer):
     out, err, code = await run_cli(*remote(server), "devices", "list")
     assert (out.strip(), code) == ("no devices", 0), err
 
-    out, err, code = await run_cli(*remote(server), "devices", "add", "--serial", "CLI0001",
-                                   "--name", "Front door", "--timezone", "+05:30")
+    out, err, code = await run_cli(
+        *remote(server),
+        "devices",
+        "add",
+        "--serial",
+        "CLI0001",
+        "--name",
+        "Front door",
+        "--timezone",
+        "+05:30",
+    )
     assert code == 0, err
     assert "added push device CLI0001 (Front door" in out
 
     out, err, code = await run_cli(
-        *remote(server), "devices", "add", "--kind", "pull", "--host", "127.0.0.10",
-        "--port", "4371", "--comm-key", "5", "--transport", "udp", "--name", "Back",
+        *remote(server),
+        "devices",
+        "add",
+        "--kind",
+        "pull",
+        "--host",
+        "127.0.0.10",
+        "--port",
+        "4371",
+        "--comm-key",
+        "5",
+        "--transport",
+        "udp",
+        "--name",
+        "Back",
     )
     assert code == 0, err
     assert "added pull device 127.0.0.10 (Back" in out
 
     # The token from the server's data directory and the URL from the environment.
     out, err, code = await run_cli(
-        "--data-dir", server.args[server.args.index("--data-dir") + 1], "devices", "list",
+        "--data-dir",
+        server.args[server.args.index("--data-dir") + 1],
+        "devices",
+        "list",
         env=cli_env(ZKSERVER_URL=server.web_url),
     )
     assert code == 0, err
@@ -100,9 +130,12 @@ async def test_devices_add_list_remove(server: RunningServer):
     assert "CLI0001" in rows[0] and "Front door" in rows[0] and "push" in rows[0]
     assert "Back" in rows[1] and "127.0.0.10:4371/udp" in rows[1]
 
-    out, err, code = await run_cli("--json", "devices", "list",
-                                   env=cli_env(ZKSERVER_URL=server.web_url,
-                                               ZKSERVER_TOKEN=server.token))
+    out, err, code = await run_cli(
+        "--json",
+        "devices",
+        "list",
+        env=cli_env(ZKSERVER_URL=server.web_url, ZKSERVER_TOKEN=server.token),
+    )
     assert code == 0, err
     devices = {d["name"]: d for d in json.loads(out)}
     assert devices["Front door"]["timezone"] == "+05:30"
@@ -112,16 +145,16 @@ async def test_devices_add_list_remove(server: RunningServer):
     assert code == 1
     assert_one_line_error(err, "a device with serial number 'CLI0001' already exists")
 
-    out, err, code = await run_cli(*remote(server), "devices", "add", "--timezone", "Mars/Base",
-                                   "--serial", "CLI0002")
+    out, err, code = await run_cli(
+        *remote(server), "devices", "add", "--timezone", "Mars/Base", "--serial", "CLI0002"
+    )
     assert code == 1
     assert_one_line_error(err, "unknown timezone")
 
     out, err, code = await run_cli(*remote(server), "devices", "remove", "cli0001")
     assert code == 0, err
     assert "removed push device CLI0001" in out
-    out, err, code = await run_cli(*remote(server), "devices", "remove",
-                                   devices["Back"]["id"])
+    out, err, code = await run_cli(*remote(server), "devices", "remove", devices["Back"]["id"])
     assert code == 0, err
     status, remaining = await server.api("GET", "/api/devices")
     assert (status, remaining) == (200, [])
@@ -178,8 +211,13 @@ class CLIProcess(ProcessProtocol):
     @classmethod
     def spawn(cls, *args: str) -> CLIProcess:
         protocol = cls()
-        reactor.spawnProcess(protocol, sys.executable, [sys.executable, "-m", "zkserver.cli",
-                                                        *args], env=cli_env(), path=str(ROOT))
+        reactor.spawnProcess(
+            protocol,
+            sys.executable,
+            [sys.executable, "-m", "zkserver.cli", *args],
+            env=cli_env(),
+            path=str(ROOT),
+        )
         return protocol
 
     async def interrupt(self) -> Any:
@@ -230,8 +268,16 @@ async def test_tail_prints_an_uploaded_punch(server: RunningServer):
 async def test_tail_replays_filtered_events_after_an_id(server: RunningServer):
     await upload(server, "TAIL0001", PUNCH)
     await upload(server, "TAIL0002", PUNCH)
-    tail = CLIProcess.spawn(*remote(server), "tail", "--type", "attendance",
-                            "--device", "TAIL0002", "--last-event-id", "0")
+    tail = CLIProcess.spawn(
+        *remote(server),
+        "tail",
+        "--type",
+        "attendance",
+        "--device",
+        "TAIL0002",
+        "--last-event-id",
+        "0",
+    )
     try:
         await wait_until(lambda: len(tail.lines()) >= 1, timeout=20)
         await upload(server, "TAIL0002", b"1002\t2025-10-09 18:31:00\t1\t1\t0\t0\t0")
@@ -258,8 +304,7 @@ async def test_tail_with_a_wrong_token(server: RunningServer):
 async def test_token_prints_the_token_file(tmp_path: Path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "token").write_text("s3cret-token\n")
-    assert await run_cli("token", "--data-dir", str(tmp_path / "data")) == (
-        "s3cret-token\n", "", 0)
+    assert await run_cli("token", "--data-dir", str(tmp_path / "data")) == ("s3cret-token\n", "", 0)
     assert await run_cli("-d", str(tmp_path / "data"), "token") == ("s3cret-token\n", "", 0)
     # The default data directory is ./zkserver-data.
     (tmp_path / "zkserver-data").mkdir()
@@ -284,8 +329,9 @@ async def test_unreachable_server():
 
 @pytest_twisted.ensureDeferred
 async def test_wrong_token_and_missing_token(server: RunningServer, tmp_path: Path):
-    out, err, code = await run_cli("--server", server.web_url, "--token", "wrong",
-                                   "devices", "list")
+    out, err, code = await run_cli(
+        "--server", server.web_url, "--token", "wrong", "devices", "list"
+    )
     assert (out, code) == ("", 4)
     assert_one_line_error(err, TOKEN_REFUSED)
 
@@ -296,15 +342,15 @@ async def test_wrong_token_and_missing_token(server: RunningServer, tmp_path: Pa
 
 @pytest_twisted.ensureDeferred
 async def test_usage_errors(server: RunningServer):
-    out, err, code = await run_cli("--server", "localhost:5000", "--token", "x", "devices",
-                                   "list")
+    out, err, code = await run_cli("--server", "localhost:5000", "--token", "x", "devices", "list")
     assert code == 2
     assert_one_line_error(err, "--server must be an http:// or https:// URL")
     out, err, code = await run_cli(*remote(server), "devices", "frob")
     assert code == 2 and "invalid choice" in err and "Traceback" not in err
     # The push listener is not the API: say so instead of failing on its answer.
-    out, err, code = await run_cli("--server", server.push_url, f"--token={server.token}",
-                                   "devices", "list")
+    out, err, code = await run_cli(
+        "--server", server.push_url, f"--token={server.token}", "devices", "list"
+    )
     assert code == 1
     assert_one_line_error(err, "is --server the zkserver web listener")
 
@@ -317,8 +363,18 @@ async def test_emulate_delegates_to_the_emulators(server: RunningServer):
     out, err, code = await run_cli("emulate", "pull", "--help")
     assert code == 0 and "--listen" in out, err
 
-    out, err, code = await run_cli("emulate", "push", "--server", server.push_url,
-                                   "--sn", "EMUCLI01", "--count", "2", "--rate", "50")
+    out, err, code = await run_cli(
+        "emulate",
+        "push",
+        "--server",
+        server.push_url,
+        "--sn",
+        "EMUCLI01",
+        "--count",
+        "2",
+        "--rate",
+        "50",
+    )
     assert code == 0, out + err
     status, page = await server.api("GET", "/api/attendance")
     assert status == 200

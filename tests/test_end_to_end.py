@@ -44,7 +44,8 @@ async def test_queued_command_is_executed_and_its_result_recorded(server: Runnin
     _, devices = await server.api("GET", "/api/devices")
     device_id = next(d["id"] for d in devices if d["serial_number"] == "EMU0002")
     code, command = await server.api(
-        "POST", f"/api/devices/{device_id}/commands",
+        "POST",
+        f"/api/devices/{device_id}/commands",
         {"command": "DATA UPDATE USERINFO PIN=77\tName=Zoe\tPri=0\tPasswd=\tCard=\tGrp=1\tTZ=0"},
     )
     assert code == 201

@@ -38,8 +38,9 @@ class SqliteOutage:
 async def outage_server(backend: str, tmp_path) -> AsyncIterator[tuple[RunningServer, object]]:
     if backend == "sqlite":
         path = str(tmp_path / "outage.sqlite3")
-        running = await start_server(f"sqlite:{path}?timeout=0.2", str(tmp_path / "d"),
-                                     "--auto-approve")
+        running = await start_server(
+            f"sqlite:{path}?timeout=0.2", str(tmp_path / "d"), "--auto-approve"
+        )
         yield running, SqliteOutage(path)
         await running.stop()
         return
@@ -58,8 +59,9 @@ async def outage_server(backend: str, tmp_path) -> AsyncIterator[tuple[RunningSe
 
 
 async def upload(server: RunningServer, line: str) -> tuple[int, bytes]:
-    response = await treq.post(f"{server.push_url}/iclock/cdata?SN={SN}&table=ATTLOG",
-                               data=line.encode(), pool=server.pool)
+    response = await treq.post(
+        f"{server.push_url}/iclock/cdata?SN={SN}&table=ATTLOG", data=line.encode(), pool=server.pool
+    )
     return response.code, await response.content()
 
 

@@ -124,7 +124,8 @@ class DeviceRegistry:
         updated = await self.store.update_device(device.id, **fields, **extra) or device
         if device.status != status:
             log.info(
-                "Device {serial} is {status}", serial=device.serial_number or device.host,
+                "Device {serial} is {status}",
+                serial=device.serial_number or device.host,
                 status=status,
             )
             await self._announce(updated, status)
@@ -153,5 +154,6 @@ class DeviceRegistry:
                 device_status_payload(device, status, device.last_seen), device.serial_number
             )
         except Exception:
-            log.failure("Could not record a device_status event for {serial}",
-                        serial=device.serial_number)
+            log.failure(
+                "Could not record a device_status event for {serial}", serial=device.serial_number
+            )

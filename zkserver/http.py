@@ -86,9 +86,7 @@ class LimitedRequest(server.Request):
         super().process()
 
 
-def make_site(
-    resource: IResource, max_body: int, timeout: float | None = 60 * 5
-) -> server.Site:
+def make_site(resource: IResource, max_body: int, timeout: float | None = 60 * 5) -> server.Site:
     """A Site whose requests cap their bodies at ``max_body`` bytes (``timeout`` None: no
     idle timeout, for streams)."""
     request_class: Any = type("Request", (LimitedRequest,), {"max_body": max_body})

@@ -55,8 +55,11 @@ class Listener(Service):
 
     def _bound(self, port: IListeningPort) -> IListeningPort:
         self.port = port
-        log.info("Listening on {description} ({address})", description=self.description,
-                 address=str(port.getHost()))
+        log.info(
+            "Listening on {description} ({address})",
+            description=self.description,
+            address=str(port.getHost()),
+        )
         if self.on_bound is not None:
             try:
                 self.on_bound(port)

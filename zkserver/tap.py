@@ -64,8 +64,12 @@ class Options(usage.Options):
         "environment, which wins over the file."
     )
     optFlags: list[list[Any]] = [
-        ["auto-approve", None, "Accept push devices with unknown serial numbers at once "
-         "(default: record them as pending until an operator approves them)."],
+        [
+            "auto-approve",
+            None,
+            "Accept push devices with unknown serial numbers at once "
+            "(default: record them as pending until an operator approves them).",
+        ],
         ["no-pull", None, "Do not connect to pull (port 4370) devices from this process."],
         ["secure-cookie", None, "Mark the session cookie Secure (when served over HTTPS)."],
         *HOOK_FLAGS,
@@ -73,41 +77,112 @@ class Options(usage.Options):
     optParameters: list[list[Any]] = [
         ["config", "c", None, "TOML file with options (keys as the long option names)."],
         ["data-dir", "d", "./zkserver-data", "Directory for the SQLite database and token."],
-        ["db", None, None, "Database: sqlite:PATH (default: DATA_DIR/zkserver.sqlite3) or "
-         "postgresql://user@host:port/dbname (through txpostgres)."],
-        ["token", None, None, "Access token for the web listener (default: generated once "
-         "and kept in DATA_DIR/token)."],
-        ["timezone", None, "", "Default time zone handed to terminals (IANA name such as "
-         "Asia/Kolkata or an offset like +05:30; default: this server's zone)."],
-        ["poll-delay", None, 10, "Seconds between a push terminal's getrequest polls "
-         "(Delay=); a device silent for 3x this is marked offline."],
+        [
+            "db",
+            None,
+            None,
+            "Database: sqlite:PATH (default: DATA_DIR/zkserver.sqlite3) or "
+            "postgresql://user@host:port/dbname (through txpostgres).",
+        ],
+        [
+            "token",
+            None,
+            None,
+            "Access token for the web listener (default: generated once "
+            "and kept in DATA_DIR/token).",
+        ],
+        [
+            "timezone",
+            None,
+            "",
+            "Default time zone handed to terminals (IANA name such as "
+            "Asia/Kolkata or an offset like +05:30; default: this server's zone).",
+        ],
+        [
+            "poll-delay",
+            None,
+            10,
+            "Seconds between a push terminal's getrequest polls "
+            "(Delay=); a device silent for 3x this is marked offline.",
+        ],
         ["error-delay", None, 30, "Seconds a terminal waits after a failure (ErrorDelay=)."],
         ["heartbeat", None, 15.0, "Seconds between ': ping' comments on idle event streams."],
-        ["sse-buffer", None, 1 << 20, "Bytes queued for a slow SSE client before it is "
-         "dropped (it replays what it missed on reconnect)."],
+        [
+            "sse-buffer",
+            None,
+            1 << 20,
+            "Bytes queued for a slow SSE client before it is "
+            "dropped (it replays what it missed on reconnect).",
+        ],
         ["max-body", None, 16 << 20, "Largest request body accepted, in bytes (413 above)."],
-        ["command-timeout", None, 120.0, "Seconds a device has to answer a command it was "
-         "sent before it is sent again."],
-        ["command-retries", None, 3, "Times a command is sent in all before it expires "
-         "unanswered."],
-        ["command-ttl", None, 86400.0, "Seconds a queued command waits for its device "
-         "(offline, say) before it expires; 0 = forever."],
-        ["fix-drift", None, 0.0, "Set a pull terminal's clock right when the idle probe finds "
-         "it off by more than this many seconds (at most once an hour per device); 0 = off."],
+        [
+            "command-timeout",
+            None,
+            120.0,
+            "Seconds a device has to answer a command it was sent before it is sent again.",
+        ],
+        [
+            "command-retries",
+            None,
+            3,
+            "Times a command is sent in all before it expires unanswered.",
+        ],
+        [
+            "command-ttl",
+            None,
+            86400.0,
+            "Seconds a queued command waits for its device "
+            "(offline, say) before it expires; 0 = forever.",
+        ],
+        [
+            "fix-drift",
+            None,
+            0.0,
+            "Set a pull terminal's clock right when the idle probe finds "
+            "it off by more than this many seconds (at most once an hour per device); 0 = off.",
+        ],
         *HOOK_PARAMETERS,
-        ["max-future", None, 600, "A punch more than this many seconds ahead of the server's "
-         "clock at receipt is flagged suspect_time."],
-        ["max-past", None, 400, "A punch more than this many days before its receipt is "
-         "flagged suspect_time."],
-        ["day-starts-at", None, "00:00", "Local time (HH:MM) at which a person's day begins "
-         "in /api/days (e.g. 04:00 so that an evening shift ending at 02:00 is one day)."],
-        ["retain-events", None, 30.0, "Days of events kept for stream replay "
-         "(Last-Event-ID); older ones are pruned in small background batches; 0 = forever. "
-         "Punches are kept regardless."],
-        ["workers", None, 1, "Processes serving the same listeners (PostgreSQL only): "
-         "the first binds them and starts N-1 more; see zkserver/workers.py."],
-        ["worker", None, None, "(internal) listening sockets inherited by a --workers "
-         "process: push=FD,web=FD,..."],
+        [
+            "max-future",
+            None,
+            600,
+            "A punch more than this many seconds ahead of the server's "
+            "clock at receipt is flagged suspect_time.",
+        ],
+        [
+            "max-past",
+            None,
+            400,
+            "A punch more than this many days before its receipt is flagged suspect_time.",
+        ],
+        [
+            "day-starts-at",
+            None,
+            "00:00",
+            "Local time (HH:MM) at which a person's day begins "
+            "in /api/days (e.g. 04:00 so that an evening shift ending at 02:00 is one day).",
+        ],
+        [
+            "retain-events",
+            None,
+            30.0,
+            "Days of events kept for stream replay "
+            "(Last-Event-ID); older ones are pruned in small background batches; 0 = forever. "
+            "Punches are kept regardless.",
+        ],
+        [
+            "workers",
+            None,
+            1,
+            "Processes serving the same listeners (PostgreSQL only): "
+            "the first binds them and starts N-1 more; see zkserver/workers.py.",
+        ],
+        [
+            "worker",
+            None,
+            None,
+            "(internal) listening sockets inherited by a --workers process: push=FD,web=FD,...",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -247,8 +322,10 @@ _FALSE = ("0", "false", "no", "off", "")
 
 
 def _option_names(options: Options) -> list[str]:
-    return [p[0] for p in options.optParameters] + [f[0] for f in options.optFlags] + list(
-        LIST_OPTIONS
+    return (
+        [p[0] for p in options.optParameters]
+        + [f[0] for f in options.optFlags]
+        + list(LIST_OPTIONS)
     )
 
 
@@ -275,8 +352,9 @@ def _check(name: str, value: Any, source: str) -> Any:
     option, the source and the value."""
 
     def bad(expected: str) -> usage.UsageError:
-        return usage.UsageError(f"invalid value for {name} ({source}): {value!r}; "
-                                f"expected {expected}")
+        return usage.UsageError(
+            f"invalid value for {name} ({source}): {value!r}; expected {expected}"
+        )
 
     if name in LIST_OPTIONS:
         if isinstance(value, str):
@@ -511,9 +589,9 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
     if config["retain-events"] > 0 and not inherited:  # the first process prunes
         retention = EventRetention(store=store, clock=reactor, days=config["retain-events"])
         server.retention = retention
-        PeriodicJob(
-            "retention", 600, _when_ready(server, retention.run), reactor
-        ).setServiceParent(server)
+        PeriodicJob("retention", 600, _when_ready(server, retention.run), reactor).setServiceParent(
+            server
+        )
     PeriodicJob(
         "presence",
         max(1, config["poll-delay"] // 2),
@@ -557,10 +635,16 @@ def dashboard_url(endpoint: str, address: Any, token: str | None = None) -> str 
 def _log_dashboard(endpoint: str, port: Any, token: str | None, data_dir: Path) -> None:
     url = dashboard_url(endpoint, port.getHost(), token)
     if url is None:
-        log.info("Web listener {endpoint} has no URL to log ({address})",
-                 endpoint=endpoint, address=str(port.getHost()))
+        log.info(
+            "Web listener {endpoint} has no URL to log ({address})",
+            endpoint=endpoint,
+            address=str(port.getHost()),
+        )
     elif token:
         log.info("Dashboard: {url}", url=url)
     else:
-        log.info("Dashboard: {url} (the token: `zkserver token --data-dir {data_dir}`)",
-                 url=url, data_dir=str(data_dir))
+        log.info(
+            "Dashboard: {url} (the token: `zkserver token --data-dir {data_dir}`)",
+            url=url,
+            data_dir=str(data_dir),
+        )

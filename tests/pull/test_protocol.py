@@ -51,8 +51,13 @@ def result_of(d: Deferred[Any]) -> Any:
 
 def records(n: int) -> list[PullRecord]:
     return [
-        PullRecord(str(1000 + i % 7), datetime(2025, 10, 9, 8, 0, i % 60).replace(
-            minute=i // 60 % 60, hour=8 + i // 3600), i % 2, 15, uid=i % 7 + 1)
+        PullRecord(
+            str(1000 + i % 7),
+            datetime(2025, 10, 9, 8, 0, i % 60).replace(minute=i // 60 % 60, hour=8 + i // 3600),
+            i % 2,
+            15,
+            uid=i % 7 + 1,
+        )
         for i in range(n)
     ]
 
@@ -318,7 +323,8 @@ def test_read_users_inline_data() -> None:
     d = w.proto.read_users()
     w.pump()
     assert [(u.user_id, u.name, u.uid) for u in result_of(d)] == [
-        ("1001", "Ann", 1), ("1002", "Bo", 2)
+        ("1001", "Ann", 1),
+        ("1002", "Bo", 2),
     ]
 
 
@@ -353,7 +359,8 @@ def test_event_between_requests_is_acked_and_delivered() -> None:
     acks = w.take()
     assert [(a.command, a.session_id) for a in acks] == [(Reply.ACK_OK, SESSION)] * 2
     assert [(e.user_id, e.state, e.verify_method) for e in w.events] == [
-        ("1001", 1, 15), ("1002", 1, 15)
+        ("1001", 1, 15),
+        ("1002", 1, 15),
     ]
 
 
@@ -634,7 +641,8 @@ def test_events_of_any_size(size: int) -> None:
     w.feed(_event("1001", size), _event("1002", size), split=3)
     assert [a.command for a in w.take()] == [Reply.ACK_OK] * 2
     assert [(e.user_id, e.state, e.verify_method) for e in w.events] == [
-        ("1001", 1, 15), ("1002", 1, 15)
+        ("1001", 1, 15),
+        ("1002", 1, 15),
     ]
 
 

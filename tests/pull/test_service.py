@@ -232,7 +232,10 @@ async def test_catch_up_once_then_realtime_event_like_a_push_punch(world: World)
         "action": 1,
         "method": 15,
         "raw_data": {
-            "user_id": "3", "timestamp": "2025-10-09 18:30:45", "status": 1, "verify_method": 15
+            "user_id": "3",
+            "timestamp": "2025-10-09 18:30:45",
+            "status": 1,
+            "verify_method": 15,
         },
         "timestamp_utc": event["timestamp_utc"],
         "time_ambiguous": False,
@@ -302,8 +305,9 @@ async def test_wrong_comm_key_is_auth_failed_without_reconnect_storm(world: Worl
     emu = build_device(users=1, records=2, comm_key=1234)
     device = await world.add(await world.emulator(emu), comm_key=4321)
     manager = world.manager()
-    await wait_until(lambda: any(e["status"] == "auth_failed"
-                                 for e in world.recorder.of_type("device_status")))
+    await wait_until(
+        lambda: any(e["status"] == "auth_failed" for e in world.recorder.of_type("device_status"))
+    )
     service = manager.devices[device.id]
     await sleep(1.0)
     assert service.attempts == 1
@@ -348,8 +352,10 @@ async def test_operations_on_live_and_short_sessions(world: World) -> None:
     assert [u.user_id for u in await world.real_store.users(live.id)] == ["1", "2", "3", "4"]
     emu.clock_offset = -3600.0
     result = await manager.sync_time(live)
-    assert abs((emu.now() - datetime.strptime(result["time"], "%Y-%m-%d %H:%M:%S"))
-               .total_seconds()) < 5
+    assert (
+        abs((emu.now() - datetime.strptime(result["time"], "%Y-%m-%d %H:%M:%S")).total_seconds())
+        < 5
+    )
     # an unapproved (not running) device: a short session of its own
     emu2 = build_device(users=2, records=3, serial_number="EMUSHORT")
     other = await world.add(await world.emulator(emu2, "udp"), transport="udp")
@@ -444,7 +450,8 @@ async def test_api_adds_operates_and_deletes_a_pull_device(server: Any) -> None:
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
     try:
         code, body = await server.api(
-            "POST", "/api/devices",
+            "POST",
+            "/api/devices",
             {"kind": "pull", "host": "127.0.0.1", "port": port.getHost().port, "name": "Gate"},
         )
         assert code == 201, body

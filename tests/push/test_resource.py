@@ -20,8 +20,12 @@ async def call(server: RunningServer, method: str, path: str, body: bytes | None
     """A terminal's request through a plain Agent (no content decoding, headers as sent)."""
     agent = Agent(reactor, pool=server.pool)
     producer = FileBodyProducer(BytesIO(body)) if body is not None else None
-    response = await agent.request(method.encode(), (server.push_url + path).encode(),
-                                   Headers({b"User-Agent": [b"iClock Proxy/1.09"]}), producer)
+    response = await agent.request(
+        method.encode(),
+        (server.push_url + path).encode(),
+        Headers({b"User-Agent": [b"iClock Proxy/1.09"]}),
+        producer,
+    )
     return response, await treq.content(response)
 
 
@@ -33,8 +37,16 @@ async def test_handshake_sends_the_option_block_with_date_and_length(server: Run
     text = body.decode()
     assert response.code == 200
     assert text.splitlines()[0] == f"GET OPTION FROM: {SN}"
-    for key in ("ErrorDelay=30", "Delay=10", "Realtime=1", "Encrypt=", "ServerVer=",
-                "ATTLOGStamp=", "OPERLOGStamp=", "TimeZone="):
+    for key in (
+        "ErrorDelay=30",
+        "Delay=10",
+        "Realtime=1",
+        "Encrypt=",
+        "ServerVer=",
+        "ATTLOGStamp=",
+        "OPERLOGStamp=",
+        "TimeZone=",
+    ):
         assert key in text, key
     trans_flag = next(line for line in text.splitlines() if line.startswith("TransFlag="))
     tables = trans_flag.split("=", 1)[1].removeprefix("TransData ")
@@ -65,8 +77,9 @@ async def test_attlog_upload_counts_only_saved_lines_and_keeps_the_rest(server: 
         "\x00\x01\x02garbage",
     ]
     body = "\r\n".join(lines).encode()
-    response, reply = await call(server, "POST", f"/iclock/cdata?SN={SN}&table=ATTLOG&Stamp=1",
-                                 body)
+    response, reply = await call(
+        server, "POST", f"/iclock/cdata?SN={SN}&table=ATTLOG&Stamp=1", body
+    )
     assert response.code == 200
     assert reply == b"OK: 3"
     code, page = await server.api("GET", "/api/attendance")
@@ -112,14 +125,12 @@ async def test_missing_or_bad_serial_number_is_400(server: RunningServer):
 async def test_oversize_body_is_413_and_nothing_is_saved(db_url, tmp_path):
     from tests.harness import start_server
 
-    running = await start_server(db_url, str(tmp_path / "d"), "--auto-approve",
-                                 "--max-body", "1000")
+    running = await start_server(
+        db_url, str(tmp_path / "d"), "--auto-approve", "--max-body", "1000"
+    )
     try:
-        body = b"".join(
-            f"{i}\t2025-10-09 08:00:00\t0\t1\t0\t0\t0\n".encode() for i in range(100)
-        )
-        response, reply = await call(running, "POST", f"/iclock/cdata?SN={SN}&table=ATTLOG",
-                                     body)
+        body = b"".join(f"{i}\t2025-10-09 08:00:00\t0\t1\t0\t0\t0\n".encode() for i in range(100))
+        response, reply = await call(running, "POST", f"/iclock/cdata?SN={SN}&table=ATTLOG", body)
         assert response.code == 413
         _, page = await running.api("GET", "/api/attendance")
         assert page["items"] == []
@@ -145,8 +156,9 @@ async def test_huge_line_and_binary_junk_never_break_the_batch(server: RunningSe
 
 @pytest_twisted.ensureDeferred
 async def test_unknown_table_is_ok_and_kept_raw(server: RunningServer):
-    response, reply = await call(server, "POST", f"/iclock/cdata?SN={SN}&table=WEIRD",
-                                 b"something new")
+    response, reply = await call(
+        server, "POST", f"/iclock/cdata?SN={SN}&table=WEIRD", b"something new"
+    )
     assert response.code == 200 and reply == b"OK"
     _, rejected = await server.api("GET", "/api/rejected")
     assert any(r["raw"] == "something new" and "WEIRD" in r["reason"] for r in rejected)
@@ -170,30 +182,42 @@ async def test_operlog_users_build_the_user_list_with_gbk_names(server: RunningS
 @pytest_twisted.ensureDeferred
 async def test_attendance_photo_is_stored_and_linked_to_its_punch(server: RunningServer):
     jpeg = b"\xff\xd8\xff\xe0" + b"photo-bytes" * 50 + b"\xff\xd9"
-    await call(server, "POST", f"/iclock/cdata?SN={SN}&table=ATTLOG",
-               b"4001\t2025-10-09 07:15:30\t0\t15\t0\t0\t0")
+    await call(
+        server,
+        "POST",
+        f"/iclock/cdata?SN={SN}&table=ATTLOG",
+        b"4001\t2025-10-09 07:15:30\t0\t15\t0\t0\t0",
+    )
     header = f"PIN=20251009071530-4001.jpg\nSN={SN}\nsize={len(jpeg)}\nCMD=uploadphoto\x00"
-    response, reply = await call(server, "POST", f"/iclock/cdata?SN={SN}&table=ATTPHOTO",
-                                 header.encode() + jpeg)
+    response, reply = await call(
+        server, "POST", f"/iclock/cdata?SN={SN}&table=ATTPHOTO", header.encode() + jpeg
+    )
     assert response.code == 200 and reply == b"OK"
     _, page = await server.api("GET", "/api/attendance?user_id=4001")
     photo_id = page["items"][0]["photo_id"]
     assert photo_id
-    response = await treq.get(f"{server.web_url}/api/photos/{photo_id}", headers=server.auth,
-                              pool=server.pool)
+    response = await treq.get(
+        f"{server.web_url}/api/photos/{photo_id}", headers=server.auth, pool=server.pool
+    )
     assert await response.content() == jpeg
     # The older /iclock/fdata path stores photos too.
-    response, reply = await call(server, "POST", f"/iclock/fdata?SN={SN}",
-                                 header.replace("071530", "071531").encode() + jpeg)
+    response, reply = await call(
+        server, "POST", f"/iclock/fdata?SN={SN}", header.replace("071530", "071531").encode() + jpeg
+    )
     assert reply == b"OK"
 
 
 @pytest_twisted.ensureDeferred
 async def test_options_and_info_are_kept_on_the_device(server: RunningServer):
-    await call(server, "POST", f"/iclock/cdata?SN={SN}&table=options",
-               b"~DeviceName=SpeedFace,FirmVer=8.0.4,IPAddress=10.0.0.5")
-    await call(server, "GET",
-               f"/iclock/getrequest?SN={SN}&INFO=Ver%208.0.4,12,30,1500,10.0.0.5,10,7")
+    await call(
+        server,
+        "POST",
+        f"/iclock/cdata?SN={SN}&table=options",
+        b"~DeviceName=SpeedFace,FirmVer=8.0.4,IPAddress=10.0.0.5",
+    )
+    await call(
+        server, "GET", f"/iclock/getrequest?SN={SN}&INFO=Ver%208.0.4,12,30,1500,10.0.0.5,10,7"
+    )
     _, devices = await server.api("GET", "/api/devices")
     info = next(d for d in devices if d["serial_number"] == SN)["info"]
     assert info["options"]["FirmVer"] == "8.0.4"
@@ -211,11 +235,13 @@ async def test_command_queue_round_trip_survives_restart(db_url, tmp_path):
         await call(running, "GET", f"/iclock/cdata?SN={SN}&options=all")
         _, devices = await running.api("GET", "/api/devices")
         device_id = devices[0]["id"]
-        code, first = await running.api("POST", f"/api/devices/{device_id}/commands",
-                                         {"command": "INFO"})
+        code, first = await running.api(
+            "POST", f"/api/devices/{device_id}/commands", {"command": "INFO"}
+        )
         assert code == 201
-        code, second = await running.api("POST", f"/api/devices/{device_id}/commands",
-                                          {"command": "DATA DELETE USERINFO PIN=7"})
+        code, second = await running.api(
+            "POST", f"/api/devices/{device_id}/commands", {"command": "DATA DELETE USERINFO PIN=7"}
+        )
         assert first["id"] != second["id"]
     finally:
         await running.stop()
@@ -226,10 +252,11 @@ async def test_command_queue_round_trip_survives_restart(db_url, tmp_path):
         assert lines == [f"C:{first['id']}:INFO", f"C:{second['id']}:DATA DELETE USERINFO PIN=7"]
         _, reply = await call(running, "GET", f"/iclock/getrequest?SN={SN}")
         assert reply == b"OK"
-        result = (f"ID={first['id']}&Return=0&CMD=INFO\n~DeviceName=X\n"
-                  f"ID={second['id']}&Return=-10&CMD=DATA\n")
-        response, reply = await call(running, "POST", f"/iclock/devicecmd?SN={SN}",
-                                     result.encode())
+        result = (
+            f"ID={first['id']}&Return=0&CMD=INFO\n~DeviceName=X\n"
+            f"ID={second['id']}&Return=-10&CMD=DATA\n"
+        )
+        response, reply = await call(running, "POST", f"/iclock/devicecmd?SN={SN}", result.encode())
         assert reply == b"OK"
         _, commands = await running.api("GET", f"/api/devices/{device_id}/commands")
         by_id = {c["id"]: c for c in commands}
@@ -255,13 +282,15 @@ async def test_ping(server: RunningServer):
     assert (response.code, reply) == (200, b"OK")
 
 
-
-
 @pytest_twisted.ensureDeferred
 async def test_security_push_registry_config_and_rtlog(server: RunningServer):
     sn = "ACC0001"
-    response, reply = await call(server, "POST", f"/iclock/registry?SN={sn}",
-                                 b"DeviceType=acc,~DeviceName=SpeedFace-V5L,FirmVer=ZAM180")
+    response, reply = await call(
+        server,
+        "POST",
+        f"/iclock/registry?SN={sn}",
+        b"DeviceType=acc,~DeviceName=SpeedFace-V5L,FirmVer=ZAM180",
+    )
     assert response.code == 200 and reply.decode().startswith("RegistryCode=")
     response, reply = await call(server, "POST", f"/iclock/push?SN={sn}")
     config = dict(line.split("=", 1) for line in reply.decode().splitlines())
@@ -274,13 +303,18 @@ async def test_security_push_registry_config_and_rtlog(server: RunningServer):
         "inoutstatus=2\tverifytype=200\n"
         "time=2025-13-09 18:31:00\tpin=1002\tinoutstatus=0\tverifytype=1\n"
     )
-    response, reply = await call(server, "POST", f"/iclock/cdata?SN={sn}&table=rtlog",
-                                 body.encode())
+    response, reply = await call(
+        server, "POST", f"/iclock/cdata?SN={sn}&table=rtlog", body.encode()
+    )
     assert (response.code, reply) == (200, b"OK: 2")
     _, page = await server.api("GET", "/api/attendance")
     (row,) = page["items"]
     assert (row["user_id"], row["timestamp"], row["action"], row["method"]) == (
-        "1001", "2025-10-09 18:30:45", 1, 15)
+        "1001",
+        "2025-10-09 18:30:45",
+        1,
+        15,
+    )
     _, rejected = await server.api("GET", f"/api/rejected?serial_number={sn}")
     assert len(rejected) == 1 and "2025-13-09" in rejected[0]["raw"]
 
@@ -299,9 +333,11 @@ async def test_registry_refuses_a_device_that_is_not_approved(db_url, tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_operlog_templates_are_kept_and_unknown_records_rejected(server: RunningServer):
-    body = (b"FP PIN=1\tFID=6\tSize=8\tValid=1\tTMP=QUJDREVGR0g=\n"
-            b"GARBAGE PIN=1\tX=2\n"
-            b"USER PIN=1\tName=Ann\tPri=0\tPasswd=\tCard=\tGrp=1\tTZ=0\n")
+    body = (
+        b"FP PIN=1\tFID=6\tSize=8\tValid=1\tTMP=QUJDREVGR0g=\n"
+        b"GARBAGE PIN=1\tX=2\n"
+        b"USER PIN=1\tName=Ann\tPri=0\tPasswd=\tCard=\tGrp=1\tTZ=0\n"
+    )
     path = f"/iclock/cdata?SN={SN}&table=OPERLOG"
     response, reply = await call(server, "POST", path, body)
     assert (response.code, reply) == (200, b"OK: 2")
@@ -318,16 +354,16 @@ async def test_operlog_templates_are_kept_and_unknown_records_rejected(server: R
 def _operlog_rows(device_id: str):
     from zkserver.store.dialect import Q
 
-    rows = yield Q("SELECT op, operator, obj, raw FROM operlog WHERE device_id = %s",
-                   (device_id,))
+    rows = yield Q("SELECT op, operator, obj, raw FROM operlog WHERE device_id = %s", (device_id,))
     return rows
 
 
 @pytest_twisted.ensureDeferred
 async def test_options_upload_is_kept_printable_and_bounded(server: RunningServer):
     junk = bytes(range(256)) * 40
-    response, reply = await call(server, "POST", f"/iclock/cdata?SN={SN}&table=options",
-                                 junk + b",FirmVer=8.0.4,Good=yes")
+    response, reply = await call(
+        server, "POST", f"/iclock/cdata?SN={SN}&table=options", junk + b",FirmVer=8.0.4,Good=yes"
+    )
     assert (response.code, reply) == (200, b"OK")
     _, devices = await server.api("GET", "/api/devices")
     options = next(d for d in devices if d["serial_number"] == SN)["info"]["options"]
@@ -340,8 +376,7 @@ async def test_options_upload_is_kept_printable_and_bounded(server: RunningServe
 async def test_rtstate_updates_the_device_instead_of_piling_up(server: RunningServer):
     for door in ("1", "0"):
         body = f"time=2025-10-09 18:31:00\tsensor=01\trelay=0{door}\talarm=0000".encode()
-        response, reply = await call(server, "POST", "/iclock/cdata?SN=ACC9&table=rtstate",
-                                     body)
+        response, reply = await call(server, "POST", "/iclock/cdata?SN=ACC9&table=rtstate", body)
         assert (response.code, reply) == (200, b"OK")
     _, devices = await server.api("GET", "/api/devices")
     info = next(d for d in devices if d["serial_number"] == "ACC9")["info"]

@@ -43,10 +43,24 @@ CHROMEDRIVER = os.environ.get("ZKSERVER_CHROMEDRIVER", "/usr/bin/chromedriver")
 ARTIFACTS = REPO / "test-artifacts"
 
 __all__ = [
-    "ServerProcess", "free_port", "browser_available", "browser_missing", "chromium",
+    "ServerProcess",
+    "free_port",
+    "browser_available",
+    "browser_missing",
+    "chromium",
     "upload_attlog",
-    "handshake", "attlog", "now_text", "feed_rows", "wait_for_row", "wait_until",
-    "login", "connection_state", "screenshot", "console_errors", "set_viewport", "upload_users",
+    "handshake",
+    "attlog",
+    "now_text",
+    "feed_rows",
+    "wait_for_row",
+    "wait_until",
+    "login",
+    "connection_state",
+    "screenshot",
+    "console_errors",
+    "set_viewport",
+    "upload_users",
     "row_present",
 ]
 
@@ -62,8 +76,12 @@ def now_text(offset_seconds: float = 0) -> str:
     return datetime.fromtimestamp(time.time() + offset_seconds).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
-               message: str = "condition") -> Any:
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    message: str = "condition",
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -102,13 +120,20 @@ class ServerProcess:
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-            "-n", "--pidfile=",
+            sys.executable,
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
+            "-n",
+            "--pidfile=",
             "zkserver",
-            "--data-dir", str(self.data_dir),
-            "--db", self.db,
-            "--push", f"tcp:{self.push_port}:interface=127.0.0.1",
-            "--web", f"tcp:{self.web_port}:interface=127.0.0.1",
+            "--data-dir",
+            str(self.data_dir),
+            "--db",
+            self.db,
+            "--push",
+            f"tcp:{self.push_port}:interface=127.0.0.1",
+            "--web",
+            f"tcp:{self.web_port}:interface=127.0.0.1",
             f"--token={self.token}",
             *self.extra,
         ]
@@ -123,7 +148,11 @@ class ServerProcess:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                self.command(), cwd=str(REPO), env=env, stdout=log, stderr=subprocess.STDOUT,
+                self.command(),
+                cwd=str(REPO),
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -164,9 +193,13 @@ class ServerProcess:
         """Blocking API call with the token: (status, decoded JSON or text)."""
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(
-            self.web_url + path, data=data, method=method,
-            headers={"Authorization": f"Bearer {self.token}",
-                     **({"Content-Type": "application/json"} if data else {})},
+            self.web_url + path,
+            data=data,
+            method=method,
+            headers={
+                "Authorization": f"Bearer {self.token}",
+                **({"Content-Type": "application/json"} if data else {}),
+            },
         )
         try:
             with urllib.request.urlopen(request, timeout=10) as r:
@@ -214,8 +247,9 @@ def upload_attlog(server: ServerProcess, serial: str, body: bytes) -> tuple[int,
 
 
 def upload_users(server: ServerProcess, serial: str, users: dict[str, str]) -> tuple[int, str]:
-    body = "\n".join(f"USER PIN={pin}\tName={name}\tPri=0\tPasswd=\tCard=\tGrp=1"
-                     for pin, name in users.items())
+    body = "\n".join(
+        f"USER PIN={pin}\tName={name}\tPri=0\tPasswd=\tCard=\tGrp=1" for pin, name in users.items()
+    )
     return _terminal(f"{server.push_url}/iclock/cdata?SN={serial}&table=OPERLOG", body.encode())
 
 
@@ -241,11 +275,20 @@ def chromium(width: int = 1280, height: int = 800) -> Iterator[WebDriver]:
     profile = tempfile.mkdtemp(prefix="zkserver-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={profile}", f"--window-size={width},{height}",
-                "--force-device-scale-factor=1", "--lang=en-US"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        f"--window-size={width},{height}",
+        "--force-device-scale-factor=1",
+        "--lang=en-US",
+    ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -261,9 +304,15 @@ def chromium(width: int = 1280, height: int = 800) -> Iterator[WebDriver]:
 
 def set_viewport(driver: WebDriver, width: int, height: int) -> None:
     """Make the page's viewport exactly width x height (window chrome differs by mode)."""
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-        "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600,
-    })
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {
+            "width": width,
+            "height": height,
+            "deviceScaleFactor": 1,
+            "mobile": width < 600,
+        },
+    )
 
 
 def login(driver: WebDriver, server: ServerProcess, token: str | None = None) -> None:
@@ -296,20 +345,29 @@ def feed_rows(driver: WebDriver) -> list[dict[str, str]]:
 
 
 def row_present(driver: WebDriver, serial: str, user_id: str, timestamp: str) -> bool:
-    return bool(driver.execute_script(
-        """const [s, u, t] = arguments;
+    return bool(
+        driver.execute_script(
+            """const [s, u, t] = arguments;
            return [...document.querySelectorAll('#feed > li.punch')].some(li =>
              li.dataset.serial === s && li.dataset.user === u && li.dataset.timestamp === t);""",
-        serial, user_id, timestamp,
-    ))
+            serial,
+            user_id,
+            timestamp,
+        )
+    )
 
 
-def wait_for_row(driver: WebDriver, serial: str, user_id: str, timestamp: str,
-                 timeout: float = 10.0) -> float:
+def wait_for_row(
+    driver: WebDriver, serial: str, user_id: str, timestamp: str, timeout: float = 10.0
+) -> float:
     """Poll until the punch's row is on the page; returns the seconds it took."""
     started = time.monotonic()
-    wait_until(lambda: row_present(driver, serial, user_id, timestamp), timeout,
-               interval=0.01, message=f"row {serial}/{user_id}/{timestamp}")
+    wait_until(
+        lambda: row_present(driver, serial, user_id, timestamp),
+        timeout,
+        interval=0.01,
+        message=f"row {serial}/{user_id}/{timestamp}",
+    )
     return time.monotonic() - started
 
 

@@ -16,29 +16,39 @@ SN = "API0001"
 
 
 async def upload(server: RunningServer, lines: list[str], sn: str = SN) -> bytes:
-    response = await treq.post(f"{server.push_url}/iclock/cdata?SN={sn}&table=ATTLOG",
-                               data="\n".join(lines).encode(), pool=server.pool)
+    response = await treq.post(
+        f"{server.push_url}/iclock/cdata?SN={sn}&table=ATTLOG",
+        data="\n".join(lines).encode(),
+        pool=server.pool,
+    )
     return await response.content()
 
 
 @pytest_twisted.ensureDeferred
 async def test_device_crud_and_validation(server: RunningServer):
-    code, created = await server.api("POST", "/api/devices",
-                                     {"serial_number": "CRUD1", "name": "Gate",
-                                      "timezone": "+05:30"})
+    code, created = await server.api(
+        "POST", "/api/devices", {"serial_number": "CRUD1", "name": "Gate", "timezone": "+05:30"}
+    )
     assert code == 201 and created["name"] == "Gate" and created["kind"] == "push"
     code, again = await server.api("POST", "/api/devices", {"serial_number": "CRUD1"})
     assert code == 409
-    for bad in ({"serial_number": ""}, {"serial_number": "a b"}, {"kind": "fax"},
-                {"serial_number": "X1", "timezone": "Mars/Base"}, {"kind": "pull"},
-                {"kind": "pull", "host": "h", "port": 70000}):
+    for bad in (
+        {"serial_number": ""},
+        {"serial_number": "a b"},
+        {"kind": "fax"},
+        {"serial_number": "X1", "timezone": "Mars/Base"},
+        {"kind": "pull"},
+        {"kind": "pull", "host": "h", "port": 70000},
+    ):
         code, body = await server.api("POST", "/api/devices", bad)
         assert code == 400 and body["error"], bad
-    code, body = await server.api("POST", "/api/devices", data=b"{not json",
-                                  headers={"Content-Type": "application/json"})
+    code, body = await server.api(
+        "POST", "/api/devices", data=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert code == 400
-    code, updated = await server.api("PATCH", f"/api/devices/{created['id']}",
-                                     {"name": "Back gate", "timezone": "Europe/Paris"})
+    code, updated = await server.api(
+        "PATCH", f"/api/devices/{created['id']}", {"name": "Back gate", "timezone": "Europe/Paris"}
+    )
     assert code == 200 and updated["name"] == "Back gate" and updated["timezone"] == "Europe/Paris"
     code, _ = await server.api("PATCH", f"/api/devices/{created['id']}", {"approved": True})
     assert code == 400
@@ -52,8 +62,10 @@ async def test_device_crud_and_validation(server: RunningServer):
 
 @pytest_twisted.ensureDeferred
 async def test_attendance_cursor_pages_cover_everything_once(server: RunningServer):
-    lines = [f"{100 + i}\t2025-10-09 08:{i // 60:02d}:{i % 60:02d}\t{i % 2}\t1\t0\t0\t0"
-             for i in range(25)]
+    lines = [
+        f"{100 + i}\t2025-10-09 08:{i // 60:02d}:{i % 60:02d}\t{i % 2}\t1\t0\t0\t0"
+        for i in range(25)
+    ]
     assert await upload(server, lines) == b"OK: 25"
     seen: list[str] = []
     cursor = ""
@@ -69,7 +81,8 @@ async def test_attendance_cursor_pages_cover_everything_once(server: RunningServ
     assert pages == 3
     assert seen == [str(100 + i) for i in reversed(range(25))]  # newest first
     code, page = await server.api(
-        "GET", "/api/attendance?user_id=103&since=2025-10-09 00:00:00&until=2025-10-10 00:00:00")
+        "GET", "/api/attendance?user_id=103&since=2025-10-09 00:00:00&until=2025-10-10 00:00:00"
+    )
     assert [row["user_id"] for row in page["items"]] == ["103"]
     code, _ = await server.api("GET", "/api/attendance?limit=0")
     assert code == 400
@@ -79,10 +92,12 @@ async def test_attendance_cursor_pages_cover_everything_once(server: RunningServ
 
 @pytest_twisted.ensureDeferred
 async def test_attendance_csv_export(server: RunningServer):
-    await upload(server, ["1\t2025-10-09 08:00:00\t0\t15\t0\t0\t0",
-                          "2\t2025-10-09 08:01:00\t1\t1\t0\t0\t0"])
-    response = await treq.get(f"{server.web_url}/api/attendance.csv", headers=server.auth,
-                              pool=server.pool)
+    await upload(
+        server, ["1\t2025-10-09 08:00:00\t0\t15\t0\t0\t0", "2\t2025-10-09 08:01:00\t1\t1\t0\t0\t0"]
+    )
+    response = await treq.get(
+        f"{server.web_url}/api/attendance.csv", headers=server.auth, pool=server.pool
+    )
     assert response.headers.getRawHeaders("content-type")[0].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(await response.text("utf-8"))))
     assert [(r["user_id"], r["timestamp"], r["action"], r["method"]) for r in rows] == [
@@ -93,25 +108,29 @@ async def test_attendance_csv_export(server: RunningServer):
 
 @pytest_twisted.ensureDeferred
 async def test_login_cookie_is_httponly_strict_and_authenticates(server: RunningServer):
-    response = await treq.post(f"{server.web_url}/api/session", json={"token": "wrong"},
-                               pool=server.pool)
+    response = await treq.post(
+        f"{server.web_url}/api/session", json={"token": "wrong"}, pool=server.pool
+    )
     assert response.code == 401
     await response.content()
-    response = await treq.post(f"{server.web_url}/api/session", json={"token": server.token},
-                               pool=server.pool)
+    response = await treq.post(
+        f"{server.web_url}/api/session", json={"token": server.token}, pool=server.pool
+    )
     assert response.code == 200
     await response.content()
     cookie = response.headers.getRawHeaders("set-cookie")[0]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie.replace("strict", "Strict")
     value = cookie.split(";", 1)[0]
     assert server.token not in value
-    response = await treq.get(f"{server.web_url}/api/devices", headers={"Cookie": value},
-                              pool=server.pool)
+    response = await treq.get(
+        f"{server.web_url}/api/devices", headers={"Cookie": value}, pool=server.pool
+    )
     assert response.code == 200
     await response.content()
     tampered = value[:-1] + ("0" if value[-1] != "0" else "1")
-    response = await treq.get(f"{server.web_url}/api/devices",
-                              headers={"Cookie": tampered}, pool=server.pool)
+    response = await treq.get(
+        f"{server.web_url}/api/devices", headers={"Cookie": tampered}, pool=server.pool
+    )
     assert response.code == 401
     await response.content()
 
@@ -121,28 +140,37 @@ async def test_cors_is_off_by_default_and_never_reflects_other_origins(db_url, t
     evil = {"Origin": "https://evil.example"}
     running = await start_server(db_url, str(tmp_path / "a"))
     try:
-        response = await treq.get(f"{running.web_url}/api/devices",
-                                  headers={**running.auth, **evil}, pool=running.pool)
+        response = await treq.get(
+            f"{running.web_url}/api/devices", headers={**running.auth, **evil}, pool=running.pool
+        )
         assert response.headers.getRawHeaders("access-control-allow-origin") is None
         await response.content()
     finally:
         await running.stop()
-    running = await start_server(db_url, str(tmp_path / "b"),
-                                 "--cors-origin", "https://dash.example")
+    running = await start_server(
+        db_url, str(tmp_path / "b"), "--cors-origin", "https://dash.example"
+    )
     try:
-        response = await treq.get(f"{running.web_url}/api/devices",
-                                  headers={**running.auth, "Origin": "https://dash.example"},
-                                  pool=running.pool)
+        response = await treq.get(
+            f"{running.web_url}/api/devices",
+            headers={**running.auth, "Origin": "https://dash.example"},
+            pool=running.pool,
+        )
         assert response.headers.getRawHeaders("access-control-allow-origin") == [
-            "https://dash.example"]
+            "https://dash.example"
+        ]
         await response.content()
-        response = await treq.request("OPTIONS", f"{running.web_url}/api/devices",
-                                      headers={"Origin": "https://dash.example"},
-                                      pool=running.pool)
+        response = await treq.request(
+            "OPTIONS",
+            f"{running.web_url}/api/devices",
+            headers={"Origin": "https://dash.example"},
+            pool=running.pool,
+        )
         assert response.code == 204
         await response.content()
-        response = await treq.get(f"{running.web_url}/api/devices",
-                                  headers={**running.auth, **evil}, pool=running.pool)
+        response = await treq.get(
+            f"{running.web_url}/api/devices", headers={**running.auth, **evil}, pool=running.pool
+        )
         assert response.headers.getRawHeaders("access-control-allow-origin") is None
         await response.content()
     finally:
@@ -186,17 +214,19 @@ async def test_page_modules_are_served_as_javascript(server: RunningServer):
 async def test_silent_push_device_goes_offline_and_comes_back(db_url, tmp_path):
     from tests.harness import SSEClient, wait_until
 
-    running = await start_server(db_url, str(tmp_path / "d"), "--auto-approve",
-                                 "--poll-delay", "1")
+    running = await start_server(db_url, str(tmp_path / "d"), "--auto-approve", "--poll-delay", "1")
     client = await SSEClient(
-        f"{running.web_url}/devices/events?token={running.token}&type=device_status").connect()
+        f"{running.web_url}/devices/events?token={running.token}&type=device_status"
+    ).connect()
     try:
-        response = await treq.get(f"{running.push_url}/iclock/getrequest?SN=QUIET1",
-                                  pool=running.pool)
+        response = await treq.get(
+            f"{running.push_url}/iclock/getrequest?SN=QUIET1", pool=running.pool
+        )
         await response.content()
         await wait_until(lambda: [e["status"] for e in client.events][-1:] == ["offline"], 15)
-        response = await treq.get(f"{running.push_url}/iclock/getrequest?SN=QUIET1",
-                                  pool=running.pool)
+        response = await treq.get(
+            f"{running.push_url}/iclock/getrequest?SN=QUIET1", pool=running.pool
+        )
         await response.content()
         await wait_until(lambda: [e["status"] for e in client.events][-1:] == ["online"], 5)
         assert [e["status"] for e in client.events] == ["online", "offline", "online"]
@@ -222,11 +252,13 @@ async def test_bad_input_gets_a_json_error_never_a_traceback(server: RunningServ
         code, reply = await server.api(method, path, body)
         assert code == expected, (path, body, reply)
         assert isinstance(reply, dict) and reply["error"], (path, reply)
-    code, pull = await server.api("POST", "/api/devices",
-                                  {"kind": "pull", "host": "127.0.0.9", "port": 4370})
+    code, pull = await server.api(
+        "POST", "/api/devices", {"kind": "pull", "host": "127.0.0.9", "port": 4370}
+    )
     assert code == 201
-    code, reply = await server.api("POST", "/api/devices",
-                                   {"kind": "pull", "host": "127.0.0.9", "port": 4370})
+    code, reply = await server.api(
+        "POST", "/api/devices", {"kind": "pull", "host": "127.0.0.9", "port": 4370}
+    )
     assert code == 409 and "host and port" in reply["error"]
     code, push = await server.api("POST", "/api/devices", {"serial_number": "PUSHX"})
     code, reply = await server.api("PATCH", f"/api/devices/{push['id']}", {"host": "127.0.0.1"})

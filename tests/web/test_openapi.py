@@ -13,8 +13,13 @@ from zkserver.web.app import routes
 from zkserver.web.openapi import openapi_document
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
-PUBLIC = {("/", "get"), ("/healthz", "get"), ("/api/session", "post"),
-          ("/api/session", "delete"), ("/api/openapi.json", "get")}
+PUBLIC = {
+    ("/", "get"),
+    ("/healthz", "get"),
+    ("/api/session", "post"),
+    ("/api/session", "delete"),
+    ("/api/openapi.json", "get"),
+}
 
 
 def openapi_path(rule: str) -> str:
@@ -87,12 +92,28 @@ def test_security_public_and_protected_operations():
 
 def test_schemas_describe_the_contract():
     schemas = openapi_document()["components"]["schemas"]
-    for name in ("Device", "Command", "AttendanceRow", "AttendancePage", "Rejected", "Event",
-                 "Error"):
+    for name in (
+        "Device",
+        "Command",
+        "AttendanceRow",
+        "AttendancePage",
+        "Rejected",
+        "Event",
+        "Error",
+    ):
         assert name in schemas
     event = schemas["AttendanceEvent"]
-    assert set(event["required"]) == {"type", "device_id", "device_name", "serial_number",
-                                      "user_id", "timestamp", "action", "method", "raw_data"}
+    assert set(event["required"]) == {
+        "type",
+        "device_id",
+        "device_name",
+        "serial_number",
+        "user_id",
+        "timestamp",
+        "action",
+        "method",
+        "raw_data",
+    }
     mapping = schemas["Event"]["discriminator"]["mapping"]
     assert {"attendance", "device_status", "user_sync", "command_result", "command_status"} <= set(
         mapping
@@ -102,6 +123,7 @@ def test_schemas_describe_the_contract():
 
 def test_document_is_valid_openapi_3_1():
     import openapi_spec_validator as validator
+
     doc = openapi_document()
     assert doc["openapi"].startswith("3.1")
     validator.validate(doc)
@@ -109,6 +131,7 @@ def test_document_is_valid_openapi_3_1():
 
 def test_examples_match_their_schemas():
     import jsonschema
+
     doc = openapi_document()
     event = doc["components"]["schemas"]["AttendanceEvent"]
     for example in event["examples"]:
@@ -128,6 +151,7 @@ async def test_served_without_a_token(server: RunningServer):
 async def test_served_responses_match_the_schemas(server: RunningServer):
     """A device the API returns validates against the documented Device schema."""
     import jsonschema
+
     doc = openapi_document()
     code, device = await server.api("POST", "/api/devices", {"serial_number": "OAS0001"})
     assert code == 201

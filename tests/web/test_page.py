@@ -47,8 +47,9 @@ from tests.web.browser import (
 
 pytestmark = [
     # Locally the browser tests skip without Chromium; under CI they must run.
-    pytest.mark.skipif(not browser_available() and not os.environ.get("CI"),
-                       reason=browser_missing() or ""),
+    pytest.mark.skipif(
+        not browser_available() and not os.environ.get("CI"), reason=browser_missing() or ""
+    ),
     pytest.mark.timeout(180),
 ]
 
@@ -118,8 +119,12 @@ def test_login_with_token_then_feed_renders(page: WebDriver, server: ServerProce
     assert upload_attlog(server, SN2, attlog(("2002", now_text(-60), 1, 1)))[0] == 200
 
     page.get(server.web_url + "/")
-    token_field = wait_until(lambda: page.find_element(By.ID, "token-input").is_displayed()
-                             and page.find_element(By.ID, "token-input"))
+    token_field = wait_until(
+        lambda: (
+            page.find_element(By.ID, "token-input").is_displayed()
+            and page.find_element(By.ID, "token-input")
+        )
+    )
     label = page.find_element(By.CSS_SELECTOR, "label[for=token-input]")
     assert label.text == "Access token"
     assert not page.find_element(By.ID, "app-view").is_displayed()
@@ -168,8 +173,9 @@ def test_login_with_token_then_feed_renders(page: WebDriver, server: ServerProce
     assert unexpected_console_errors(page) == []
 
 
-def test_login_link_with_token_is_stripped_from_the_address_bar(page: WebDriver,
-                                                               server: ServerProcess):
+def test_login_link_with_token_is_stripped_from_the_address_bar(
+    page: WebDriver, server: ServerProcess
+):
     page.get(f"{server.web_url}/?token={server.token}")
     wait_live(page)
     assert "token" not in page.current_url
@@ -184,8 +190,13 @@ def test_push_punch_appears_within_one_second(page: WebDriver, server: ServerPro
     server.api("PATCH", f"/api/devices/{server.device(SN2)['id']}", {"name": "Warehouse gate"})
     upload_users(server, SN, {"1001": "Alice Johnson", "1002": "Bilal Rahman"})
     upload_users(server, SN2, {"2001": "Dana Kowalski"})
-    history = [(SN, "1002", -3000, 0, 1), (SN2, "2001", -2400, 0, 4), (SN, "1002", -1200, 2, 1),
-               (SN, "1002", -900, 3, 1), (SN2, "2001", -300, 1, 15)]
+    history = [
+        (SN, "1002", -3000, 0, 1),
+        (SN2, "2001", -2400, 0, 4),
+        (SN, "1002", -1200, 2, 1),
+        (SN, "1002", -900, 3, 1),
+        (SN2, "2001", -300, 1, 15),
+    ]
     for serial, pin, offset, status, verify in history:
         upload_attlog(server, serial, attlog((pin, now_text(offset), status, verify)))
     login(page, server)
@@ -221,8 +232,9 @@ def test_push_punch_appears_within_one_second(page: WebDriver, server: ServerPro
     assert unexpected_console_errors(page) == []
 
 
-def test_pending_device_is_approved_from_the_page(page: WebDriver,
-                                                 start_monitor: Callable[..., ServerProcess]):
+def test_pending_device_is_approved_from_the_page(
+    page: WebDriver, start_monitor: Callable[..., ServerProcess]
+):
     server = start_monitor()  # no --auto-approve
     login(page, server)
     wait_live(page)
@@ -236,8 +248,10 @@ def test_pending_device_is_approved_from_the_page(page: WebDriver,
     button.click()
 
     wait_until(lambda: server.device("NEW9900123")["approved"], message="approved via API")
-    wait_until(lambda: not page.find_element(By.CSS_SELECTOR, f"{card_css} button.approve")
-               .is_displayed(), message="approve button gone")
+    wait_until(
+        lambda: not page.find_element(By.CSS_SELECTOR, f"{card_css} button.approve").is_displayed(),
+        message="approve button gone",
+    )
     assert page.find_element(By.CSS_SELECTOR, card_css).get_attribute("data-status") != "pending"
     # Approved: the terminal's records are accepted and stream to the page.
     ts = now_text()
@@ -254,8 +268,11 @@ def test_restart_replays_missed_punches_exactly_once(page: WebDriver, server: Se
     wait_for_row(page, SN, "1001", before)
 
     server.stop()
-    wait_until(lambda: connection_state(page) in ("reconnecting", "offline"), timeout=10,
-               message="page notices the server is gone")
+    wait_until(
+        lambda: connection_state(page) in ("reconnecting", "offline"),
+        timeout=10,
+        message="page notices the server is gone",
+    )
     # The terminal punches while the server is down: its upload fails, it keeps the batch.
     missed = [("1002", now_text(-2)), ("1003", now_text(-1))]
     batch = attlog(("1001", before), *missed)
@@ -292,34 +309,53 @@ def test_keyboard_reaches_the_controls(page: WebDriver, server: ServerProcess):
     body.send_keys(Keys.TAB)
     seen = []
     for _ in range(8):
-        seen.append(page.switch_to.active_element.get_attribute("id")
-                    or page.switch_to.active_element.text)
+        seen.append(
+            page.switch_to.active_element.get_attribute("id") or page.switch_to.active_element.text
+        )
         page.switch_to.active_element.send_keys(Keys.TAB)
     for control in ("logout", "filter-device", "filter-user", "filter-clear"):
         assert control in seen, seen
     # Focus is visible: the focused control draws an outline.
     page.find_element(By.ID, "filter-user").send_keys(Keys.TAB)
-    outline = page.execute_script(
-        "return getComputedStyle(document.activeElement).outlineStyle")
+    outline = page.execute_script("return getComputedStyle(document.activeElement).outlineStyle")
     assert outline not in ("", "none")
-
 
 
 def test_pull_punch_appears_within_one_second(page: WebDriver, server: ServerProcess):
     port = free_port()
     emulator = subprocess.Popen(
-        [sys.executable, "-m", "zkserver.emulator", "pull", "--listen",
-         f"tcp:{port}:interface=127.0.0.1", "--serial", "EMUPULL01", "--users", "3", "--stdin"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "zkserver.emulator",
+            "pull",
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--serial",
+            "EMUPULL01",
+            "--users",
+            "3",
+            "--stdin",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     try:
         assert emulator.stdin is not None and emulator.stdout is not None
         time.sleep(0.5)
-        status, device = server.api("POST", "/api/devices", {
-            "kind": "pull", "host": "127.0.0.1", "port": port, "name": "Front office"})
+        status, device = server.api(
+            "POST",
+            "/api/devices",
+            {"kind": "pull", "host": "127.0.0.1", "port": port, "name": "Front office"},
+        )
         assert status == 201, device
-        wait_until(lambda: server.device("EMUPULL01") and
-                   server.device("EMUPULL01")["status"] == "online", 15, message="pull online")
+        wait_until(
+            lambda: server.device("EMUPULL01") and server.device("EMUPULL01")["status"] == "online",
+            15,
+            message="pull online",
+        )
+
         def registered() -> bool:  # the server registers for events after its catch-up
             emulator.stdin.write(b"sessions\n")
             emulator.stdin.flush()

@@ -20,8 +20,9 @@ def attlog(*rows: tuple[str, str]) -> bytes:
 
 
 async def upload(server: RunningServer, body: bytes, sn: str = SN) -> tuple[int, bytes]:
-    response = await treq.post(f"{server.push_url}/iclock/cdata?SN={sn}&table=ATTLOG",
-                               data=body, pool=server.pool)
+    response = await treq.post(
+        f"{server.push_url}/iclock/cdata?SN={sn}&table=ATTLOG", data=body, pool=server.pool
+    )
     return response.code, await response.content()
 
 
@@ -35,7 +36,8 @@ async def test_event_has_exactly_the_contract_fields(server: RunningServer):
     try:
         assert client.status == 200
         assert client.response_headers.getRawHeaders("content-type")[0].startswith(
-            "text/event-stream")
+            "text/event-stream"
+        )
         assert client.response_headers.getRawHeaders("cache-control") == ["no-cache"]
         await upload(server, attlog(("1001", "2025-10-09 18:30:45")))
         await client.wait_for(1)
@@ -68,8 +70,7 @@ async def test_event_has_exactly_the_contract_fields(server: RunningServer):
 
 @pytest_twisted.ensureDeferred
 async def test_every_client_gets_every_event(server: RunningServer):
-    clients = [await SSEClient(stream_url(server, "&type=attendance")).connect()
-               for _ in range(5)]
+    clients = [await SSEClient(stream_url(server, "&type=attendance")).connect() for _ in range(5)]
     try:
         for i in range(10):
             await upload(server, attlog((str(100 + i), f"2025-10-09 10:00:{i:02d}")))
@@ -89,8 +90,9 @@ async def test_last_event_id_replays_everything_missed_in_order(server: RunningS
     seen = first.ids[-1]
     await first.close()
     await upload(server, attlog(("3", "2025-10-09 10:00:02"), ("4", "2025-10-09 10:00:03")))
-    header = await SSEClient(stream_url(server, "&type=attendance"),
-                             headers={"Last-Event-ID": str(seen)}).connect()
+    header = await SSEClient(
+        stream_url(server, "&type=attendance"), headers={"Last-Event-ID": str(seen)}
+    ).connect()
     query = await SSEClient(stream_url(server, f"&type=attendance&last_event_id={seen}")).connect()
     try:
         for client in (header, query):
@@ -108,15 +110,22 @@ async def test_last_event_id_replays_everything_missed_in_order(server: RunningS
 @pytest_twisted.ensureDeferred
 async def test_replay_and_live_events_meet_without_gap_or_duplicate(server: RunningServer):
     for batch in range(5):
-        await upload(server, attlog(*[(f"{batch}{i:03d}", f"2025-10-09 11:{batch:02d}:{i:02d}")
-                                      for i in range(50)]))
-    client = await SSEClient(stream_url(server, "&type=attendance"),
-                             headers={"Last-Event-ID": "0"}).connect()
+        await upload(
+            server,
+            attlog(*[(f"{batch}{i:03d}", f"2025-10-09 11:{batch:02d}:{i:02d}") for i in range(50)]),
+        )
+    client = await SSEClient(
+        stream_url(server, "&type=attendance"), headers={"Last-Event-ID": "0"}
+    ).connect()
     try:
         # Live uploads while the replay is running.
         for batch in range(5, 8):
-            await upload(server, attlog(*[(f"{batch}{i:03d}", f"2025-10-09 11:{batch:02d}:{i:02d}")
-                                          for i in range(50)]))
+            await upload(
+                server,
+                attlog(
+                    *[(f"{batch}{i:03d}", f"2025-10-09 11:{batch:02d}:{i:02d}") for i in range(50)]
+                ),
+            )
         await client.wait_for(400)
         await deferLater(reactor, 0.2, lambda: None)
         users = [e["user_id"] for e in client.events]
@@ -152,8 +161,9 @@ async def test_heartbeat_comments(db_url, tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_stalled_client_is_dropped_and_others_keep_receiving(db_url, tmp_path):
-    running = await start_server(db_url, str(tmp_path / "d"), "--auto-approve",
-                                 "--sse-buffer", "65536")
+    running = await start_server(
+        db_url, str(tmp_path / "d"), "--auto-approve", "--sse-buffer", "65536"
+    )
     stalled = socket.socket()
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     stalled.setblocking(False)
@@ -165,8 +175,9 @@ async def test_stalled_client_is_dropped_and_others_keep_receiving(db_url, tmp_p
         except BlockingIOError:
             pass
         await deferLater(reactor, 0.1, lambda: None)
-        stalled.send(f"GET /devices/events?token={running.token} HTTP/1.1\r\n"
-                     f"Host: x\r\n\r\n".encode())
+        stalled.send(
+            f"GET /devices/events?token={running.token} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        )
         await wait_until(lambda: running.service.broadcaster.stats()["clients"] == 2)
         # Loopback send buffers grow to megabytes; shrink the server side of the stalled
         # connection so that a bounded test reaches the per-client cap.
@@ -207,8 +218,9 @@ def _sse_ids(raw: bytes) -> list[int]:
 async def test_dropped_slow_client_resumes_from_its_last_event_id(db_url, tmp_path):
     """A client reads a little, stops reading, is dropped at the cap, reconnects with the
     last id it saw, and gets every later event exactly once, in order."""
-    running = await start_server(db_url, str(tmp_path / "d"), "--auto-approve",
-                                 "--sse-buffer", "32768")
+    running = await start_server(
+        db_url, str(tmp_path / "d"), "--auto-approve", "--sse-buffer", "32768"
+    )
     slow = socket.socket()
     slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     slow.setblocking(False)
@@ -220,8 +232,10 @@ async def test_dropped_slow_client_resumes_from_its_last_event_id(db_url, tmp_pa
         except BlockingIOError:
             pass
         await sleep(0.1)
-        slow.send(f"GET /devices/events?token={running.token}&type=attendance HTTP/1.1\r\n"
-                  f"Host: x\r\n\r\n".encode())
+        slow.send(
+            f"GET /devices/events?token={running.token}&type=attendance HTTP/1.1\r\n"
+            f"Host: x\r\n\r\n".encode()
+        )
         await wait_until(lambda: running.service.broadcaster.stats()["clients"] == 1)
         await upload(running, attlog(*[(f"a{i}", f"2025-10-09 15:00:{i:02d}") for i in range(5)]))
         received = b""
@@ -244,8 +258,9 @@ async def test_dropped_slow_client_resumes_from_its_last_event_id(db_url, tmp_pa
             rows = [(f"{batch}-{i}", f"2025-10-09 16:{batch:02d}:{i:02d}") for i in range(50)]
             await upload(running, attlog(*rows))
         await wait_until(lambda: running.service.broadcaster.stats()["clients"] == 0)
-        resumed = await SSEClient(stream_url(running, "&type=attendance"),
-                                  headers={"Last-Event-ID": str(seen[-1])}).connect()
+        resumed = await SSEClient(
+            stream_url(running, "&type=attendance"), headers={"Last-Event-ID": str(seen[-1])}
+        ).connect()
         await resumed.wait_for(1000, timeout=30)
         await sleep(0.2)
         assert len(resumed.events) == 1000
@@ -271,8 +286,9 @@ async def test_token_is_required(server: RunningServer):
         assert response.code == 401, url
         body = await response.json()
         assert body["error"] == "unauthorized"
-    response = await treq.get(f"{server.web_url}/api/devices", headers=server.auth,
-                              pool=server.pool)
+    response = await treq.get(
+        f"{server.web_url}/api/devices", headers=server.auth, pool=server.pool
+    )
     assert response.code == 200
     await response.content()
 

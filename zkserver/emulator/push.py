@@ -248,8 +248,11 @@ class PushTerminal:
                 )
                 continue
             if cmd_id in self.silent or any(command.startswith(x) for x in self.silent):
-                log.info("{serial}: leaving command {id} unanswered", serial=self.serial_number,
-                         id=cmd_id)
+                log.info(
+                    "{serial}: leaving command {id} unanswered",
+                    serial=self.serial_number,
+                    id=cmd_id,
+                )
                 continue
             return_code, cmd_type, result = await self._execute(command)
             log.info(
@@ -366,9 +369,8 @@ class PushTerminal:
                 return -10
             lines = [iclock.format_user_line(u) for u in users]
             lines += [
-                f"{'FP' if kind == 'FINGERTMP' else kind} " + "\t".join(
-                    f"{k}={v}" for k, v in fields.items()
-                )
+                f"{'FP' if kind == 'FINGERTMP' else kind} "
+                + "\t".join(f"{k}={v}" for k, v in fields.items())
                 for (kind, who, _), fields in self.templates.items()
                 if who in {u.user_id for u in users}
             ]
@@ -702,6 +704,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             # Ctrl-C: stop, and hold the reactor until the last upload attempt is over.
             terminal.stop()
             finished: Deferred[None] = Deferred()
+
             def release(result: object) -> object:
                 finished.callback(None)
                 return result

@@ -115,8 +115,11 @@ class PullManager(MultiService):
     def _load_failed(self, failure: Any) -> None:
         if not self.running:
             return
-        log.warn("Pull devices not loaded ({error}); retrying in {delay} s",
-                 error=str(failure.value) or type(failure.value).__name__, delay=self.load_retry)
+        log.warn(
+            "Pull devices not loaded ({error}); retrying in {delay} s",
+            error=str(failure.value) or type(failure.value).__name__,
+            delay=self.load_retry,
+        )
         self._load_call = self.clock.callLater(self.load_retry, self._load)
 
     def make_service(self, device: Device) -> PullDeviceService:
@@ -137,6 +140,7 @@ class PullManager(MultiService):
         if previous is None:
             service.setServiceParent(self)
             return
+
         # wait until the old service has let go of the device (and its lock)
         def start(_: Any) -> None:
             if self.devices.get(device.id) is service and self.running:

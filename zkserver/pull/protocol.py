@@ -305,9 +305,9 @@ class ZKSession:
 
     # ------------------------------------------------------------------ requests
 
-    def request(self, command: int, data: bytes = b"", *, multi: bool = False) -> Deferred[
-        list[Packet]
-    ]:
+    def request(
+        self, command: int, data: bytes = b"", *, multi: bool = False
+    ) -> Deferred[list[Packet]]:
         """Queue one command; fires with its reply packet(s) (the first one decides)."""
         d: Deferred[list[Packet]] = Deferred()
         if self.closed:
@@ -330,12 +330,16 @@ class ZKSession:
         self._timer = None
         log.warn(
             "ZK device {peer}: no reply to {command} within {timeout} s; closing the session",
-            peer=self.peer, command=_name(Cmd, req.command), timeout=self.timeout,
+            peer=self.peer,
+            command=_name(Cmd, req.command),
+            timeout=self.timeout,
         )
-        self.abort(RequestTimeout(
-            f"{self.peer}: no reply to {_name(Cmd, req.command)} within {self.timeout} s",
-            self.timeout,
-        ))
+        self.abort(
+            RequestTimeout(
+                f"{self.peer}: no reply to {_name(Cmd, req.command)} within {self.timeout} s",
+                self.timeout,
+            )
+        )
 
     def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():
@@ -353,7 +357,9 @@ class ZKSession:
         if req is None or p.reply_id != req.reply_id:
             log.debug(
                 "ZK device {peer}: ignoring unexpected {command} (reply id {reply_id})",
-                peer=self.peer, command=_name(Reply, p.command), reply_id=p.reply_id,
+                peer=self.peer,
+                command=_name(Reply, p.command),
+                reply_id=p.reply_id,
             )
             return
         if self._timer is not None and self._timer.active():
@@ -371,8 +377,12 @@ class ZKSession:
         try:
             event = codec.parse_event(p.session_id, p.data)
         except CodecError as e:
-            log.warn("ZK device {peer}: undecodable event ({size} bytes): {error}",
-                     peer=self.peer, size=len(p.data), error=str(e))
+            log.warn(
+                "ZK device {peer}: undecodable event ({size} bytes): {error}",
+                peer=self.peer,
+                size=len(p.data),
+                error=str(e),
+            )
             self._call(self.on_unreadable_event, p.session_id, p.data, str(e))
             return
         if not isinstance(event, AttendanceEvent):
@@ -499,9 +509,7 @@ class ZKSession:
             return []
         dataset = await self._read_buffer(Cmd.USERTEMP_RRQ, codec.Fct.USER)
         try:
-            size = codec.user_record_size(
-                dataset, [sizes.users], hint=self.user_record_size
-            )
+            size = codec.user_record_size(dataset, [sizes.users], hint=self.user_record_size)
             if size is None:
                 return []
             users = codec.parse_users(dataset, record_size=size)
@@ -551,8 +559,12 @@ class ZKSession:
             try:
                 users = await self._read_users()
             except DatasetUnreadable as e:
-                log.warn("ZK device {peer}: users unreadable ({error}); 8-byte records keep"
-                         " their uid as user id", peer=self.peer, error=e.reason)
+                log.warn(
+                    "ZK device {peer}: users unreadable ({error}); 8-byte records keep"
+                    " their uid as user id",
+                    peer=self.peer,
+                    error=e.reason,
+                )
         try:
             read = codec.read_attendance_dataset(dataset, record_size=size, users=users)
         except CodecError as e:
@@ -673,9 +685,9 @@ class ZKSession:
         """DELETE_USER for the slot ``uid``."""
         return self._simple(Cmd.DELETE_USER, codec.encode_delete_user(uid))
 
-    def write_user(self, user: DeviceUser, uid: int, record_size: int | None = None) -> Deferred[
-        None
-    ]:
+    def write_user(
+        self, user: DeviceUser, uid: int, record_size: int | None = None
+    ) -> Deferred[None]:
         """USER_WRQ: store ``user`` in slot ``uid`` in the device's layout (``record_size``,
         else :attr:`user_size`, else 28 as pyzk).  Bad fields raise codec.FieldError."""
         size = record_size or self.user_size or 28
@@ -778,8 +790,9 @@ class ZKClientProtocol(ZKSession, Protocol):
         try:
             packets = self._deframer.feed(data)
         except FrameError as e:
-            log.warn("ZK device {peer}: bad framing ({error}); closing", peer=self.peer,
-                     error=str(e))
+            log.warn(
+                "ZK device {peer}: bad framing ({error}); closing", peer=self.peer, error=str(e)
+            )
             self._fail(ProtocolError(f"{self.peer}: {e}", str(e)))
             self.transport.abortConnection()
             return
@@ -828,8 +841,9 @@ class ZKDatagramProtocol(ZKSession, DatagramProtocol):
         try:
             p = codec.decode_packet(data)
         except CodecError as e:
-            log.warn("ZK device {peer}: bad datagram ({error}); closing", peer=self.peer,
-                     error=str(e))
+            log.warn(
+                "ZK device {peer}: bad datagram ({error}); closing", peer=self.peer, error=str(e)
+            )
             self.abort(ProtocolError(f"{self.peer}: {e}", str(e)))
             return
         self._packet_received(p)

@@ -187,8 +187,9 @@ class PullDeviceService(Service):
     def startService(self) -> None:  # noqa: N802
         super().startService()
         self._loop = Deferred.fromCoroutine(self._run())
-        self._loop.addErrback(lambda f: log.failure("Pull loop for {name} crashed", f,
-                                                    name=self._label))
+        self._loop.addErrback(
+            lambda f: log.failure("Pull loop for {name} crashed", f, name=self._label)
+        )
 
     def stopService(self) -> Deferred[None]:  # noqa: N802
         super().stopService()
@@ -256,8 +257,11 @@ class PullDeviceService(Service):
         failures = 0
         while self.running:
             if not await self._try_lock():
-                log.info("{name} is connected by another process; checking again in {delay} s",
-                         name=self._label, delay=self.busy_delay)
+                log.info(
+                    "{name} is connected by another process; checking again in {delay} s",
+                    name=self._label,
+                    delay=self.busy_delay,
+                )
                 if not await self._pause(self.busy_delay):
                     return
                 continue
@@ -270,8 +274,12 @@ class PullDeviceService(Service):
             except AuthenticationFailed as e:
                 if not self.running:
                     return
-                log.warn("{name}: {error}; next attempt in {delay} s", name=self._label,
-                         error=str(e), delay=self.auth_failed_delay)
+                log.warn(
+                    "{name}: {error}; next attempt in {delay} s",
+                    name=self._label,
+                    error=str(e),
+                    delay=self.auth_failed_delay,
+                )
                 await self._set_status("auth_failed")
                 delay = self.auth_failed_delay
             except Exception as e:
@@ -283,20 +291,28 @@ class PullDeviceService(Service):
                 failures += 1
                 if self._rebooting():
                     delay = min(delay, self.initial_delay)
-                    log.info("{name}: restarting; reconnecting in {delay:.1f} s",
-                             name=self._label, delay=delay)
+                    log.info(
+                        "{name}: restarting; reconnecting in {delay:.1f} s",
+                        name=self._label,
+                        delay=delay,
+                    )
                     await self._set_status("rebooting")
                 else:
-                    log.warn("{name}: session failed ({error}); reconnecting in {delay:.1f} s",
-                             name=self._label, error=str(e) or type(e).__name__, delay=delay)
+                    log.warn(
+                        "{name}: session failed ({error}); reconnecting in {delay:.1f} s",
+                        name=self._label,
+                        error=str(e) or type(e).__name__,
+                        delay=delay,
+                    )
                     await self._set_status("offline")
             if not await self._pause(delay):
                 return
 
     async def _session_cycle(self) -> None:
         """One session from connect to its end; raises why it ended."""
-        self._connecting = Deferred.fromCoroutine(_awaited(self.connector(self.device,
-                                                                          self._on_event)))
+        self._connecting = Deferred.fromCoroutine(
+            _awaited(self.connector(self.device, self._on_event))
+        )
         try:
             session = self._opening = await self._connecting
         finally:
@@ -360,8 +376,11 @@ class PullDeviceService(Service):
         try:
             updated = await self.store.update_device(self.device.id, **fields)
         except DuplicateDevice:
-            log.error("{name}: serial number {serial} belongs to another device",
-                      name=self._label, serial=serial)
+            log.error(
+                "{name}: serial number {serial} belongs to another device",
+                name=self._label,
+                serial=serial,
+            )
             updated = await self.store.update_device(self.device.id, info=info)
         except Exception:
             log.failure("{name}: could not store the device identity", name=self._label)
@@ -373,8 +392,7 @@ class PullDeviceService(Service):
         try:
             self.device = await self.registry.set_status(self.device, status)
         except Exception:
-            log.failure("{name}: could not record status {status}", name=self._label,
-                        status=status)
+            log.failure("{name}: could not record status {status}", name=self._label, status=status)
             self.device = attrs.evolve(self.device, status=status)
 
     async def _try_lock(self) -> bool:
@@ -412,9 +430,7 @@ class PullDeviceService(Service):
         def saving(start: int) -> Callable[[], Deferred[int]]:
             return lambda: Deferred.fromCoroutine(save(start))
 
-        saves = [
-            window.run(saving(start)) for start in range(skip, len(records), self.batch_size)
-        ]
+        saves = [window.run(saving(start)) for start in range(skip, len(records), self.batch_size)]
         try:
             results = await DeferredList(saves, fireOnOneErrback=True, consumeErrors=True)
         except FirstError as e:
@@ -424,9 +440,14 @@ class PullDeviceService(Service):
             mark = {"count": len(records), "last": _record_key(records[-1])}
             await self._save_mark(mark)
         self.last_catch_up = (len(records), len(records) - skip, new)
-        log.info("{name}: caught up {count} records ({skipped} saved before, {new} new)"
-                 " in {secs:.2f} s", name=self._label, count=len(records), skipped=skip,
-                 new=new, secs=self.clock.seconds() - started)
+        log.info(
+            "{name}: caught up {count} records ({skipped} saved before, {new} new) in {secs:.2f} s",
+            name=self._label,
+            count=len(records),
+            skipped=skip,
+            new=new,
+            secs=self.clock.seconds() - started,
+        )
         return len(records), new
 
     async def _saved_prefix(self, records: list[codec.PullRecord]) -> int:
@@ -452,8 +473,11 @@ class PullDeviceService(Service):
         try:
             records, _new = await self.catch_up(session)
         except SaveFailed as e:
-            log.warn("{name}: catch-up not saved ({error}); retrying", name=self._label,
-                     error=str(e.__cause__ or e))
+            log.warn(
+                "{name}: catch-up not saved ({error}); retrying",
+                name=self._label,
+                error=str(e.__cause__ or e),
+            )
             self._catch_up_needed = True
             self._schedule_retry()
             return None
@@ -487,9 +511,12 @@ class PullDeviceService(Service):
                 try:
                     await self._save(batch)
                 except SaveFailed as e:
-                    log.warn("{name}: {count} punches kept in memory, saving failed ({error})",
-                             name=self._label, count=len(self._pending),
-                             error=str(e.__cause__ or e))
+                    log.warn(
+                        "{name}: {count} punches kept in memory, saving failed ({error})",
+                        name=self._label,
+                        count=len(self._pending),
+                        error=str(e.__cause__ or e),
+                    )
                     self._schedule_retry()
                     return False
                 del self._pending[: len(batch)]
@@ -558,8 +585,11 @@ class PullDeviceService(Service):
                 self.runner.kick()  # commands queued by other processes
 
         d = Deferred.fromCoroutine(run())
-        d.addErrback(lambda f: log.info("{name}: probe failed: {error}", name=self._label,
-                                        error=str(f.value)))
+        d.addErrback(
+            lambda f: log.info(
+                "{name}: probe failed: {error}", name=self._label, error=str(f.value)
+            )
+        )
 
     # ------------------------------------------------------------------ clock offset
 
@@ -590,8 +620,9 @@ class PullDeviceService(Service):
         try:
             updated = await self.store.update_device(self.device.id, clock_offset_s=offset)
         except Exception as e:
-            log.info("{name}: could not store the clock offset: {error}",
-                     name=self._label, error=str(e))
+            log.info(
+                "{name}: could not store the clock offset: {error}", name=self._label, error=str(e)
+            )
         else:
             if updated is not None:
                 self.device = updated
@@ -685,8 +716,7 @@ class PullDeviceService(Service):
             try:
                 _users, layout = await session.read_users_layout()
             except (CommandFailed, DatasetUnreadable, codec.CodecError) as e:
-                log.warn("{name}: user layout not learnt ({error})", name=self._label,
-                         error=str(e))
+                log.warn("{name}: user layout not learnt ({error})", name=self._label, error=str(e))
                 layout = None
             if layout is not None:
                 learnt["user_layout"] = layout
@@ -745,11 +775,19 @@ class PullDeviceService(Service):
         try:
             await session.set_time(now)
         except ZKError as e:
-            log.warn("{name}: clock {offset} s off, setting it failed: {error}",
-                     name=self._label, offset=offset, error=str(e))
+            log.warn(
+                "{name}: clock {offset} s off, setting it failed: {error}",
+                name=self._label,
+                offset=offset,
+                error=str(e),
+            )
             return
-        log.info("{name}: clock was {offset} s off; set to {time}", name=self._label,
-                 offset=offset, time=now.strftime(TIMESTAMP_FORMAT))
+        log.info(
+            "{name}: clock was {offset} s off; set to {time}",
+            name=self._label,
+            offset=offset,
+            time=now.strftime(TIMESTAMP_FORMAT),
+        )
 
 
 class _KeepRecords:

@@ -73,12 +73,12 @@ def terminal_route(handler: Handler, refuse: int = 403) -> Handler:
                 return text_reply(request, "UNAUTHORIZED: device not approved\n", refuse)
             return await handler(self, request, device, params)
         except StoreUnavailable as e:
-            log.warn("Database unavailable, {serial} will resend: {error}", serial=serial,
-                     error=str(e))
+            log.warn(
+                "Database unavailable, {serial} will resend: {error}", serial=serial, error=str(e)
+            )
             return text_reply(request, "ERROR: database unavailable, retry later\n", 503)
         except Exception:
-            log.failure("Failed to handle {method} {uri}", method=request.method,
-                        uri=request.uri)
+            log.failure("Failed to handle {method} {uri}", method=request.method, uri=request.uri)
             return text_reply(request, "ERROR: server error, retry later\n", 503)
 
     return wrapper
@@ -98,16 +98,15 @@ class PushApp:
 
     def __attrs_post_init__(self) -> None:
         if self.commands is None:
-            self.commands = Commands(self.store, self.ingest, self.clock,
-                                     server_timezone=self.server_timezone)
+            self.commands = Commands(
+                self.store, self.ingest, self.clock, server_timezone=self.server_timezone
+            )
 
     def resource(self) -> Any:
         return routes.__get__(self, PushApp).resource()
 
     def handshake(self, device: Device, params: dict[str, str]) -> str:
-        offset = utc_offset_minutes(
-            device.timezone or self.server_timezone, utc_now(self.clock)
-        )
+        offset = utc_offset_minutes(device.timezone or self.server_timezone, utc_now(self.clock))
         return iclock.format_handshake(
             device.serial_number,
             timezone_offset_minutes=offset,
@@ -118,8 +117,11 @@ class PushApp:
 
     async def save_rejected(self, device: Device, items: list[Rejected]) -> None:
         if items:
-            log.warn("Kept {count} rejected lines from {serial}", count=len(items),
-                     serial=device.serial_number)
+            log.warn(
+                "Kept {count} rejected lines from {serial}",
+                count=len(items),
+                serial=device.serial_number,
+            )
             await self.store.save_rejected(device.serial_number, items)
 
     async def upload(self, device: Device, table: str, body: bytes) -> str:
@@ -153,8 +155,11 @@ class PushApp:
             await self.save_rejected(device, rejected)
             return iclock.format_ok(len(punches) + len(other))
         if upper == "RTSTATE":  # door/lock/alarm state: sent every few seconds, kept current
-            lines = [ln for ln in iclock.split_lines(iclock.decode_text(body[:OPTIONS_MAX]))
-                     if ln.strip()]
+            lines = [
+                ln
+                for ln in iclock.split_lines(iclock.decode_text(body[:OPTIONS_MAX]))
+                if ln.strip()
+            ]
             state = _printable(iclock.parse_key_values(lines[-1])) if lines else {}
             await self.store.update_device(device.id, info={"rtstate": state})
             return "OK"
@@ -164,12 +169,20 @@ class PushApp:
             options = _printable(iclock.parse_options(iclock.decode_text(body[:OPTIONS_MAX])))
             await self.store.update_device(device.id, info={"options": options})
             return "OK"
-        log.warn("Unknown table {table} from {serial}; kept raw", table=table,
-                 serial=device.serial_number)
+        log.warn(
+            "Unknown table {table} from {serial}; kept raw",
+            table=table,
+            serial=device.serial_number,
+        )
         await self.store.save_rejected(
             device.serial_number,
-            [Rejected(source=table[:40] or "cdata", raw=_raw_excerpt(body),
-                      reason=f"unknown table {table!r}")],
+            [
+                Rejected(
+                    source=table[:40] or "cdata",
+                    raw=_raw_excerpt(body),
+                    reason=f"unknown table {table!r}",
+                )
+            ],
         )
         return "OK"
 
@@ -237,8 +250,9 @@ def _body(request: IRequest) -> bytes:
 
 @routes.route("/iclock/cdata", methods=["GET", "HEAD"])
 @terminal_route
-async def cdata_get(self: PushApp, request: IRequest, device: Device,
-                    params: dict[str, str]) -> bytes:
+async def cdata_get(
+    self: PushApp, request: IRequest, device: Device, params: dict[str, str]
+) -> bytes:
     if params.get("pushver") or params.get("DeviceType") or params.get("language"):
         await self.store.update_device(
             device.id,
@@ -249,23 +263,24 @@ async def cdata_get(self: PushApp, request: IRequest, device: Device,
 
 @routes.route("/iclock/cdata", methods=["POST"])
 @terminal_route
-async def cdata_post(self: PushApp, request: IRequest, device: Device,
-                     params: dict[str, str]) -> bytes:
+async def cdata_post(
+    self: PushApp, request: IRequest, device: Device, params: dict[str, str]
+) -> bytes:
     table = params.get("table", "")
     return text_reply(request, await self.upload(device, table, _body(request)))
 
 
 @routes.route("/iclock/fdata", methods=["POST"])
 @terminal_route
-async def fdata(self: PushApp, request: IRequest, device: Device,
-                params: dict[str, str]) -> bytes:
+async def fdata(self: PushApp, request: IRequest, device: Device, params: dict[str, str]) -> bytes:
     return text_reply(request, await self.photo(device, _body(request)))
 
 
 @routes.route("/iclock/getrequest", methods=["GET", "HEAD"])
 @terminal_route
-async def getrequest(self: PushApp, request: IRequest, device: Device,
-                     params: dict[str, str]) -> bytes:
+async def getrequest(
+    self: PushApp, request: IRequest, device: Device, params: dict[str, str]
+) -> bytes:
     if params.get("INFO"):
         await self.store.update_device(device.id, info=iclock.parse_info(params["INFO"]))
     assert self.commands is not None
@@ -275,8 +290,9 @@ async def getrequest(self: PushApp, request: IRequest, device: Device,
 
 @routes.route("/iclock/devicecmd", methods=["POST"])
 @terminal_route
-async def devicecmd(self: PushApp, request: IRequest, device: Device,
-                    params: dict[str, str]) -> bytes:
+async def devicecmd(
+    self: PushApp, request: IRequest, device: Device, params: dict[str, str]
+) -> bytes:
     """Results, one ``ID=..&Return=..&CMD=..`` line each (INFO's Key=Value lines follow
     it): each finishes its command (a repeated result changes nothing) and publishes a
     ``command_status`` event (and the ``command_result`` alias)."""
@@ -288,8 +304,11 @@ async def devicecmd(self: PushApp, request: IRequest, device: Device,
             result.id, status, code, push_result(code, result.result), device_id=device.id
         )
         if command is None:
-            log.info("Result for unknown or finished command {id} from {serial}",
-                     id=result.id, serial=device.serial_number)
+            log.info(
+                "Result for unknown or finished command {id} from {serial}",
+                id=result.id,
+                serial=device.serial_number,
+            )
             continue
         if command.type == "info" or result.cmd.upper() == "INFO":
             info = parse_info_result(result.result)
@@ -300,8 +319,9 @@ async def devicecmd(self: PushApp, request: IRequest, device: Device,
 
 @routes.route("/iclock/registry", methods=["POST"])
 @partial(terminal_route, refuse=406)
-async def registry(self: PushApp, request: IRequest, device: Device,
-                   params: dict[str, str]) -> bytes:
+async def registry(
+    self: PushApp, request: IRequest, device: Device, params: dict[str, str]
+) -> bytes:
     """Push 3.x: a terminal registers; 406 refuses one that is not approved (yet)."""
     options = iclock.parse_options(iclock.decode_text(_body(request)))
     if options:
@@ -311,26 +331,30 @@ async def registry(self: PushApp, request: IRequest, device: Device,
 
 @routes.route("/iclock/push", methods=["GET", "POST"])
 @terminal_route
-async def push_config(self: PushApp, request: IRequest, device: Device,
-                      params: dict[str, str]) -> bytes:
-    offset = utc_offset_minutes(device.timezone or self.server_timezone,
-                                       utc_now(self.clock))
-    return text_reply(request, v3.format_push_config(
-        device.serial_number, delay=self.delay, error_delay=self.error_delay,
-        timezone_offset_minutes=offset))
+async def push_config(
+    self: PushApp, request: IRequest, device: Device, params: dict[str, str]
+) -> bytes:
+    offset = utc_offset_minutes(device.timezone or self.server_timezone, utc_now(self.clock))
+    return text_reply(
+        request,
+        v3.format_push_config(
+            device.serial_number,
+            delay=self.delay,
+            error_delay=self.error_delay,
+            timezone_offset_minutes=offset,
+        ),
+    )
 
 
 @routes.route("/iclock/ping", methods=["GET", "HEAD"])
 @terminal_route
-async def ping(self: PushApp, request: IRequest, device: Device,
-               params: dict[str, str]) -> bytes:
+async def ping(self: PushApp, request: IRequest, device: Device, params: dict[str, str]) -> bytes:
     return text_reply(request, "OK")
 
 
 @routes.route("/iclock/rtdata", methods=["GET"])
 @terminal_route
-async def rtdata(self: PushApp, request: IRequest, device: Device,
-                 params: dict[str, str]) -> bytes:
+async def rtdata(self: PushApp, request: IRequest, device: Device, params: dict[str, str]) -> bytes:
     now = utc_now(self.clock)
     offset = utc_offset_minutes(device.timezone or self.server_timezone, now)
     sign = "+" if offset >= 0 else "-"

@@ -245,7 +245,10 @@ class Store(Protocol):
     def delete_webhook(self, webhook_id: int) -> Deferred[bool]: ...
 
     def webhook_deliveries(
-        self, webhook_id: int, status: str | None = None, limit: int = 100,
+        self,
+        webhook_id: int,
+        status: str | None = None,
+        limit: int = 100,
         before: int | None = None,
     ) -> Deferred[list[Any]]:
         """The delivery log, newest first."""

@@ -217,14 +217,13 @@ class WebApp:
             request.setHeader(
                 b"access-control-allow-headers", b"Authorization, Content-Type, Last-Event-ID"
             )
-            request.setHeader(
-                b"access-control-allow-methods", b"GET, POST, PATCH, DELETE, OPTIONS"
-            )
+            request.setHeader(b"access-control-allow-methods", b"GET, POST, PATCH, DELETE, OPTIONS")
 
     def command_service(self) -> Commands:
         if self.commands is None:  # built without one (tests): a default service
-            self.commands = Commands(self.store, Ingest(self.store, self.events.broadcaster),
-                                     reactor_clock())
+            self.commands = Commands(
+                self.store, Ingest(self.store, self.events.broadcaster), reactor_clock()
+            )
         return self.commands
 
     async def device_or_404(self, device_id: str) -> Device:
@@ -392,8 +391,9 @@ async def update_device(self: WebApp, request: IRequest, device_id: str) -> byte
     )
     unknown = set(body) - allowed
     if unknown:
-        raise ApiError(400, f"cannot change on a {device.kind} device: "
-                            f"{', '.join(sorted(unknown))}")
+        raise ApiError(
+            400, f"cannot change on a {device.kind} device: {', '.join(sorted(unknown))}"
+        )
     try:
         updated = await self.store.update_device(device.id, **changes) if changes else device
     except DuplicateDevice:
@@ -500,7 +500,8 @@ async def queue_batch(self: WebApp, request: IRequest) -> bytes:
         if kind not in (None, "push", "pull"):
             raise ApiError(400, "kind must be push, pull or null", field="kind")
         devices = [
-            d for d in await self.store.devices(kind=kind)
+            d
+            for d in await self.store.devices(kind=kind)
             if d.approved and d.status not in ("pending", "rejected")
         ]
         if not devices:
@@ -510,11 +511,16 @@ async def queue_batch(self: WebApp, request: IRequest) -> bytes:
             raise ApiError(400, "all must be true or false", field="all")
         ids = body.get("device_ids")
         if (
-            not isinstance(ids, list) or not ids or len(ids) > 10_000
+            not isinstance(ids, list)
+            or not ids
+            or len(ids) > 10_000
             or not all(isinstance(i, str) and i for i in ids)
         ):
-            raise ApiError(400, "device_ids must be a non-empty list of device ids "
-                                "(or give all: true)", field="device_ids")
+            raise ApiError(
+                400,
+                "device_ids must be a non-empty list of device ids (or give all: true)",
+                field="device_ids",
+            )
         devices = []
         for device_id in dict.fromkeys(ids):
             device = await self.store.device(device_id)
@@ -545,8 +551,7 @@ async def all_commands(self: WebApp, request: IRequest) -> bytes:
     params = query_params(request)
     status = params.get("status") or None
     if status is not None and status not in COMMAND_STATUSES:
-        raise ApiError(400, "status must be one of " + ", ".join(COMMAND_STATUSES),
-                       field="status")
+        raise ApiError(400, "status must be one of " + ", ".join(COMMAND_STATUSES), field="status")
     limit = _int(params.get("limit", 100), "limit", 1, 1000)
     try:
         commands, cursor = await self.store.list_commands(
@@ -558,9 +563,7 @@ async def all_commands(self: WebApp, request: IRequest) -> bytes:
         )
     except ValueError as e:
         raise ApiError(400, str(e), field="cursor") from None
-    return json_response(
-        request, {"items": [c.public() for c in commands], "next_cursor": cursor}
-    )
+    return json_response(request, {"items": [c.public() for c in commands], "next_cursor": cursor})
 
 
 @routes.route("/api/commands/<command_id>", methods=["GET"])
@@ -580,8 +583,9 @@ async def cancel_command(self: WebApp, request: IRequest, command_id: str) -> by
     except LookupError:
         raise ApiError(404, "no such command") from None
     except NotCancellable as e:
-        raise ApiError(409, f"only a queued command can be cancelled; this one is "
-                            f"{e.command.status}") from None
+        raise ApiError(
+            409, f"only a queued command can be cancelled; this one is {e.command.status}"
+        ) from None
     return json_response(request, command.public())
 
 
@@ -673,9 +677,19 @@ async def attendance_csv(self: WebApp, request: IRequest) -> bytes:
     """The attendance query as CSV, written a page (1000 rows) at a time."""
     filters = _attendance_filters(request)
     columns = [
-        "timestamp", "user_id", "user_name", "action", "method", "device_name",
-        "serial_number", "device_id", "workcode", "received_at",
-        "timestamp_utc", "time_ambiguous", "suspect_time",
+        "timestamp",
+        "user_id",
+        "user_name",
+        "action",
+        "method",
+        "device_name",
+        "serial_number",
+        "device_id",
+        "workcode",
+        "received_at",
+        "timestamp_utc",
+        "time_ambiguous",
+        "suspect_time",
     ]
 
     def page_text(rows: list[dict[str, Any]], header: bool) -> bytes:
@@ -756,8 +770,17 @@ class Pacer:
 # --- each person's day ----------------------------------------------------------------------
 MAX_DAYS = 366
 DAY_COLUMNS = [
-    "date", "user_id", "name", "first", "last", "punches", "devices", "span_minutes",
-    "states_consistent", "first_utc", "last_utc",
+    "date",
+    "user_id",
+    "name",
+    "first",
+    "last",
+    "punches",
+    "devices",
+    "span_minutes",
+    "states_consistent",
+    "first_utc",
+    "last_utc",
 ]
 
 

@@ -334,8 +334,15 @@ SCHEMAS: dict[str, Schema] = {
             **TIME_FIELDS,
         },
         required=[
-            "type", "device_id", "device_name", "serial_number", "user_id", "timestamp",
-            "action", "method", "raw_data",
+            "type",
+            "device_id",
+            "device_name",
+            "serial_number",
+            "user_id",
+            "timestamp",
+            "action",
+            "method",
+            "raw_data",
         ],
         examples=[
             {
@@ -381,7 +388,14 @@ SCHEMAS: dict[str, Schema] = {
             ),
         },
         required=[
-            "user_id", "name", "date", "first", "last", "punches", "devices", "span_minutes",
+            "user_id",
+            "name",
+            "date",
+            "first",
+            "last",
+            "punches",
+            "devices",
+            "span_minutes",
             "states_consistent",
         ],
     ),
@@ -731,42 +745,62 @@ def _paths() -> dict[str, Schema]:
         "/api/devices/{device_id}": {
             "parameters": [DEVICE_ID],
             "get": _op(
-                "get_device", "One device.", "devices",
-                {"200": _json("The device.", _ref("Device"))}, device=True,
+                "get_device",
+                "One device.",
+                "devices",
+                {"200": _json("The device.", _ref("Device"))},
+                device=True,
             ),
             "patch": _op(
-                "update_device", "Change a device's settings.", "devices",
+                "update_device",
+                "Change a device's settings.",
+                "devices",
                 {"200": _json("Updated.", _ref("Device")), "400": _error("Invalid field.")},
-                body=_body("DeviceUpdate"), device=True,
+                body=_body("DeviceUpdate"),
+                device=True,
             ),
             "put": _op(
-                "replace_device", "Same as PATCH.", "devices",
+                "replace_device",
+                "Same as PATCH.",
+                "devices",
                 {"200": _json("Updated.", _ref("Device")), "400": _error("Invalid field.")},
-                body=_body("DeviceUpdate"), device=True,
+                body=_body("DeviceUpdate"),
+                device=True,
             ),
             "delete": _op(
-                "delete_device", "Remove a device (its punches stay).", "devices",
-                {"200": _json("Removed.", _ref("Deleted"))}, device=True,
+                "delete_device",
+                "Remove a device (its punches stay).",
+                "devices",
+                {"200": _json("Removed.", _ref("Deleted"))},
+                device=True,
             ),
         },
         "/api/devices/{device_id}/approve": {
             "parameters": [DEVICE_ID],
             "post": _op(
-                "approve_device", "Approve a pending device.", "devices",
-                {"200": _json("Approved.", _ref("Device"))}, device=True,
+                "approve_device",
+                "Approve a pending device.",
+                "devices",
+                {"200": _json("Approved.", _ref("Device"))},
+                device=True,
             ),
         },
         "/api/devices/{device_id}/reject": {
             "parameters": [DEVICE_ID],
             "post": _op(
-                "reject_device", "Reject a device (no data exchange).", "devices",
-                {"200": _json("Rejected.", _ref("Device"))}, device=True,
+                "reject_device",
+                "Reject a device (no data exchange).",
+                "devices",
+                {"200": _json("Rejected.", _ref("Device"))},
+                device=True,
             ),
         },
         "/api/devices/{device_id}/commands": {
             "parameters": [DEVICE_ID],
             "post": _op(
-                "queue_command", "Queue a typed command for a device.", "commands",
+                "queue_command",
+                "Queue a typed command for a device.",
+                "commands",
                 {
                     "201": _json("Queued.", _ref("Command")),
                     "400": _error("Invalid command; field names the JSON field at fault."),
@@ -774,17 +808,23 @@ def _paths() -> dict[str, Schema]:
                     "413": _error("Larger than a push terminal's 900 KiB reply."),
                     "422": _error("This kind of device cannot do this type."),
                 },
-                body=_body("CommandCreate"), device=True,
+                body=_body("CommandCreate"),
+                device=True,
             ),
             "get": _op(
-                "list_commands", "A device's commands, newest first.", "commands",
+                "list_commands",
+                "A device's commands, newest first.",
+                "commands",
                 {"200": _json("Commands.", {"type": "array", "items": _ref("Command")})},
-                parameters=[LIMIT], device=True,
+                parameters=[LIMIT],
+                device=True,
             ),
         },
         "/api/commands": {
             "post": _op(
-                "queue_batch", "Send one typed command to many devices.", "commands",
+                "queue_batch",
+                "Send one typed command to many devices.",
+                "commands",
                 {
                     "201": _json("Queued, one command per device.", _ref("CommandBatch")),
                     "400": _error("Invalid command or body."),
@@ -796,7 +836,9 @@ def _paths() -> dict[str, Schema]:
                 body=_body("CommandBatchCreate"),
             ),
             "get": _op(
-                "all_commands", "Commands across devices, newest first.", "commands",
+                "all_commands",
+                "Commands across devices, newest first.",
+                "commands",
                 {
                     "200": _json("A page of commands.", _ref("CommandPage")),
                     "400": _error("Invalid status or cursor."),
@@ -804,8 +846,11 @@ def _paths() -> dict[str, Schema]:
                 parameters=[
                     _query("batch_id", "Only this batch."),
                     _query("device_id", "Only this device's commands."),
-                    _query("status", "Only commands in this status.",
-                           {"type": "string", "enum": COMMAND_STATUSES}),
+                    _query(
+                        "status",
+                        "Only commands in this status.",
+                        {"type": "string", "enum": COMMAND_STATUSES},
+                    ),
                     LIMIT,
                     _query("cursor", "next_cursor of the previous page."),
                 ],
@@ -814,12 +859,15 @@ def _paths() -> dict[str, Schema]:
         "/api/commands/{command_id}": {
             "parameters": [COMMAND_ID],
             "get": _op(
-                "get_command", "One command.", "commands",
-                {"200": _json("The command.", _ref("Command")),
-                 "404": _error("No such command.")},
+                "get_command",
+                "One command.",
+                "commands",
+                {"200": _json("The command.", _ref("Command")), "404": _error("No such command.")},
             ),
             "delete": _op(
-                "cancel_command", "Cancel a command that is still queued.", "commands",
+                "cancel_command",
+                "Cancel a command that is still queued.",
+                "commands",
                 {
                     "200": _json("Cancelled.", _ref("Command")),
                     "404": _error("No such command."),
@@ -842,14 +890,18 @@ def _paths() -> dict[str, Schema]:
         "/api/devices/{device_id}/users": {
             "parameters": [DEVICE_ID],
             "get": _op(
-                "device_users", "Users known on a device.", "devices",
+                "device_users",
+                "Users known on a device.",
+                "devices",
                 {"200": _json("Users.", {"type": "array", "items": _ref("DeviceUser")})},
                 device=True,
             ),
         },
         "/api/attendance": {
             "get": _op(
-                "attendance", "Punches, newest first, one page at a time.", "attendance",
+                "attendance",
+                "Punches, newest first, one page at a time.",
+                "attendance",
                 {
                     "200": _json("A page.", _ref("AttendancePage")),
                     "400": _error("Invalid parameter."),
@@ -859,7 +911,9 @@ def _paths() -> dict[str, Schema]:
         },
         "/api/attendance.csv": {
             "get": _op(
-                "attendance_csv", "Every matching punch as CSV.", "attendance",
+                "attendance_csv",
+                "Every matching punch as CSV.",
+                "attendance",
                 {
                     "200": {
                         "description": "CSV with a header row.",
@@ -872,8 +926,7 @@ def _paths() -> dict[str, Schema]:
         "/api/days": {
             "get": _op(
                 "days",
-                "One row per person per device-local day (--day-starts-at), by date, then "
-                "user id.",
+                "One row per person per device-local day (--day-starts-at), by date, then user id.",
                 "attendance",
                 {"200": _json("The days.", _ref("Days")), "400": _error("Invalid parameter.")},
                 parameters=list(DAY_FILTERS),
@@ -896,7 +949,9 @@ def _paths() -> dict[str, Schema]:
         },
         "/api/rejected": {
             "get": _op(
-                "rejected", "Input the server could not use, newest first.", "attendance",
+                "rejected",
+                "Input the server could not use, newest first.",
+                "attendance",
                 {
                     "200": _json("Rejected input.", {"type": "array", "items": _ref("Rejected")}),
                     "400": _error("Invalid parameter."),
@@ -906,12 +961,17 @@ def _paths() -> dict[str, Schema]:
         },
         "/api/photos/{photo_id}": {
             "get": _op(
-                "photo", "An attendance photo.", "attendance",
+                "photo",
+                "An attendance photo.",
+                "attendance",
                 {
                     "200": {
                         "description": "JPEG.",
-                        "content": {"image/jpeg": {"schema": {"type": "string",
-                                                              "contentMediaType": "image/jpeg"}}},
+                        "content": {
+                            "image/jpeg": {
+                                "schema": {"type": "string", "contentMediaType": "image/jpeg"}
+                            }
+                        },
                     },
                     "404": _error("No such photo."),
                 },
@@ -927,7 +987,9 @@ def _paths() -> dict[str, Schema]:
         },
         "/api/stats": {
             "get": _op(
-                "stats", "Event stream counters.", "operation",
+                "stats",
+                "Event stream counters.",
+                "operation",
                 {"200": _json("Counters.", _ref("Stats"))},
             )
         },
@@ -952,7 +1014,7 @@ def openapi_document() -> dict[str, Any]:
                 "description": (
                     "Real-time attendance from ZKTeco time clocks. Every operation needs the "
                     "operator token (bearer header, ?token= or the session cookie) unless "
-                    "marked otherwise. Errors are JSON: {\"error\": \"...\"}."
+                    'marked otherwise. Errors are JSON: {"error": "..."}.'
                 ),
             },
             "security": [{"bearer": []}, {"cookie": []}, {"queryToken": []}],

@@ -306,5 +306,3 @@ class WebhookSender(Service):
 
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
-
-
