@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import pytest_twisted
 from hypothesis import settings
+from twisted.logger import globalLogPublisher
 
 from tests.databases import BACKENDS, database
 from tests.harness import RunningServer, start_server
@@ -18,6 +20,15 @@ from tests.harness import RunningServer, start_server
 settings.register_profile("zkserver", deadline=None)
 settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True)
 settings.load_profile("ci" if os.environ.get("CI") else "zkserver")
+
+
+@pytest.fixture
+def log_events() -> Iterator[list[dict[str, Any]]]:
+    """Every log event emitted during the test (twisted.logger's global publisher)."""
+    caught: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(caught.append)
+    yield caught
+    globalLogPublisher.removeObserver(caught.append)
 
 
 @pytest.fixture(params=BACKENDS)

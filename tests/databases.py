@@ -24,8 +24,9 @@ BACKENDS = ["sqlite", "postgres"]
 
 
 def with_schema(url: str, schema: str) -> str:
+    """``url`` with ``search_path`` set to ``schema`` (libpq ``options``)."""
     sep = "&" if "?" in url else "?"
-    return f"{url}{sep}options={quote('-csearch_path=' + schema)}"
+    return f"{url}{sep}options={quote('-csearch_path=' + schema, safe='')}"
 
 
 @contextmanager

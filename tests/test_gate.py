@@ -17,21 +17,13 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel
 
 from tests.databases import POSTGRES_URL, postgres_schema
 from tests.harness import RunningServer, new_pool
 from zkserver.push.resource import routes as push_routes
 from zkserver.tap import Options, makeService
 from zkserver.web.app import routes as web_routes
-
-
-@pytest.fixture
-def log_events() -> Iterator[list[dict[str, Any]]]:
-    caught: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(caught.append)
-    yield caught
-    globalLogPublisher.removeObserver(caught.append)
 
 
 class _Raw(Protocol):

@@ -4,23 +4,12 @@ and the pull sessions start as soon as the database is migrated."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
-from typing import Any
 
-import pytest
 import pytest_twisted
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent
 
 from tests.harness import start_server, wait_until
 from zkserver.store import open_store
-
-
-@pytest.fixture
-def log_events() -> Iterator[list[dict[str, Any]]]:
-    caught: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(caught.append)
-    yield caught
-    globalLogPublisher.removeObserver(caught.append)
 
 
 def closed_port() -> int:

@@ -18,20 +18,16 @@ from twisted.internet.threads import deferToThread
 from zk import ZK
 
 from tests.harness import wait_until
-from tests.pull.test_service import FlakyStore, Recorder, World
-from zkserver.broadcaster import Broadcaster, Subscriber
+from tests.pull.test_service import World, open_world
 from zkserver.commands import Commands, parse_command
 from zkserver.commands.spec import FINAL_STATUSES
-from zkserver.devices import DeviceRegistry
 from zkserver.emulator.pull import PullDevice, Session, build_device
-from zkserver.ingest import Ingest
 from zkserver.pull import codec
 from zkserver.pull.codec import Cmd, Reply, Template
 from zkserver.pull.drift import DriftFixer
 from zkserver.pull.manager import PullManager
 from zkserver.pull.service import device_now
 from zkserver.records import Command, Device
-from zkserver.store import open_store
 
 
 @define(eq=False)
@@ -73,22 +69,13 @@ class Ctl:
 
 @pytest_twisted.async_yield_fixture
 async def ctl(db_url: str, tmp_path: Any) -> AsyncIterator[Ctl]:
-    store = open_store(db_url, str(tmp_path), reactor)
-    await store.start()
-    flaky = FlakyStore(store)
-    broadcaster = Broadcaster(source=store)
-    broadcaster.last_published = await store.last_event_id()
-    recorder = Recorder()
-    broadcaster.subscribe(Subscriber(target=recorder, on_overflow=lambda s: None))
-    ingest = Ingest(store=flaky, broadcaster=broadcaster)  # type: ignore[arg-type]
-    registry = DeviceRegistry(store=flaky, ingest=ingest, clock=reactor)  # type: ignore[arg-type]
-    commands = Commands(store=store, ingest=ingest, clock=reactor, timeout=30, ttl=3600)
-    w = World(flaky, store, ingest, registry, recorder)
+    w = await open_world(db_url, tmp_path)
+    commands = Commands(store=w.real_store, ingest=w.ingest, clock=reactor, timeout=30, ttl=3600)
     try:
         yield Ctl(w, commands)
     finally:
         await w.close()
-        await store.stop()
+        await w.real_store.stop()
 
 
 def free_port() -> int:

@@ -15,9 +15,8 @@ import pytest_twisted
 from attrs import define, field
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.task import deferLater
 
-from tests.harness import wait_until
+from tests.harness import sleep, wait_until
 from zkserver.broadcaster import Broadcaster, Subscriber
 from zkserver.devices import DeviceRegistry
 from zkserver.emulator.pull import (
@@ -175,8 +174,9 @@ class World:
             await port.stopListening()
 
 
-@pytest_twisted.async_yield_fixture
-async def world(db_url: str, tmp_path: Any) -> AsyncIterator[World]:
+async def open_world(db_url: str, tmp_path: Any) -> World:
+    """A started store (behind a FlakyStore), its broadcaster with a Recorder, the ingest
+    and the device registry; ``close()`` then ``real_store.stop()`` when done."""
     store = open_store(db_url, str(tmp_path), reactor)
     await store.start()
     flaky = FlakyStore(store)
@@ -186,16 +186,17 @@ async def world(db_url: str, tmp_path: Any) -> AsyncIterator[World]:
     broadcaster.subscribe(Subscriber(target=recorder, on_overflow=lambda s: None))
     ingest = Ingest(store=flaky, broadcaster=broadcaster)  # type: ignore[arg-type]
     registry = DeviceRegistry(store=flaky, ingest=ingest, clock=reactor)  # type: ignore[arg-type]
-    w = World(flaky, store, ingest, registry, recorder)
+    return World(flaky, store, ingest, registry, recorder)
+
+
+@pytest_twisted.async_yield_fixture
+async def world(db_url: str, tmp_path: Any) -> AsyncIterator[World]:
+    w = await open_world(db_url, tmp_path)
     try:
         yield w
     finally:
         await w.close()
-        await store.stop()
-
-
-async def sleep(seconds: float) -> None:
-    await deferLater(reactor, seconds, lambda: None)
+        await w.real_store.stop()
 
 
 def attendance_keys(w: World) -> list[tuple[str, str]]:

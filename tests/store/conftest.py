@@ -12,35 +12,17 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 import pytest_twisted
 from attrs import define, field
-from twisted.internet.task import deferLater
 from txpostgres import txpostgres
 
+from tests.databases import POSTGRES_URL, with_schema
+from tests.harness import wait_until
 from zkserver.store import PostgresStore, Store, open_store
 
-POSTGRES_URL = os.environ.get("ZKSERVER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def with_schema(url: str, schema: str) -> str:
-    """``url`` with ``search_path`` set to ``schema`` (libpq ``options``)."""
-    sep = "&" if "?" in url else "?"
-    return f"{url}{sep}options={quote('-csearch_path=' + schema, safe='')}"
-
-
-async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.02) -> None:
-    """Poll ``predicate()`` on the reactor; AssertionError after ``timeout`` seconds."""
-    from twisted.internet import reactor
-
-    waited = 0.0
-    while not predicate():
-        if waited >= timeout:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await deferLater(reactor, interval, lambda: None)
-        waited += interval
+__all__ = ["Stores", "wait_until"]
 
 
 @define
