@@ -29,6 +29,7 @@ from zkserver.http import text_reply
 from zkserver.ingest import Ingest
 from zkserver.push import iclock, v3
 from zkserver.push.commands import parse_info_result
+from zkserver.push.device_events import oplog_items, rtlog_items, rtstate_items
 from zkserver.push.timezones import utc_offset_minutes
 from zkserver.records import Device, Rejected
 from zkserver.store.base import Store, StoreUnavailable
@@ -124,6 +125,14 @@ class PushApp:
             )
             await self.store.save_rejected(device.serial_number, items)
 
+    async def save_device_events(self, device: Device, items: list[Any]) -> None:
+        """Operation-log entries and their door/alarm/device_log events, in one
+        transaction; the new events are published after the commit."""
+        if items:
+            self.ingest.publish(
+                await self.store.save_device_events(device.id, device.serial_number, items)
+            )
+
     async def upload(self, device: Device, table: str, body: bytes) -> str:
         """Store one ``POST /iclock/cdata`` upload and return the reply text."""
         upper = table.upper()
@@ -143,15 +152,18 @@ class PushApp:
                     device.serial_number,
                 )
             entries = batch.oplogs + [_biometric_entry(item) for item in batch.other]
-            if entries:
-                await self.store.save_operlog(device.id, entries)
+            if entries:  # OPLOG lines become device_log events (zkserver.access)
+                items = oplog_items(device, batch.oplogs)
+                items += [(_biometric_entry(item), None) for item in batch.other]
+                await self.save_device_events(device, items)
             await self.save_rejected(device, batch.rejected)
             return iclock.format_ok(len(batch.users) + len(entries))
         if upper == "RTLOG":
             punches, rejected, other = v3.parse_rtlog(body)
             await self.ingest.save_punches(device, punches)
-            if other:  # door and alarm events: kept with the operation log
-                await self.store.save_operlog(device.id, [_rtlog_entry(e) for e in other])
+            # door and alarm events: kept with the operation log, published on the stream
+            await self.save_device_events(device, rtlog_items(device, punches, other,
+                                                              _rtlog_entry))
             await self.save_rejected(device, rejected)
             return iclock.format_ok(len(punches) + len(other))
         if upper == "RTSTATE":  # door/lock/alarm state: sent every few seconds, kept current
@@ -161,6 +173,9 @@ class PushApp:
                 if ln.strip()
             ]
             state = _printable(iclock.parse_key_values(lines[-1])) if lines else {}
+            stored = await self.store.device(device.id)  # the state it sent last time
+            previous = (stored or device).info.get("rtstate")
+            await self.save_device_events(device, rtstate_items(device, previous, state))
             await self.store.update_device(device.id, info={"rtstate": state})
             return "OK"
         if upper == "ATTPHOTO":

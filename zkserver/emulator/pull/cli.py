@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="punch on command: each line 'USER [STATE [VERIFY]]' read from standard input "
         "makes the device punch now ('punched USER TIMESTAMP' is printed for each); "
-        "'sessions' prints how many sessions receive real-time punches",
+        "'sessions' prints how many sessions receive real-time punches; 'alarm' raises a "
+        "tamper alarm (EF_ALARM)",
     )
     return p
 
@@ -67,6 +68,10 @@ class PunchCommands(LineReceiver):
     def lineReceived(self, line: bytes) -> None:
         fields = line.decode("utf-8", "replace").split()
         if not fields:
+            return
+        if fields == ["alarm"]:  # an EF_ALARM event (tamper) for the registered sessions
+            self.device.alarm()
+            self.sendLine(b"alarm")
             return
         if fields == ["sessions"]:  # how many sessions take real-time punches now
             live = sum(1 for s in self.device.sessions if s.flags & EventFlag.ATTLOG)

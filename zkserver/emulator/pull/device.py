@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from zkserver.access import encode_pull_alarm
 from zkserver.pull.codec import (
     ATTENDANCE_EVENT_SIZES,
     ATTENDANCE_RECORD_SIZES,
@@ -294,6 +295,12 @@ class PullDevice:
         code = self.faults.event_code
         self.emit_event(EventCode.ATTLOG if code is None else code, data, EventFlag.ATTLOG)
         return record
+
+    def alarm(self, alarm_type: int = 0x37) -> None:
+        """Raise an EF_ALARM real-time event (4-byte payload: the first byte is the alarm
+        type, 0x37 tamper, 0x3A misoperation, 0x35 exit button; docs/protocols.md) for
+        the sessions registered for EF_ALARM."""
+        self.emit_event(int(EventFlag.ALARM), encode_pull_alarm(alarm_type), EventFlag.ALARM)
 
     def emit_event(self, code: int, data: bytes, flags: int | None = None) -> None:
         """Queue a raw event (command 500, session field ``code``) for registered sessions.

@@ -1,0 +1,117 @@
+"""Door, alarm and device-log events from both kinds of terminal, end to end: emulated
+terminals -> zkserver -> the stream, a webhook and GET /api/device-log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest_twisted
+from twisted.internet import reactor
+
+from tests.harness import RunningServer, SSEClient, start_server, wait_until
+from tests.webhooks.receiver import Receiver
+from zkserver.emulator.pull import PullTCPFactory, build_device
+from zkserver.emulator.push import PushTerminal
+from zkserver.pull.codec import EventFlag
+
+WHEN = datetime(2026, 11, 29, 10, 0, 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_push_rtlog_rtstate_and_oplog_events(db_url: str, tmp_path):
+    server = await start_server(
+        db_url,
+        str(tmp_path / "d"),
+        "--auto-approve",
+        "--webhook-allow-private",
+        "--webhook-retry-min",
+        "0.05",
+    )
+    receiver = await Receiver(secret="x" * 20).start()
+    stream = await SSEClient(
+        f"{server.web_url}/devices/events?token={server.token}&type=door,alarm,device_log"
+    ).connect()
+    terminal = PushTerminal(server.push_url, "DOOR0001", reactor, users=2)
+    try:
+        await server.api(
+            "POST", "/api/webhooks", {"url": receiver.url, "secret": "x" * 20, "types": ["door"]}
+        )
+        await terminal.handshake()
+        assert await terminal.upload_rtlog(200, door=1, when=WHEN) == 1  # opened
+        assert await terminal.upload_rtlog(100, door=1, when=WHEN) == 1  # tamper alarm
+        assert await terminal.upload_rtlog(200, door=1, when=WHEN) == 1  # resent: no event
+        assert await terminal.upload_rtlog(0, door=2, pin="1", when=WHEN) == 1  # a punch too
+        oplog = "OPLOG 4\t0\t2026-11-29 10:00:01\t0\t0\t0\t0\n"
+        assert await terminal._upload("OPERLOG", oplog) == 1
+        for state in ("sensor=0101\talarm=0000", "sensor=0201\talarm=0000"):
+            await terminal._request(
+                "POST", "cdata", {"table": "rtstate"}, f"time=2026-11-29 10:00:02\t{state}\n"
+            )
+        await wait_until(lambda: len(stream.events) >= 5)
+        got = [
+            (e["type"], e.get("event") or e.get("alarm") or e.get("operation"))
+            for e in stream.events
+        ]
+        assert got == [
+            ("door", "opened"),
+            ("alarm", "tamper"),
+            ("door", "verified_open"),
+            ("device_log", "menu entered"),
+            ("door", "opened"),
+        ]
+        door = stream.events[0]
+        assert door["serial_number"] == "DOOR0001" and door["door"] == 1
+        assert door["timestamp"] == "2026-11-29 10:00:00" and door["code"] == 200
+        assert stream.events[2]["user_id"] == "1" and stream.events[4]["door"] == 1
+        # The webhook wanted doors only: three of them, in order.
+        await wait_until(lambda: len(receiver.delivered_ids()) >= 3)
+        assert [r.json["type"] for r in receiver.requests] == ["door"] * 3
+        code, page = await server.api("GET", "/api/device-log?type=rtlog")
+        assert code == 200 and [r["op"] for r in page["items"]][-2:] == ["rtlog:100", "rtlog:200"]
+        code, page = await server.api("GET", "/api/device-log?type=oplog&limit=1")
+        assert code == 200 and page["items"][0]["op"] == "4" and page["next_cursor"] is None
+        code, bad = await server.api("GET", "/api/device-log?type=nope")
+        assert code == 400 and bad["field"] == "type"
+    finally:
+        await stream.close()
+        await terminal.close()
+        await receiver.stop()
+        await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_pull_alarm_event(server: RunningServer):
+    emu = build_device(users=2, records=1, serial_number="ALARMPULL")
+    factory = PullTCPFactory(emu, reactor)
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    stream = await SSEClient(
+        f"{server.web_url}/devices/events?token={server.token}&type=alarm,door"
+    ).connect()
+    try:
+        code, body = await server.api(
+            "POST",
+            "/api/devices",
+            {"kind": "pull", "host": "127.0.0.1", "port": port.getHost().port},
+        )
+        assert code == 201, body
+        await wait_until(lambda: any(s.flags & EventFlag.ALARM for s in emu.sessions))
+        emu.alarm(0x37)
+        emu.alarm(0x35)
+        await wait_until(lambda: len(stream.events) >= 2)
+        alarm, button = stream.events
+        assert (alarm["type"], alarm["alarm"], alarm["state"], alarm["code"]) == (
+            "alarm",
+            "tamper",
+            "active",
+            512,
+        )
+        assert alarm["serial_number"] == "ALARMPULL" and alarm["device_id"] == body["id"]
+        assert (button["type"], button["event"]) == ("door", "exit_button")
+        code, page = await server.api("GET", f"/api/device-log?device_id={body['id']}")
+        assert [r["op"] for r in page["items"]] == ["pull:512", "pull:512"]
+    finally:
+        await stream.close()
+        await server.api("DELETE", f"/api/devices/{body['id']}")
+        await wait_until(lambda: not emu.sessions)
+        await factory.close_connections()
+        await port.stopListening()
