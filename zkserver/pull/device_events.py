@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
 from zkserver.access import PULL_EVENT_FLAGS, pull_event
@@ -42,6 +43,10 @@ async def save_device_event(service: Any, code: int, data: bytes, timestamp: str
         "values": [bytes(data).hex()],
         "raw": bytes(data).hex(),
     }
+    lock = getattr(service, "_device_event_lock", None)
+    if lock is None:  # one save at a time per device: events keep the order they came in
+        lock = service._device_event_lock = DeferredLock()
+    await lock.acquire()
     try:
         events = await service.store.save_device_events(
             device.id, device.serial_number, [(entry, event.payload(device))]
@@ -51,4 +56,6 @@ async def save_device_event(service: Any, code: int, data: bytes, timestamp: str
             "{name}: could not save a {type} event", name=device.display_name, type=event.type
         )
         return
+    finally:
+        lock.release()
     service.ingest.publish(events)
