@@ -381,3 +381,60 @@ def test_pull_punch_appears_within_one_second(page: WebDriver, server: ServerPro
     finally:
         emulator.terminate()
         emulator.wait(10)
+
+
+def access_rows(driver: WebDriver) -> list[dict[str, str]]:
+    return driver.execute_script(
+        """return [...document.querySelectorAll('#feed > li.access-event')].map(li => ({
+             kind: li.dataset.kind, text: li.innerText.replace(/\\s+/g, ' ').trim()}));"""
+    )
+
+
+def test_door_and_alarm_events_and_open_alerts(page: WebDriver,
+                                               start_monitor: Callable[..., ServerProcess]):
+    server = start_monitor(
+        "--auto-approve", "--poll-delay", "1", "--alert-silent", "4", "--alert-interval", "0.3"
+    )
+    handshake(server, SN)
+    upload_attlog(server, SN, attlog(("1001", now_text(-60), 0, 1)))
+    login(page, server)
+    wait_live(page)
+    rtlog = f"{server.push_url}/iclock/cdata?SN={SN}&table=rtlog"
+    for event in (200, 100):
+        line = f"time={now_text(0)}\tpin=0\tcardno=0\teventaddr=1\tevent={event}\tinoutstatus=0"
+        assert _post(rtlog, line.encode()) == (200, "OK: 1")
+    wait_until(lambda: len(access_rows(page)) == 2, message="door and alarm rows")
+    alarm, door = access_rows(page)  # newest first
+    assert door["kind"] == "door" and "Door 1 opened" in door["text"] and "DOOR" in door["text"]
+    assert alarm["kind"] == "alarm" and "Alarm: tamper (active)" in alarm["text"]
+    # The filter shows door and alarm events alone, or punches alone.
+    show = Select(page.find_element(By.ID, "filter-kind"))
+    show.select_by_value("access")
+    wait_until(lambda: len(feed_rows(page)) == 2, message="access filter")
+    show.select_by_value("punches")
+    wait_until(lambda: len(feed_rows(page)) == 1 and not access_rows_shown(page))
+    show.select_by_value("")
+    # The terminal falls silent: the device panel shows the open alert.
+    wait_until(
+        lambda: "Silent" in page.execute_script(
+            "const a = document.querySelector('.device-alert'); return a ? a.innerText : '';"
+        ),
+        timeout=20,
+        message="silent alert in the device panel",
+    )
+    handshake(server, SN)  # back: the alert recovers and leaves the panel
+    wait_until(lambda: not page.find_elements(By.CSS_SELECTOR, ".device-alert"), timeout=20,
+               message="alert cleared")
+    assert unexpected_console_errors(page) == []
+
+
+def access_rows_shown(driver: WebDriver) -> bool:
+    return bool(driver.find_elements(By.CSS_SELECTOR, "#feed > li.access-event"))
+
+
+def _post(url: str, body: bytes) -> tuple[int, str]:
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, method="POST")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.status, response.read().decode()

@@ -5,6 +5,7 @@ import { api, AuthError } from './api.js';
 import { handleError, showLogin } from './session.js';
 import { paintTotals, renderDeviceFilter } from './feed.js';
 import { buildControl, paintControl } from './commands.js';
+import { paintAlerts } from './access.js';
 
 export function setDevices(list) {
   const seen = new Set();
@@ -65,6 +66,7 @@ export function renderDevices() {
     ? '1 device is waiting for approval' : `${pending} devices are waiting for approval`;
   renderDeviceFilter();
   paintTotals();
+  paintAlerts();
 }
 
 export function isPending(device) {

@@ -90,7 +90,9 @@ export function addRows(items, fresh) {
 }
 
 export function matches(row) {
-  const { device, user } = state.filter;
+  const { device, user, kind } = state.filter;
+  if (kind === 'access' && !row.kind) return false; // door and alarm events only
+  if (kind === 'punches' && row.kind) return false;
   if (device && row.device_id !== device) return false;
   if (user) {
     const needle = user.toLowerCase();
@@ -204,7 +206,7 @@ export function render() {
 
 export function updateFeedMeta() {
   const shown = el.feed.childElementCount;
-  const filtered = Boolean(state.filter.device || state.filter.user);
+  const filtered = Boolean(state.filter.device || state.filter.user || state.filter.kind);
   el.feedEmpty.hidden = shown > 0;
   el.feedEmpty.textContent = filtered
     ? 'No punches match these filters.'
@@ -322,6 +324,7 @@ let userTimer = null;
 export function applyFilters() {
   state.filter.device = el.filterDevice.value;
   state.filter.user = el.filterUser.value.trim();
+  state.filter.kind = el.filterKind ? el.filterKind.value : '';
   render();
   // Quiet devices and users may have older punches than the feed holds: fetch them.
   clearTimeout(userTimer);
@@ -378,6 +381,8 @@ export function initFilters() {
   el.filterZone.addEventListener('change', applyZone);
 
   el.filterUser.addEventListener('input', applyFilters);
+
+  if (el.filterKind) el.filterKind.addEventListener('change', applyFilters);
 
   el.filters.addEventListener('submit', (event) => event.preventDefault());
 

@@ -13,6 +13,7 @@
  *   devices.js  the device list and approval
  *   times.js    punch times in the viewer's zone, days (pure)
  *   today.js    the Today view: who is in now, first and last punch per person
+ *   access.js   door and alarm events in the feed, open device alerts
  *   main.js     wiring: listeners, clock, the test hook, start
  */
 

@@ -7,6 +7,7 @@ import { openStream, startWatchdog, stopStream } from './stream.js';
 import { addRows, countToday, render, resetToday } from './feed.js';
 import { setDevices } from './devices.js';
 import { clearToday, loadToday } from './today.js';
+import { loadAlerts } from './access.js';
 
 export function handleError(err, what) {
   if (err instanceof AuthError) {
@@ -100,6 +101,7 @@ export async function boot() {
     setDevices(devices);
     addRows(page.items, false);
     render();
+    loadAlerts();
   } catch (err) {
     state.started = false;
     if (err instanceof AuthError) { showLogin(); return; }

@@ -71,8 +71,9 @@ export const state = {
   reconnectTimer: null,
   watchdogTimer: null,
   everOpened: false,
-  filter: { device: '', user: '' },
+  filter: { device: '', user: '', kind: '' },
   zone: readZone(),            // '' = each device's own time, else an IANA zone name
+  alerts: new Map(),           // device id -> Map(alert -> detail): open device alerts
 };
 
 function readZone() {
@@ -103,6 +104,7 @@ export const el = {
   filterZone: $('filter-zone'),
   todayList: $('today-list'), todayIn: $('today-in'), todayPunched: $('today-punched'),
   todayDay: $('today-day'), todayEmpty: $('today-empty'), tplToday: $('tpl-today'),
+  filterKind: $('filter-kind'),
   pendingBanner: $('pending-banner'),
   devices: $('devices'), devicesEmpty: $('devices-empty'), devicesCount: $('devices-count'),
   toasts: $('toasts'),

@@ -16,6 +16,7 @@ import { addRows, resolveNames } from './feed.js';
 import { deviceStatus, setDevices } from './devices.js';
 import { commandStatus } from './commands.js';
 import { loadToday, todayPunch } from './today.js';
+import { addAccessEvent, deviceAlert } from './access.js';
 
 export function streamUrl() {
   return state.lastEventId !== null
@@ -135,6 +136,13 @@ export function handleEvent(event, id) {
       break;
     case 'command_result':
       break; // an alias of a final command_status (kept for older dashboards)
+    case 'door':
+    case 'alarm':
+      addAccessEvent(event, id, id > state.bootEventId);
+      break;
+    case 'device_alert':
+      deviceAlert(event);
+      break;
     default:
       break; // clients ignore unknown types
   }
