@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import attrs
 from attrs import define, field
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -36,6 +37,8 @@ class AlertService(Service):
     policy: AlertPolicy = field(factory=AlertPolicy)
     interval: float = 30.0
     ready: Callable[[], bool] = lambda: True
+    #: What sessions measured, by device id, merged into ``info`` (pull clock offsets).
+    measured: Callable[[], dict[str, dict[str, Any]]] = lambda: {}
     _call: IDelayedCall | None = None
     _checking: Deferred[None] | None = None
 
@@ -91,7 +94,10 @@ class AlertService(Service):
                 sent.timestamp() if sent else now,
             )
         known = {device.id for device in devices}
+        measured = self.measured()
         for device in devices:
+            if device.id in measured:
+                device = attrs.evolve(device, info={**device.info, **measured[device.id]})
             current = held.get(device.id, {})
             failing = failing_conditions(device, moment, self.policy)
             for change in alert_transitions(current, failing, now, self.policy):

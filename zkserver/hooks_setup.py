@@ -82,6 +82,16 @@ def setup_hooks(
         ready=ready,
     )
     sender.setServiceParent(server)
+
+    def measured() -> dict[str, dict[str, Any]]:
+        if pull is None:
+            return {}
+        return {
+            device_id: {"clock_offset_s": svc.clock_offset_s}
+            for device_id, svc in list(pull.devices.items())
+            if getattr(svc, "clock_offset_s", None) is not None
+        }
+
     alerts = AlertService(
         store=store,
         clock=reactor,
@@ -93,6 +103,7 @@ def setup_hooks(
         ),
         interval=config["alert-interval"],
         ready=ready,
+        measured=measured,
     )
     alerts.setServiceParent(server)
     server.alerts = alerts  # type: ignore[attr-defined]

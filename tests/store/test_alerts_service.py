@@ -108,3 +108,19 @@ async def test_two_checkers_announce_each_transition_once(stores, store):
     a, b = service(store, clock, published), service(other, clock, published)
     await gatherResults([a.check(), b.check()])
     assert states(published) == [("ALERT03", "silent", "open")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_clock_offset_measured_by_a_session(store):
+    clock = Clock()
+    clock.advance(START)
+    device = await store.add_device(
+        serial_number="ALERT04", kind="pull", status="online", approved=True, host="127.0.0.8"
+    )
+    await store.update_device(device.id, last_seen=iso_at(START))
+    published: list[Event] = []
+    alerts = service(store, clock, published)
+    alerts.measured = lambda: {device.id: {"clock_offset_s": -400}}
+    await alerts.check()
+    assert states(published) == [("ALERT04", "clock", "open")]
+    assert "-400 s" in published[0].payload["detail"]
