@@ -201,7 +201,7 @@ class PushTerminal:
 
     def upload_rtlog(self, event: int = 200, door: int = 1, pin: str = "0",
                      when: datetime | None = None) -> Deferred[int]:
-        """POST one push 3.x ``table=rtlog`` line (docs/protocols.md A.5b): by default
+        """POST one push 3.x ``table=rtlog`` line (docs/protocols.md §A.5b): by default
         event 200, door 1 opened, no user."""
         stamp = (when or self._local_now()).strftime("%Y-%m-%d %H:%M:%S")
         line = (f"time={stamp}\tpin={pin}\tcardno=0\teventaddr={door}\tevent={event}"

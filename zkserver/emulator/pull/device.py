@@ -298,7 +298,7 @@ class PullDevice:
 
     def alarm(self, alarm_type: int = 0x37) -> None:
         """Raise an EF_ALARM real-time event (4-byte payload: the first byte is the alarm
-        type, 0x37 tamper, 0x3A misoperation, 0x35 exit button; docs/protocols.md) for
+        type, 0x37 tamper, 0x3A misoperation, 0x35 exit button; docs/protocols.md §B.5) for
         the sessions registered for EF_ALARM."""
         self.emit_event(int(EventFlag.ALARM), encode_pull_alarm(alarm_type), EventFlag.ALARM)
 
