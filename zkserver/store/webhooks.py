@@ -240,11 +240,14 @@ class WebhookStoreMixin:
         """Active subscriptions whose oldest pending delivery is due at ``now``."""
 
         def script() -> Script[list[int]]:
+            # The head (lowest pending event id) decides: a later delivery that is due
+            # waits behind a head still backing off.
             rows = yield Q(
                 "SELECT d.webhook_id FROM webhook_deliveries d"
                 " JOIN webhooks w ON w.id = d.webhook_id"
-                " WHERE d.status = 'pending' AND w.active = 1"
-                " GROUP BY d.webhook_id HAVING MIN(d.next_attempt_at) <= %s"
+                " WHERE d.status = 'pending' AND w.active = 1 AND d.next_attempt_at <= %s"
+                " AND d.event_id = (SELECT MIN(h.event_id) FROM webhook_deliveries h"
+                "  WHERE h.webhook_id = d.webhook_id AND h.status = 'pending')"
                 " ORDER BY d.webhook_id LIMIT %s",
                 (now, int(limit)),
             )

@@ -216,10 +216,11 @@ class WebhookSender(Service):
                 if not await self._deliver(hook, batch):
                     return
         finally:
-            try:
-                await self._unlock(key)
-            except Exception:
-                log.failure("Webhook {id}: releasing its lock failed", id=webhook_id)
+            if not self._stopped:  # stopping: the store's close releases it
+                try:
+                    await self._unlock(key)
+                except Exception:
+                    log.failure("Webhook {id}: releasing its lock failed", id=webhook_id)
 
     async def _deliver(self, hook: Webhook, batch: list[DueDelivery]) -> bool:
         """POST one batch and record the outcome; True when it was delivered."""

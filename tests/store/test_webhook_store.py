@@ -1,0 +1,60 @@
+"""The webhook outbox in the store, on both backends."""
+
+from __future__ import annotations
+
+import pytest_twisted
+
+from zkserver.records import Punch
+from zkserver.webhooks.service import iso_at
+
+NOW = 1_800_000_000.0
+
+
+@pytest_twisted.ensureDeferred
+async def test_outbox_rows_follow_the_filters_in_the_same_transaction(store):
+    every = await store.add_webhook(url="https://a.example/", secret="s" * 20)
+    doors = await store.add_webhook(url="https://b.example/", secret="s" * 20, types=["door"])
+    one = await store.add_webhook(url="https://c.example/", secret="s" * 20, devices=["SN_1"])
+    paused = await store.add_webhook(url="https://d.example/", secret="s" * 20, active=False)
+    device = await store.add_device(serial_number="SN_1", status="online", approved=True)
+    other = await store.add_device(serial_number="SNX1", status="online", approved=True)
+    punches = await store.save_punches(device, [Punch("1", "2026-11-29 08:00:00", 0, 1)])
+    await store.save_punches(other, [Punch("2", "2026-11-29 08:00:00", 0, 1)])
+    door = await store.append_event({"type": "door", "door": 1}, "SNX1")
+
+    async def event_ids(hook) -> list[int]:
+        return sorted(d.event_id for d in await store.webhook_deliveries(hook.id))
+
+    everything = [e.id for e in await store.events_after(0)]
+    assert await event_ids(every) == everything
+    assert await event_ids(doors) == [door.id]
+    # "SN_1" must not match "SNX1" (no LIKE wildcards in the device filter).
+    assert await event_ids(one) == [punches[0].id]
+    assert await event_ids(paused) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_head_backing_off_holds_its_subscription(store):
+    hook = await store.add_webhook(url="https://a.example/", secret="s" * 20)
+    first = await store.append_event({"type": "door", "door": 1}, "SN1")
+    second = await store.append_event({"type": "door", "door": 2}, "SN1")
+    later = iso_at(NOW + 10**6)
+    assert await store.due_webhooks(later) == [hook.id]
+    head = await store.next_deliveries(hook.id, later, 10)
+    assert [d.event_id for d in head] == [first.id, second.id]
+    await store.record_attempt(
+        [head[0].id],
+        at=later,
+        status="pending",
+        response_code=500,
+        error="HTTP 500",
+        next_attempt_at=iso_at(NOW + 2 * 10**6),
+    )
+    # The second delivery is due, the head is not: nothing is sent out of order.
+    assert await store.due_webhooks(later) == []
+    assert await store.next_deliveries(hook.id, later, 10) == []
+    rows = {d.event_id: d for d in await store.webhook_deliveries(hook.id)}
+    assert rows[first.id].attempts == 1 and rows[first.id].response_code == 500
+    retried = await store.retry_delivery(hook.id, head[0].id)
+    assert retried is not None and retried.status == "pending"
+    assert await store.due_webhooks(later) == [hook.id]
