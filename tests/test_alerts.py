@@ -60,3 +60,8 @@ def test_open_repeat_and_recover() -> None:
     assert [(t.state, t.repeat) for t in again] == [("open", True)]
     over = transitions(held, {}, t0 + 30, POLICY)
     assert [(t.alert, t.state) for t in over] == [("silent", "recovered")]
+
+
+def test_clock_offset_of_the_device_record() -> None:
+    device = _device(kind="push", clock_offset_s=-500)
+    assert set(failing_conditions(device, NOW, POLICY)) == {"clock"}

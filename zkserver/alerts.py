@@ -100,7 +100,8 @@ def failing_conditions(device: Device, now: datetime, policy: AlertPolicy) -> di
     devices that have been seen once); storage and users: more than 90 % of the
     capacity the device reports (pull GET_FREE_SIZES, push options); clock: the
     device's clock differs from the server's by more than ``policy.clock`` seconds
-    (``info.clock_offset_s``, seconds, as the pull probe measures it)."""
+    (the device's ``clock_offset_s``: pull terminals' idle probe, push terminals' recent
+    uploads; a fresher value a live session measured comes in ``info``)."""
     failing: dict[str, str] = {}
     if device.status in ("pending", "rejected") or not device.approved:
         return failing
@@ -117,6 +118,8 @@ def failing_conditions(device: Device, now: datetime, policy: AlertPolicy) -> di
     if users is not None:
         failing["users"] = f"users {users} full"
     offset = _number(info.get("clock_offset_s", info.get("clock_offset")))
+    if offset is None and device.clock_offset_s is not None:
+        offset = float(device.clock_offset_s)
     if offset is not None and abs(offset) > policy.clock:
         failing["clock"] = f"device clock off by {int(offset)} s"
     return failing
