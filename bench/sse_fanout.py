@@ -439,9 +439,10 @@ def run_clients(server: ServerProcess, n: int, args: argparse.Namespace, pin_bas
         for r in readers:
             r.read()  # ready
         rss0 = server_rss(server)
-        for r in readers:
-            r.send({"cmd": "connect"})
-        ups = [r.read() for r in readers]
+        with PySpy(args.py_spy, server.pid, f"fanout-{n}-connect"):
+            for r in readers:
+                r.send({"cmd": "connect"})
+            ups = [r.read() for r in readers]
         out["connected"] = sum(u["connected"] for u in ups)
         out["connect_s"] = max(u["t_last"] for u in ups) - min(u["t0"] for u in ups)
         out["connect_load"] = loadavg()

@@ -23,6 +23,7 @@ from zkserver import __version__
 from zkserver.broadcaster import Broadcaster
 from zkserver.commands.service import Commands
 from zkserver.devices import DeviceRegistry
+from zkserver.gcpolicy import GCGovernor
 from zkserver.hooks_setup import HOOK_FLAG_NAMES, HOOK_NUMBERS, setup_hooks
 from zkserver.hooks_setup import OPT_FLAGS as HOOK_FLAGS
 from zkserver.hooks_setup import OPT_PARAMETERS as HOOK_PARAMETERS
@@ -171,6 +172,14 @@ class Options(usage.Options):
             "Punches are kept regardless.",
         ],
         [
+            "gc-thaw",
+            None,
+            3600.0,
+            "Seconds between thaws of the objects frozen after full garbage collections "
+            "(short collections with thousands of open streams; see zkserver/gcpolicy.py); "
+            "0 = plain CPython collection.",
+        ],
+        [
             "workers",
             None,
             1,
@@ -315,6 +324,7 @@ NUMBER_OPTIONS: dict[str, tuple[type, float]] = {
     "max-future": (int, 0),
     "max-past": (int, 0),
     "workers": (int, 1),
+    "gc-thaw": (float, 0),
     "retain-events": (float, 0),
 }
 _TRUE = ("1", "true", "yes", "on")
@@ -586,6 +596,8 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
     PeriodicJob("heartbeat", config["heartbeat"], broadcaster.heartbeat, reactor).setServiceParent(
         server
     )
+    if config["gc-thaw"] > 0:
+        GCGovernor(reactor, config["gc-thaw"]).setServiceParent(server)
     if config["retain-events"] > 0 and not inherited:  # the first process prunes
         retention = EventRetention(store=store, clock=reactor, days=config["retain-events"])
         server.retention = retention
