@@ -61,7 +61,8 @@ old generation had grown by a quarter, so CPython walked all ~744,000 tracked ob
 per-client fan-out too, and the fan-out ran inside the terminal's POST handler (POST round
 trip p50 122 ms at 6,000 clients). SQLite checkpoints were not seen in the profiles (they
 run in the database thread, outside the GIL). Rounds allocate nothing per client that
-outlives the round (the kernel takes the bytes), and the heartbeat is one more round.
+outlives the round (the kernel takes the bytes), the heartbeat is one more round, and
+zkserver/gcpolicy.py freezes what survives a full collection so the next ones stay short.
 """
 
 from __future__ import annotations
