@@ -390,8 +390,9 @@ def access_rows(driver: WebDriver) -> list[dict[str, str]]:
     )
 
 
-def test_door_and_alarm_events_and_open_alerts(page: WebDriver,
-                                               start_monitor: Callable[..., ServerProcess]):
+def test_door_and_alarm_events_and_open_alerts(
+    page: WebDriver, start_monitor: Callable[..., ServerProcess]
+):
     server = start_monitor(
         "--auto-approve", "--poll-delay", "1", "--alert-silent", "4", "--alert-interval", "0.3"
     )
@@ -416,15 +417,21 @@ def test_door_and_alarm_events_and_open_alerts(page: WebDriver,
     show.select_by_value("")
     # The terminal falls silent: the device panel shows the open alert.
     wait_until(
-        lambda: "Silent" in page.execute_script(
-            "const a = document.querySelector('.device-alert'); return a ? a.innerText : '';"
+        lambda: (
+            "Silent"
+            in page.execute_script(
+                "const a = document.querySelector('.device-alert'); return a ? a.innerText : '';"
+            )
         ),
         timeout=20,
         message="silent alert in the device panel",
     )
     handshake(server, SN)  # back: the alert recovers and leaves the panel
-    wait_until(lambda: not page.find_elements(By.CSS_SELECTOR, ".device-alert"), timeout=20,
-               message="alert cleared")
+    wait_until(
+        lambda: not page.find_elements(By.CSS_SELECTOR, ".device-alert"),
+        timeout=20,
+        message="alert cleared",
+    )
     assert unexpected_console_errors(page) == []
 
 

@@ -199,13 +199,16 @@ class PushTerminal:
         body = "".join(iclock.format_attlog_line(p) + "\n" for p in punches)
         return _coro(self._upload("ATTLOG", body))
 
-    def upload_rtlog(self, event: int = 200, door: int = 1, pin: str = "0",
-                     when: datetime | None = None) -> Deferred[int]:
+    def upload_rtlog(
+        self, event: int = 200, door: int = 1, pin: str = "0", when: datetime | None = None
+    ) -> Deferred[int]:
         """POST one push 3.x ``table=rtlog`` line (docs/protocols.md §A.5b): by default
         event 200, door 1 opened, no user."""
         stamp = (when or self._local_now()).strftime("%Y-%m-%d %H:%M:%S")
-        line = (f"time={stamp}\tpin={pin}\tcardno=0\teventaddr={door}\tevent={event}"
-                "\tinoutstatus=0\tverifytype=0\n")
+        line = (
+            f"time={stamp}\tpin={pin}\tcardno=0\teventaddr={door}\tevent={event}"
+            "\tinoutstatus=0\tverifytype=0\n"
+        )
         return _coro(self._upload("rtlog", line))
 
     def upload_users(self) -> Deferred[int]:

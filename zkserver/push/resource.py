@@ -162,8 +162,7 @@ class PushApp:
             punches, rejected, other = v3.parse_rtlog(body)
             await self.ingest.save_punches(device, punches)
             # door and alarm events: kept with the operation log, published on the stream
-            await self.save_device_events(device, rtlog_items(device, punches, other,
-                                                              _rtlog_entry))
+            await self.save_device_events(device, rtlog_items(device, punches, other, _rtlog_entry))
             await self.save_rejected(device, rejected)
             return iclock.format_ok(len(punches) + len(other))
         if upper == "RTSTATE":  # door/lock/alarm state: sent every few seconds, kept current
