@@ -113,20 +113,25 @@ class DeviceRegistry:
         await self._announce(updated, "rejected")
         return updated
 
-    async def set_status(self, device: Device, status: str, **extra: Any) -> Device:
-        """Change a device's status and publish a ``device_status`` event if it changed."""
+    async def set_status(
+        self, device: Device, status: str, detail: str | None = None, **extra: Any
+    ) -> Device:
+        """Change a device's status and why (``status_detail``; None clears it), and publish
+        a ``device_status`` event if either changed."""
         self.forget(device)
         now_text = iso(utc_now(self.clock))
-        fields: dict[str, Any] = {"status": status}
+        detail = detail or None
+        fields: dict[str, Any] = {"status": status, "status_detail": detail}
         if status == "online":
             fields["last_seen"] = now_text
             self._seen_written[device.id] = self.clock.seconds()
         updated = await self.store.update_device(device.id, **fields, **extra) or device
-        if device.status != status:
+        if device.status != status or device.status_detail != detail:
             log.info(
-                "Device {serial} is {status}",
+                "Device {serial} is {status}{why}",
                 serial=device.serial_number or device.host,
                 status=status,
+                why=f" ({detail})" if detail else "",
             )
             await self._announce(updated, status)
         return updated

@@ -85,7 +85,8 @@ def attendance_payload(device: Device, punch: Punch) -> dict[str, Any]:
 
 
 def device_status_payload(device: Device, status: str, last_seen: str | None) -> dict[str, Any]:
-    """A ``device_status`` event: online, offline, pending, auth_failed, ..."""
+    """A ``device_status`` event: online, offline, pending, auth_failed, ...; with
+    ``status_detail``, why (the device's, None when all is well)."""
     return {
         "type": "device_status",
         "device_id": device.id,
@@ -94,6 +95,7 @@ def device_status_payload(device: Device, status: str, last_seen: str | None) ->
         "kind": device.kind,
         "status": status,
         "last_seen": last_seen,
+        "status_detail": device.status_detail,
     }
 
 

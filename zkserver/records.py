@@ -56,6 +56,10 @@ class Device:
     clock_offset_s: int | None = None
     #: How many of its punches had a suspect time (zkserver.localtime.suspect_reason).
     suspect_punches: int = 0
+    #: Why the device is not (fully) working, for an operator: ``CONNECT answered 6001``,
+    #: ``wrong comm key``, ``connection refused``, ``dataset unreadable: ...``; None when
+    #: all is well (always None for push devices).
+    status_detail: str | None = None
 
     @property
     def display_name(self) -> str:
@@ -84,6 +88,7 @@ class Device:
             "created_at": self.created_at,
             "clock_offset_s": self.clock_offset_s,
             "suspect_punches": self.suspect_punches,
+            "status_detail": self.status_detail,
         }
 
 

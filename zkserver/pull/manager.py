@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from zkserver.devices import DeviceRegistry
 from zkserver.events import user_sync_payload
 from zkserver.ingest import Ingest
-from zkserver.pull.protocol import ZKSession
+from zkserver.pull.protocol import DatasetUnreadable, ZKSession
 from zkserver.pull.service import PullDeviceService, same_link
 from zkserver.records import Device
 from zkserver.store.base import Store
@@ -207,7 +207,12 @@ class PullManager(MultiService):
         async def read(session: ZKSession) -> list[Any]:
             return await session.read_users()
 
-        users = await self._service_for(device).run_operation(read)
+        service = self._service_for(device)
+        try:
+            users = await service.run_operation(read)
+        except DatasetUnreadable as e:  # kept raw for an operator, then the API says why
+            await service.keep_unreadable(f"pull:{e.what}", e.dataset, e.reason)
+            raise
         await self.store.save_users(device.id, users, replace=True)
         current = await self.store.device(device.id) or device  # the serial may be new
         await self.ingest.record_event(

@@ -15,6 +15,7 @@ and a catch-up that could not be saved is repeated on the live session once it c
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
@@ -51,9 +52,10 @@ from zkserver.pull.protocol import (
     EventCallback,
     ZKError,
     ZKSession,
+    failure_detail,
     open_session,
 )
-from zkserver.records import TIMESTAMP_FORMAT, Device, Punch
+from zkserver.records import TIMESTAMP_FORMAT, Device, Punch, Rejected
 from zkserver.store.base import DuplicateDevice, Store
 
 __all__ = ["PullDeviceService", "Connector", "DeviceBusy", "device_now", "same_link"]
@@ -72,6 +74,16 @@ class DeviceBusy(ZKError):
 
 class SaveFailed(Exception):
     """Punches read from the device could not be saved (database down)."""
+
+
+RAW_KEEP = 1024 * 1024
+"""Bytes of an unreadable dataset kept (as hex) in the rejected table."""
+
+
+def _hex(data: bytes) -> str:
+    if len(data) <= RAW_KEEP:
+        return data.hex()
+    return data[:RAW_KEEP].hex() + f" [... {len(data) - RAW_KEEP} more bytes not kept]"
 
 
 def same_link(a: Device, b: Device) -> bool:
@@ -181,6 +193,8 @@ class PullDeviceService(Service):
         self.runner: CommandRunner | None = (
             CommandRunner(self, commands) if commands is not None else None
         )
+        #: Digests of the unreadable input already kept in the rejected table.
+        self._kept: set[bytes] = set()
 
     # ------------------------------------------------------------------ life cycle
 
@@ -280,7 +294,7 @@ class PullDeviceService(Service):
                     error=str(e),
                     delay=self.auth_failed_delay,
                 )
-                await self._set_status("auth_failed")
+                await self._set_status("auth_failed", failure_detail(e))
                 delay = self.auth_failed_delay
             except Exception as e:
                 if not self.running:
@@ -304,7 +318,7 @@ class PullDeviceService(Service):
                         error=str(e) or type(e).__name__,
                         delay=delay,
                     )
-                    await self._set_status("offline")
+                    await self._set_status("offline", failure_detail(e))
             if not await self._pause(delay):
                 return
 
@@ -318,6 +332,10 @@ class PullDeviceService(Service):
         finally:
             self._connecting = None
         session.on_other_event = self._on_device_event  # door, alarm, enrol: zkserver.access
+        session.on_unreadable_event = self._on_unreadable_event
+        size = self.device.info.get("attlog_record_size")
+        if isinstance(size, int) and session.attendance_record_size is None:
+            session.attendance_record_size = size  # the size this device used before
         try:
             if not self.running:
                 raise CancelledError()
@@ -388,12 +406,13 @@ class PullDeviceService(Service):
         if updated is not None:
             self.device = updated
 
-    async def _set_status(self, status: str) -> None:
+    async def _set_status(self, status: str, detail: str | None = None) -> None:
+        """Record the status and why (``status_detail``; None clears it)."""
         try:
-            self.device = await self.registry.set_status(self.device, status)
+            self.device = await self.registry.set_status(self.device, status, detail)
         except Exception:
             log.failure("{name}: could not record status {status}", name=self._label, status=status)
-            self.device = attrs.evolve(self.device, status=status)
+            self.device = attrs.evolve(self.device, status=status, status_detail=detail)
 
     async def _try_lock(self) -> bool:
         try:
@@ -414,7 +433,20 @@ class PullDeviceService(Service):
         log was cleared or rewritten and all of it is saved (duplicates insert nothing).
         """
         started = self.clock.seconds()
-        records = await session.read_attendance()
+        try:
+            read = await session.read_attendance_dataset()
+        except DatasetUnreadable as e:
+            await self.keep_unreadable(f"pull:{e.what}", e.dataset, e.reason)
+            raise
+        records = read.records
+        if read.unreadable:
+            log.warn(
+                "{name}: {count} attendance records do not decode; kept as rejected",
+                name=self._label,
+                count=len(read.unreadable),
+            )
+            for raw, reason in read.unreadable:
+                await self.keep_unreadable("pull:attendance", raw, reason)
         skip = await self._saved_prefix(records)
         # Two batches in flight: this process prepares (and publishes) one while the
         # database writes the other. Converted per batch, so each reactor turn stays short.
@@ -438,8 +470,10 @@ class PullDeviceService(Service):
         new = sum(count for _ok, count in results)
         if records:
             mark = {"count": len(records), "last": _record_key(records[-1])}
-            await self._save_mark(mark)
+            await self._save_mark(mark, read.record_size)
         self.last_catch_up = (len(records), len(records) - skip, new)
+        if self.device.status_detail and self.device.status == "online":
+            await self._set_status("online")  # the log reads again: nothing to explain
         log.info(
             "{name}: caught up {count} records ({skipped} saved before, {new} new) in {secs:.2f} s",
             name=self._label,
@@ -448,7 +482,7 @@ class PullDeviceService(Service):
             new=new,
             secs=self.clock.seconds() - started,
         )
-        return len(records), new
+        return len(records) + len(read.unreadable), new
 
     async def _saved_prefix(self, records: list[codec.PullRecord]) -> int:
         """How many leading records the last complete catch-up saved (0 if unsure)."""
@@ -462,9 +496,12 @@ class PullDeviceService(Service):
             return 0
         return count if _record_key(records[count - 1]) == mark.get("last") else 0
 
-    async def _save_mark(self, mark: dict[str, Any]) -> None:
+    async def _save_mark(self, mark: dict[str, Any], record_size: int | None = None) -> None:
+        info: dict[str, Any] = {"log_mark": mark}
+        if record_size is not None:
+            info["attlog_record_size"] = record_size
         try:
-            await self.store.update_device(self.device.id, info={"log_mark": mark})
+            await self.store.update_device(self.device.id, info=info)
         except Exception as e:  # only an optimisation: the next catch-up saves everything
             raise SaveFailed(str(e)) from e
 
@@ -472,6 +509,12 @@ class PullDeviceService(Service):
         """Catch up; a save failure is logged and retried later on the live session."""
         try:
             records, _new = await self.catch_up(session)
+        except DatasetUnreadable as e:
+            # Kept raw in the rejected table by catch_up; the session goes on (real-time
+            # events still arrive) and the device says why its log was not read.
+            log.warn("{name}: {error}; the log stays on the device", name=self._label, error=str(e))
+            await self._set_status(self.device.status, failure_detail(e))
+            return None
         except SaveFailed as e:
             log.warn(
                 "{name}: catch-up not saved ({error}); retrying",
@@ -493,6 +536,28 @@ class PullDeviceService(Service):
         finally:
             self._save_lock.release()
         return len(events)
+
+    async def keep_unreadable(self, source: str, raw: bytes, reason: str) -> None:
+        """Keep input from the device that does not decode in the rejected table (once per
+        content and service), hex-encoded; never raises."""
+        digest = hashlib.sha256(source.encode() + b"\0" + raw).digest()
+        if digest in self._kept:
+            return
+        try:
+            await self.store.save_rejected(
+                self.device.serial_number, [Rejected(source=source, raw=_hex(raw), reason=reason)]
+            )
+        except Exception:
+            log.failure(
+                "{name}: could not keep unreadable {source}", name=self._label, source=source
+            )
+            return
+        self._kept.add(digest)
+
+    def _on_unreadable_event(self, code: int, data: bytes, reason: str) -> Deferred[None]:
+        return Deferred.fromCoroutine(
+            self.keep_unreadable("pull:event", data, f"event code {code}: {reason}")
+        )
 
     def _on_event(self, event: AttendanceEvent) -> None:
         self.events_seen += 1
@@ -715,7 +780,11 @@ class PullDeviceService(Service):
         else:
             try:
                 _users, layout = await session.read_users_layout()
-            except (CommandFailed, DatasetUnreadable, codec.CodecError) as e:
+            except DatasetUnreadable as e:
+                await self.keep_unreadable(f"pull:{e.what}", e.dataset, e.reason)
+                log.warn("{name}: user layout not learnt ({error})", name=self._label, error=str(e))
+                layout = None
+            except (CommandFailed, codec.CodecError) as e:
                 log.warn("{name}: user layout not learnt ({error})", name=self._label, error=str(e))
                 layout = None
             if layout is not None:

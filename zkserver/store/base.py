@@ -75,8 +75,9 @@ class Store(Protocol):
         """Insert a device with a new UUID; DuplicateDevice if the serial number exists."""
 
     def update_device(self, device_id: str, **fields: Any) -> Deferred[Device | None]:
-        """Change any of name, timezone, status, approved, host, port, comm_key, transport,
-        serial_number, last_seen, clock_offset_s, info (a dict, merged into the stored one)."""
+        """Change any of name, timezone, status, status_detail, approved, host, port,
+        comm_key, transport, serial_number, last_seen, clock_offset_s, info (a dict, merged
+        into the stored one)."""
 
     def delete_device(self, device_id: str) -> Deferred[bool]: ...
 

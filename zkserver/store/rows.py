@@ -26,7 +26,7 @@ __all__ = [
 
 DEVICE_COLS = (
     "id, serial_number, name, kind, status, approved, timezone, host, port, comm_key,"
-    " transport, last_seen, info, created_at, clock_offset_s, suspect_punches"
+    " transport, last_seen, info, created_at, clock_offset_s, suspect_punches, status_detail"
 )
 COMMAND_COLS = (
     "id, device_id, command, status, return_code, result, created_at, sent_at, finished_at"
@@ -46,6 +46,7 @@ DEVICE_FIELDS = frozenset(
         "last_seen",
         "info",
         "clock_offset_s",
+        "status_detail",
     }
 )
 
@@ -68,6 +69,7 @@ def device_from_row(row: Row) -> Device:
         created_at=row[13],
         clock_offset_s=None if row[14] is None else int(row[14]),
         suspect_punches=int(row[15] or 0),
+        status_detail=row[16],
     )
 
 

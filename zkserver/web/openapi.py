@@ -65,6 +65,16 @@ TIME_FIELDS: dict[str, Schema] = {
     ),
 }
 
+_STATUS_DETAIL = _nullable(
+    "string",
+    description="Why the device is not (fully) working, for an operator; null when all is"
+    " well (always for push devices). Pull devices: 'CONNECT answered 6001', 'wrong comm"
+    " key', 'connection refused', 'timed out after 10 s', 'host unreachable', 'broken frame:"
+    " ...', 'connection reset by the device', 'dataset unreadable: ...' (the device stays"
+    " online; the dataset is kept in /api/rejected).",
+)
+
+
 SCHEMAS: dict[str, Schema] = {
     "Error": _obj(
         {
@@ -131,6 +141,7 @@ SCHEMAS: dict[str, Schema] = {
                 "type": "integer",
                 "description": "How many of its punches had a suspect_time.",
             },
+            "status_detail": _STATUS_DETAIL,
         }
     ),
     "DeviceCreate": {
@@ -416,6 +427,7 @@ SCHEMAS: dict[str, Schema] = {
             "kind": {"type": "string", "enum": ["push", "pull"]},
             "status": {"type": "string", "description": "online, offline, pending, ..."},
             "last_seen": _nullable("string"),
+            "status_detail": _STATUS_DETAIL,
         },
         required=["type", "device_id", "serial_number", "status", "last_seen"],
     ),

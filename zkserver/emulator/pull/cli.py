@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IReactorUDP
@@ -25,6 +25,16 @@ log = Logger(namespace="zkserver.emulator.pull")
 # --------------------------------------------------------------------------- CLI
 
 
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}")
+        return value
+
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m zkserver.emulator pull", description="Emulate a ZK pull terminal."
@@ -36,9 +46,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--users", type=int, default=10)
     p.add_argument("--records", type=int, default=0)
     p.add_argument("--rate", type=float, default=0.0, help="punches per second")
-    p.add_argument("--record-size", type=int, choices=(40, 16, 8), default=40)
-    p.add_argument("--user-size", type=int, choices=(72, 28), default=72)
-    p.add_argument("--event-size", type=int, choices=(36, 32, 52, 12), default=36)
+    p.add_argument(
+        "--record-size",
+        type=_at_least(8),
+        default=40,
+        metavar="N",
+        help="bytes per attendance record: 8, 16, 40 or any size >= 8 (e.g. 49) (default 40)",
+    )
+    p.add_argument(
+        "--user-size",
+        type=_at_least(28),
+        default=72,
+        metavar="N",
+        help="bytes per user record: 28, 72 or any size >= 28 (default 72)",
+    )
+    p.add_argument(
+        "--event-size",
+        type=_at_least(10),
+        default=36,
+        metavar="N",
+        help="bytes per real-time event: 10, 12, 14, 32, 36, 37, 52 or any size >= 10 (default 36)",
+    )
     p.add_argument(
         "--restart-delay",
         type=float,

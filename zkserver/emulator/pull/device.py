@@ -11,16 +11,13 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from attrs import Factory, define, field
-from attrs.validators import in_
+from attrs.validators import ge
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from zkserver.access import encode_pull_alarm
 from zkserver.pull.codec import (
-    ATTENDANCE_EVENT_SIZES,
-    ATTENDANCE_RECORD_SIZES,
-    USER_RECORD_SIZES,
     EventCode,
     EventFlag,
     PullRecord,
@@ -87,6 +84,12 @@ class Faults:
     #: DISABLEDEVICE drops the session's real-time registration (some firmware does):
     #: a client must send REG_EVENT again after ENABLEDEVICE.
     disable_drops_events: bool = False
+    #: Answer these commands with this reply code instead (e.g. ``{Cmd.CONNECT: 6001}``,
+    #: ``{Cmd.REG_EVENT: Reply.ACK_ERROR}``), with no data and no other effect.
+    replies: dict[int, int] = Factory(dict)
+    #: Serve these bytes as the attendance dataset (``<I length>`` + records) instead of
+    #: the log, e.g. a dataset that fits no record size.  None = off.
+    attendance_dataset: bytes | None = None
 
 
 @define(eq=False)
@@ -98,9 +101,15 @@ class PullDevice:
     platform: str = "ZMM220_TFT"
     device_name: str = "ZK Emulator"
     comm_key: int = 0
-    user_size: int = field(default=72, validator=in_(USER_RECORD_SIZES))
-    record_size: int = field(default=40, validator=in_(ATTENDANCE_RECORD_SIZES))
-    event_size: int = field(default=36, validator=in_(ATTENDANCE_EVENT_SIZES))
+    #: Bytes per user record: 28, 72 or any other size of 28 or more (the 28-byte layout
+    #: up to 71, the 72-byte one from 72, zero-padded; docs/protocols.md, "Record sizes").
+    user_size: int = field(default=72, validator=ge(28))
+    #: Bytes per attendance record: 8, 16, 40, or any other size of 8 or more (e.g. 49 as
+    #: MB560-VL / SpeedFace firmware: the 40-byte layout + each record's ``extra``,
+    #: zero-padded).
+    record_size: int = field(default=40, validator=ge(8))
+    #: Bytes per real-time attendance event payload: any size of 10 or more.
+    event_size: int = field(default=36, validator=ge(10))
     users: list[DeviceUser] = Factory(list)
     records: list[PullRecord] = Factory(list)
     #: Device clock minus host clock, in seconds (SET_TIME changes it).
@@ -193,6 +202,8 @@ class PullDevice:
 
     def attendance_dataset(self) -> bytes:
         """The attendance dataset, cached until the log changes."""
+        if self.faults.attendance_dataset is not None:
+            return self.faults.attendance_dataset
         key = (self.record_size, len(self.records), id(self.records[-1]) if self.records else None)
         return self._cached(
             "attendance",
@@ -366,11 +377,10 @@ class PunchGenerator:
 
 def make_users(n: int, user_size: int = 72) -> list[DeviceUser]:
     """``n`` users with uid and numeric user id 1..n (names fit the 28-byte format)."""
-    width = 8 if user_size == 28 else 24
+    narrow = user_size < 72  # the 28-byte layout: 8-byte names, numeric groups
+    width = 8 if narrow else 24
     return [
-        DeviceUser(
-            user_id=str(i), name=f"User {i}"[:width], uid=i, group="1" if user_size == 28 else ""
-        )
+        DeviceUser(user_id=str(i), name=f"User {i}"[:width], uid=i, group="1" if narrow else "")
         for i in range(1, n + 1)
     ]
 

@@ -92,6 +92,10 @@ class Session:
         if cmd == Reply.ACK_OK:  # the client's event ACK: never answered
             self._event_acked()
             return
+        forced = self.device.faults.replies.get(cmd)
+        if forced is not None:  # fault: an unexpected reply code to this command
+            self._reply(p, forced)
+            return
         if cmd == Cmd.CONNECT:
             self._connect(p)
             return

@@ -33,6 +33,7 @@ export function deviceStatus(event) {
   const device = state.devices.get(event.device_id);
   if (!device) { refreshDevices(); return; }
   device.status = event.status;
+  if ('status_detail' in event) device.status_detail = event.status_detail;
   if (event.last_seen) device.last_seen = event.last_seen;
   if (event.device_name) device.name = event.device_name;
   if (event.status === 'online') device.approved = true;
@@ -87,6 +88,10 @@ export function paintDevice(node, device) {
   node.querySelector('.device-name').textContent = device.name;
   node.querySelector('.device-name').title = device.name;
   node.querySelector('.status-text').textContent = STATUS_LABELS[device.status] || device.status;
+  // Why the device is not (fully) working: 'connection refused', 'wrong comm key', ...
+  const detail = node.querySelector('.device-detail');
+  detail.textContent = device.status_detail || '';
+  detail.hidden = !device.status_detail;
   node.querySelector('.device-kind').textContent = device.kind === 'pull' ? 'Pull' : 'Push';
   const sub = [];
   if (device.serial_number) sub.push(`SN ${device.serial_number}`);
