@@ -870,6 +870,11 @@ class _KeepRecords:
         self.records = await self.session.read_attendance()
         return self.records
 
+    async def read_attendance_dataset(self) -> codec.AttendanceDataset:
+        read = await self.session.read_attendance_dataset()
+        self.records = read.records
+        return read
+
 
 async def _awaited(awaitable: Awaitable[T]) -> T:
     return await awaitable
