@@ -2,7 +2,7 @@
 real-time events of sizes beyond the documented ones, unreadable datasets, and why a device
 is not online (``status_detail``) for every way a session fails.
 
-docs/protocols.md, "Terminals of every firmware".
+docs/protocols.md §B.8 and §B.9.
 """
 
 from __future__ import annotations

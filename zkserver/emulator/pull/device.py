@@ -102,7 +102,7 @@ class PullDevice:
     device_name: str = "ZK Emulator"
     comm_key: int = 0
     #: Bytes per user record: 28, 72 or any other size of 28 or more (the 28-byte layout
-    #: up to 71, the 72-byte one from 72, zero-padded; docs/protocols.md, "Record sizes").
+    #: up to 71, the 72-byte one from 72, zero-padded; docs/protocols.md §B.8).
     user_size: int = field(default=72, validator=ge(28))
     #: Bytes per attendance record: 8, 16, 40, or any other size of 8 or more (e.g. 49 as
     #: MB560-VL / SpeedFace firmware: the 40-byte layout + each record's ``extra``,
