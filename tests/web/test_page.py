@@ -462,24 +462,45 @@ def _closed_port() -> int:
 
 def test_why_a_device_is_offline_is_shown_and_cleared(page: WebDriver, server: ServerProcess):
     port = _closed_port()
-    status, device = server.api("POST", "/api/devices", {
-        "kind": "pull", "host": "127.0.0.1", "port": port, "name": "Back door"})
+    status, device = server.api(
+        "POST",
+        "/api/devices",
+        {"kind": "pull", "host": "127.0.0.1", "port": port, "name": "Back door"},
+    )
     assert status == 201, device
     login(page, server)
     wait_live(page)
     selector = f'.device[data-device-id="{device["id"]}"] .device-detail'
-    wait_until(lambda: page.find_element(By.CSS_SELECTOR, selector).text == "connection refused",
-               15, message="detail shown")
+    wait_until(
+        lambda: page.find_element(By.CSS_SELECTOR, selector).text == "connection refused",
+        15,
+        message="detail shown",
+    )
     assert page.find_element(By.CSS_SELECTOR, selector).is_displayed()
     # the terminal comes up: the device goes online and the detail goes away
     emulator = subprocess.Popen(
-        [sys.executable, "-m", "zkserver.emulator", "pull", "--listen",
-         f"tcp:{port}:interface=127.0.0.1", "--serial", "EMUWHY01", "--users", "1"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "zkserver.emulator",
+            "pull",
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--serial",
+            "EMUWHY01",
+            "--users",
+            "1",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
-        wait_until(lambda: not page.find_element(By.CSS_SELECTOR, selector).is_displayed(),
-                   30, message="detail cleared")
+        wait_until(
+            lambda: not page.find_element(By.CSS_SELECTOR, selector).is_displayed(),
+            30,
+            message="detail cleared",
+        )
         node = page.find_element(By.CSS_SELECTOR, f'.device[data-device-id="{device["id"]}"]')
         assert node.get_attribute("data-status") == "online"
         assert page.find_element(By.CSS_SELECTOR, selector).text == ""
