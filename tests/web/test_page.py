@@ -445,6 +445,8 @@ def _post(url: str, body: bytes) -> tuple[int, str]:
     request = urllib.request.Request(url, data=body, method="POST")
     with urllib.request.urlopen(request, timeout=5) as response:
         return response.status, response.read().decode()
+
+
 def _closed_port() -> int:
     """A free port below the ephemeral range (no outgoing connection gets it by chance)."""
     import random
