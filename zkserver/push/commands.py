@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from zkserver.commands.spec import CommandSpec
 from zkserver.pull.codec import encode_time
+
+if TYPE_CHECKING:  # (a runtime import would cycle: zkserver.commands imports this module)
+    from zkserver.commands.spec import CommandSpec
 
 __all__ = [
     "MAX_COMMAND_REPLY",
