@@ -460,7 +460,8 @@ def run_clients(server: ServerProcess, n: int, args: argparse.Namespace, pin_bas
         out["single"] = collect(readers, singles, 30)
         out["single"]["load"] = loadavg()
         for rate in args.rates:
-            pins = list(range(pin, pin + int(rate * args.duration)))
+            seconds = args.rate_seconds.get(rate, args.duration)
+            pins = list(range(pin, pin + int(rate * seconds)))
             pin += len(pins)
             cpu0, pg0, t0 = server_cpu(server), postgres_cpu(), now()
             dropped0 = api_stats(server)["clients"]
@@ -564,7 +565,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
         print("  " + line)
     print(
         f"  readers: {args.per_reader} connections per process; {args.single} single events; "
-        f"rates {args.rates} punches/s for {args.duration:g} s each; server args "
+        f"rates {args.rates} punches/s for {args.duration:g} s each (overrides: "
+        f"{args.rate_seconds or 'none'}); server args "
         f"{args.server_arg or 'none'}"
     )
     rows = ROWS + [row for rate in args.rates for row in rate_rows(rate)]
@@ -598,7 +600,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--count", type=int, help=argparse.SUPPRESS)
     p.add_argument("--clients", default="1000,5000,10000", help="client counts, comma-separated")
     p.add_argument("--per-reader", type=int, default=2500, help="connections per reader process")
-    p.add_argument("--rates", default="1,5,20", help="punches/s, comma-separated")
+    p.add_argument(
+        "--rates",
+        default="1,5,20",
+        help="punches/s, comma-separated; RATE:SECONDS overrides"
+        " --duration for one rate (1,5,20:60)",
+    )
     p.add_argument("--duration", type=float, default=20.0, help="seconds per rate")
     p.add_argument("--single", type=int, default=5, help="one-event-to-all samples")
     p.add_argument("--backends", default="sqlite,postgres", help="comma-separated")
@@ -610,7 +617,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not args.reader:
         args.clients = [int(x) for x in str(args.clients).split(",") if x.strip()]
-        args.rates = [float(x) for x in str(args.rates).split(",") if x.strip()]
+        # "1,5,20:60": 20 punches/s for 60 s, the others for --duration
+        args.rate_seconds = {}
+        rates = []
+        for item in str(args.rates).split(","):
+            if not item.strip():
+                continue
+            rate, _, seconds = item.partition(":")
+            rates.append(float(rate))
+            if seconds:
+                args.rate_seconds[float(rate)] = float(seconds)
+        args.rates = rates
     return args
 
 
