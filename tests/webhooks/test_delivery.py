@@ -186,8 +186,11 @@ async def test_subscriptions_api(hooked: RunningServer):
     )
     assert code == 200 and changed["types"] == ["door", "alarm"] and not changed["active"]
     assert "secret" not in changed
+    # A null secret keeps the old one, and does not show it again.
+    code, kept = await hooked.api("PATCH", f"/api/webhooks/{hook['id']}", {"secret": None})
+    assert code == 200 and "secret" not in kept, kept
     code, one = await hooked.api("GET", f"/api/webhooks/{hook['id']}")
-    assert one == changed
+    assert one == kept
     code, _ = await hooked.api("DELETE", f"/api/webhooks/{hook['id']}")
     assert code == 200
     code, _ = await hooked.api("GET", f"/api/webhooks/{hook['id']}")

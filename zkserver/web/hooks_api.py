@@ -203,7 +203,8 @@ async def update_webhook(self: WebApp, request: IRequest, webhook_id: str) -> by
         raise ApiError(404, "no such webhook")
     if updated.active:
         _hooks(self).sender.wake()
-    return json_response(request, updated.public(with_secret="secret" in body))
+    # A secret is shown only when this request set a new one (null keeps the old one).
+    return json_response(request, updated.public(with_secret="secret" in fields))
 
 
 @routes.route("/api/webhooks/<webhook_id>", methods=["DELETE"])
