@@ -58,6 +58,9 @@ def _rt(event: str, pin: str = "0", door: str = "1", **extra: str) -> dict[str, 
         (_rt("7"), "alarm", {"alarm": "alarm", "state": "cancelled"}),
         (_rt("206"), "device_log", {"operation": "device started", "code": 206}),
         (_rt("999"), "door", {"event": "other", "code": 999}),
+        # unknown codes are kept with their code, with the user when there is one
+        (_rt("999", pin="12"), "door", {"event": "other", "code": 999, "user_id": "12"}),
+        (_rt("15", pin="12"), "door", {"event": "other", "code": 15, "user_id": "12"}),
     ],
 )
 def test_rtlog_codes(fields: dict[str, str], kind: str, expected: dict) -> None:
@@ -66,7 +69,7 @@ def test_rtlog_codes(fields: dict[str, str], kind: str, expected: dict) -> None:
     assert expected.items() <= event.fields.items()
 
 
-@pytest.mark.parametrize("fields", [_rt("999", pin="12"), {"time": T}, _rt("x")])
+@pytest.mark.parametrize("fields", [{"time": T}, _rt("x")])
 def test_rtlog_lines_that_are_no_device_event(fields: dict[str, str]) -> None:
     assert rtlog_event(fields) is None
 

@@ -115,3 +115,39 @@ async def test_pull_alarm_event(server: RunningServer):
         await wait_until(lambda: not emu.sessions)
         await factory.close_connections()
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_push_rtlog_lines_with_a_user_that_let_no_one_through_are_no_punch(
+    db_url: str, tmp_path
+):
+    """Duress, tamper, a denial, a door state with a user: door/alarm events with the
+    user, but no attendance event; a verification that let them through is both."""
+    server = await start_server(db_url, str(tmp_path / "d"), "--auto-approve")
+    stream = await SSEClient(f"{server.web_url}/devices/events?token={server.token}").connect()
+    terminal = PushTerminal(server.push_url, "DOOR0002", reactor, users=2)
+    try:
+        await terminal.handshake()
+        for minute, code in enumerate((101, 100, 23, 200, 15, 0)):
+            when = WHEN.replace(minute=minute)
+            assert await terminal.upload_rtlog(code, door=1, pin="1", when=when) == 1
+        await wait_until(lambda: sum(e["type"] != "device_status" for e in stream.events) >= 8)
+        got = [
+            (e["type"], e.get("event") or e.get("alarm"), e.get("code"), e.get("user_id"))
+            for e in stream.events
+            if e["type"] != "device_status"
+        ]
+        assert got == [
+            ("alarm", "duress", 101, "1"),
+            ("alarm", "tamper", 100, "1"),
+            ("door", "denied", 23, "1"),
+            ("door", "opened", 200, "1"),
+            ("attendance", None, None, "1"),
+            ("door", "other", 15, "1"),
+            ("attendance", None, None, "1"),
+            ("door", "verified_open", 0, "1"),
+        ]
+    finally:
+        await stream.close()
+        await terminal.close()
+        await server.stop()

@@ -32,6 +32,7 @@ __all__ = [
     "OPLOG_OPERATIONS",
     "RTSTATE_ALARM_BITS",
     "rtlog_event",
+    "rtlog_is_punch",
     "rtstate_events",
     "oplog_event",
     "pull_event",
@@ -138,7 +139,7 @@ def _int(value: Any) -> int | None:
 
 def rtlog_event(fields: Mapping[str, str]) -> DeviceEvent | None:
     """The door/alarm/device event of one parsed ``rtlog`` line, or None (a plain punch
-    or an unknown code with a user: those stay punches only)."""
+    without an ``event=`` code)."""
     code = _int(fields.get("event"))
     if code is None:
         return None
@@ -170,9 +171,26 @@ def rtlog_event(fields: Mapping[str, str]) -> DeviceEvent | None:
             if fields.get(key) not in (None, ""):
                 values[key] = fields[key]
         return DeviceEvent("door", timestamp, values)
-    if user_id is None:  # an unknown code without a user: keep it as a door event
-        return DeviceEvent("door", timestamp, {"door": door, "event": "other", "code": code})
-    return None
+    # An unknown code: kept as a door event with its code (and the user, when there is one).
+    values = {"door": door, "event": "other", "code": code}
+    if user_id is not None:
+        values["user_id"] = user_id
+    return DeviceEvent("door", timestamp, values)
+
+
+#: rtlog codes below 100 that let no person through (denials, held open, alarm cancelled,
+#: remote open/close): a line with a user and one of these is no punch.
+RTLOG_NO_PASSAGE = frozenset({*RTLOG_DENIED_REASONS, *RTLOG_ALARMS, 8, 9, 28})
+
+
+def rtlog_is_punch(fields: Mapping[str, str]) -> bool:
+    """Whether an rtlog line with a user is also a punch: no ``event=`` code (a plain
+    attendance line), or a verification that let the person through (a code below 100,
+    docs/protocols.md §A.5b). Alarms, forced opens, door states and denials are not."""
+    code = _int(fields.get("event"))
+    if code is None:
+        return True
+    return 0 <= code < 100 and code not in RTLOG_NO_PASSAGE
 
 
 # --------------------------------------------------------------------------- push rtstate

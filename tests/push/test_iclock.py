@@ -688,6 +688,15 @@ RTLOG_CASES = [
     ("time=2025-10-09 18:30:45\tpin=7\tinoutstatus=0", 1, 0, 0),  # verify defaults to 200
     ("time=2025-10-09 18:31:00\tpin=0\tevent=8\tinoutstatus=2\tverifytype=200", 0, 0, 1),
     ("time=2025-10-09 18:31:00\tpin=\tevent=102", 0, 0, 1),
+    # A user on a line that is no verification letting them through: no punch
+    # (denied, alarm, forced open, door state; docs/protocols.md §A.5b).
+    ("time=2025-10-09 18:31:00\tpin=7\teventaddr=1\tevent=23", 0, 0, 1),
+    ("time=2025-10-09 18:31:00\tpin=7\teventaddr=1\tevent=101", 0, 0, 1),
+    ("time=2025-10-09 18:31:00\tpin=7\teventaddr=1\tevent=100", 0, 0, 1),
+    ("time=2025-10-09 18:31:00\tpin=7\teventaddr=1\tevent=200", 0, 0, 1),
+    ("time=2025-10-09 18:31:00\tpin=7\teventaddr=1\tevent=7", 0, 0, 1),
+    ("time=2025-10-09 18:31:00\tpin=7\teventaddr=1\tevent=3", 1, 0, 0),  # let through
+    ("time=2025-10-09 18:31:00\tpin=7\teventaddr=1\tevent=15", 1, 0, 0),  # unknown < 100
     ("time=2025-02-30 18:31:00\tpin=5\tinoutstatus=0\tverifytype=1", 0, 1, 0),
     ("time=2025-10-09 18:31:00\tpin=5\tinoutstatus=in\tverifytype=1", 0, 1, 0),
     ("pin=5\tinoutstatus=0", 0, 1, 0),

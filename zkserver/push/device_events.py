@@ -32,8 +32,9 @@ def rtlog_items(
     other: Sequence[Mapping[str, str]],
     entry_of: Callable[[dict[str, str]], dict[str, Any]],
 ) -> list[Item]:
-    """rtlog lines without a user (kept in the operation log as before) and the door
-    events of lines with one (a verified opening, a denial: the punch stays a punch)."""
+    """rtlog lines that are no punch (no user, or a code that let no one through: kept in
+    the operation log with their door/alarm event) and the door events of punches with
+    an ``event=`` code (a verified opening, an unknown code: the punch stays a punch)."""
     items: list[Item] = []
     for fields in other:
         event = rtlog_event(fields)

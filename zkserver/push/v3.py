@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from zkserver.access import rtlog_is_punch
 from zkserver.push.iclock import (
     _BLANK,
     _INT,
@@ -47,9 +48,10 @@ def parse_rtlog(body: str | bytes) -> tuple[list[Punch], list[Rejected], list[di
         problem = _junk(line)
         fields = parse_key_values(line.strip(_BLANK))
         pin = fields.get("pin", "").strip()
-        if problem is None and pin in RTLOG_NO_USER and "time" in fields:
-            other.append(fields)
-            continue
+        if problem is None and "time" in fields:
+            if pin in RTLOG_NO_USER or not rtlog_is_punch(fields):
+                other.append(fields)  # a door/alarm event: no punch (§A.5b)
+                continue
         problem = problem or _pin_problem(pin) or _valid_timestamp(fields.get("time", ""))
         numbers: dict[str, int] = {}
         for key, default in (("inoutstatus", DEFAULT_STATUS), ("verifytype", DEFAULT_VERIFY)):
