@@ -182,3 +182,11 @@ def test_bad_value_in_environment_names_variable(monkeypatch, key, value, name):
 def test_bad_value_on_command_line():
     assert "poll-delay" in usage_error("--poll-delay", "soon")
     assert "poll-delay" in usage_error("--poll-delay", "0")
+
+
+def test_webhook_retry_min_above_max_is_refused():
+    message = usage_error("--webhook-retry-min", "60", "--webhook-retry-max", "10")
+    assert "--webhook-retry-min" in message and "--webhook-retry-max" in message
+    assert (
+        parse("--webhook-retry-min", "10", "--webhook-retry-max", "10")["webhook-retry-min"] == 10
+    )

@@ -253,6 +253,11 @@ class Options(usage.Options):
         self["web"] = self["web"] or ["tcp:5000"]
         self["time-policy"] = _time_policy(self)
         _check_workers(self)
+        if self["webhook-retry-min"] > self["webhook-retry-max"]:
+            raise usage.UsageError(
+                f"--webhook-retry-min ({self['webhook-retry-min']:g} s) must not be above"
+                f" --webhook-retry-max ({self['webhook-retry-max']:g} s)"
+            )
 
 
 def _time_policy(options: Options) -> TimePolicy:
