@@ -58,3 +58,42 @@ async def test_a_head_backing_off_holds_its_subscription(store):
     retried = await store.retry_delivery(hook.id, head[0].id)
     assert retried is not None and retried.status == "pending"
     assert await store.due_webhooks(later) == [hook.id]
+
+
+@pytest_twisted.ensureDeferred
+async def test_sender_retries_when_the_backoff_ends_not_at_the_next_poll(store):
+    """A failed delivery is tried again when its delay is over (a timer of its own), not
+    up to a poll interval later: the wait between attempts stays within retry_max."""
+    from twisted.internet.task import Clock
+
+    from tests.harness import wait_until
+    from zkserver.webhooks.backoff import RetryPolicy
+    from zkserver.webhooks.service import WebhookSender
+
+    clock = Clock()
+    clock.advance(NOW)
+    posts: list[float] = []
+
+    async def post(url: str, body: bytes, headers: dict[str, str]) -> int:
+        posts.append(clock.seconds())
+        return 500
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["93.184.216.34"]
+
+    hook = await store.add_webhook(url="https://a.example/", secret="s" * 20)
+    await store.append_event({"type": "door", "door": 1}, "SN1")
+    policy = RetryPolicy(retry_min=3.0, retry_max=3.0, jitter=0.0)
+    sender = WebhookSender(store, clock, post, resolve, policy=policy, poll=1000.0)
+    sender.startService()
+    try:
+        sender.wake()
+        clock.advance(0)
+        await wait_until(lambda: len(posts) == 1 and not sender._working)
+        clock.advance(3.0)
+        await wait_until(lambda: len(posts) == 2 and not sender._working)
+        assert posts[1] - posts[0] == 3.0
+        (delivery,) = await store.webhook_deliveries(hook.id)
+        assert delivery.attempts == 2 and delivery.status == "pending"
+    finally:
+        await sender.stopService()

@@ -102,6 +102,9 @@ class WebhookSender(Service):
     poll: float = 0.5
     ready: Callable[[], bool] = lambda: True
     _working: dict[int, Deferred[None]] = field(factory=dict)
+    #: A timer per subscription whose head delivery backs off: it is sent again when its
+    #: delay is over, not up to ``poll`` seconds later.
+    _retry_calls: dict[int, IDelayedCall] = field(factory=dict)
     _call: IDelayedCall | None = None
     _ticking: bool = False
     _stopped: bool = True
@@ -123,6 +126,10 @@ class WebhookSender(Service):
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
+        for call in self._retry_calls.values():
+            if call.active():
+                call.cancel()
+        self._retry_calls.clear()
         workers = list(self._working.values())
         for d in workers:
             d.cancel()
@@ -177,6 +184,28 @@ class WebhookSender(Service):
             if webhook_id in self._working or len(self._working) >= MAX_WORKERS:
                 continue
             self._start_worker(webhook_id)
+
+    def _retry_at(self, webhook_id: int, delay: float) -> None:
+        """Look at ``webhook_id`` again in ``delay`` seconds (when its backoff ends)."""
+        old = self._retry_calls.pop(webhook_id, None)
+        if old is not None and old.active():
+            old.cancel()
+        if not self._stopped:
+            self._retry_calls[webhook_id] = self.clock.callLater(
+                max(0.0, delay), self._retry_due, webhook_id
+            )
+
+    def _retry_due(self, webhook_id: int) -> None:
+        self._retry_calls.pop(webhook_id, None)
+        if self._stopped:
+            return
+        if webhook_id in self._working:  # the worker that failed is still finishing
+            self._retry_at(webhook_id, min(self.poll, 0.1))
+            return
+        if len(self._working) >= MAX_WORKERS:
+            self._schedule(0)
+            return
+        self._start_worker(webhook_id)
 
     def _start_worker(self, webhook_id: int) -> None:
         d = Deferred.fromCoroutine(self._work(webhook_id))
@@ -258,6 +287,8 @@ class WebhookSender(Service):
             error=outcome.error,
             next_attempt_at=iso_at(next_at),
         )
+        if status == "pending":
+            self._retry_at(hook.id, next_at - self.clock.seconds())
         return outcome.delivered
 
     async def attempt(self, hook: Webhook, body: bytes, event_ids: list[str]) -> Outcome:
