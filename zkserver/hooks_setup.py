@@ -72,10 +72,11 @@ def setup_hooks(
         timeout=config["webhook-timeout"],
     )
     resolve = getaddrinfo_resolver(reactor)
+    allow_private = bool(config["webhook-allow-private"])
     sender = WebhookSender(
         store=store,
         clock=reactor,
-        post=treq_poster(reactor),
+        post=treq_poster(reactor, resolve, allow_private),
         resolve=resolve,
         policy=policy,
         allow_private=bool(config["webhook-allow-private"]),

@@ -97,3 +97,47 @@ async def test_sender_retries_when_the_backoff_ends_not_at_the_next_poll(store):
         assert delivery.attempts == 2 and delivery.status == "pending"
     finally:
         await sender.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_address_checked_is_the_address_connected_to(store):
+    """DNS rebinding: the host's first answer is public (the URL check passes), the next
+    one is loopback. The connection goes to an answer that was checked, so nothing
+    reaches the loopback receiver and the delivery says why."""
+    from twisted.internet import reactor
+
+    from tests.harness import sleep, wait_until
+    from tests.webhooks.receiver import Receiver
+    from zkserver.webhooks.service import WebhookSender, treq_poster
+
+    receiver = await Receiver(secret="s" * 20).start()
+    answers = [["93.184.216.34"]]
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return answers.pop(0) if answers else ["127.0.0.1"]
+
+    port = receiver.port.getHost().port
+    hook = await store.add_webhook(url=f"http://localhost:{port}/hook", secret="s" * 20)
+    await store.append_event({"type": "door", "door": 1}, "SN1")
+    sender = WebhookSender(
+        store, reactor, treq_poster(reactor, resolve, allow_private=False), resolve, poll=0.05
+    )
+    sender.startService()
+    try:
+        await wait_until(lambda: not answers)
+        rows: list = []
+
+        async def attempted() -> None:
+            rows[:] = await store.webhook_deliveries(hook.id)
+
+        for _ in range(200):
+            await attempted()
+            if rows and rows[0].attempts:
+                break
+            await sleep(0.02)
+        assert rows and rows[0].attempts >= 1, rows
+        assert receiver.requests == []
+        assert "127.0.0.1" in rows[0].error and "loopback" in rows[0].error, rows[0].error
+    finally:
+        await sender.stopService()
+        await receiver.stop()

@@ -12,6 +12,7 @@ receiver's idempotency key.
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -21,8 +22,10 @@ from typing import Any
 from attrs import define, field
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
+from twisted.web.iweb import IAgentEndpointFactory
+from zope.interface import implementer
 
 from zkserver import metrics
 from zkserver.clock import parse_iso
@@ -30,7 +33,12 @@ from zkserver.events import encode_payload
 from zkserver.webhooks.backoff import RetryPolicy
 from zkserver.webhooks.model import DueDelivery, Webhook
 from zkserver.webhooks.signing import signed_headers
-from zkserver.webhooks.urls import BadWebhookURL, Resolver, check_webhook_url
+from zkserver.webhooks.urls import (
+    BadWebhookURL,
+    Resolver,
+    check_webhook_url,
+    forbidden_address,
+)
 
 __all__ = ["WebhookSender", "Outcome", "Poster"]
 
@@ -55,15 +63,82 @@ class Outcome:
     error: str = ""
 
 
-def treq_poster(reactor: Any) -> Poster:
-    """POST with treq over a persistent pool; never follows redirects (a 3xx fails)."""
+@implementer(IStreamClientEndpoint)
+@define(eq=False)
+class _CheckedEndpoint:
+    """Connects to an address the host resolved to only after checking it (SSRF): the
+    address checked is the address connected to, so a host whose DNS answer changes
+    between the check and the connection (DNS rebinding) cannot reach the inside."""
+
+    reactor: Any
+    resolve: Resolver
+    scheme: str
+    host: str
+    port: int
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        return Deferred.fromCoroutine(self._connect(factory))
+
+    async def _connect(self, factory: Any) -> Any:
+        from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+        from twisted.internet.ssl import optionsForClientTLS
+
+        literal = self.host.strip("[]")
+        try:
+            addresses = [str(ipaddress.ip_address(literal))]
+        except ValueError:
+            addresses = await self.resolve(self.host, self.port)
+        if not addresses:
+            raise BadWebhookURL(f"host {self.host} does not resolve")
+        for address in addresses:
+            reason = forbidden_address(address)
+            if reason is not None:
+                raise BadWebhookURL(
+                    f"host {self.host} ({address}) {reason}; the server refuses it unless"
+                    " started with --webhook-allow-private"
+                )
+        address = addresses[0]
+        tcp: Any
+        if ":" in address:
+            tcp = TCP6ClientEndpoint(self.reactor, address, self.port)
+        else:
+            tcp = TCP4ClientEndpoint(self.reactor, address, self.port)
+        if self.scheme == "https":
+            from twisted.internet.endpoints import wrapClientTLS
+
+            tcp = wrapClientTLS(optionsForClientTLS(self.host), tcp)
+        return await tcp.connect(factory)
+
+
+@implementer(IAgentEndpointFactory)
+@define(eq=False)
+class _CheckedEndpoints:
+    reactor: Any
+    resolve: Resolver
+
+    def endpointForURI(self, uri: Any) -> _CheckedEndpoint:  # noqa: N802
+        return _CheckedEndpoint(
+            self.reactor, self.resolve, uri.scheme.decode(), uri.host.decode(), uri.port
+        )
+
+
+def treq_poster(
+    reactor: Any, resolve: Resolver | None = None, allow_private: bool = True
+) -> Poster:
+    """POST with treq over a persistent pool; never follows redirects (a 3xx fails).
+    Unless ``allow_private``, each connection goes to an address ``resolve`` answered
+    and that was checked like the URL's host (no loopback, private, ... address)."""
     from treq import collect
     from treq.client import HTTPClient
     from twisted.web.client import Agent, HTTPConnectionPool
 
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 4
-    client = HTTPClient(Agent(reactor, pool=pool))
+    if allow_private or resolve is None:
+        agent = Agent(reactor, pool=pool)
+    else:
+        agent = Agent.usingEndpointFactory(reactor, _CheckedEndpoints(reactor, resolve), pool)
+    client = HTTPClient(agent)
 
     async def post(url: str, body: bytes, headers: dict[str, str]) -> int:
         wire: dict[bytes | str, list[bytes | str]] = {k: [v] for k, v in headers.items()}
