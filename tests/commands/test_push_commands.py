@@ -183,6 +183,38 @@ async def test_unanswered_command_is_sent_again_then_expires(fast: RunningServer
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_resent_command_is_never_overtaken(fast: RunningServer) -> None:
+    """While a command is sent but unanswered, later ones wait: after its resend the
+    terminal still runs them in queue order (docs/protocols.md §A.7)."""
+    terminal, device_id = await _terminal(fast, "CMDOVT1")
+    dashboard = await _dashboard(fast)
+    try:
+        _, first = await fast.api(
+            "POST",
+            f"/api/devices/{device_id}/commands",
+            {"type": "user_upsert", "user_id": "9", "name": "Old"},
+        )
+        terminal.silent.add(first["id"])
+        assert await terminal.poll() == []  # sent, never reported
+        _, second = await fast.api(
+            "POST",
+            f"/api/devices/{device_id}/commands",
+            {"type": "user_upsert", "user_id": "9", "name": "New"},
+        )
+        assert await terminal.poll() == []  # waits behind the unanswered one
+        _, waiting = await fast.api("GET", f"/api/commands/{second['id']}")
+        assert waiting["status"] == "queued" and waiting["attempts"] == 0
+        await wait_until(lambda: _statuses(dashboard, first["id"])[-1:] == ["queued"])
+        terminal.silent.clear()
+        await terminal.poll()  # one reply: the resent first, then the second
+        assert [c[0] for c in terminal.commands_done] == [first["id"], second["id"]]
+        assert terminal.user_list["9"].name == "New"
+    finally:
+        await dashboard.close()
+        await terminal.close()
+
+
+@pytest_twisted.ensureDeferred
 async def test_cancel_only_while_queued(steady: RunningServer) -> None:
     terminal, device_id = await _terminal(steady, "CMDCAN1")
     try:

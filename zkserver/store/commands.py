@@ -233,9 +233,19 @@ class CommandScripts:
         """Mark the device's oldest queued command(s) ``sent`` (attempts + 1) and return
         them in queue order. ``max_bytes`` None: just the oldest one (a pull session runs
         one at a time); else as many as fit ``C:<id>:<command>`` lines in ``max_bytes``
-        (at least one). A command is handed out once, even to several processes."""
+        (at least one), and none while one of the device's commands is still ``sent``
+        (unanswered): a push terminal runs a reply's commands in order, so a command sent
+        again after its timeout can never be overtaken by a later one. A command is
+        handed out once, even to several processes."""
 
         def script() -> Script[CommandChange]:
+            if max_bytes is not None:
+                rows = yield Q(
+                    "SELECT id FROM commands WHERE device_id = %s AND status = 'sent' LIMIT 1",
+                    (device_id,),
+                )
+                if rows:
+                    return [], []
             if max_bytes is None:
                 rows = yield Q(
                     "SELECT id FROM commands WHERE device_id = %s AND status = 'queued'"
