@@ -120,7 +120,7 @@ class Options(usage.Options):
             "command-timeout",
             None,
             120.0,
-            "Seconds a device has to answer a command it was sent before it is sent again.",
+            "Seconds a push terminal has to answer a command before it is sent again.",
         ],
         [
             "command-retries",

@@ -404,7 +404,6 @@ async def test_fix_drift_sets_a_drifting_terminal_right_once(ctl: Ctl) -> None:
 async def test_a_command_cut_off_by_a_dropped_link_is_run_again(ctl: Ctl) -> None:
     emu = build_device(users=1)
     device, manager = await online(ctl, emu)
-    ctl.commands.timeout = 0.3
     original = Session._handlers[Cmd.UNLOCK]
     drops = [1]
 
@@ -421,14 +420,73 @@ async def test_a_command_cut_off_by_a_dropped_link_is_run_again(ctl: Ctl) -> Non
         await wait_until(
             lambda: (command.id, "interrupted") in manager.devices[device.id].runner.ran
         )
-        assert (await ctl.get(command.id)).status == "sent"
-        await deferLater(reactor, 0.4, lambda: None)
-        await ctl.commands.sweep()  # not answered within --command-timeout: queued again
-        done = await ctl.final(command)
+        await ctl.commands.sweep()  # no --command-timeout for pull commands: no change
+        done = await ctl.final(command)  # the next session runs it again
     finally:
         Session._handlers[Cmd.UNLOCK] = original
     assert (done.status, done.attempts, emu.unlocks) == ("done", 2, [2.0])
     assert ctl.statuses(command.id) == ["queued", "sent", "queued", "sent", "done"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_command_still_running_past_the_timeout_is_not_sent_again(ctl: Ctl) -> None:
+    """--command-timeout is for unanswered push commands: a pull command that takes longer
+    is neither queued again nor expired while it runs, and runs once."""
+    emu = build_device(users=1)
+    device = await ctl.world.add(await ctl.world.emulator(emu))
+    ctl.manager(request_timeout=5.0)  # the terminal's slow answer is no dead link
+    await wait_until(lambda: any(s.flags for s in emu.sessions))
+    ctl.commands.timeout = 0.1
+    ctl.commands.retries = 1
+    original = Session._handlers[Cmd.UNLOCK]
+    answered: list[bool] = []
+
+    def slow(session: Session, p: Any) -> None:
+        def answer() -> None:
+            answered.append(True)
+            original(session, p)
+
+        reactor.callLater(0.6, answer)
+
+    Session._handlers[Cmd.UNLOCK] = slow
+    try:
+        command = await ctl.queue(device, type="open_door", seconds=2)
+        await wait_until(
+            lambda: (
+                (command.id, "sent")
+                in [
+                    (e["command_id"], e["status"])
+                    for e in ctl.world.recorder.of_type("command_status")
+                ]
+            )
+        )
+        while not answered:  # the sweep runs while the terminal is still busy
+            await deferLater(reactor, 0.15, lambda: None)
+            await ctl.commands.sweep()
+        done = await ctl.final(command)
+    finally:
+        Session._handlers[Cmd.UNLOCK] = original
+    assert (done.status, done.attempts, emu.unlocks) == ("done", 1, [2.0]), done.result
+    assert ctl.statuses(command.id) == ["queued", "sent", "done"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_command_sent_when_the_server_died_runs_again_once(ctl: Ctl) -> None:
+    """kill -9 mid-command: the next process's first session runs it again (same id)."""
+    emu = build_device(users=1)
+    device = await ctl.world.add(await ctl.world.emulator(emu))
+    command = await ctl.queue(device, type="open_door", seconds=5)
+    taken = await ctl.commands.next_for(device.id)  # the dead process had taken it
+    assert taken is not None and taken.id == command.id and taken.status == "sent"
+    ctl.commands = Commands(
+        store=ctl.world.real_store, ingest=ctl.world.ingest, clock=reactor, timeout=30, ttl=3600
+    )
+    ctl.manager()
+    done = await ctl.final(command)
+    assert (done.status, done.attempts, emu.unlocks) == ("done", 2, [5.0])
+    await wait_until(
+        lambda: ctl.statuses(command.id) == ["queued", "sent", "queued", "sent", "done"]
+    )
 
 
 @pytest_twisted.ensureDeferred

@@ -26,12 +26,14 @@ Interface for the pull side (``zkserver.pull``)::
         # Returns the updated Command, or None if it was already final (done/failed/
         # cancelled) or unknown: then nothing changed and no event was published.
 
-A command handed out (``sent``) and not finished within ``timeout`` seconds goes back to
-``queued`` (same id) up to ``retries`` attempts in all, then ``expired``; a queued
+A push command handed out (``sent``) and not answered within ``timeout`` seconds goes
+back to ``queued`` (same id) up to ``retries`` attempts in all, then ``expired``; a queued
 command not handed out within ``ttl`` seconds is ``expired``: :meth:`Commands.sweep`,
-run by a timer in ``zkserver.tap``, does both for push and pull commands alike. So a
-pull session that dies mid-command (or a ``kill -9``) gets the command again later,
-and one already ``done`` is never run again.
+run by a timer in ``zkserver.tap``, does both. A pull command is ``sent`` while its
+session runs it, however long that takes (never sent again meanwhile); when a device's
+session starts, :meth:`Commands.recover` queues again the commands a dead session (or a
+``kill -9``) left ``sent``, up to ``retries`` runs in all. One already ``done`` is never
+run again.
 
 Errors of :meth:`Commands.queue`: :class:`~zkserver.commands.spec.CommandError` (400),
 :class:`DeviceNotReady` (409, pending or rejected device),
@@ -100,6 +102,8 @@ class Commands:
     ttl: float = 86400.0
     server_timezone: str = ""
     _watchers: list[Callable[[Command], None]] = field(factory=list)
+    #: Pull commands handed out by :meth:`next_for` and still running in this process.
+    _running: set[str] = field(factory=set)
 
     # --- time -------------------------------------------------------------------------
     def now(self) -> str:
@@ -187,7 +191,24 @@ class Commands:
     async def next_for(self, device_id: str) -> Command | None:
         """The device's oldest queued command, now ``sent``; None when there is none."""
         claimed = await self._publish(self.store.claim_commands(device_id, self.now()))
-        return claimed[0] if claimed else None
+        if not claimed:
+            return None
+        self._running.add(claimed[0].id)
+        return claimed[0]
+
+    async def recover(self, device_id: str) -> int:
+        """A pull session starts: the device's commands left ``sent`` by a session that
+        is gone (or by a server that was stopped) are queued again, or ``expired`` after
+        ``retries`` runs; those still running in this process are left alone."""
+        changed = await self._publish(
+            self.store.recover_commands(device_id, self.now(), self.retries, sorted(self._running))
+        )
+        return len(changed)
+
+    def release(self, command_id: str) -> None:
+        """The command handed out by :meth:`next_for` is no longer running here (its
+        session was cut off); the next session's :meth:`recover` runs it again."""
+        self._running.discard(command_id)
 
     async def claim_push(
         self, device: Device, max_bytes: int = MAX_COMMAND_REPLY - 1024
@@ -214,6 +235,7 @@ class Commands:
         device_id: str | None = None,
     ) -> Command | None:
         """Record the outcome; None (and no event) if it was final already or unknown."""
+        self._running.discard(command_id)
         changed = await self._publish(
             self.store.complete_command(
                 command_id, status, return_code, result, self.now(), device_id

@@ -32,8 +32,9 @@ template_upsert finger templates only, of the terminal's algorithm version: DISA
 
 Every write sequence is followed by REG_EVENT again (whether the registration survives
 DISABLEDEVICE differs by firmware).  Error replies become ``failed`` with the reply code
-and its words; a link lost mid-command leaves the command ``sent``, and the command
-service sends it again after its timeout.
+and its words; a link lost mid-command leaves the command ``sent``, and the next session
+runs it again (``--command-retries`` runs in all). ``--command-timeout`` does not apply:
+a command still running is never sent again.
 """
 
 from __future__ import annotations
@@ -91,6 +92,10 @@ class CommandSource(Protocol):
         device_id: str | None = None,
     ) -> Awaitable[Command | None]: ...
 
+    def recover(self, device_id: str) -> Awaitable[int]: ...
+
+    def release(self, command_id: str) -> None: ...
+
 
 @define
 class Outcome:
@@ -130,6 +135,8 @@ class CommandRunner:
         self.commands = commands
         self._running = False
         self._again = False
+        #: The session whose start recovered the device's cut-off commands.
+        self._recovered: ZKSession | None = None
         #: Commands run by this runner (for tests and logs): (command id, status).
         self.ran: list[tuple[str, str]] = []
 
@@ -156,6 +163,9 @@ class CommandRunner:
                 session = self.service.session
                 if session is None or session.closed or not self.service.running:
                     return
+                if self._recovered is not session:
+                    await self.commands.recover(self.service.device.id)
+                    self._recovered = session
                 command = await self.commands.next_for(self.service.device.id)
                 if command is None:
                     if self._again:
@@ -190,8 +200,9 @@ class CommandRunner:
         except DatasetUnreadable as e:
             outcome = Outcome("failed", None, f"the terminal's {e.what} could not be read")
         except ZKError as e:
-            # The link went mid-command: leave it 'sent'; the command service sends it
-            # again after its timeout (a done command is never run twice).
+            # The link went mid-command: leave it 'sent'; the next session runs it again
+            # (Commands.recover; a done command is never run twice).
+            self.commands.release(command.id)
             log.warn(
                 "{name}: command {id} ({type}) interrupted: {error}",
                 name=self.service.label,

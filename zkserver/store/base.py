@@ -208,6 +208,12 @@ class Store(Protocol):
     ) -> Deferred[CommandChange]:
         """Requeue or expire unanswered sent commands, expire queued ones past expires_at."""
 
+    def recover_commands(
+        self, device_id: str, now: str, max_attempts: int, keep: Sequence[str] = ()
+    ) -> Deferred[CommandChange]:
+        """A pull device's orphaned ``sent`` commands (ids not in ``keep``) -> ``queued``
+        while attempts < max_attempts, else ``expired``."""
+
     def command(self, command_id: str) -> Deferred[Command | None]: ...
 
     def list_commands(

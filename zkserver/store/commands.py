@@ -134,6 +134,10 @@ def _fit(sizes: Sequence[tuple[int, int]], max_bytes: int) -> list[int]:
     return chosen
 
 
+#: The commands the sent-timeout applies to: all but those of pull devices.
+_NOT_PULL = "device_id NOT IN (SELECT id FROM devices WHERE kind = 'pull')"
+
+
 def _ids(command_id: str) -> int | None:
     text = str(command_id)
     if not text.isdigit() or len(text) > 18:
@@ -350,18 +354,21 @@ class CommandScripts:
           to ``queued`` (sent again, same id);
         - ``sent`` before ``sent_before`` after ``max_attempts`` attempts: ``expired``;
         - ``queued`` with ``expires_at`` <= ``now``: ``expired``.
+
+        The first two are for push terminals only: a pull command is ``sent`` while its
+        session runs it, however long that takes (see :meth:`recover_commands`).
         """
 
         def script() -> Script[CommandChange]:
             requeued = yield Q(
                 "UPDATE commands SET status = 'queued' WHERE status = 'sent'"
-                f" AND sent_at < %s AND attempts < %s RETURNING {COLS}",
+                f" AND sent_at < %s AND attempts < %s AND {_NOT_PULL} RETURNING {COLS}",
                 (sent_before, int(max_attempts)),
             )
             unanswered = yield Q(
                 "UPDATE commands SET status = 'expired', finished_at = %s,"
                 " result = 'no answer from the terminal' WHERE status = 'sent'"
-                f" AND sent_at < %s AND attempts >= %s RETURNING {COLS}",
+                f" AND sent_at < %s AND attempts >= %s AND {_NOT_PULL} RETURNING {COLS}",
                 (now, sent_before, int(max_attempts)),
             )
             stale = yield Q(
@@ -373,6 +380,38 @@ class CommandScripts:
             changed = sorted(
                 (_row(row) for row in [*requeued, *unanswered, *stale]), key=lambda c: int(c.id)
             )
+            events = yield from self._command_events(changed, now)
+            return changed, events
+
+        return self._call(script)
+
+    def recover_commands(
+        self, device_id: str, now: str, max_attempts: int, keep: Sequence[str] = ()
+    ) -> Deferred[CommandChange]:
+        """A pull device's ``sent`` commands that no session runs any more (the link
+        dropped mid-command, or the server was restarted): back to ``queued`` (run again,
+        same id) while fewer than ``max_attempts`` runs were started, else ``expired``.
+        ``keep``: ids still running in this process, left alone."""
+        kept = [n for n in (_ids(c) for c in keep) if n is not None]
+
+        def script() -> Script[CommandChange]:
+            where = "device_id = %s AND status = 'sent'"
+            params: tuple[Any, ...] = (device_id,)
+            if kept:
+                where += f" AND id NOT IN ({', '.join(['%s'] * len(kept))})"
+                params += tuple(kept)
+            requeued = yield Q(
+                f"UPDATE commands SET status = 'queued' WHERE {where} AND attempts < %s"
+                f" RETURNING {COLS}",
+                (*params, int(max_attempts)),
+            )
+            lost = yield Q(
+                "UPDATE commands SET status = 'expired', finished_at = %s,"
+                " result = 'cut off on the terminal too often'"
+                f" WHERE {where} AND attempts >= %s RETURNING {COLS}",
+                (now, *params, int(max_attempts)),
+            )
+            changed = sorted((_row(row) for row in [*requeued, *lost]), key=lambda c: int(c.id))
             events = yield from self._command_events(changed, now)
             return changed, events
 
