@@ -139,6 +139,38 @@ def test_check_for_device_kind_and_pull_user_layout() -> None:
         check_for_device(long_name, "pull", {"user_layout": 72})
 
 
+def test_pull_refusals_known_before_queueing() -> None:
+    """What a pull terminal's layout or the command 110 write cannot take is refused at the
+    API (400 naming the field, or 422), not queued to fail later."""
+    letters = parse_command({"type": "user_upsert", "user_id": "ab12", "name": "x"})
+    check_for_device(letters, "pull", {"user_layout": 72})
+    check_for_device(letters, "push")
+    with pytest.raises(CommandError) as caught:
+        check_for_device(letters, "pull", {"user_layout": 28})
+    assert caught.value.field == "user_id"
+    too_big = parse_command({"type": "user_upsert", "user_id": "4294967296", "name": "x"})
+    with pytest.raises(CommandError) as caught:
+        check_for_device(too_big, "pull", {"user_layout": 28})
+    assert caught.value.field == "user_id"
+    check_for_device(
+        parse_command({"type": "user_upsert", "user_id": "4294967295"}), "pull", {"user_layout": 28}
+    )
+    finger = {"type": "template_upsert", "user_id": "7", "format": "10", "data": B64}
+    check_for_device(parse_command({**finger, "kind": "finger"}), "pull", {"user_layout": 72})
+    with pytest.raises(CommandError) as caught:
+        check_for_device(
+            parse_command({**finger, "kind": "finger", "user_id": "x7"}),
+            "pull",
+            {"user_layout": 28},
+        )
+    assert caught.value.field == "user_id"
+    for kind in ("face", "biodata", "userpic"):
+        spec = parse_command({**finger, "kind": kind})
+        check_for_device(spec, "push")
+        with pytest.raises(Unsupported, match=f"{kind} templates"):
+            check_for_device(spec, "pull", {"user_layout": 72})
+
+
 NOW = datetime(2025, 10, 9, 18, 30, 45)
 
 

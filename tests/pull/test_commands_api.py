@@ -87,6 +87,41 @@ async def test_user_written_through_the_api_is_read_back_by_pyzk(server: Running
             {"type": "user_upsert", "user_id": "3002", "name": "x" * 25},
         )
         assert code == 400 and bad["field"] == "name", bad
+        # a face template cannot go to a pull terminal: 422, nothing queued
+        code, bad = await server.api(
+            "POST",
+            f"/api/devices/{device['id']}/commands",
+            {"type": "template_upsert", "user_id": "3001", "kind": "face", "format": "7",
+             "data": "AAAA"},
+        )  # fmt: skip
+        assert code == 422 and "finger templates only" in bad["detail"], bad
+        _, page = await server.api("GET", f"/api/commands?device_id={device['id']}")
+        assert [c["type"] for c in page["items"]] == ["user_upsert"]
+    finally:
+        await emus.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_28_byte_layout_terminal_refuses_a_pin_with_letters_at_the_api(
+    server: RunningServer,
+) -> None:
+    emus = Emulators()
+    try:
+        emu = build_device(users=2, serial_number="PULLAPI28", user_size=28)
+        port = emus.serve(emu)
+        code, device = await server.api(
+            "POST", "/api/devices", {"kind": "pull", "host": "127.0.0.1", "port": port}
+        )
+        await wait_until(lambda: any(s.flags for s in emu.sessions))
+        _, pulled = await server.api("GET", f"/api/devices/{device['id']}")
+        assert pulled["info"]["user_layout"] == 28
+        for body in ({"user_id": "ab12", "name": "x"}, {"user_id": "4294967296", "name": "x"}):
+            code, bad = await server.api(
+                "POST", f"/api/devices/{device['id']}/commands", {"type": "user_upsert", **body}
+            )
+            assert code == 400 and bad["field"] == "user_id", bad
+        _, page = await server.api("GET", f"/api/commands?device_id={device['id']}")
+        assert page["items"] == []
     finally:
         await emus.stop()
 

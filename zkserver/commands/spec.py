@@ -348,12 +348,29 @@ def check_kind(spec: CommandSpec, kind: str) -> None:
 
 
 def check_for_device(spec: CommandSpec, kind: str, info: Mapping[str, Any] | None = None) -> None:
-    """The checks that depend on the device: its kind (:class:`Unsupported`) and, for a pull
-    terminal, the sizes of its user record layout (:class:`CommandError`)."""
+    """The checks that depend on the device: its kind (:class:`Unsupported`; for a pull
+    terminal also a template that is not a fingerprint) and, for a pull terminal, the
+    fields of its user record layout (:class:`CommandError`: ``name``, ``password``,
+    ``group`` sizes, and with the 28-byte layout a numeric ``user_id``)."""
     check_kind(spec, kind)
-    if kind != "pull" or spec.type != "user_upsert":
+    if kind != "pull" or spec.type not in ("user_upsert", "template_upsert"):
         return
     layout = (info or {}).get("user_layout")
+    if layout == 28:  # the PIN is a 32-bit number there (docs/protocols.md §B.7)
+        pin = spec.fields["user_id"]
+        if not pin.isdigit() or int(pin) > 0xFFFFFFFF:
+            raise CommandError(
+                "user_id", "this terminal keeps user_id as a number from 0 to 4294967295"
+            )
+    if spec.type == "template_upsert":
+        if spec.fields["kind"] != "finger":
+            raise Unsupported(
+                spec.type,
+                kind,
+                f"a pull terminal takes finger templates only, not {spec.fields['kind']}"
+                " templates",
+            )
+        return
     name_max, password_max = (8, 5) if layout == 28 else (24, 8)
     if len(spec.fields["name"].encode()) > name_max:
         raise CommandError("name", f"name is longer than this terminal's {name_max} bytes")
