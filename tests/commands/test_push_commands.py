@@ -215,6 +215,46 @@ async def test_a_resent_command_is_never_overtaken(fast: RunningServer) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_odd_devicecmd_bodies(steady: RunningServer) -> None:
+    """CRLF, several results in one body, unknown and repeated ids, a missing or
+    non-numeric Return, results for cancelled commands and a huge result: each command
+    gets one outcome, nothing crashes, and a result is kept to 64 KiB."""
+    terminal, device_id = await _terminal(steady, "CMDODD1")
+    try:
+        ids = []
+        for body in ({"type": "info"}, {"type": "check"}, {"type": "check"}, {"type": "check"}):
+            _, command = await steady.api("POST", f"/api/devices/{device_id}/commands", body)
+            ids.append(command["id"])
+        _, cancelled = await steady.api(
+            "POST", f"/api/devices/{device_id}/commands", {"type": "check"}
+        )
+        await steady.api("DELETE", f"/api/commands/{cancelled['id']}")
+        terminal.silent.add("")  # take them all, answer none
+        await terminal.poll()
+        info, check, bad, huge = ids
+        body = (
+            f"ID={info}&Return=0&CMD=INFO\r\n~SerialNumber=CMDODD1\r\nFirmVer=Ver 6.60\r\n"
+            f"ID={check}&Return=0&CMD=CHECK\r\nID=987654&Return=0&CMD=CHECK\r\n"
+            f"ID={cancelled['id']}&Return=0&CMD=CHECK\r\nID={bad}&Return=x&CMD=CHECK\r\n"
+            f"ID={check}&Return=-1002&CMD=CHECK\r\nID=&Return=0\r\n"
+            f"ID={huge}&Return=0&CMD=CHECK\r\n" + "y" * (1 << 20) + "\r\n"
+        )
+        code, text = await terminal._request("POST", "devicecmd", {}, body)
+        assert (code, text.strip()) == (200, "OK")
+        got = {i: (await steady.api("GET", f"/api/commands/{i}"))[1] for i in ids}
+        assert [got[i]["status"] for i in ids] == ["done", "done", "failed", "done"]
+        assert got[check]["return_code"] == 0  # the repeated result changed nothing
+        assert (got[bad]["return_code"], got[bad]["result"]) == (None, "no return code")
+        assert len(got[huge]["result"]) == 64 * 1024
+        _, still = await steady.api("GET", f"/api/commands/{cancelled['id']}")
+        assert still["status"] == "cancelled"
+        _, device = await steady.api("GET", f"/api/devices/{device_id}")
+        assert device["info"]["FirmVer"] == "Ver 6.60"
+    finally:
+        await terminal.close()
+
+
+@pytest_twisted.ensureDeferred
 async def test_cancel_only_while_queued(steady: RunningServer) -> None:
     terminal, device_id = await _terminal(steady, "CMDCAN1")
     try:

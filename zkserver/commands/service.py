@@ -68,6 +68,9 @@ __all__ = ["Commands", "Batch", "DeviceNotReady", "TooLarge", "NotCancellable"]
 
 log = Logger()
 
+#: The longest ``result`` kept on a command (characters).
+RESULT_MAX = 64 * 1024
+
 
 class DeviceNotReady(Exception):
     """The device is pending or rejected: it gets no commands (HTTP 409)."""
@@ -234,8 +237,11 @@ class Commands:
         result: str = "",
         device_id: str | None = None,
     ) -> Command | None:
-        """Record the outcome; None (and no event) if it was final already or unknown."""
+        """Record the outcome; None (and no event) if it was final already or unknown.
+        ``result`` is kept to :data:`RESULT_MAX` characters (a terminal's answer may be
+        anything up to the request body limit)."""
         self._running.discard(command_id)
+        result = result[:RESULT_MAX]
         changed = await self._publish(
             self.store.complete_command(
                 command_id, status, return_code, result, self.now(), device_id
