@@ -363,13 +363,10 @@ def check_for_device(spec: CommandSpec, kind: str, info: Mapping[str, Any] | Non
                 "user_id", "this terminal keeps user_id as a number from 0 to 4294967295"
             )
     if spec.type == "template_upsert":
-        if spec.fields["kind"] != "finger":
-            raise Unsupported(
-                spec.type,
-                kind,
-                f"a pull terminal takes finger templates only, not {spec.fields['kind']}"
-                " templates",
-            )
+        template = spec.fields["kind"]
+        if template != "finger":
+            reason = f"a pull terminal takes finger templates only, not {template} templates"
+            raise Unsupported(spec.type, kind, reason)
         return
     name_max, password_max = (8, 5) if layout == 28 else (24, 8)
     if len(spec.fields["name"].encode()) > name_max:
