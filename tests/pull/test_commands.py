@@ -28,6 +28,7 @@ from zkserver.pull.drift import DriftFixer
 from zkserver.pull.manager import PullManager
 from zkserver.pull.service import device_now
 from zkserver.records import Command, Device
+from zkserver.store.base import StoreUnavailable
 
 
 @define(eq=False)
@@ -487,6 +488,34 @@ async def test_a_command_sent_when_the_server_died_runs_again_once(ctl: Ctl) -> 
     await wait_until(
         lambda: ctl.statuses(command.id) == ["queued", "sent", "queued", "sent", "done"]
     )
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_outcome_the_database_could_not_save_is_not_left_sent(ctl: Ctl) -> None:
+    """The database fails as the outcome is saved: the command is run again and finished,
+    and the commands queued after it still run after it."""
+    emu = build_device(users=1)
+    device, _ = await online(ctl, emu)
+    store = ctl.commands.store
+    real = store.complete_command
+    failures = [1]
+
+    def failing(*args: Any, **kw: Any) -> Any:
+        if failures:
+            failures.pop()
+            raise StoreUnavailable("database down")
+        return real(*args, **kw)
+
+    store.complete_command = failing  # type: ignore[method-assign]
+    try:
+        first = await ctl.queue(device, type="open_door", seconds=2)
+        second = await ctl.queue(device, type="open_door", seconds=3)
+        done = await ctl.final(first)
+        later = await ctl.final(second)
+    finally:
+        del store.complete_command
+    assert (done.status, done.attempts, later.status) == ("done", 2, "done")
+    assert emu.unlocks == [2.0, 2.0, 3.0]
 
 
 @pytest_twisted.ensureDeferred

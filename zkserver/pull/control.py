@@ -172,6 +172,11 @@ class CommandRunner:
                         continue
                     return
                 await self._run_one(session, command)
+        except BaseException:
+            # Most likely the database failed (saving an outcome, say): the next drain
+            # recovers what is left 'sent' first, so nothing is stuck or overtaken.
+            self._recovered = None
+            raise
         finally:
             self._running = False
 
