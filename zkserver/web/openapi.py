@@ -818,7 +818,7 @@ def _paths() -> dict[str, Schema]:
                     "400": _error("Invalid command; field names the JSON field at fault."),
                     "409": _error("The device is pending or rejected."),
                     "413": _error("Larger than a push terminal's 900 KiB reply."),
-                    "422": _error("This kind of device cannot do this type."),
+                    "422": _error("This kind of device cannot do this (pull: finger templates)."),
                 },
                 body=_body("CommandCreate"),
                 device=True,
