@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
-
-from twisted.application.service import MultiService
+from typing import TYPE_CHECKING, Any
 
 from zkserver.alerts import AlertPolicy
 from zkserver.alerts_service import AlertService
@@ -14,6 +12,9 @@ from zkserver.web.hooks_api import HooksConfig
 from zkserver.webhooks.backoff import RetryPolicy
 from zkserver.webhooks.service import WebhookSender, treq_poster
 from zkserver.webhooks.urls import getaddrinfo_resolver
+
+if TYPE_CHECKING:  # (zkserver.tap imports this module)
+    from zkserver.tap import ZKServer
 
 __all__ = ["OPT_FLAGS", "OPT_PARAMETERS", "HOOK_FLAG_NAMES", "HOOK_NUMBERS", "setup_hooks"]
 
@@ -62,9 +63,9 @@ HOOK_NUMBERS: dict[str, tuple[type, float]] = {
 
 
 def setup_hooks(
-    server: MultiService, config: Any, store: Any, ingest: Any, pull: Any, reactor: Any
+    server: ZKServer, config: Any, store: Any, ingest: Any, pull: Any, reactor: Any
 ) -> HooksConfig:
-    ready = lambda: bool(server.ready.called)  # type: ignore[attr-defined]  # noqa: E731
+    ready = lambda: bool(server.ready.called)  # noqa: E731
     policy = RetryPolicy(
         retry_min=config["webhook-retry-min"],
         retry_max=config["webhook-retry-max"],
@@ -107,8 +108,8 @@ def setup_hooks(
         measured=measured,
     )
     alerts.setServiceParent(server)
-    server.alerts = alerts  # type: ignore[attr-defined]
-    server.webhooks = sender  # type: ignore[attr-defined]
+    server.alerts = alerts
+    server.webhooks = sender
 
     def pull_sessions() -> dict[str, int]:
         if pull is None:

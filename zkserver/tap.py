@@ -417,6 +417,8 @@ class ZKServer(MultiService):
         self.push_listeners: list[Any] = []  # Listener or AdoptedListener
         self.web_listeners: list[Any] = []
         self.retention: Any = None
+        self.alerts: Any = None  # zkserver.alerts_service.AlertService (hooks_setup)
+        self.webhooks: Any = None  # zkserver.webhooks.service.WebhookSender (hooks_setup)
         self.pull: Any = None
         self.commands: Any = None  # zkserver.commands.Commands, set by makeService
         self.token = ""

@@ -320,7 +320,7 @@ async def prometheus_metrics(self: WebApp, request: IRequest) -> bytes:
     store: Any = self.store
 
     async def commands() -> dict[str, int]:
-        return await _counts(store, "command_counts")
+        return dict(await store.command_counts())
 
     async def alerts() -> int:
         return len(await store.open_alerts())
@@ -334,10 +334,3 @@ async def prometheus_metrics(self: WebApp, request: IRequest) -> bytes:
     request.setHeader(b"content-type", metrics.CONTENT_TYPE.encode())
     request.setHeader(b"cache-control", b"no-store")
     return text
-
-
-async def _counts(store: Any, name: str) -> dict[str, int]:
-    counter = getattr(store, name, None)
-    if counter is None:
-        return {}
-    return dict(await counter())

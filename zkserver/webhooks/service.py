@@ -30,6 +30,7 @@ from zope.interface import implementer
 from zkserver import metrics
 from zkserver.clock import parse_iso
 from zkserver.events import encode_payload
+from zkserver.store.base import Store
 from zkserver.webhooks.backoff import RetryPolicy
 from zkserver.webhooks.model import DueDelivery, Webhook
 from zkserver.webhooks.signing import signed_headers
@@ -162,13 +163,12 @@ def treq_poster(
             pass  # the status is what counts
         return int(response.code)
 
-    post.pool = pool  # type: ignore[attr-defined]
     return post
 
 
 @define(eq=False)
 class WebhookSender(Service):
-    store: Any
+    store: Store
     clock: IReactorTime
     post: Poster
     resolve: Resolver
@@ -295,13 +295,10 @@ class WebhookSender(Service):
 
     # --- one subscription -----------------------------------------------------------
     async def _lock(self, key: str) -> bool:
-        try_lock = getattr(self.store, "try_lock_device", None)
-        return True if try_lock is None else bool(await try_lock(key))
+        return bool(await self.store.try_lock_device(key))
 
     async def _unlock(self, key: str) -> None:
-        unlock = getattr(self.store, "unlock_device", None)
-        if unlock is not None:
-            await unlock(key)
+        await self.store.unlock_device(key)
 
     async def _work(self, webhook_id: int) -> None:
         key = f"webhook:{webhook_id}"
