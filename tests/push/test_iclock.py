@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -148,7 +149,7 @@ def test_parse_attlog_raw_of_documented_form() -> None:
     [
         ("1\t2025-02-30 10:00:00\t0\t1", "impossible timestamp"),
         ("1\t2025-10-09 25:00:00\t0\t1", "impossible timestamp"),
-        ("1\t2025-10-09T18:30:45\t0\t1", "bad timestamp"),
+        ("1\t2025-10-09X18:30:45\t0\t1", "bad timestamp"),
         ("1\t1899-10-09 18:30:45\t0\t1", "year out of range"),
         (f"\t{TS}\t0\t1", "empty PIN"),
         (f"1\t{TS}\tin\t1", "non-numeric status"),
@@ -245,8 +246,14 @@ def test_attlog_round_trip_space_separated(punches: list[Punch]) -> None:
 
 
 def _non_blank_lines(text: str) -> int:
-    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    """Lines end at LF, CR LF or a bare CR; a BOM before the first is dropped (§A.10)."""
+    lines = re.split(r"\r\n|\r|\n", text.removeprefix("\ufeff"))
     return sum(1 for line in lines if line.strip(" \t\r\x00"))
+
+
+def _non_blank_chunks(data: bytes) -> int:
+    chunks = re.split(rb"\r\n|\r|\n", data.removeprefix(b"\xef\xbb\xbf"))
+    return sum(1 for c in chunks if c.strip(b" \t\r\x00"))
 
 
 line_parts = st.one_of(
@@ -267,8 +274,7 @@ def test_parse_attlog_never_raises_nothing_lost_text(text: str) -> None:
 @given(st.binary(max_size=300))
 def test_parse_attlog_never_raises_nothing_lost_bytes(data: bytes) -> None:
     punches, rejected = parse_attlog(data)
-    chunks = [c.removesuffix(b"\r") for c in data.split(b"\n")]
-    assert len(punches) + len(rejected) == sum(1 for c in chunks if c.strip(b" \t\r\x00"))
+    assert len(punches) + len(rejected) == _non_blank_chunks(data)
 
 
 @given(st.text(max_size=200))
@@ -728,8 +734,7 @@ def test_parse_rtlog_maps_inoutstatus_to_action_and_verifytype_to_method() -> No
 @given(st.binary(max_size=400))
 def test_parse_rtlog_never_raises_and_loses_no_line(body: bytes) -> None:
     punches, rejected, other = v3.parse_rtlog(body)
-    lines = [line for line in body.split(b"\n") if line.strip(b" \t\r\x00")]
-    assert len(punches) + len(rejected) + len(other) == len(lines)
+    assert len(punches) + len(rejected) + len(other) == _non_blank_chunks(body)
 
 
 def test_registry_code_is_stable_per_serial() -> None:

@@ -8,8 +8,10 @@ terminal with an error makes it resend the same batch forever.
 
 Decisions worth knowing (see docs/protocols.md §A):
 
-- Lines are separated by LF (CR before it is dropped); a line holding only spaces, TABs, CR
-  or NUL is blank and ignored. Every other line becomes exactly one record or one Rejected.
+- A line ends at LF, CR LF or a bare CR; a byte-order mark before the first line, blanks
+  (space, CR, NUL) before a line and blanks (also TAB) after it are dropped; a line holding
+  only blanks is ignored. Every other line becomes exactly one record or one Rejected
+  (docs/protocols.md §A.10 lists the layouts seen in the field and how they are read).
 - ATTLOG: PIN and time are required. A *missing or empty* status defaults to 255
   ("undefined" in the protocol) and a missing or empty verify to 200 ("other"), so a short
   line from odd firmware is kept without claiming "check-in" or "password"; a present but
@@ -103,8 +105,24 @@ _BLANK = " \t\r\x00"
 _JUNK = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\ufffd]")
 _UINT = re.compile(r"[0-9]{1,9}")
 _INT = re.compile(r"[+-]?[0-9]{1,9}")
-_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-_TIME = re.compile(r"[0-9]{2}:[0-9]{2}:[0-9]{2}")
+_DATE = re.compile(r"[0-9]{4}[-/][0-9]{1,2}[-/][0-9]{1,2}")
+_TIME = re.compile(r"[0-9]{1,2}:[0-9]{2}:[0-9]{2}")
+# A timestamp in a form seen in the field: '/' in the date, 'T' between date and time,
+# one-digit month, day or hour (docs/protocols.md §A.10); normalised by _normal_timestamp.
+_LOOSE_TIMESTAMP = re.compile(
+    r"([0-9]{4})[-/]([0-9]{1,2})[-/]([0-9]{1,2})[ T]([0-9]{1,2}):([0-9]{2}):([0-9]{2})"
+)
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_LINE_BREAK_BYTES = re.compile(rb"\r\n|\r|\n")
+_BOM = "\ufeff"
+# An ATTLOG line made of key=value fields (docs/protocols.md §A.10).
+_KV_LINE = re.compile(r"[ \t]*[A-Za-z_][A-Za-z0-9_]*=")
+# Key aliases of key=value punch lines, lower case (docs/protocols.md §A.10).
+_PIN_KEYS = ("pin", "userid", "user_id")
+_TIME_KEYS = ("time", "datetime", "checktime", "timestamp")
+_STATUS_KEYS = ("status", "state", "inoutstatus")
+_VERIFY_KEYS = ("verify", "verifytype", "verifymode", "verify_method")
+_WORKCODE_KEYS = ("workcode", "work_code")
 _TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
 _COMMAND_ID = re.compile(r"[A-Za-z0-9]{1,16}")
 _KEYWORD_SPLIT = re.compile(r"([^ \t]*)([ \t]?)(.*)", re.DOTALL)
@@ -130,12 +148,17 @@ def decode_text(data: bytes) -> str:
 
 
 def split_lines(text: str) -> Iterator[str]:
-    """The non-blank lines of a body: LF-separated, a CR before the LF dropped."""
-    for line in text.split("\n"):
-        if line.endswith("\r"):
-            line = line[:-1]
+    """The non-blank lines of a body: a line ends at LF, CR LF or a bare CR; a byte-order
+    mark before the first line is dropped (docs/protocols.md §A.10)."""
+    for line in _LINE_BREAK.split(text.removeprefix(_BOM)):
         if line.strip(_BLANK):
             yield line
+
+
+def _trim(line: str) -> str:
+    """A line without a byte-order mark, the blanks (space, CR, NUL) before it and the blanks
+    (also TAB) after it; a leading TAB stays (it is an empty first field)."""
+    return line.lstrip(" \r\x00").removeprefix(_BOM).lstrip(" \r\x00").rstrip(_BLANK)
 
 
 def _lines(body: str | bytes, limit: int) -> Iterator[tuple[str, str | None]]:
@@ -151,9 +174,7 @@ def _lines(body: str | bytes, limit: int) -> Iterator[tuple[str, str | None]]:
             else:
                 yield line, None
         return
-    for chunk in body.split(b"\n"):
-        if chunk.endswith(b"\r"):
-            chunk = chunk[:-1]
+    for chunk in _LINE_BREAK_BYTES.split(body.removeprefix(b"\xef\xbb\xbf")):
         if len(chunk) > limit:
             head = decode_text(chunk[:REJECTED_RAW_KEEP])
             yield head + "...", f"line too long ({len(chunk)} bytes, max {limit})"
@@ -172,6 +193,15 @@ def _junk(line: str) -> str | None:
     if match is None:
         return None
     return f"control or binary character {match.group()!r} at column {match.start() + 1}"
+
+
+def _normal_timestamp(value: str) -> str:
+    """``value`` as ``YYYY-MM-DD HH:MM:SS`` when it is a loose form of it, else unchanged."""
+    match = _LOOSE_TIMESTAMP.fullmatch(value.strip(" "))
+    if match is None:
+        return value
+    y, mo, d, h, mi, se = match.groups()
+    return f"{y}-{int(mo):02d}-{int(d):02d} {int(h):02d}:{mi}:{se}"
 
 
 def _valid_timestamp(value: str) -> str | None:
@@ -234,29 +264,55 @@ def parse_attlog(body: str | bytes) -> tuple[list[Punch], list[Rejected]]:
     return punches, rejected
 
 
-def _attlog_fields(line: str) -> list[str]:
-    if "\t" in line:
-        fields = [f.strip(" ") for f in line.split("\t")]
-        # Some firmware puts a TAB between date and time.
-        if len(fields) > 2 and _DATE.fullmatch(fields[1]) and _TIME.fullmatch(fields[2]):
-            fields[1:3] = [f"{fields[1]} {fields[2]}"]
-    else:
-        fields = line.split()
-        if len(fields) > 2 and _DATE.fullmatch(fields[1]):
-            fields[1:3] = [f"{fields[1]} {fields[2]}"]
+def _fields(line: str, separator: str = "\t") -> list[str]:
+    """Positional fields: split on TABs and, inside a TAB field, on spaces (a date and a time
+    next to each other are one timestamp); an empty TAB field keeps its place; trailing empty
+    fields are dropped (docs/protocols.md §A.10).  ``separator`` replaces TAB (``;``, ``,``)."""
+    fields: list[str] = []
+    for part in line.split(separator):
+        words = part.split()
+        fields.extend(words if words else [""])
+    for i in range(1, len(fields) - 1):
+        if _DATE.fullmatch(fields[i]) and _TIME.fullmatch(fields[i + 1]):
+            fields[i : i + 2] = [f"{fields[i]} {fields[i + 1]}"]
+            break
     while fields and fields[-1] == "":
         fields.pop()
     return fields
 
 
+def _attlog_fields(line: str) -> list[str]:
+    return _fields(line)
+
+
+def _first(fields: dict[str, str], keys: Sequence[str]) -> str:
+    for key in keys:
+        if key in fields:
+            return fields[key].strip(" ")
+    return ""
+
+
 def _parse_attlog_line(line: str) -> Punch | str:
     """A Punch, or the reason the line is rejected."""
+    line = _trim(line)
     if problem := _junk(line):
         return problem
-    fields = _attlog_fields(line)
+    if _KV_LINE.match(line):
+        return _parse_attlog_kv(line)
+    result = _punch_from_fields(_attlog_fields(line))
+    if isinstance(result, str) and "\t" not in line:
+        for separator in (";", ","):  # other separators seen: only when nothing else reads
+            if separator in line:
+                other = _punch_from_fields(_fields(line, separator))
+                if isinstance(other, Punch):
+                    return other
+    return result
+
+
+def _punch_from_fields(fields: list[str]) -> Punch | str:
     if len(fields) < 2:
         return "missing timestamp"
-    pin, timestamp = fields[0], fields[1]
+    pin, timestamp = fields[0], _normal_timestamp(fields[1])
     if problem := _pin_problem(pin):
         return problem
     if problem := _valid_timestamp(timestamp):
@@ -282,6 +338,37 @@ def _parse_attlog_line(line: str) -> Punch | str:
     if len(fields) > len(ATTLOG_FIELDS):
         raw["extra"] = fields[len(ATTLOG_FIELDS) :]
     workcode = fields[4] if len(fields) > 4 else ""
+    return Punch(pin, timestamp, status, verify, workcode, raw)
+
+
+def _parse_attlog_kv(line: str) -> Punch | str:
+    """An ATTLOG line of ``key=value`` fields, read by key (any order, any letter case)."""
+    fields = lower_keys(parse_key_values(line))
+    pin = _first(fields, _PIN_KEYS)
+    if problem := _pin_problem(pin):
+        return problem
+    timestamp = _normal_timestamp(_first(fields, _TIME_KEYS))
+    if problem := _valid_timestamp(timestamp):
+        return problem
+    numbers: list[int] = []
+    for keys, default in ((_STATUS_KEYS, DEFAULT_STATUS), (_VERIFY_KEYS, DEFAULT_VERIFY)):
+        value = _first(fields, keys)
+        if value == "":
+            numbers.append(default)
+        elif _UINT.fullmatch(value):
+            numbers.append(int(value))
+        else:
+            return f"non-numeric {keys[0]} {value[:20]!r}"
+    status, verify = numbers
+    workcode = _first(fields, _WORKCODE_KEYS)
+    known = {*_PIN_KEYS, *_TIME_KEYS, *_STATUS_KEYS, *_VERIFY_KEYS}
+    raw: dict[str, Any] = {
+        "user_id": pin,
+        "timestamp": timestamp,
+        "status": status,
+        "verify_method": verify,
+        **{k: v for k, v in fields.items() if k not in known},
+    }
     return Punch(pin, timestamp, status, verify, workcode, raw)
 
 
@@ -344,16 +431,27 @@ class OperlogBatch:
 def parse_key_values(text: str) -> dict[str, str]:
     """``Key=Val<TAB>Key=Val`` into a dict (keys as sent, first wins).
 
-    Without any TAB, fields are split on spaces that precede ``Key=`` (odd firmware), so a
-    name with spaces survives.
+    Fields are also split on spaces that precede ``Key=``, without TABs (odd firmware) and
+    inside TAB fields (TABs and spaces mixed), so a name with spaces survives
+    (docs/protocols.md §A.10).
     """
-    parts = text.split("\t") if "\t" in text else _KV_SPACE_SPLIT.split(text.strip(" "))
+    if "\t" not in text:
+        text = text.strip(" ")
+    parts = [piece for part in text.split("\t") for piece in _KV_SPACE_SPLIT.split(part)]
     result: dict[str, str] = {}
     for part in parts:
         key, sep, value = part.partition("=")
         key = key.strip(" ")
         if sep and key:
             result.setdefault(key, value)
+    return result
+
+
+def lower_keys(fields: dict[str, str]) -> dict[str, str]:
+    """``fields`` with lower-case keys (the first of keys differing only in case wins)."""
+    result: dict[str, str] = {}
+    for key, value in fields.items():
+        result.setdefault(key.lower(), value)
     return result
 
 
@@ -442,12 +540,14 @@ def parse_operlog(body: str | bytes) -> OperlogBatch:
 
 def _parse_operlog_line(line: str, batch: OperlogBatch) -> str | None:
     """Add the line's record to ``batch``; return a reason if it is rejected."""
+    line = _trim(line)
     if problem := _junk(line):
         return problem
     # The keyword ends at the first space (or TAB, seen on some firmware).
     split = _KEYWORD_SPLIT.fullmatch(line.lstrip(" "))
     assert split is not None  # the pattern matches any text
     keyword, _, rest = split.groups()
+    keyword = keyword.upper()  # 'user PIN=...' is seen too (docs/protocols.md §A.10)
     if keyword == "USER":
         try:
             batch.users.append(parse_user_fields(rest))
@@ -468,9 +568,11 @@ def _parse_operlog_line(line: str, batch: OperlogBatch) -> str | None:
 
 def _parse_oplog(line: str, rest: str, batch: OperlogBatch) -> str | None:
     fields = [f.strip(" ") for f in rest.split("\t")]
+    if len(fields) < 3 or _valid_timestamp(_normal_timestamp(fields[2])) is not None:
+        fields = _fields(rest)  # spaces, or TABs and spaces mixed (docs/protocols.md §A.10)
     if len(fields) < 3:
         return "bad OPLOG line: fewer than 3 fields"
-    op, operator, timestamp = fields[:3]
+    op, operator, timestamp = fields[0], fields[1], _normal_timestamp(fields[2])
     if not _UINT.fullmatch(op):
         return f"bad OPLOG line: non-numeric op {op[:20]!r}"
     if problem := _valid_timestamp(timestamp):

@@ -20,8 +20,11 @@ from zkserver.push.iclock import (
     _clip,
     _junk,
     _lines,
+    _normal_timestamp,
     _pin_problem,
+    _trim,
     _valid_timestamp,
+    lower_keys,
     parse_key_values,
 )
 from zkserver.push.timezones import timezone_value
@@ -45,8 +48,11 @@ def parse_rtlog(body: str | bytes) -> tuple[list[Punch], list[Rejected], list[di
         if too_long:
             rejected.append(Rejected(source="rtlog", raw=line, reason=too_long))
             continue
-        problem = _junk(line)
-        fields = parse_key_values(line.strip(_BLANK))
+        problem = _junk(_trim(line))
+        # keys in any letter case (docs/protocols.md §A.10)
+        fields = lower_keys(parse_key_values(_trim(line).strip(_BLANK)))
+        if "time" in fields:
+            fields["time"] = _normal_timestamp(fields["time"])
         pin = fields.get("pin", "").strip()
         if problem is None and "time" in fields:
             if pin in RTLOG_NO_USER or not rtlog_is_punch(fields):
