@@ -165,3 +165,34 @@ def test_systemd_socket_activation_logs_the_inherited_address(tmp_path):
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_an_ipv6_zone_is_percent_encoded_in_the_url():
+    address = IPv6Address("TCP", "fe80::1%eth0", 5000)
+    assert dashboard_url("tcp6:port=5000:interface=fe80\\:\\:1%eth0", address) == (
+        "http://[fe80::1%25eth0]:5000/"
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_unix_socket_listener_logs_its_path_and_the_first_token(tmp_path, log_text):
+    """Behind a reverse proxy the only web listener may be a UNIX socket: its first start
+    still shows the token it generated, and later starts say how to get it."""
+    db = f"sqlite:{tmp_path}/db.sqlite3"
+    sock = tmp_path / "web.sock"
+    running = await start_server(db, str(tmp_path / "data"), "--web", f"unix:{sock}")
+    token = running.token
+    try:
+        lines = [line for line in dashboard_lines(log_text) if str(sock) in line]
+        assert len(lines) == 1, dashboard_lines(log_text)
+        assert f"/?token={token}" in lines[0]
+    finally:
+        await running.stop()
+    log_text.clear()
+    running = await start_server(db, str(tmp_path / "data"), "--web", f"unix:{sock}")
+    try:
+        lines = [line for line in dashboard_lines(log_text) if str(sock) in line]
+        assert len(lines) == 1 and "zkserver token" in lines[0], lines
+        assert not [line for line in log_text if token in line]
+    finally:
+        await running.stop()

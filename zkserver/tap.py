@@ -643,8 +643,8 @@ def dashboard_url(endpoint: str, address: Any, token: str | None = None) -> str 
         host = "127.0.0.1"
     elif ip == "::":
         host = "::1"
-    if ":" in host:
-        host = f"[{host}]"
+    if ":" in host:  # IPv6: in brackets, a zone (fe80::1%eth0) as %25 (RFC 6874)
+        host = "[" + host.replace("%", "%25", 1) + "]"
     kind = endpoint.split(":", 1)[0].strip().lower()
     scheme = "https" if kind in TLS_ENDPOINTS else "http"
     url = f"{scheme}://{host}:{port}/"
@@ -652,12 +652,20 @@ def dashboard_url(endpoint: str, address: Any, token: str | None = None) -> str 
 
 
 def _log_dashboard(endpoint: str, port: Any, token: str | None, data_dir: Path) -> None:
-    url = dashboard_url(endpoint, port.getHost(), token)
+    address = port.getHost()
+    url = dashboard_url(endpoint, address, token)
     if url is None:
+        # A UNIX socket has no URL of its own (a reverse proxy serves it); the page is at
+        # / on it, and the first start still shows the token it generated.
+        path = getattr(address, "name", None)
+        if isinstance(path, bytes):
+            path = path.decode("utf-8", "replace")
         log.info(
-            "Web listener {endpoint} has no URL to log ({address})",
-            endpoint=endpoint,
-            address=str(port.getHost()),
+            "Dashboard: UNIX socket {path} (behind a reverse proxy), page {page}",
+            path=str(path or address),
+            page=f"/?token={token}"
+            if token
+            else f"/ (the token: `zkserver token --data-dir {data_dir}`)",
         )
     elif token:
         log.info("Dashboard: {url}", url=url)
