@@ -108,4 +108,5 @@ def user_sync_payload(device: Device, user_ids: list[str]) -> dict[str, Any]:
         "serial_number": device.serial_number,
         "count": len(user_ids),
         "user_ids": user_ids[:100],
+        "operation": "upload",
     }

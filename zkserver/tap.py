@@ -32,6 +32,7 @@ from zkserver.ingest import Ingest
 from zkserver.listener import Listener
 from zkserver.localtime import TimePolicy, UnknownZone, parse_day_start, resolve_zone
 from zkserver.periodic import PeriodicJob
+from zkserver.persons.service import Persons
 from zkserver.pull.drift import DriftFixer
 from zkserver.pull.manager import PullManager
 from zkserver.push.resource import PushApp
@@ -141,6 +142,20 @@ class Options(usage.Options):
             0.0,
             "Set a pull terminal's clock right when the idle probe finds "
             "it off by more than this many seconds (at most once an hour per device); 0 = off.",
+        ],
+        [
+            "enrolled-persons",
+            None,
+            "all",
+            "Devices of a person first seen at a terminal (enrolled at its keypad): "
+            "all (every terminal) or origin (that terminal only).",
+        ],
+        [
+            "person-sync-interval",
+            None,
+            2.0,
+            "Seconds between checks of the person sync "
+            "(outcomes finished elsewhere, devices back online or new).",
         ],
         *HOOK_PARAMETERS,
         [
@@ -258,6 +273,11 @@ class Options(usage.Options):
                 f"--webhook-retry-min ({self['webhook-retry-min']:g} s) must not be above"
                 f" --webhook-retry-max ({self['webhook-retry-max']:g} s)"
             )
+        if self["enrolled-persons"] not in ("all", "origin"):
+            raise usage.UsageError(
+                f"invalid value for enrolled-persons: {self['enrolled-persons']!r};"
+                " expected all or origin"
+            )
 
 
 def _time_policy(options: Options) -> TimePolicy:
@@ -325,6 +345,7 @@ NUMBER_OPTIONS: dict[str, tuple[type, float]] = {
     "command-retries": (int, 1),
     "command-ttl": (float, 0),
     "fix-drift": (float, 0),
+    "person-sync-interval": (float, 0.1),
     **HOOK_NUMBERS,
     "max-future": (int, 0),
     "max-past": (int, 0),
@@ -557,6 +578,15 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
         server.pull = pull
 
     hooks = setup_hooks(server, config, store, ingest, pull, reactor)
+    persons = Persons(
+        store=store,
+        commands=commands,
+        ingest=ingest,
+        clock=reactor,
+        enrolled_persons=config["enrolled-persons"],
+        pull=pull,
+    )
+    push_app.persons = persons
     web_app = WebApp(
         store=store,
         registry=registry,
@@ -569,6 +599,7 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
         ready=lambda: server.ready.called,
         hooks=hooks,
         time_policy=policy,
+        persons=persons,
     )
     web_site = make_site(
         Gate(web_app.resource(), server_ready, web_refusal),
@@ -615,6 +646,12 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
         "presence",
         max(1, config["poll-delay"] // 2),
         _when_ready(server, registry.mark_silent_offline),
+        reactor,
+    ).setServiceParent(server)
+    PeriodicJob(
+        "persons",
+        config["person-sync-interval"],
+        _when_ready(server, persons.tick),
         reactor,
     ).setServiceParent(server)
     PeriodicJob(

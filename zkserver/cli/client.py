@@ -140,6 +140,31 @@ class Client:
             ) from None
         return response.code, decoded
 
+    async def raw(
+        self, method: str, path: str, data: bytes | None = None, content_type: str = ""
+    ) -> tuple[int, bytes]:
+        """One API call with a raw body (e.g. CSV): (status, body bytes)."""
+        headers = dict(self.headers)
+        headers["Accept"] = "*/*"
+        if content_type:
+            headers["Content-Type"] = content_type
+        try:
+            response = await treq.request(
+                method,
+                self.server + path,
+                headers=headers,
+                data=data,
+                pool=self.pool,
+                timeout=self.timeout,
+                reactor=self.reactor,
+            )
+            body = await response.content()
+        except Exception as e:
+            raise self.unreachable(e) from None
+        if response.code == 401:
+            raise CLIError(TOKEN_REFUSED, EXIT_TOKEN)
+        return response.code, body
+
     async def ok(self, method: str, path: str, body: Any = None) -> Any:
         """An API call that must succeed (2xx); its JSON."""
         code, decoded = await self.call(method, path, body)

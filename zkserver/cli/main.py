@@ -9,6 +9,7 @@
     zkserver commands send --all [--kind push|pull] TYPE [key=value ...]
     zkserver commands list [--device ID|SN] [--status S] [--batch B] [--limit N]
     zkserver commands cancel ID
+    zkserver persons list|show|add|edit|remove|import|sync|export ...
     zkserver tail [--type attendance] [--device SN] [--last-event-id N]
     zkserver token [--data-dir D]
     zkserver emulate push|pull ...
@@ -47,6 +48,7 @@ from zkserver.cli.client import (
     message,
 )
 from zkserver.cli.commands import add_parsers as add_command_parsers
+from zkserver.cli.persons import add_parsers as add_person_parsers
 from zkserver.cli.rendering import device_table, label, show
 from zkserver.cli.tail import tail
 
@@ -250,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     follow.set_defaults(run=tail)
 
     add_command_parsers(commands, common, _Parser)
+    add_person_parsers(commands, common, _Parser)
 
     token = commands.add_parser("token", parents=[common], help="print the access token")
     token.set_defaults(local=show_token)

@@ -45,9 +45,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from inspect import isawaitable
 from typing import Any
 
 from attrs import define, field, frozen
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -107,6 +109,7 @@ class Commands:
     _watchers: list[Callable[[Command], None]] = field(factory=list)
     #: Pull commands handed out by :meth:`next_for` and still running in this process.
     _running: set[str] = field(factory=set)
+    _status_watchers: list[Callable[[Command], Any]] = field(factory=list)
 
     # --- time -------------------------------------------------------------------------
     def now(self) -> str:
@@ -125,6 +128,33 @@ class Commands:
     def watch(self, callback: Callable[[Command], None]) -> None:
         """Call ``callback(command)`` for each command this process queues."""
         self._watchers.append(callback)
+
+    def watch_status(self, callback: Callable[[Command], Any]) -> None:
+        """Call ``callback(command)`` (it may return an awaitable) for each status change
+        this process makes after queueing (sent, done, failed, expired, cancelled)."""
+        self._status_watchers.append(callback)
+
+    def notify_queued(self, commands: Sequence[Command]) -> None:
+        """Commands queued by another writer in this process (the person sync stores
+        its commands with its own state): tell the queue watchers, as :meth:`queue` does."""
+        for command in commands:
+            for callback in list(self._watchers):
+                try:
+                    callback(command)
+                except Exception:
+                    log.failure("A command watcher failed")
+
+    def _status_changed(self, commands: Sequence[Command]) -> None:
+        for command in commands:
+            for callback in list(self._status_watchers):
+                try:
+                    result = callback(command)
+                    if isawaitable(result):
+                        Deferred.fromCoroutine(_awaiting(result)).addErrback(
+                            lambda f: log.failure("A command status watcher failed", f)
+                        )
+                except Exception:
+                    log.failure("A command status watcher failed")
 
     def prepare(self, device: Device, spec: CommandSpec, batch_id: str | None = None) -> NewCommand:
         """Check ``spec`` for ``device`` and build the row to queue (raises the errors of
@@ -253,6 +283,8 @@ class Commands:
         """Cancel a queued command. LookupError if unknown, NotCancellable otherwise."""
         changed, events = await self.store.cancel_command(command_id, self.now())
         self.ingest.publish(events)
+        if events:
+            self._status_changed(changed)
         if not changed:
             raise LookupError(command_id)
         if not events:
@@ -279,6 +311,7 @@ class Commands:
     async def _publish(self, change: Any) -> list[Command]:
         commands, events = await change
         self.ingest.publish(events)
+        self._status_changed(commands)
         return list(commands)
 
     # --- reading ------------------------------------------------------------------------
@@ -287,3 +320,7 @@ class Commands:
 
     async def list(self, **filters: Any) -> CommandPage:
         return await self.store.list_commands(**filters)
+
+
+async def _awaiting(awaitable: Any) -> Any:
+    return await awaitable

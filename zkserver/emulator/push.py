@@ -11,6 +11,7 @@ Run ``python -m zkserver.emulator push --server http://127.0.0.1:8081 --sn SN``.
 from __future__ import annotations
 
 import argparse
+import base64
 import sys
 from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
@@ -215,6 +216,21 @@ class PushTerminal:
         """POST every user as OPERLOG ``USER`` lines."""
         body = "".join(iclock.format_user_line(u) + "\n" for u in self.user_list.values())
         return _coro(self._upload("OPERLOG", body))
+
+    def enroll_at_keypad(
+        self, user: DeviceUser, fingers: Sequence[tuple[int, bytes]] = ()
+    ) -> Deferred[int]:
+        """A person enrolled (or changed) at this terminal's keypad: kept in its memory
+        and uploaded as OPERLOG ``USER`` and ``FP`` lines, as terminals report it."""
+        self.user_list[user.user_id] = user
+        lines = [iclock.format_user_line(user)]
+        for finger, data in fingers:
+            tmp = base64.b64encode(data).decode()
+            fields = {"PIN": user.user_id, "FID": str(finger), "Size": str(len(tmp)),
+                      "Valid": "1", "TMP": tmp}
+            self.templates[("FINGERTMP", user.user_id, str(finger))] = fields
+            lines.append("FP " + "\t".join(f"{k}={v}" for k, v in fields.items()))
+        return _coro(self._upload("OPERLOG", "".join(line + "\n" for line in lines)))
 
     async def _upload(self, table: str, body: str) -> int:
         code, text = await self._request("POST", "cdata", {"table": table, "Stamp": "9999"}, body)

@@ -27,6 +27,7 @@ from zkserver.devices import DeviceRegistry
 from zkserver.events import user_sync_payload
 from zkserver.http import text_reply
 from zkserver.ingest import Ingest
+from zkserver.persons.biometric import from_push_record
 from zkserver.push import iclock, v3
 from zkserver.push.commands import parse_info_result
 from zkserver.push.device_events import oplog_items, rtlog_items, rtstate_items
@@ -96,6 +97,7 @@ class PushApp:
     delay: int = 10
     error_delay: int = 30
     ready: Callable[[], bool] = lambda: True
+    persons: Any = None  # zkserver.persons.service.Persons: terminal changes -> registry
 
     def __attrs_post_init__(self) -> None:
         if self.commands is None:
@@ -156,6 +158,15 @@ class PushApp:
                 items = oplog_items(device, batch.oplogs)
                 items += [(_biometric_entry(item), None) for item in batch.other]
                 await self.save_device_events(device, items)
+            if self.persons is not None and (batch.users or batch.other):
+                current = await self.store.device(device.id) or device  # info: versions
+                templates = [
+                    t for t in (
+                        from_push_record(item["kind"], item["raw"], current)
+                        for item in batch.other
+                    ) if t is not None
+                ]
+                await self.persons.from_terminal(device, batch.users, templates)
             await self.save_rejected(device, batch.rejected)
             return iclock.format_ok(len(batch.users) + len(entries))
         if upper == "RTLOG":

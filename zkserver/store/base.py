@@ -16,6 +16,7 @@ from zkserver.events import Event
 from zkserver.records import Command, Device, DeviceUser, Punch, Rejected
 
 if TYPE_CHECKING:
+    from zkserver.persons.model import NewTemplate, Person, PersonTemplate, SyncEntry
     from zkserver.store.commands import CommandChange, CommandPage, NewCommand
 
 __all__ = ["Store", "StoreUnavailable", "DuplicateDevice", "AttendancePage"]
@@ -317,6 +318,61 @@ class Store(Protocol):
 
     def command_counts(self) -> Deferred[dict[str, int]]:
         """Commands by status (metrics)."""
+
+    # --- the person registry (zkserver.store.persons; zkserver.persons uses these) ------
+    def person(self, user_id: str) -> Deferred[Person | None]: ...
+
+    def persons(
+        self,
+        *,
+        q: str | None = None,
+        device_id: str | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Deferred[tuple[list[Person], str | None]]:
+        """By user_id; ``q`` matches name or PIN; ``device_id``: who must be on it."""
+
+    def add_person(self, fields: dict[str, Any], origin: str, now: str) -> Deferred[Person]:
+        """DuplicatePerson (zkserver.store.persons) when the PIN exists."""
+
+    def update_person(
+        self, user_id: str, fields: dict[str, Any], origin: str, now: str
+    ) -> Deferred[Person | None]: ...
+
+    def delete_person(self, user_id: str) -> Deferred[Person | None]: ...
+
+    def save_person_templates(
+        self, items: Sequence[NewTemplate], now: str
+    ) -> Deferred[list[PersonTemplate]]:
+        """Keep templates; newest per (person, kind, index) is current. The new ones."""
+
+    def person_templates(
+        self, user_id: str, *, all_versions: bool = False
+    ) -> Deferred[list[PersonTemplate]]: ...
+
+    def person_template_data(
+        self, user_id: str, template_id: int | None = None
+    ) -> Deferred[list[tuple[PersonTemplate, bytes]]]: ...
+
+    def sync_entries(
+        self,
+        *,
+        user_id: str | None = None,
+        device_id: str | None = None,
+        state: str | None = None,
+    ) -> Deferred[list[SyncEntry]]: ...
+
+    def write_sync(
+        self,
+        entry: SyncEntry,
+        commands: Sequence[NewCommand],
+        now: str,
+        *,
+        expect: tuple[str, tuple[str, ...]] | None = None,
+    ) -> Deferred[tuple[SyncEntry | None, list[Command], list[Event]]]:
+        """Queue the commands and store the sync state (and its events), one transaction."""
+
+    def commands_by_id(self, command_ids: Sequence[str]) -> Deferred[list[Command]]: ...
 
     # --- pull-device ownership (every backend) -----------------------------------------
     # With PostgreSQL several processes share the database; each pull device must be

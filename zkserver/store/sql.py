@@ -27,6 +27,7 @@ from zkserver.records import Command, Device, DeviceUser, Punch, Rejected
 from zkserver.store.base import AttendancePage, DuplicateDevice
 from zkserver.store.days import day_rows
 from zkserver.store.dialect import Q, Script, chunks, utc_now, values
+from zkserver.store.persons import PersonScripts
 from zkserver.store.rows import (
     COMMAND_COLS,
     DEVICE_COLS,
@@ -78,7 +79,7 @@ class InFlight:
 # --- the store ----------------------------------------------------------------------
 
 
-class SQLStore(WebhookStoreMixin):
+class SQLStore(PersonScripts, WebhookStoreMixin):
     """Every :class:`~zkserver.store.base.Store` operation as a transaction script.
 
     Subclasses provide :meth:`_run` (run a script in one transaction and map

@@ -203,6 +203,7 @@ class WebApp:
     ready: Callable[[], bool] = lambda: True
     hooks: Any = None  # zkserver.web.hooks_api.HooksConfig: webhooks, device log, metrics
     time_policy: TimePolicy = TimePolicy()
+    persons: Any = None  # zkserver.persons.service.Persons: the person registry
 
     def resource(self) -> Any:
         """The twisted.web resource serving every route below, bound to this app."""
@@ -911,4 +912,4 @@ async def openapi(self: WebApp, request: IRequest) -> bytes:
 
 
 # Webhooks, device log, alerts and /metrics register on ``routes`` too.
-from zkserver.web import hooks_api  # noqa: E402,F401
+from zkserver.web import hooks_api, persons_api  # noqa: E402,F401

@@ -439,6 +439,17 @@ SCHEMAS: dict[str, Schema] = {
             "serial_number": {"type": "string"},
             "count": {"type": "integer"},
             "user_ids": {"type": "array", "items": {"type": "string"}, "maxItems": 100},
+            "operation": {
+                "type": "string",
+                "enum": ["upload", "upsert", "delete"],
+                "description": "upload: the terminal reported its users (count, user_ids); "
+                "upsert/delete: a registry person's state on the device changed (user_id, "
+                "state, detail, command_ids).",
+            },
+            "user_id": {"type": "string"},
+            "state": {"type": "string", "enum": ["in_step", "pending", "failed"]},
+            "detail": {"type": "string"},
+            "command_ids": {"type": "array", "items": {"type": "string"}},
         },
         required=["type", "device_id", "serial_number"],
     ),
@@ -1011,8 +1022,9 @@ def _paths() -> dict[str, Schema]:
 def openapi_document() -> dict[str, Any]:
     """A fresh OpenAPI 3.1 document (a new dict each call: callers may change it)."""
     from zkserver.web.openapi_hooks import HOOK_EVENTS, HOOK_SCHEMAS, hook_paths
+    from zkserver.web.openapi_persons import PERSON_SCHEMAS, person_paths
 
-    schemas = {**SCHEMAS, **HOOK_SCHEMAS}
+    schemas = {**SCHEMAS, **HOOK_SCHEMAS, **PERSON_SCHEMAS}
     event = schemas["Event"] = copy.deepcopy(SCHEMAS["Event"])
     for kind, name in HOOK_EVENTS.items():
         event["oneOf"].append(_ref(name))
@@ -1030,7 +1042,7 @@ def openapi_document() -> dict[str, Any]:
                 ),
             },
             "security": [{"bearer": []}, {"cookie": []}, {"queryToken": []}],
-            "paths": {**_paths(), **hook_paths()},
+            "paths": {**_paths(), **hook_paths(), **person_paths()},
             "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES},
         }
     )
