@@ -16,6 +16,7 @@ import {
   state,
   TODAY_PAGES,
 } from './state.js';
+import { lookupPerson, personName } from './people.js';
 import { api, AuthError } from './api.js';
 import { showLogin } from './session.js';
 import { browserZone, instantKey, shownTime, validZone } from './times.js';
@@ -61,7 +62,8 @@ export function addRows(items, fresh) {
       device_name: item.device_name,
       serial_number: item.serial_number,
       user_id: String(item.user_id),
-      user_name: item.user_name || cachedName(item.device_id, String(item.user_id)) || '',
+      user_name: item.user_name || cachedName(item.device_id, String(item.user_id))
+        || personName(String(item.user_id)) || '',
       timestamp: item.timestamp,
       timestamp_utc: item.timestamp_utc || null,
       time_ambiguous: Boolean(item.time_ambiguous),
@@ -238,8 +240,9 @@ export function resolveNames(deviceId) {
   const fill = () => {
     for (const row of state.rows) {
       if (row.device_id === deviceId && !row.user_name) {
-        const name = cachedName(deviceId, row.user_id);
+        const name = cachedName(deviceId, row.user_id) || personName(row.user_id);
         if (name) { row.user_name = name; paintName(row); }
+        else lookupPerson(row.user_id);
       }
     }
     for (const listener of nameListeners) listener(deviceId);
@@ -387,4 +390,14 @@ export function initFilters() {
   el.filters.addEventListener('submit', (event) => event.preventDefault());
 
   el.filters.addEventListener('reset', () => setTimeout(() => { applyFilters(); applyZone(); }, 0));
+}
+
+// The registry's names (People view) for punches whose terminal sends none.
+export function fillRegistryNames() {
+  for (const row of state.rows) {
+    if (!row.user_name) {
+      const name = personName(row.user_id);
+      if (name) { row.user_name = name; paintName(row); }
+    }
+  }
 }

@@ -14,6 +14,7 @@
  *   times.js    punch times in the viewer's zone, days (pure)
  *   today.js    the Today view: who is in now, first and last punch per person
  *   access.js   door and alarm events in the feed, open device alerts
+ *   people.js   the People view: the person registry and its sync state per terminal
  *   main.js     wiring: listeners, clock, the test hook, start
  */
 
@@ -24,10 +25,14 @@ import { countRow, countToday, initFilters, render, resetToday } from './feed.js
 import { paintSeen } from './devices.js';
 import { loadToday, today, todaySnapshot } from './today.js';
 import { todayOf } from './times.js';
+import { initPeople } from './people.js';
+import { fillRegistryNames } from './feed.js';
 
 initSession();
 initStream();
 initFilters();
+initPeople();
+document.addEventListener('zk-person-names', fillRegistryNames);
 
 function tick() {
   const now = new Date();

@@ -8,6 +8,7 @@ import { addRows, countToday, render, resetToday } from './feed.js';
 import { setDevices } from './devices.js';
 import { clearToday, loadToday } from './today.js';
 import { loadAlerts } from './access.js';
+import { loadPeople } from './people.js';
 
 export function handleError(err, what) {
   if (err instanceof AuthError) {
@@ -102,6 +103,7 @@ export async function boot() {
     addRows(page.items, false);
     render();
     loadAlerts();
+    loadPeople(); // the People view (and the registry's names for the feed)
   } catch (err) {
     state.started = false;
     if (err instanceof AuthError) { showLogin(); return; }

@@ -10,6 +10,7 @@ import {
   state,
   WATCHDOG_MS,
 } from './state.js';
+import { personSync } from './people.js';
 import { api, AuthError } from './api.js';
 import { showLogin } from './session.js';
 import { addRows, resolveNames } from './feed.js';
@@ -128,6 +129,10 @@ export function handleEvent(event, id) {
       deviceStatus(event);
       break;
     case 'user_sync':
+      if (event.operation === 'upsert' || event.operation === 'delete') {
+        personSync(event); // a registry person's state on a device (People view)
+        break;
+      }
       state.users.delete(event.device_id);
       resolveNames(event.device_id);
       break;
