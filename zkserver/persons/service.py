@@ -102,6 +102,8 @@ class Persons:
     async def create(self, body: Any, origin: str = "api") -> Person:
         """A new person from a JSON object; PersonError, DuplicatePerson."""
         fields = person_fields(body)
+        if await self.store.person(fields["user_id"]) is not None:
+            raise DuplicatePerson(fields["user_id"])
         await self._check_devices(fields)
         person = await self.store.add_person(fields, origin, self.now())
         await self.reconcile(person.user_id)
@@ -247,7 +249,15 @@ class Persons:
         plan = plan_upsert(person, templates, device)
         if entry is not None and entry.operation == "upsert" and entry.want == plan.want:
             if not force and entry.state in ("in_step", "pending"):
-                return None
+                if entry.detail == plan.detail():
+                    return None
+                # the same commands, other templates skipped: only the reasons change
+                return await self._write(
+                    SyncEntry(person.user_id, device.id, "upsert", entry.state, plan.want,
+                              entry.command_ids, plan.detail()),
+                    [],
+                    entry,
+                )
             if not force and entry.state == "failed" and not retry_failed:
                 return None
         if present:

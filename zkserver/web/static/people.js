@@ -46,12 +46,16 @@ export function lookupPerson(userId) {
   const pin = String(userId);
   if (people.names.has(pin) || asked.has(pin) || !/^[A-Za-z0-9]{1,24}$/.test(pin)) return;
   asked.add(pin);
-  api(`/api/persons/${encodeURIComponent(pin)}`)
-    .then((person) => {
+  // A search (always 200), not GET /api/persons/{pin}: a PIN that is not in the registry
+  // must not show up as a failed request.
+  api(`/api/persons?${new URLSearchParams({ q: pin, limit: '20' })}`)
+    .then((page) => {
+      const person = page.items.find((p) => p.user_id === pin);
+      if (!person) return;
       people.names.set(person.user_id, person.name);
       document.dispatchEvent(new CustomEvent('zk-person-names'));
     })
-    .catch(() => { /* not in the registry */ });
+    .catch(() => { /* not reachable now; the name stays unknown */ });
 }
 
 function field(name) { return $(`pf-${name}`); }
