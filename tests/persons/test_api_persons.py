@@ -7,10 +7,12 @@ from __future__ import annotations
 import base64
 
 import pytest_twisted
+from twisted.internet import reactor
 
 from tests.harness import start_server
 from tests.persons.conftest import Site
-from zkserver.emulator.pull import build_device
+from zkserver.emulator.pull import PullTCPFactory, build_device
+from zkserver.pull.codec import Template
 from zkserver.records import DeviceUser
 
 B64 = base64.b64encode(bytes(range(100))).decode()
@@ -28,13 +30,18 @@ async def test_validation_names_the_field_and_the_device(site: Site):
     assert (code, body["field"], body["device_id"]) == (400, "name", site.pull_id)
     # not a target: the same person on another terminal only is fine
     await site.add_push()
-    code, body = await api("POST", "/api/persons", {"user_id": "A7", "name": "Too Long Name",
-                                                    "devices": [site.push_id]})
+    code, body = await api(
+        "POST",
+        "/api/persons",
+        {"user_id": "A7", "name": "Too Long Name", "devices": [site.push_id]},
+    )
     assert code == 201, body
-    for bad, field in (({"user_id": "8", "privilege": 1}, "privilege"),
-                       ({"user_id": "8", "name": "a\tb"}, "name"),
-                       ({"user_id": "8", "devices": ["nope"]}, "devices"),
-                       ({"user_id": "x y"}, "user_id")):
+    for bad, field in (
+        ({"user_id": "8", "privilege": 1}, "privilege"),
+        ({"user_id": "8", "name": "a\tb"}, "name"),
+        ({"user_id": "8", "devices": ["nope"]}, "devices"),
+        ({"user_id": "x y"}, "user_id"),
+    ):
         code, body = await api("POST", "/api/persons", bad)
         assert (code, body["field"]) == (400, field), body
     code, body = await api("POST", "/api/persons", {"user_id": "A7"})
@@ -86,8 +93,10 @@ async def test_templates_a_terminal_cannot_take_are_skipped_with_the_reason(site
     push = await site.add_push()
     await site.add_pull()
     await api("POST", "/api/persons", {"user_id": "50", "name": "Faye"})
-    for body in ({"kind": "finger", "index": 2, "format": "12", "data": B64},
-                 {"kind": "face", "index": 0, "format": "7", "data": B64}):
+    for body in (
+        {"kind": "finger", "index": 2, "format": "12", "data": B64},
+        {"kind": "face", "index": 0, "format": "7", "data": B64},
+    ):
         code, answer = await api("POST", "/api/persons/50/templates", body)
         assert code == 201, answer
     await site.in_step("50", site.push_id, site.pull_id)
@@ -98,8 +107,11 @@ async def test_templates_a_terminal_cannot_take_are_skipped_with_the_reason(site
     assert "face 0 skipped: template format not supported" in detail[site.pull_id]
     assert "finger 2 skipped" in detail[site.push_id]  # the push terminal has version 10
     assert ("FACE", "50", "0") in push.templates
-    code, answer = await api("POST", "/api/persons/50/templates",
-                             {"kind": "finger", "index": 1, "format": "x", "data": B64})
+    code, answer = await api(
+        "POST",
+        "/api/persons/50/templates",
+        {"kind": "finger", "index": 1, "format": "x", "data": B64},
+    )
     assert (code, answer["field"]) == (400, "format")
     # a second sync of a person in step queues nothing; a forced one re-sends
     _, before = await api("GET", f"/api/commands?device_id={site.push_id}&limit=1000")
@@ -118,18 +130,18 @@ async def test_import_from_terminals_reports_conflicts(site: Site):
         await push.enroll_at_keypad(user)  # the registry has them now, from the terminal
     # the registry's 2 is not for the pull terminal (so zkserver does not write it there)
     await site.server.store.update_person(
-        "2", {"name": "Robert", "devices": [site.push_id]}, "api", "2026")
+        "2", {"name": "Robert", "devices": [site.push_id]}, "api", "2026"
+    )
     pull = build_device(users=3, serial_number="IMPPULL1")  # users 1, 2, 3
-    pull.templates.append(__import__("zkserver.pull.codec", fromlist=["Template"]).Template(
-        uid=3, finger=4, valid=1, data=b"\x01" * 300))
+    pull.templates.append(Template(uid=3, finger=4, valid=1, data=b"\x01" * 300))
     site.pull = pull
-    from zkserver.emulator.pull import PullTCPFactory
-    from twisted.internet import reactor
-
     site.factory = PullTCPFactory(pull, reactor)
     site.pull_port = reactor.listenTCP(0, site.factory, interface="127.0.0.1")
-    code, device = await api("POST", "/api/devices", {
-        "kind": "pull", "host": "127.0.0.1", "port": site.pull_port.getHost().port})
+    code, device = await api(
+        "POST",
+        "/api/devices",
+        {"kind": "pull", "host": "127.0.0.1", "port": site.pull_port.getHost().port},
+    )
     site.pull_id = device["id"]
     await site.until(lambda: any(s.flags for s in pull.sessions))
     code, report = await api("POST", "/api/persons/import", {"from_device": site.pull_id})
@@ -141,7 +153,8 @@ async def test_import_from_terminals_reports_conflicts(site: Site):
     assert person["name"] == "Robert"  # untouched
     _, templates = await api("GET", "/api/persons/3/templates")
     assert [(t["kind"], t["index"], t["format"], t["source"]) for t in templates] == [
-        ("finger", 4, "10", "pull")]
+        ("finger", 4, "10", "pull")
+    ]
     _, three = await api("GET", "/api/persons/3")
     assert three["devices"] == "all" and three["origin"] == f"import:{site.pull_id}"
     code, _ = await api("POST", "/api/persons/import", {"from_device": "nope"})
@@ -170,5 +183,5 @@ def _same_args(args: list[str]) -> list[str]:
     """start_server's (db, data_dir, *extra) from a running server's arguments."""
     db = args[args.index("--db") + 1]
     data_dir = args[args.index("--data-dir") + 1]
-    extra = args[args.index("--web") + 2:]
+    extra = args[args.index("--web") + 2 :]
     return [db, data_dir, *extra]

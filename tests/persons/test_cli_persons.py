@@ -20,8 +20,9 @@ async def test_persons_from_the_console(server: RunningServer, tmp_path) -> None
     await terminal.poll()
     try:
         cli = [*remote(server), "persons"]
-        out, err, code = await run_cli(*cli, "add", "12", "name=Ann Lee", "card=77",
-                                       "devices=CLIPPL1")
+        out, err, code = await run_cli(
+            *cli, "add", "12", "name=Ann Lee", "card=77", "devices=CLIPPL1"
+        )
         assert (code, out.strip()) == (0, "added 12 (Ann Lee)"), err
         out, err, code = await run_cli(*cli, "add", "12", "name=Again")
         assert code == 1
@@ -41,7 +42,10 @@ async def test_persons_from_the_console(server: RunningServer, tmp_path) -> None
         assert code == 0, err
         lines = out.strip().splitlines()
         assert lines[0].split()[:2] == ["PIN", "NAME"] and lines[1].split()[:3] == [
-            "12", "Ann", "B"]
+            "12",
+            "Ann",
+            "B",
+        ]
         out, err, code = await run_cli(*remote(server), "--json", "persons", "show", "12")
         shown = json.loads(out)
         assert shown["name"] == "Ann B" and shown["sync"][0]["operation"] == "upsert"
@@ -53,7 +57,8 @@ async def test_persons_from_the_console(server: RunningServer, tmp_path) -> None
         assert code == 1 and "added 1, changed 0" in out
         out, err, code = await run_cli(*cli, "export")
         assert code == 0 and out.splitlines()[0] == (
-            "user_id,name,card,privilege,group,devices,active")
+            "user_id,name,card,privilege,group,devices,active"
+        )
         assert [line.split(",")[0] for line in out.splitlines()[1:]] == ["12", "20"]
         out, err, code = await run_cli(*cli, "sync", "--device", "CLIPPL1")
         assert code == 0 and out.startswith("2 persons: 2 queued"), (out, err)

@@ -18,8 +18,15 @@ from zkserver.records import Device
 def _device(kind: str = "pull", layout: int | None = 28, **info: object) -> Device:
     if layout is not None:
         info["user_layout"] = layout
-    return Device(id="dev-1", serial_number="SN1", name="Gate", kind=kind, status="online",
-                  approved=True, info=dict(info))
+    return Device(
+        id="dev-1",
+        serial_number="SN1",
+        name="Gate",
+        kind=kind,
+        status="online",
+        approved=True,
+        info=dict(info),
+    )
 
 
 @pytest.mark.parametrize(
@@ -50,11 +57,20 @@ def test_bad_fields_are_named(body: dict, field: str) -> None:
 
 
 def test_defaults_and_normalising() -> None:
-    fields = person_fields({"user_id": 42, "name": " Ann ", "privilege": "14",
-                            "devices": "a;b;a", "card": "007"})
-    assert fields == {"user_id": "42", "name": "Ann", "card": "7", "password": "",
-                      "privilege": 14, "group": "", "active": True, "devices": ["a", "b"],
-                      "notes": ""}
+    fields = person_fields(
+        {"user_id": 42, "name": " Ann ", "privilege": "14", "devices": "a;b;a", "card": "007"}
+    )
+    assert fields == {
+        "user_id": "42",
+        "name": "Ann",
+        "card": "7",
+        "password": "",
+        "privilege": 14,
+        "group": "",
+        "active": True,
+        "devices": ["a", "b"],
+        "notes": "",
+    }
     assert person_fields({"name": "B"}, partial=True) == {"name": "B"}
 
 
@@ -85,18 +101,35 @@ def test_72_byte_push_and_unknown_layouts_fit() -> None:
 
 
 def test_csv_round_trip_and_row_errors() -> None:
-    people = [Person("1", name="=cmd", devices="all"),
-              Person("2", name="Bo", card="5", privilege=6, group="2", active=False,
-                     devices=["d1", "d2"])]
+    people = [
+        Person("1", name="=cmd", devices="all"),
+        Person(
+            "2", name="Bo", card="5", privilege=6, group="2", active=False, devices=["d1", "d2"]
+        ),
+    ]
     text = format_csv(people)
     assert text.splitlines()[1] == "1,'=cmd,,0,,all,true"
     good, errors = parse_csv(text)
     assert errors == []
     assert [r.fields for r in good] == [
-        {"user_id": "1", "name": "=cmd", "card": "", "privilege": 0, "group": "",
-         "devices": "all", "active": True},
-        {"user_id": "2", "name": "Bo", "card": "5", "privilege": 6, "group": "2",
-         "devices": ["d1", "d2"], "active": False},
+        {
+            "user_id": "1",
+            "name": "=cmd",
+            "card": "",
+            "privilege": 0,
+            "group": "",
+            "devices": "all",
+            "active": True,
+        },
+        {
+            "user_id": "2",
+            "name": "Bo",
+            "card": "5",
+            "privilege": 6,
+            "group": "2",
+            "devices": ["d1", "d2"],
+            "active": False,
+        },
     ]
     good, errors = parse_csv("user_id,name\n1,A\n1,B\nx-y,C\n")
     assert [r.row for r in good] == [2]
@@ -123,10 +156,15 @@ B64 = base64.b64encode(DATA).decode()
         (f"FACE PIN=7\tFID=0\tSize={len(B64)}\tValid=1\tTMP={B64}", ("face", 0, "7")),
         (f"USERPIC PIN=7\tFileName=7.jpg\tSize={len(B64)}\tContent={B64}", ("userpic", 0, "")),
         (f"BIOPHOTO PIN=7\tType=9\tSize={len(B64)}\tContent={B64}", ("biophoto", 0, "")),
-        (f"BIODATA Pin=7\tNo=0\tIndex=0\tValid=1\tDuress=0\tType=9\tMajorVer=39\tMinorVer=1"
-         f"\tFormat=0\tTmp={B64}", ("face", 0, "39")),
-        (f"BIODATA Pin=7\tNo=2\tIndex=0\tValid=1\tDuress=1\tType=8\tMajorVer=35\tTmp={B64}",
-         ("palm", 2, "35")),
+        (
+            f"BIODATA Pin=7\tNo=0\tIndex=0\tValid=1\tDuress=0\tType=9\tMajorVer=39\tMinorVer=1"
+            f"\tFormat=0\tTmp={B64}",
+            ("face", 0, "39"),
+        ),
+        (
+            f"BIODATA Pin=7\tNo=2\tIndex=0\tValid=1\tDuress=1\tType=8\tMajorVer=35\tTmp={B64}",
+            ("palm", 2, "35"),
+        ),
     ],
 )
 def test_push_biometric_records(line: str, expected: tuple) -> None:
@@ -144,8 +182,7 @@ def test_unreadable_biometric_records() -> None:
 
 
 def test_versions_by_kind() -> None:
-    assert device_versions(_device(layout=None, fp_version=10, face_version=0)) == {
-        "finger": "10"}
+    assert device_versions(_device(layout=None, fp_version=10, face_version=0)) == {"finger": "10"}
     push = _device(kind="push", layout=None, options={"FPVersion": "12", "FaceVersion": "7"})
     assert device_versions(push) == {"finger": "12", "face": "7"}
     assert device_versions(_device(kind="push", layout=None, fpver="10")) == {"finger": "10"}
@@ -158,14 +195,19 @@ def _template(kind: str, index: int, fmt: str, digest: str = "d") -> tuple:
 
 def test_plan_sends_what_the_terminal_takes_and_says_why_not() -> None:
     person = Person("7", name="Ann")
-    templates = [_template("finger", 1, "10"), _template("finger", 2, "12"),
-                 _template("face", 0, "7"), _template("palm", 0, "35")]
+    templates = [
+        _template("finger", 1, "10"),
+        _template("finger", 2, "12"),
+        _template("face", 0, "7"),
+        _template("palm", 0, "35"),
+    ]
     pull = plan_upsert(person, templates, _device(layout=72, fp_version=10))
     assert [(t["kind"], t["index"]) for t in pull.templates] == [("finger", 1)]
     assert len(pull.skipped) == 3
     assert any("version 12, the terminal has 10" in s for s in pull.skipped)
-    push = plan_upsert(person, templates,
-                       _device(kind="push", layout=None, fpver="12", facever="7"))
+    push = plan_upsert(
+        person, templates, _device(kind="push", layout=None, fpver="12", facever="7")
+    )
     assert [(t["kind"], t["index"]) for t in push.templates] == [("face", 0), ("finger", 2)]
     again = plan_upsert(person, templates, _device(layout=72, fp_version=10))
     assert again.want == pull.want

@@ -17,8 +17,11 @@ LATER = "2026-01-01T00:00:05.000000+00:00"
 
 @pytest_twisted.ensureDeferred
 async def test_persons_add_find_page_change_remove(store: Any) -> None:
-    for pin, name, devices in (("3", "Ann_Lee", "all"), ("1", "Bob 100%", ["d1"]),
-                               ("2", "Cy", ["d2", "d1"])):
+    for pin, name, devices in (
+        ("3", "Ann_Lee", "all"),
+        ("1", "Bob 100%", ["d1"]),
+        ("2", "Cy", ["d2", "d1"]),
+    ):
         await store.add_person({"user_id": pin, "name": name, "devices": devices}, "api", NOW)
     with pytest.raises(DuplicatePerson):
         await store.add_person({"user_id": "1", "name": "Other"}, "api", NOW)
@@ -32,8 +35,9 @@ async def test_persons_add_find_page_change_remove(store: Any) -> None:
     assert [p.user_id for p in (await store.persons(q="%"))[0]] == ["1"]
     assert [p.user_id for p in (await store.persons(device_id="d1"))[0]] == ["1", "2", "3"]
     assert [p.user_id for p in (await store.persons(device_id="d2"))[0]] == ["2", "3"]
-    changed = await store.update_person("2", {"name": "Cyd", "active": False,
-                                              "devices": "all"}, "dev-9", LATER)
+    changed = await store.update_person(
+        "2", {"name": "Cyd", "active": False, "devices": "all"}, "dev-9", LATER
+    )
     assert (changed.name, changed.active, changed.devices) == ("Cyd", False, "all")
     assert (changed.origin, changed.origin_at, changed.created_at) == ("dev-9", LATER, NOW)
     assert await store.update_person("9", {"name": "x"}, "api", NOW) is None
@@ -52,11 +56,13 @@ async def test_templates_newest_wins_older_kept(store: Any) -> None:
     other = NewTemplate("7", "face", 0, "7", b"face")
     assert len(await store.save_person_templates([second, other], LATER)) == 2
     current = await store.person_templates("7")
-    assert sorted((t.kind, t.index, t.size) for t in current) == [("face", 0, 4),
-                                                                 ("finger", 1, 4)]
+    assert sorted((t.kind, t.index, t.size) for t in current) == [("face", 0, 4), ("finger", 1, 4)]
     every = await store.person_templates("7", all_versions=True)
     assert sorted((t.kind, t.size, t.current) for t in every) == [
-        ("face", 4, True), ("finger", 3, False), ("finger", 4, True)]
+        ("face", 4, True),
+        ("finger", 3, False),
+        ("finger", 4, True),
+    ]
     data = await store.person_template_data("7")
     assert sorted(d for _, d in data) == [b"face", b"two!"]
     old = next(t for t in every if not t.current)
@@ -68,20 +74,27 @@ async def test_templates_newest_wins_older_kept(store: Any) -> None:
 async def test_write_sync_queues_and_records_in_one_go(store: Any) -> None:
     device = await store.add_device(serial_number="SYNC1", approved=True, status="online")
     entry = SyncEntry("7", device.id, "upsert", "pending", "w1", (), "")
-    items = [NewCommand(device.id, "user_upsert", {"user_id": "7"}, "DATA UPDATE USERINFO"),
-             NewCommand(device.id, "template_upsert", {"user_id": "7"}, "DATA UPDATE FP")]
+    items = [
+        NewCommand(device.id, "user_upsert", {"user_id": "7"}, "DATA UPDATE USERINFO"),
+        NewCommand(device.id, "template_upsert", {"user_id": "7"}, "DATA UPDATE FP"),
+    ]
     stored, added, events = await store.write_sync(entry, items, NOW, expect=("", ()))
     assert stored.command_ids == tuple(c.id for c in added) and len(added) == 2
     assert [e.type for e in events] == ["command_status", "command_status", "user_sync"]
     sync = events[-1].payload
     assert (sync["operation"], sync["state"], sync["user_id"], sync["serial_number"]) == (
-        "upsert", "pending", "7", "SYNC1")
+        "upsert",
+        "pending",
+        "7",
+        "SYNC1",
+    )
     # another writer moved on: nothing is written
     stale, none, no_events = await store.write_sync(entry, items, LATER, expect=("", ()))
     assert (stale, none, no_events) == (None, [], [])
     done = SyncEntry("7", device.id, "upsert", "in_step", "w1", stored.command_ids, "")
     stored2, _, events2 = await store.write_sync(
-        done, [], LATER, expect=("pending", stored.command_ids))
+        done, [], LATER, expect=("pending", stored.command_ids)
+    )
     assert stored2.state == "in_step" and [e.type for e in events2] == ["user_sync"]
     assert [e.state for e in await store.sync_entries(user_id="7")] == ["in_step"]
     assert await store.sync_entries(state="pending") == []

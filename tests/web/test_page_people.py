@@ -81,8 +81,10 @@ def test_add_a_person_and_watch_them_reach_the_terminal(
     assert handshake(server, SN)[0] == 200
     login(page, server)
     wait_until(lambda: connection_state(page) == "live", message="stream live")
-    wait_until(lambda: page.find_elements(By.CSS_SELECTOR, f'#devices li[data-serial="{SN}"]'),
-               message="device card")
+    wait_until(
+        lambda: page.find_elements(By.CSS_SELECTOR, f'#devices li[data-serial="{SN}"]'),
+        message="device card",
+    )
 
     add = page.find_element(By.ID, "person-add")
     assert add.accessible_name == "Add person"
@@ -124,13 +126,19 @@ def test_add_a_person_and_watch_them_reach_the_terminal(
     # a punch without a name: the feed shows the registry's
     stamp = now_text(-5)
     assert upload_attlog(server, SN, f"700\t{stamp}\t0\t1\t0\t0\t0".encode())[0] == 200
-    wait_until(lambda: any("Page Person" in r["text"] for r in feed_rows(page)),
-               message="registry name in the feed")
+    wait_until(
+        lambda: any("Page Person" in r["text"] for r in feed_rows(page)),
+        message="registry name in the feed",
+    )
 
     # phone width: nothing wider than the screen
     set_viewport(page, 390, 844)
-    wait_until(lambda: page.execute_script(
-        "return document.documentElement.scrollWidth <= window.innerWidth"), message="fits")
+    wait_until(
+        lambda: page.execute_script(
+            "return document.documentElement.scrollWidth <= window.innerWidth"
+        ),
+        message="fits",
+    )
     set_viewport(page, 1280, 900)
 
     # remove everywhere, after one confirmation
@@ -145,5 +153,6 @@ def test_add_a_person_and_watch_them_reach_the_terminal(
     sent = getrequest(server, SN)
     assert [line for _, line in sent] == ["DATA DELETE USERINFO PIN=700"]
     # the only failed request is the duplicate PIN's 409, answered on the form
-    assert [m for m in console_errors(page) if "/api/session" not in m
-            and "(Conflict)" not in m] == []
+    assert [
+        m for m in console_errors(page) if "/api/session" not in m and "(Conflict)" not in m
+    ] == []

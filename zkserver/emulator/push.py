@@ -226,8 +226,13 @@ class PushTerminal:
         lines = [iclock.format_user_line(user)]
         for finger, data in fingers:
             tmp = base64.b64encode(data).decode()
-            fields = {"PIN": user.user_id, "FID": str(finger), "Size": str(len(tmp)),
-                      "Valid": "1", "TMP": tmp}
+            fields = {
+                "PIN": user.user_id,
+                "FID": str(finger),
+                "Size": str(len(tmp)),
+                "Valid": "1",
+                "TMP": tmp,
+            }
             self.templates[("FINGERTMP", user.user_id, str(finger))] = fields
             lines.append("FP " + "\t".join(f"{k}={v}" for k, v in fields.items()))
         return _coro(self._upload("OPERLOG", "".join(line + "\n" for line in lines)))

@@ -253,8 +253,15 @@ class Persons:
                     return None
                 # the same commands, other templates skipped: only the reasons change
                 return await self._write(
-                    SyncEntry(person.user_id, device.id, "upsert", entry.state, plan.want,
-                              entry.command_ids, plan.detail()),
+                    SyncEntry(
+                        person.user_id,
+                        device.id,
+                        "upsert",
+                        entry.state,
+                        plan.want,
+                        entry.command_ids,
+                        plan.detail(),
+                    ),
                     [],
                     entry,
                 )

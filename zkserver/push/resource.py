@@ -161,10 +161,11 @@ class PushApp:
             if self.persons is not None and (batch.users or batch.other):
                 current = await self.store.device(device.id) or device  # info: versions
                 templates = [
-                    t for t in (
-                        from_push_record(item["kind"], item["raw"], current)
-                        for item in batch.other
-                    ) if t is not None
+                    t
+                    for t in (
+                        from_push_record(item["kind"], item["raw"], current) for item in batch.other
+                    )
+                    if t is not None
                 ]
                 await self.persons.from_terminal(device, batch.users, templates)
             await self.save_rejected(device, batch.rejected)
