@@ -587,6 +587,8 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
         pull=pull,
     )
     push_app.persons = persons
+    if pull is not None:
+        pull.enrolled = persons.pull_enrolled
     web_app = WebApp(
         store=store,
         registry=registry,

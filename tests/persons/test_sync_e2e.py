@@ -175,3 +175,30 @@ async def test_csv_import_with_bad_rows(site: Site):
         "5,Ed,,14,,all,false",
     ]
     await site.in_step("1", site.push_id)
+
+
+@pytest_twisted.ensureDeferred
+async def test_enrolled_at_the_pull_keypad_reaches_the_push_terminal(site: Site):
+    import struct
+
+    from zkserver.pull.codec import EF_ENROLLFINGER, Template
+
+    api = site.server.api
+    push = await site.add_push()
+    pull = await site.add_pull()
+    # at the pull terminal's keypad: a new user and a fingerprint, then the event
+    pull.users.append(DeviceUser("88", name="Pat Pull", uid=88, group="1"))
+    pull.templates.append(Template(uid=88, finger=6, valid=1, data=FINGER))
+    data = struct.pack("<HH", 0, len(FINGER)) + b"88".ljust(9, b"\0") + bytes([6])
+    pull.emit_event(int(EF_ENROLLFINGER), data)
+
+    async def known() -> bool:
+        code, person = await api("GET", "/api/persons/88")
+        return code == 200
+
+    await site.until_async(known)
+    _, person = await api("GET", "/api/persons/88")
+    assert person["name"] == "Pat Pull" and person["origin"] == site.pull_id
+    await site.in_step("88", site.push_id, site.pull_id)
+    assert push.user_list["88"].name == "Pat Pull"
+    assert push.templates[("FINGERTMP", "88", "6")]["TMP"] == base64.b64encode(FINGER).decode()

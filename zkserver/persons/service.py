@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from attrs import define, field
-from twisted.internet.defer import DeferredLock
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -517,6 +517,30 @@ class Persons:
             if await self.store.person(user_id) is not None:
                 await self.reconcile(user_id, present_on=[device.id])
         return {"created": created, "changed": changed, "templates": len(fresh)}
+
+    def pull_enrolled(self, device: Device, fields: dict[str, Any]) -> None:
+        """A pull terminal reported an enrolment at its keypad (EF_ENROLLUSER with the
+        slot, EF_ENROLLFINGER with the PIN): read that person and their fingerprints and
+        take them into the registry (:meth:`from_terminal`)."""
+        d = Deferred.fromCoroutine(self._pull_enrolled(device, fields))
+        d.addErrback(
+            lambda f: log.failure(
+                "{serial}: reading an enrolled person failed", f, serial=device.serial_number
+            )
+        )
+
+    async def _pull_enrolled(self, device: Device, fields: dict[str, Any]) -> None:
+        if self.pull is None:
+            return
+        current = await self.store.device(device.id) or device
+        users, templates = await self._read_pull(current)
+        pin = str(fields.get("user_id") or "")
+        uid = fields.get("uid")
+        chosen = [u for u in users if (pin and u.user_id == pin) or (uid and u.uid == uid)]
+        if not chosen:
+            return
+        pins = {u.user_id for u in chosen}
+        await self.from_terminal(current, chosen, [t for t in templates if t.user_id in pins])
 
     # --- import -------------------------------------------------------------------------
     async def import_device(self, device: Device) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from twisted.internet.defer import DeferredLock
 from twisted.logger import Logger
 
 from zkserver.access import PULL_EVENT_FLAGS, pull_event
-from zkserver.pull.codec import EF_ATTLOG
+from zkserver.pull.codec import EF_ATTLOG, EF_ENROLLFINGER, EF_ENROLLUSER
 from zkserver.pull.protocol import CommandFailed
 
 __all__ = ["register_device_events", "save_device_event"]
@@ -59,3 +59,7 @@ async def save_device_event(service: Any, code: int, data: bytes, timestamp: str
     finally:
         lock.release()
     service.ingest.publish(events)
+    enrolled = getattr(service, "enrolled", None)
+    if enrolled is not None and code in (EF_ENROLLUSER, EF_ENROLLFINGER) and events:
+        # a person enrolled at the keypad: the registry reads them (after this event)
+        service.clock.callLater(0, enrolled, device, dict(event.fields))

@@ -72,6 +72,9 @@ class PullManager(MultiService):
         self._stopping: dict[str, Deferred[Any]] = {}
         self._load_call: Any = None
         self.loaded: Deferred[None] = Deferred()
+        #: ``enrolled(device, fields)``: a person enrolled at a terminal's keypad (set by
+        #: zkserver.tap to the person registry's hook).
+        self.enrolled: Any = None
 
     # ------------------------------------------------------------------ life cycle
 
@@ -124,7 +127,7 @@ class PullManager(MultiService):
 
     def make_service(self, device: Device) -> PullDeviceService:
         """A (not started) service for ``device`` with this manager's options."""
-        return PullDeviceService(
+        service = PullDeviceService(
             device,
             store=self.store,
             ingest=self.ingest,
@@ -132,6 +135,8 @@ class PullManager(MultiService):
             clock=self.clock,
             **self.service_options,
         )
+        service.enrolled = self.enrolled
+        return service
 
     def _start(self, device: Device) -> None:
         service = self.make_service(device)

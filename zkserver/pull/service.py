@@ -123,6 +123,10 @@ def _record_key(record: codec.PullRecord) -> str:
 class PullDeviceService(Service):
     """Keeps one pull device connected, caught up and streaming."""
 
+    #: Called ``enrolled(device, event fields)`` after a person was enrolled at the keypad
+    #: (EF_ENROLLUSER/EF_ENROLLFINGER); set by the manager (the person registry reads them).
+    enrolled: Any = None
+
     def __init__(
         self,
         device: Device,
