@@ -185,3 +185,32 @@ def _same_args(args: list[str]) -> list[str]:
     data_dir = args[args.index("--data-dir") + 1]
     extra = args[args.index("--web") + 2 :]
     return [db, data_dir, *extra]
+
+
+@pytest_twisted.ensureDeferred
+async def test_enrolled_persons_origin_keeps_them_on_that_terminal(db_url: str, tmp_path):
+    server = await start_server(
+        db_url,
+        str(tmp_path / "data"),
+        "--auto-approve",
+        "--no-pull",
+        "--enrolled-persons",
+        "origin",
+        "--person-sync-interval",
+        "0.1",
+    )
+    site = Site(server)
+    try:
+        push = await site.add_push("ORIGIN01")
+        other = await Site(server).add_push("ORIGIN02")
+        await push.enroll_at_keypad(DeviceUser("5", name="Only Here"))
+        _, person = await server.api("GET", "/api/persons/5")
+        assert person["devices"] == [site.push_id] and person["origin"] == site.push_id
+        await site.in_step("5", site.push_id)
+        states = await site.states("5")
+        assert list(states) == [site.push_id]  # nothing queued for ORIGIN02
+        await other.poll()
+        assert "5" not in other.user_list
+        await other.close()
+    finally:
+        await site.close()

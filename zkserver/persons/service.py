@@ -347,9 +347,13 @@ class Persons:
             if command.id in entry.command_ids and entry.state == "pending":
                 await self.refresh(entry)
 
-    async def refresh(self, entry: SyncEntry) -> SyncEntry | None:
-        """Move a pending entry on from the outcome of its commands."""
-        commands = await self.store.commands_by_id(list(entry.command_ids))
+    async def refresh(
+        self, entry: SyncEntry, commands: list[Command] | None = None
+    ) -> SyncEntry | None:
+        """Move a pending entry on from the outcome of its ``commands`` (read when not
+        given); None while they are still queued or sent."""
+        if commands is None:
+            commands = await self.store.commands_by_id(list(entry.command_ids))
         if not commands and entry.command_ids:
             state, detail = "failed", "its commands are gone"
         else:
@@ -434,8 +438,16 @@ class Persons:
         """The timer: resolve pending entries whose commands finished (in any process,
         or before a restart); bring devices that are new, newly approved or back online
         into step (what expired while a device was away is sent again)."""
-        for entry in await self.store.sync_entries(state="pending"):
-            await self.refresh(entry)
+        pending = await self.store.sync_entries(state="pending")
+        ids = [i for entry in pending for i in entry.command_ids]
+        found = {c.id: c for c in await self.store.commands_by_id(ids)} if ids else {}
+        for entry in pending:
+            commands = [found[i] for i in entry.command_ids if i in found]
+            if len(commands) == len(entry.command_ids) and not any(
+                c.status in FINAL for c in commands
+            ):
+                continue  # all still queued or sent: nothing to write
+            await self.refresh(entry, commands)
         for device in await self.store.devices():
             before = self._statuses.get(device.id)
             self._statuses[device.id] = device.status if _ready(device) else ""
@@ -467,8 +479,8 @@ class Persons:
             entry = entries.get(user.user_id)
             if entry is not None and entry.state == "pending":
                 continue  # our own change is on its way there; the terminal's view is older
-            if entry is not None and entry.operation == "delete":
-                continue  # removed from the registry; the terminal's record is a leftover
+            if entry is not None and entry.operation == "delete" and entry.state != "in_step":
+                continue  # being removed there; the terminal's record is a leftover
             person = await self.store.person(user.user_id)
             fields = {
                 "name": user.name,
@@ -510,7 +522,7 @@ class Persons:
         fresh = await self.store.save_person_templates(list(templates), now)
         for template in fresh:
             entry = entries.get(template.user_id)
-            if entry is not None and entry.operation == "delete":
+            if entry is not None and entry.operation == "delete" and entry.state != "in_step":
                 continue
             touched.add(template.user_id)
         for user_id in sorted(touched):
