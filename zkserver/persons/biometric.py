@@ -1,7 +1,7 @@
 """Biometric records: reading them from terminals, and which a terminal can take. Pure.
 
 - :func:`from_push_record` reads an OPERLOG/BIODATA record of a push terminal (``FP``,
-  ``FACE``, ``USERPIC``, ``BIOPHOTO``, ``BIODATA``; docs/protocols.md A) into a
+  ``FACE``, ``USERPIC``, ``BIOPHOTO``, ``BIODATA``; docs/protocols.md §A.2) into a
   :class:`~zkserver.persons.model.NewTemplate`.
 - :func:`device_versions` is the fingerprint and face algorithm versions a terminal
   reports (push: ``FPVersion``/``FaceVersion`` from INFO or its options; pull:
@@ -37,8 +37,8 @@ __all__ = [
 
 KINDS = ("finger", "face", "palm", "userpic", "biophoto")
 
-#: BIODATA ``Type`` -> kind (docs/protocols.md A: 1 fingerprint, 2 face, 7 finger vein,
-#: 8 palm, 9 visible-light face).
+#: BIODATA ``Type`` -> kind (1 fingerprint, 2 face, 7 finger vein, 8 palm, 9 visible-light
+#: face).
 BIODATA_TYPES = {1: "finger", 2: "face", 8: "palm", 9: "face"}
 
 

@@ -6,7 +6,7 @@ the devices the person must be on. Errors name the field by its JSON name
 (:class:`PersonError`, HTTP 400) and, for a device, which device.
 
 What a pull terminal takes depends on its user record layout, learnt when zkserver
-first read its users (``device.info["user_layout"]``, docs/protocols.md B): the 28-byte
+first read its users (``device.info["user_layout"]``, docs/protocols.md §B.7): the 28-byte
 layout keeps the PIN and the group as numbers (PIN at most 4294967295, group at most
 255), the name in 8 bytes and the password in 5; the 72-byte layout keeps a 24-byte name,
 an 8-byte password and PIN and group as text. Push terminals take the PIN as 1-24
