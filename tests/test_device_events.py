@@ -151,3 +151,37 @@ async def test_push_rtlog_lines_with_a_user_that_let_no_one_through_are_no_punch
         await stream.close()
         await terminal.close()
         await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_rtstate_line_of_an_upload_counts(db_url: str, tmp_path):
+    """A terminal that batches its state lines (door opened, then closed, in one POST):
+    each change is an event, in order, not only the last line's."""
+    server = await start_server(db_url, str(tmp_path / "d"), "--auto-approve")
+    stream = await SSEClient(
+        f"{server.web_url}/devices/events?token={server.token}&type=door,alarm"
+    ).connect()
+    terminal = PushTerminal(server.push_url, "DOOR0003", reactor, users=1)
+    try:
+        await terminal.handshake()
+        bodies = [
+            "time=2026-11-29 10:00:00\tsensor=0101\trelay=00\talarm=0000\n",
+            "time=2026-11-29 10:00:01\tsensor=0201\trelay=01\talarm=0000\n"
+            "time=2026-11-29 10:00:02\tsensor=0101\trelay=00\talarm=0200\n",
+        ]
+        for body in bodies:
+            await terminal._request("POST", "cdata", {"table": "rtstate"}, body)
+        await wait_until(lambda: len(stream.events) >= 3)
+        got = [
+            (e["timestamp"], e["door"], e.get("event") or e["alarm"], e.get("state"))
+            for e in stream.events
+        ]
+        assert got == [
+            ("2026-11-29 10:00:01", 1, "opened", None),
+            ("2026-11-29 10:00:02", 1, "closed", None),
+            ("2026-11-29 10:00:02", 1, "tamper", "active"),
+        ]
+    finally:
+        await stream.close()
+        await terminal.close()
+        await server.stop()

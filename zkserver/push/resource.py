@@ -183,10 +183,15 @@ class PushApp:
                 for ln in iclock.split_lines(iclock.decode_text(body[:OPTIONS_MAX]))
                 if ln.strip()
             ]
-            state = _printable(iclock.parse_key_values(lines[-1])) if lines else {}
             stored = await self.store.device(device.id)  # the state it sent last time
             previous = (stored or device).info.get("rtstate")
-            await self.save_device_events(device, rtstate_items(device, previous, state))
+            changes: list[Any] = []
+            state: dict[str, str] = {}
+            for line in lines[-100:]:  # each line a state, oldest first: every change counts
+                state = _printable(iclock.parse_key_values(line))
+                changes += rtstate_items(device, previous, state)
+                previous = state
+            await self.save_device_events(device, changes)
             await self.store.update_device(device.id, info={"rtstate": state})
             return "OK"
         if upper == "ATTPHOTO":
