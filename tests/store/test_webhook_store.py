@@ -30,7 +30,11 @@ async def test_outbox_rows_follow_the_filters_in_the_same_transaction(store):
     assert await event_ids(doors) == [door.id]
     # "SN_1" must not match "SNX1" (no LIKE wildcards in the device filter).
     assert await event_ids(one) == [punches[0].id]
-    assert await event_ids(paused) == []
+    # A paused subscription's events queue (README: "its events still queue"), unsent.
+    assert await event_ids(paused) == everything
+    assert paused.id not in await store.due_webhooks(iso_at(NOW + 10**9))
+    await store.update_webhook(paused.id, active=True)
+    assert paused.id in await store.due_webhooks(iso_at(NOW + 10**9))
 
 
 @pytest_twisted.ensureDeferred

@@ -85,14 +85,15 @@ class WebhookStoreMixin:
 
     # --- the outbox (called inside event-writing scripts) ---------------------------
     def _outbox(self, first_id: int, last_id: int, now: str) -> Iterator[Q]:
-        """One delivery row per active subscription wanting each event with id in
+        """One delivery row per subscription (a paused one too: its events queue until it
+        is active again) wanting each event with id in
         [first_id, last_id] (this transaction's events: ids are allocated under the
         events lock, so no other transaction's events lie in between)."""
         yield Q(
             "INSERT INTO webhook_deliveries (webhook_id, event_id, status, attempts,"
             " next_attempt_at, error, created_at)"
             " SELECT w.id, e.id, 'pending', 0, %s, '', %s FROM events e, webhooks w"
-            " WHERE e.id >= %s AND e.id <= %s AND w.active = 1"
+            " WHERE e.id >= %s AND e.id <= %s"
             " AND (w.types = '' OR length(replace(w.types, ',' || e.type || ',', ''))"
             " < length(w.types))"
             " AND (w.devices = '' OR length(replace(w.devices, ',' || e.serial_number || ',',"
