@@ -560,3 +560,26 @@ async def test_clock_offset_of_a_terminal_an_hour_fast_in_kolkata(world: World) 
     assert stored.suspect_punches == 1
     emu.clock_offset = -30.0  # someone set it nearly right: the next probe shows it
     await wait_until(lambda: world.managers[0].devices[device.id].clock_offset_s == -30)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_connected_idle_terminal_keeps_its_last_seen_fresh(world: World) -> None:
+    """The silent alert reads ``last_seen``: a pull terminal that is connected but has
+    nothing to send must not look silent (the idle probe refreshes it, throttled)."""
+    emu = build_device(users=1, records=0, serial_number="IDLE000001")
+    device = await world.add(await world.emulator(emu))
+    world.manager(seen_every=0.2)
+    await wait_until(lambda: any(s.flags for s in emu.sessions))
+    first = (await world.device(device.id)).last_seen
+    assert first is not None
+    fresher: list[str | None] = [first]
+
+    async def look() -> None:
+        fresher.append((await world.device(device.id)).last_seen)
+
+    for _ in range(150):
+        await look()
+        if fresher[-1] != first:
+            break
+        await sleep(0.05)
+    assert fresher[-1] is not None and fresher[-1] > first

@@ -36,6 +36,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from zkserver.clock import iso, utc_now
 from zkserver.devices import DeviceRegistry
 from zkserver.ingest import Ingest
 from zkserver.localtime import TimePolicy, clock_offset
@@ -149,6 +150,7 @@ class PullDeviceService(Service):
         commands: CommandSource | None = None,
         fix_drift: DriftFixer | None = None,
         restart_grace: float = 300.0,
+        seen_every: float = 60.0,
     ) -> None:
         self.device = device
         self.name = f"pull:{device.id}"
@@ -193,6 +195,10 @@ class PullDeviceService(Service):
         self.clock_offset_s: int | None = None
         self.restart_grace = restart_grace
         self._restart_until: float | None = None
+        #: While connected, ``last_seen`` is refreshed at most this often (the silent
+        #: device alert reads it; a quiet but connected terminal is not silent).
+        self.seen_every = seen_every
+        self._seen_at = clock.seconds()
         #: Runs the device's queued commands (zkserver.pull.control); None without commands.
         self.runner: CommandRunner | None = (
             CommandRunner(self, commands) if commands is not None else None
@@ -633,6 +639,7 @@ class PullDeviceService(Service):
         session = self.session
         if session is None or session.closed:
             return
+        self._refresh_seen()
         if self.clock.seconds() - session.last_activity < self.idle_probe:
             self._schedule_probe()
             return
@@ -657,6 +664,19 @@ class PullDeviceService(Service):
         d.addErrback(
             lambda f: log.info(
                 "{name}: probe failed: {error}", name=self._label, error=str(f.value)
+            )
+        )
+
+    def _refresh_seen(self) -> None:
+        """Record that the connected terminal is still there (``last_seen``), throttled."""
+        now = self.clock.seconds()
+        if now - self._seen_at < self.seen_every:
+            return
+        self._seen_at = now
+        d = self.store.update_device(self.device.id, last_seen=iso(utc_now(self.clock)))
+        d.addErrback(
+            lambda f: log.info(
+                "{name}: could not record last_seen: {error}", name=self._label, error=f.value
             )
         )
 
