@@ -181,4 +181,11 @@ def push_refusal(request: IRequest, code: int, detail: str, error: str) -> bytes
 
 
 def web_refusal(request: IRequest, code: int, detail: str, error: str) -> bytes:
-    return json_error(request, code, detail, error)
+    body = json_error(request, code, detail, error)
+    if code == http.SERVICE_UNAVAILABLE and request.path == b"/healthz":
+        # /healthz keeps its own shape while starting, so a health check reading
+        # "status" sees "starting" (503: not ready for traffic yet), not a missing key.
+        health = json.loads(body)
+        health.update(status="starting", database="not ready (migrations running)")
+        body = json.dumps(health).encode()
+    return body

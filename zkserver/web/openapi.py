@@ -86,7 +86,11 @@ SCHEMAS: dict[str, Schema] = {
     "Status": _obj({"status": {"type": "string", "const": "ok"}}),
     "Health": _obj(
         {
-            "status": {"type": "string", "enum": ["ok", "error"]},
+            "status": {
+                "type": "string",
+                "enum": ["ok", "error", "starting"],
+                "description": "'starting' (503) until the database is migrated at start-up.",
+            },
             "database": {"type": "string", "description": "'ok' or the error."},
             "clients": {"type": "integer", "description": "Open event streams."},
             "last_event_id": {"type": "integer"},
@@ -654,7 +658,11 @@ def _paths() -> dict[str, Schema]:
                 "operation",
                 {
                     "200": _json("Healthy.", _ref("Health")),
-                    "503": _json("Database unreachable.", _ref("Health")),
+                    "503": _json(
+                        "Database unreachable, or starting (status 'starting', also"
+                        " error 'starting') until the database is migrated.",
+                        _ref("Health"),
+                    ),
                 },
                 public=True,
             )
