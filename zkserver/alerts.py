@@ -93,7 +93,9 @@ def _usage(info: Mapping[str, Any], count_key: str, cap_keys: tuple[str, ...]) -
     return None
 
 
-def failing_conditions(device: Device, now: datetime, policy: AlertPolicy) -> dict[str, str]:
+def failing_conditions(
+    device: Device, now: datetime, policy: AlertPolicy, watching_since: datetime | None = None
+) -> dict[str, str]:
     """The alert conditions that hold for ``device`` at ``now``: alert -> detail.
 
     silent: no contact for longer than ``policy.silent`` seconds (only for approved
@@ -107,7 +109,10 @@ def failing_conditions(device: Device, now: datetime, policy: AlertPolicy) -> di
         return failing
     seen = parse_iso(device.last_seen)
     if seen is not None:
-        quiet = (now - seen).total_seconds()
+        # Silence counts from the server's start at the earliest: while it was down no
+        # device could reach it (no storm of silent alerts after a long outage).
+        since = seen if watching_since is None else max(seen, watching_since)
+        quiet = (now - since).total_seconds()
         if quiet > policy.silent:
             failing["silent"] = f"no contact for {int(quiet)} s (last seen {device.last_seen})"
     info = device.info or {}

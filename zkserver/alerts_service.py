@@ -9,6 +9,7 @@ one process announce a given transition. Events are published after their commit
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -41,9 +42,12 @@ class AlertService(Service):
     measured: Callable[[], dict[str, dict[str, Any]]] = lambda: {}
     _call: IDelayedCall | None = None
     _checking: Deferred[None] | None = None
+    #: When this service started (silence is counted from then at the earliest).
+    _started: float | None = None
 
     def startService(self) -> None:  # noqa: N802
         super().startService()
+        self._started = self.clock.seconds()
         self._call = self.clock.callLater(self.interval, self._tick)
 
     def stopService(self) -> None:  # noqa: N802
@@ -94,12 +98,13 @@ class AlertService(Service):
                 sent.timestamp() if sent else now,
             )
         known = {device.id for device in devices}
+        watching = None if self._started is None else datetime.fromtimestamp(self._started, UTC)
         measured = self.measured()
         for device in devices:
             if device.id in measured:
                 device = attrs.evolve(device, info={**device.info, **measured[device.id]})
             current = held.get(device.id, {})
-            failing = failing_conditions(device, moment, self.policy)
+            failing = failing_conditions(device, moment, self.policy, watching)
             for change in alert_transitions(current, failing, now, self.policy):
                 at = iso_at(now)
                 last_sent = None

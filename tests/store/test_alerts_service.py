@@ -124,3 +124,26 @@ async def test_clock_offset_measured_by_a_session(store):
     await alerts.check()
     assert states(published) == [("ALERT04", "clock", "open")]
     assert "-400 s" in published[0].payload["detail"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_silent_storm_after_the_server_was_down(store):
+    """Devices last seen before a long server outage are not silent at once when it
+    starts again: silence counts from the later of their last contact and the start."""
+    clock = Clock()
+    clock.advance(START)
+    device = await store.add_device(serial_number="ALERT09", status="online", approved=True)
+    await store.update_device(device.id, last_seen=iso_at(START))
+    clock.advance(7200)  # the server was stopped for two hours
+    published: list[Event] = []
+    alerts = service(store, clock, published)
+    alerts.startService()
+    try:
+        clock.advance(30)
+        await alerts.check()
+        assert published == []  # it may not have called in yet: not silent
+        clock.advance(900)
+        await alerts.check()
+        assert states(published) == [("ALERT09", "silent", "open")]
+    finally:
+        alerts.stopService()
