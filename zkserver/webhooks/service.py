@@ -107,7 +107,7 @@ class _CheckedEndpoint:
         if self.scheme == "https":
             from twisted.internet.endpoints import wrapClientTLS
 
-            tcp = wrapClientTLS(optionsForClientTLS(self.host), tcp)
+            tcp = wrapClientTLS(optionsForClientTLS(literal), tcp)
         return await tcp.connect(factory)
 
 
