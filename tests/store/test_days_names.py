@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 
 from zkserver.store.base import StoreUnavailable
 from zkserver.store.days import _all_names
-from zkserver.store.dialect import Script
+from zkserver.store.dialect import Q, Script
 
 USERS = [("1", "Ann (terminal)"), ("2", "Bob (terminal)")]
 PERSONS = [("2", "Robert Stone")]
@@ -57,3 +57,54 @@ async def test_a_database_outage_is_not_mistaken_for_a_missing_registry() -> Non
     except StoreUnavailable:
         return
     raise AssertionError("StoreUnavailable swallowed")
+
+
+# --- on real databases ----------------------------------------------------------------
+
+
+def _failures(store: Any) -> list[str]:
+    """Record every script of ``store`` that fails (a failed statement is an ERROR in
+    PostgreSQL's server log and an aborted transaction)."""
+    failed: list[str] = []
+    original = store._run
+
+    def run(script: Script[Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
+        def record(failure: Any) -> Any:
+            failed.append(str(failure.value))
+            return failure
+
+        return original(script, *args, **kwargs).addErrback(record)
+
+    store._run = run
+    return failed
+
+
+@pytest_twisted.ensureDeferred
+async def test_days_without_a_registry_run_no_failing_statement(store: Any) -> None:
+    from datetime import date
+
+    from zkserver.records import Punch
+
+    device = await store.add_device(serial_number="NAMES1", status="online")
+    await store.save_punches(
+        device,
+        [Punch("7", "2026-06-01 08:00:00", 0, 1), Punch("7", "2026-06-01 17:00:00", 1, 1)],
+    )
+    failed = _failures(store)
+    for _ in range(2):
+        rows = await store.days(first=date(2026, 6, 1), last=date(2026, 6, 1))
+        assert [(r["user_id"], r["punches"], r["name"]) for r in rows] == [("7", 2, None)]
+    assert failed == []
+
+    # Once the registry exists (migration 0006), its names are used.
+    def registry() -> Script[None]:
+        yield Q(
+            "CREATE TABLE IF NOT EXISTS persons (user_id TEXT PRIMARY KEY,"
+            " name TEXT NOT NULL DEFAULT '')"
+        )
+        yield Q("INSERT INTO persons (user_id, name) VALUES ('7', 'Grace Hopper')")
+
+    await store._run(registry())
+    rows = await store.days(first=date(2026, 6, 1), last=date(2026, 6, 1))
+    assert rows[0]["name"] == "Grace Hopper"
+    assert failed == []

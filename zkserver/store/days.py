@@ -54,9 +54,23 @@ def _page(
     return list(rows)
 
 
-def _names(user_ids: list[str], table: str = "users") -> Script[dict[str, str]]:
+#: Whether a table exists, without a failing statement (a query on a missing table is an
+#: ERROR in PostgreSQL's log and aborts the transaction), per dialect.
+_TABLE_EXISTS = {
+    "sqlite": "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = %s",
+    "postgresql": "SELECT COUNT(*) FROM information_schema.tables"
+    " WHERE table_schema = current_schema() AND table_name = %s",
+}
+
+
+def _names(user_ids: list[str], table: str = "users", dialect: str = "") -> Script[dict[str, str]]:
     """A name per user id: from the device users (the first device, by id, that has one),
-    or from the people registry (``table="persons"``)."""
+    or from the people registry (``table="persons"``; none while that table does not exist,
+    which is asked first when ``dialect`` is known)."""
+    if table != "users" and dialect in _TABLE_EXISTS:
+        found = yield Q(_TABLE_EXISTS[dialect], (table,))
+        if not found or not int(found[0][0]):
+            return {}
     order = " ORDER BY device_id" if table == "users" else ""
     names: dict[str, str] = {}
     for start in range(0, len(user_ids), 500):
@@ -72,16 +86,17 @@ def _names(user_ids: list[str], table: str = "users") -> Script[dict[str, str]]:
 
 
 async def _all_names(
-    run: Callable[[Script[Any]], Awaitable[Any]], user_ids: list[str]
+    run: Callable[[Script[Any]], Awaitable[Any]], user_ids: list[str], dialect: str = ""
 ) -> dict[str, str]:
     """Names from the people registry where it has one, else from the device users. The
-    registry (table ``persons``) is optional: without it, device users only."""
+    registry (table ``persons``, migration 0006) is optional: without it, device users
+    only, and no statement fails on its account."""
     names: dict[str, str] = await run(_names(user_ids))
     try:
-        registry: dict[str, str] = await run(_names(user_ids, "persons"))
+        registry: dict[str, str] = await run(_names(user_ids, "persons", dialect))
     except StoreUnavailable:
         raise
-    except Exception:  # no registry in this database (yet)
+    except Exception:  # no registry in this database (yet), dialect unknown
         registry = {}
     names.update(registry)
     return names
@@ -95,8 +110,10 @@ async def day_rows(
     day_starts_at: int = 0,
     user_id: str | None = None,
     device_id: str | None = None,
+    dialect: str = "",
 ) -> list[dict[str, Any]]:
-    """The rows of ``GET /api/days``; ``run`` runs one read-only script."""
+    """The rows of ``GET /api/days``; ``run`` runs one read-only script; ``dialect``
+    (``sqlite``/``postgresql``) lets the optional registry be looked for first."""
     start, end = local_range(first, last, day_starts_at)
     days = Days(day_starts_at=day_starts_at)
     after: tuple[str, int] = ("", -1)
@@ -108,5 +125,5 @@ async def day_rows(
             break
         after = (rows[-1][3], int(rows[-1][0]))
     user_ids = sorted({key[0] for key in days.keys()})
-    names = await _all_names(run, user_ids) if user_ids else {}
+    names = await _all_names(run, user_ids, dialect) if user_ids else {}
     return days.rows(names)

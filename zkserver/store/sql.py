@@ -539,6 +539,7 @@ class SQLStore(PersonScripts, WebhookStoreMixin):
                 day_starts_at=day_starts_at,
                 user_id=user_id,
                 device_id=device_id,
+                dialect=self.dialect,
             )
         )
 
