@@ -366,3 +366,53 @@ def test_days_account_for_every_punch(punches: list[DayPunch], start: int) -> No
 def test_fixed_zone_is_utc_for_zero() -> None:
     assert resolve_zone("+00:00") is UTC
     assert resolve_zone("-05:00") == timezone(timedelta(hours=-5))
+
+
+# --------------------------------------------------------------------------- review (issue 12)
+
+
+@pytest.mark.parametrize("offset", ["+1200", "+0900", "+1800", "-0600", "+0045", "2700", 1200])
+def test_stated_offsets_no_zone_has_are_ignored(offset: object) -> None:
+    # Seconds east of UTC: "+1200" would be 20 minutes (no zone is +00:20 since 1940; it
+    # is more likely an HHMM +12:00 misread), so it is not trusted over the device's zone.
+    assert parse_time_offset(offset) is None
+    assert stamp("2026-06-01 12:00:00", "Europe/Berlin", offset).timestamp_utc == (
+        "2026-06-01T10:00:00Z"
+    )
+
+
+@pytest.mark.parametrize(
+    ("offset", "seconds"),
+    [("+20700", 20700), ("45900", 45900), ("-34200", -34200), ("+50400", 50400), ("-0", 0)],
+)
+def test_stated_quarter_hour_offsets_are_kept(offset: str, seconds: int) -> None:
+    # Kathmandu +05:45, Chatham +12:45, Marquesas -09:30, Kiribati +14:00.
+    assert parse_time_offset(offset) == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("2026-06-01T12:00:00.0000000Z", ("utc", "2026-06-01T12:00:00Z")),  # .NET "o"
+        ("2026-06-01T12:00:00.123456789+05:30", ("utc", "2026-06-01T06:30:00Z")),  # Go
+    ],
+)
+def test_parse_query_time_long_fractions(text: str, parsed: tuple[str, str]) -> None:
+    assert parse_query_time(text) == parsed
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("2026-03-29T01:30:00.250Z", ("utc", "2026-03-29T01:30:01Z")),
+        ("2026-03-29T01:30:00.000Z", ("utc", "2026-03-29T01:30:00Z")),
+        ("2026-03-29T23:59:59.5+00:00", ("utc", "2026-03-30T00:00:00Z")),
+        ("2026-03-29 02:30:00.1", ("local", "2026-03-29 02:30:01")),
+        ("2026-03-29", ("date", "2026-03-29")),
+    ],
+)
+def test_a_since_with_a_fraction_starts_at_the_next_whole_second(
+    text: str, parsed: tuple[str, str]
+) -> None:
+    # Punch times are whole seconds: a punch at 01:30:00 is before since=01:30:00.250Z.
+    assert parse_query_time(text, round_up=True) == parsed

@@ -145,14 +145,16 @@ def resolve_zone(name: str) -> tzinfo:
 
 def parse_time_offset(value: Any) -> int | None:
     """The extended ATTLOG ``time_offset`` (seconds east of UTC, ``+28800``), or None when
-    it is absent or not a plausible offset (whole minutes within +-14 h)."""
+    it is absent or not a plausible offset: every zone's offset since the 1970s is a
+    whole quarter hour within +-14 h and, unless zero, at least an hour, so ``+1200``
+    (20 minutes; more likely an HHMM +12:00) or ``+0530`` is not trusted over the zone."""
     if value is None or isinstance(value, bool):
         return None
     text = str(value).strip()
     if not re.fullmatch(r"[+-]?[0-9]{1,6}", text):
         return None
     seconds = int(text)
-    if abs(seconds) > MAX_OFFSET_S or seconds % 60:
+    if abs(seconds) > MAX_OFFSET_S or seconds % 900 or 0 < abs(seconds) < 3600:
         return None
     return seconds
 
@@ -378,27 +380,31 @@ def day_of(local: datetime, day_starts_at: int = 0) -> date:
     return (local - timedelta(minutes=day_starts_at)).date()
 
 
-def parse_query_time(text: str) -> tuple[str, str]:
+def parse_query_time(text: str, round_up: bool = False) -> tuple[str, str]:
     """An API ``since``/``until`` value: ``("utc", "YYYY-MM-DDTHH:MM:SSZ")`` for ISO 8601
     with an offset or ``Z``, ``("local", "YYYY-MM-DD HH:MM:SS")`` for a device-local time,
     ``("date", "YYYY-MM-DD")`` for a bare date. ValueError for anything else.
 
-    A ``+`` that arrived as a space (an unencoded ``+`` in a query string) is read as ``+``.
+    Punch times are whole seconds: a fraction (up to 9 digits: .NET writes 7, Go 9) is
+    dropped, or with ``round_up`` (a ``since``) the time goes to the next whole second, so
+    a punch before the asked time is never included. A ``+`` that arrived as a space (an
+    unencoded ``+`` in a query string) is read as ``+``.
     """
     text = text.strip()
     if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
         date.fromisoformat(text)
         return "date", text
     match = re.fullmatch(
-        r"([0-9]{4}-[0-9]{2}-[0-9]{2})[T ]([0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?)"
+        r"([0-9]{4}-[0-9]{2}-[0-9]{2})[T ]([0-9]{2}:[0-9]{2}(?::[0-9]{2})?)(?:[.,]([0-9]{1,9}))?"
         r"(Z|z|[+\- ][0-9]{2}(?::?[0-9]{2})?)?",
         text,
     )
-    if not match:
+    if not match or (match[3] is not None and len(match[2]) != 8):
         raise ValueError(f"expected YYYY-MM-DD HH:MM:SS or ISO 8601, got {text[:40]!r}")
-    day, clock, offset = match.groups()
+    day, clock, fraction, offset = match.groups()
+    later = timedelta(seconds=1) if round_up and fraction and int(fraction) else timedelta()
     if offset is None:
-        local = datetime.fromisoformat(f"{day} {clock}")
+        local = datetime.fromisoformat(f"{day} {clock}") + later
         return "local", local.strftime("%Y-%m-%d %H:%M:%S")
     if offset[0] == " ":
         offset = "+" + offset[1:]
@@ -407,7 +413,7 @@ def parse_query_time(text: str) -> tuple[str, str]:
         hours=14
     ):
         raise ValueError(f"UTC offset out of range in {text[:40]!r}")
-    return "utc", utc_text(moment)
+    return "utc", utc_text(moment + later)
 
 
 @frozen

@@ -284,3 +284,44 @@ async def test_days_with_a_night_shift_and_day_starts_at(db_url: str, tmp_path: 
             assert code == 400 and body["field"] == field, (query, body)
     finally:
         await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_quarter_hour_zones_bad_zone_names_and_fractional_since(server: RunningServer):
+    ids = await add_devices(
+        server,
+        {
+            "KTM0001": "Asia/Kathmandu",
+            "LHI0001": "Australia/Lord_Howe",
+            "CHA0001": "Pacific/Chatham",
+        },
+    )
+    # Lord Howe's DST ends 2026-04-05 02:00 -> 01:30 (a 30-minute overlap); Chatham's at
+    # 03:45 -> 02:45.
+    assert await upload(server, "KTM0001", line("1", "2026-06-01 12:00:00")) == b"OK: 1"
+    assert await upload(server, "LHI0001", line("1", "2026-04-05 01:45:00")) == b"OK: 1"
+    assert await upload(server, "CHA0001", line("1", "2026-04-05 03:30:00")) == b"OK: 1"
+    rows = by_key(await punches(server))
+    assert rows[("KTM0001", "2026-06-01 12:00:00")]["timestamp_utc"] == "2026-06-01T06:15:00Z"
+    lord_howe = rows[("LHI0001", "2026-04-05 01:45:00")]
+    assert (lord_howe["timestamp_utc"], lord_howe["time_ambiguous"]) == (
+        "2026-04-04T14:45:00Z",
+        True,
+    )
+    chatham = rows[("CHA0001", "2026-04-05 03:30:00")]
+    assert (chatham["timestamp_utc"], chatham["time_ambiguous"]) == ("2026-04-04T13:45:00Z", True)
+
+    # A since with a fraction: the punch at 06:15:00Z is before 06:15:00.5Z.
+    assert await punches(server, "&since=" + quote("2026-06-01T06:15:00.5Z")) == []
+    found = await punches(server, "&since=" + quote("2026-06-01T06:15:00.0000000Z"))
+    assert [r["serial_number"] for r in found] == ["KTM0001"]
+
+    # An unknown zone is a 400 naming the field, on create and on change.
+    code, body = await server.api(
+        "POST", "/api/devices", {"serial_number": "BAD0001", "timezone": "Mars/Olympus"}
+    )
+    assert code == 400 and body["field"] == "timezone", body
+    code, body = await server.api(
+        "PATCH", f"/api/devices/{ids['KTM0001']}", {"timezone": "Asia/Katmandoo"}
+    )
+    assert code == 400 and body["field"] == "timezone", body

@@ -186,7 +186,11 @@ def _timezone(value: str) -> str:
     try:
         utc_offset_minutes(value, datetime.now(UTC))
     except Exception:
-        raise ApiError(400, f"unknown timezone {value!r}") from None
+        raise ApiError(
+            400,
+            f"timezone {value[:60]!r} is not an IANA zone (Europe/Berlin) or a UTC offset (+05:30)",
+            "timezone",
+        ) from None
     return value
 
 
@@ -637,7 +641,7 @@ def _time_filter(params: dict[str, str], name: str) -> str | None:
     if not value:
         return None
     try:
-        _kind, text = parse_query_time(value)
+        _kind, text = parse_query_time(value, round_up=name == "since")
     except ValueError:
         raise ApiError(
             400,
