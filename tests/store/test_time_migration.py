@@ -142,3 +142,44 @@ async def test_migration_fills_existing_punches(stores: Stores, monkeypatch: pyt
     )
     gap = next(r for r in page if r["timestamp"] == "2026-03-29 02:30:00")
     assert (gap["time_ambiguous"], gap["suspect_time"]) == (True, None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_interrupted_migration_leaves_the_old_version_and_runs_again(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+):
+    import importlib
+
+    step = importlib.import_module("zkserver.store.migrations.0004_time")
+    full = schema.MIGRATIONS
+    monkeypatch.setattr(schema, "MIGRATIONS", tuple(m for m in full if m.version < 4))
+    old = await stores.open()
+    await old._run(old_rows())  # type: ignore[attr-defined]
+    await old.stop()
+
+    # The step dies after two batches are written (as a kill would, mid-way).
+    monkeypatch.setattr(schema, "MIGRATIONS", full)
+    monkeypatch.setattr(step, "BATCH", 1000)
+    monkeypatch.setattr(step, "INDEXES", ("SELECT * FROM no_such_table_here",))
+    broken = stores.make()
+    with pytest.raises(Exception, match="no_such_table_here"):
+        await broken.start()
+    try:
+        await broken.stop()
+    except Exception:
+        pass
+    monkeypatch.undo()
+    monkeypatch.setattr(schema, "MIGRATIONS", tuple(m for m in full if m.version < 4))
+    again = await stores.open()  # still the old version: no new column, nothing half-done
+    assert 4 not in await again.schema_versions()
+    await again.stop()
+
+    monkeypatch.setattr(schema, "MIGRATIONS", full)
+    store = stores.make()
+    store.time_policy = TimePolicy(default_zone="Asia/Kolkata")  # type: ignore[attr-defined]
+    await store.start()
+    assert 4 in await store.schema_versions()
+    rows = await store._run(new_columns(), write=False)  # type: ignore[attr-defined]
+    assert len(rows) == len(PUNCHES) + BULK and all(r[3] for r in rows)
+    counts = await store._run(device_counts(), write=False)  # type: ignore[attr-defined]
+    assert counts["dev-ber"] == (3, None)

@@ -273,6 +273,8 @@ async def test_days_with_a_night_shift_and_day_starts_at(db_url: str, tmp_path: 
         ]
         assert table[0]["states_consistent"] == "true" and table[3]["states_consistent"] == ""
         assert table[2]["devices"].split() == sorted(ids.values())
+        assert set(table[0]) == set(rows[0])  # every field of the JSON rows
+        assert (table[0]["first_action"], table[0]["last_action"]) == ("0", "1")
 
         for query, field in (
             ("", "from"),

@@ -786,6 +786,8 @@ DAY_COLUMNS = [
     "states_consistent",
     "first_utc",
     "last_utc",
+    "first_action",
+    "last_action",
 ]
 
 
