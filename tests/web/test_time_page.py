@@ -176,3 +176,30 @@ def test_today_view_zone_choice_and_suspect_marks(page: WebDriver, server: Serve
     errors = [m for m in console_errors(page) if "/api/session" not in m]
     assert errors == []
     screenshot(page, "today.png")
+
+
+def test_today_is_each_devices_own_today_when_the_viewer_is_a_day_behind(
+    page: WebDriver, server: ServerProcess
+):
+    # A viewer at UTC-12 and sites at UTC+14: their dates always differ (by one or two days).
+    kiritimati = timedelta(hours=14)
+    now = datetime.now(UTC) + kiritimati
+    if now.hour == 0 and now.minute < 5 or now.hour == 23 and now.minute > 55:
+        pytest.skip("too close to midnight at UTC+14 for a stable 'today'")
+    page.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Etc/GMT+12"})
+    add_device(server, "KIRI0001", "Pacific/Kiritimati")
+    add_device(server, "FIXED0001", "+14:00")
+
+    def there(seconds: float) -> str:
+        return (datetime.now(UTC) + kiritimati + timedelta(seconds=seconds)).strftime(
+            "%Y-%m-%d %H:%M:%S"
+        )
+
+    assert upload_attlog(server, "KIRI0001", attlog(("501", there(-120), 0, 1)))[0] == 200
+    login(page, server)
+    wait_until(lambda: connection_state(page) == "live", message="stream live")
+    wait_until(lambda: today_view(page)["punched"] == ["501"], message="today loaded")
+    # Live, from a fixed-offset device in the same zone.
+    assert upload_attlog(server, "FIXED0001", attlog(("502", there(-5), 0, 1)))[0] == 200
+    wait_until(lambda: today_view(page)["punched"] == ["501", "502"], message="live punch")
+    assert today_view(page)["in_now"] == ["501", "502"]

@@ -23,8 +23,7 @@ import { initSession, start } from './session.js';
 import { initStream } from './stream.js';
 import { countRow, countToday, initFilters, render, resetToday } from './feed.js';
 import { paintSeen } from './devices.js';
-import { loadToday, today, todaySnapshot } from './today.js';
-import { todayOf } from './times.js';
+import { loadToday, today, todayKey, todaySnapshot } from './today.js';
 import { initPeople } from './people.js';
 import { fillRegistryNames } from './feed.js';
 
@@ -46,8 +45,8 @@ function tick() {
     if (state.started) countToday();
     render();
   }
-  // The Today view's day turns at the server's --day-starts-at.
-  if (state.started && today.day && !today.loading && todayOf(now, today.dayStart) !== today.day) {
+  // The Today view's day turns at the server's --day-starts-at, in each device's zone.
+  if (state.started && today.day && !today.loading && todayKey(now) !== today.key) {
     loadToday();
   }
 }

@@ -73,6 +73,33 @@ export function todayOf(now, dayStart = 0) {
   return dayOf(local, dayStart);
 }
 
+/** A fixed-offset zone setting ("+05:30", "+0530", "UTC-3", "-3", "330": hours when at
+ * most 14, else minutes), as minutes east of UTC; null for anything else (as the server
+ * reads it, README "Time you can trust"). */
+export function fixedOffsetMinutes(zone) {
+  const m = /^(?:UTC|GMT)?\s*([+-]?)\s*(\d{1,4})(?::(\d{2}))?$/i.exec(String(zone || '').trim());
+  if (!m) return null;
+  let digits = m[2];
+  let extra = m[3];
+  if (extra === undefined && digits.length === 4) { extra = digits.slice(2); digits = digits.slice(0, 2); }
+  let minutes;
+  if (extra !== undefined) minutes = Number(digits) * 60 + Number(extra);
+  else minutes = Number(digits) <= 14 ? Number(digits) * 60 : Number(digits);
+  if (minutes > 14 * 60 || (extra !== undefined && Number(extra) >= 60)) return null;
+  return m[1] === '-' ? -minutes : minutes;
+}
+
+/** The wall-clock time "YYYY-MM-DD HH:MM:SS" at `now` in a device's zone setting (an IANA
+ * name or a fixed offset); null when the browser cannot tell (no zone: the server's). */
+export function localNowIn(zone, now) {
+  if (!zone) return null;
+  const fixed = fixedOffsetMinutes(zone);
+  if (fixed !== null) {
+    return new Date(now.getTime() + fixed * 60000).toISOString().slice(0, 19).replace('T', ' ');
+  }
+  return validZone(zone) ? inZone(now, zone) : null;
+}
+
 /** Order of two punches by instant (falls back to the local text). */
 export function instantKey(row) {
   return row.timestamp_utc || String(row.timestamp || '').replace(' ', 'T');

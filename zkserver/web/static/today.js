@@ -10,10 +10,11 @@ import { el, IN_ACTIONS, nameListeners, OUT_ACTIONS, state } from './state.js';
 import { api, AuthError } from './api.js';
 import { showLogin } from './session.js';
 import { cachedName, resolveNames } from './feed.js';
-import { dayOf, instantKey, parseDayStart, shownTime, todayOf } from './times.js';
+import { dayOf, instantKey, localNowIn, parseDayStart, shownTime, todayOf } from './times.js';
 
 export const today = {
-  day: '',
+  day: '',               // the viewer's today (the heading)
+  key: '',               // todayKey() when loaded
   dayStart: 0,          // minutes (the server's --day-starts-at)
   people: new Map(),    // user id -> person
   loading: null,
@@ -32,6 +33,22 @@ function person(userId) {
   return p;
 }
 
+/** Today for a device: its own local date (a punch's day is its device-local date), so a
+ * site in a zone ahead of or behind the viewer shows its own today; the viewer's date for a
+ * device without a zone the browser can read. */
+export function deviceToday(deviceId, now = new Date()) {
+  const device = state.devices.get(deviceId);
+  const local = device ? localNowIn(device.timezone, now) : null;
+  return local ? dayOf(local, today.dayStart) : todayOf(now, today.dayStart);
+}
+
+/** Every device's today, in one string (the Today view reloads when it changes). */
+export function todayKey(now = new Date()) {
+  const days = [todayOf(now, today.dayStart)];
+  for (const id of [...state.devices.keys()].sort()) days.push(deviceToday(id, now));
+  return days.join(' ');
+}
+
 export function isIn(p) {
   if (!p.last) return false;
   if (IN_ACTIONS.has(p.last.action)) return true;
@@ -43,13 +60,26 @@ export function isIn(p) {
 export function loadToday() {
   const run = async () => {
     // The first answer tells the server's day start; ask again if that moves the day.
-    let result = await api(`/api/days?from=${todayOf(new Date(), today.dayStart)}`);
-    today.dayStart = parseDayStart(result.day_starts_at);
-    const day = todayOf(new Date(), today.dayStart);
-    if (day !== result.from) result = await api(`/api/days?from=${day}`);
-    today.day = result.from;
+    // Devices in other zones may be a day ahead or behind: read the days around the
+    // viewer's and keep each row that is its devices' today.
+    const ask = async () => {
+      const now = new Date();
+      const days = todayKey(now).split(' ').sort();
+      const from = days[0];
+      const to = days[days.length - 1];
+      const answer = await api(`/api/days?from=${from}&to=${to}`);
+      return { answer, now, key: todayKey(now) };
+    };
+    let { answer: result, now, key } = await ask();
+    if (parseDayStart(result.day_starts_at) !== today.dayStart) {
+      today.dayStart = parseDayStart(result.day_starts_at);
+      ({ answer: result, now, key } = await ask());
+    }
+    today.day = todayOf(now, today.dayStart);
+    today.key = key;
     today.people.clear();
     for (const row of result.items) {
+      if (!row.devices.some((d) => deviceToday(d, now) === row.date)) continue;
       const p = person(String(row.user_id));
       p.name = row.name || '';
       p.punches = row.punches;
@@ -76,7 +106,7 @@ export function todayPunch(event) {
 }
 
 function applyPunch(event) {
-  if (!today.day || dayOf(event.timestamp, today.dayStart) !== today.day) return;
+  if (!today.day || dayOf(event.timestamp, today.dayStart) !== deviceToday(event.device_id)) return;
   const p = person(String(event.user_id));
   const punch = { timestamp: event.timestamp, timestamp_utc: event.timestamp_utc, action: event.action };
   const key = instantKey(punch);
