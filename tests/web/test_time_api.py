@@ -327,3 +327,5 @@ async def test_quarter_hour_zones_bad_zone_names_and_fractional_since(server: Ru
         "PATCH", f"/api/devices/{ids['KTM0001']}", {"timezone": "Asia/Katmandoo"}
     )
     assert code == 400 and body["field"] == "timezone", body
+    code, body = await server.api("PATCH", f"/api/devices/{ids['KTM0001']}", {"timezone": [1]})
+    assert code == 400 and body["field"] == "timezone", body

@@ -154,10 +154,10 @@ def _str(body: dict[str, Any], name: str, default: str = "", limit: int = 200) -
     if value is None:
         return default
     if not isinstance(value, str | int):
-        raise ApiError(400, f"{name} must be a string")
+        raise ApiError(400, f"{name} must be a string", name)
     text = str(value).strip()
     if len(text) > limit:
-        raise ApiError(400, f"{name} is longer than {limit} characters")
+        raise ApiError(400, f"{name} is longer than {limit} characters", name)
     return text
 
 
@@ -188,7 +188,8 @@ def _timezone(value: str) -> str:
     except Exception:
         raise ApiError(
             400,
-            f"timezone {value[:60]!r} is not an IANA zone (Europe/Berlin) or a UTC offset (+05:30)",
+            f"unknown timezone {value[:60]!r}: not an IANA zone (Europe/Berlin) or a UTC"
+            " offset (+05:30)",
             "timezone",
         ) from None
     return value
