@@ -90,6 +90,7 @@ async def test_days_without_a_registry_run_no_failing_statement(store: Any) -> N
         device,
         [Punch("7", "2026-06-01 08:00:00", 0, 1), Punch("7", "2026-06-01 17:00:00", 1, 1)],
     )
+
     # A database without the registry (as before migration 0006, or with it dropped).
     def drop() -> Script[None]:
         yield Q("DROP TABLE IF EXISTS persons")
