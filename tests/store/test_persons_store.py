@@ -100,3 +100,29 @@ async def test_write_sync_queues_and_records_in_one_go(store: Any) -> None:
     assert await store.sync_entries(state="pending") == []
     found = await store.commands_by_id([*stored.command_ids, "999", "x"])
     assert [c.id for c in found] == list(stored.command_ids)
+
+
+@pytest_twisted.ensureDeferred
+async def test_attendance_names_from_the_registry_when_the_terminal_has_none(store: Any) -> None:
+    from zkserver.records import DeviceUser, Punch
+
+    device = await store.add_device(serial_number="NAMES1", approved=True, status="online")
+    other = await store.add_device(serial_number="NAMES2", approved=True, status="online")
+    await store.save_users(device.id, [DeviceUser("1", name="Terminal Ann")])
+    await store.save_users(other.id, [DeviceUser("2", name="Other Bob")])
+    for pin, name in (("1", "Registry Ann"), ("2", "Registry Bob"), ("3", "Registry Cy")):
+        await store.add_person({"user_id": pin, "name": name}, "api", NOW)
+    await store.save_punches(
+        device,
+        [
+            Punch(user_id=pin, timestamp=f"2025-01-01 08:0{pin}:00", status=0, verify=1)
+            for pin in ("1", "2", "3", "4")
+        ],
+    )
+    rows, _ = await store.attendance()
+    assert {r["user_id"]: r["user_name"] for r in rows} == {
+        "1": "Terminal Ann",  # the terminal's own name first
+        "2": "Registry Bob",  # then the registry's, before another terminal's
+        "3": "Registry Cy",
+        "4": None,
+    }

@@ -121,7 +121,8 @@ class Store(Protocol):
 
         Each row: id, device_id, device_name, serial_number, user_id, user_name,
         timestamp, action, method, workcode, photo_id, received_at, timestamp_utc (None
-        when unknown), time_ambiguous, suspect_time."""
+        when unknown), time_ambiguous, suspect_time. ``user_name``: the punching device's
+        own name for the user, else the person registry's, else another device's."""
 
     def days(
         self,

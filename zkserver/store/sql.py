@@ -479,6 +479,7 @@ class SQLStore(PersonScripts, WebhookStoreMixin):
                 " COALESCE("
                 "  (SELECT NULLIF(u.name, '') FROM users u"
                 "   WHERE u.device_id = p.device_id AND u.user_id = p.user_id),"
+                "  (SELECT NULLIF(pe.name, '') FROM persons pe WHERE pe.user_id = p.user_id),"
                 "  (SELECT u.name FROM users u WHERE u.user_id = p.user_id AND u.name <> ''"
                 "   ORDER BY u.device_id LIMIT 1)),"
                 " p.timestamp, p.status, p.verify, p.workcode,"
