@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # zkserver from this tree
 
 from _common import (  # noqa: E402
+    Dechunker,
     PySpy,
     ServerProcess,
     database,
@@ -59,37 +60,6 @@ now = time.perf_counter
 
 
 # --------------------------------------------------------------------------- SSE reader
-
-
-class Dechunker:
-    """The body of an HTTP/1.1 chunked response, incrementally (no trailers)."""
-
-    def __init__(self) -> None:
-        self.buf = b""
-        self.left = 0  # data bytes left in the current chunk
-        self.skip = 0  # bytes of the CRLF after a chunk still to drop
-
-    def feed(self, data: bytes) -> bytes:
-        buf, out = self.buf + data, []
-        while buf:
-            if self.skip:
-                n = min(self.skip, len(buf))
-                buf, self.skip = buf[n:], self.skip - n
-            elif self.left:
-                part = buf[: self.left]
-                out.append(part)
-                buf, self.left = buf[len(part) :], self.left - len(part)
-                self.skip = 0 if self.left else 2
-            else:
-                end = buf.find(b"\r\n")
-                if end < 0:
-                    break
-                self.left = int(buf[:end].split(b";")[0], 16)
-                buf = buf[end + 2 :]
-                if not self.left:  # the last chunk
-                    buf = b""
-        self.buf = buf
-        return b"".join(out)
 
 
 def sse_protocol_class() -> Any:

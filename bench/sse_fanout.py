@@ -48,8 +48,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # zkserver from this tree
 
 from _common import (  # noqa: E402
+    Dechunker,
     PySpy,
     ServerProcess,
     database,
@@ -62,8 +64,11 @@ from _common import (  # noqa: E402
     table,
 )
 
+from zkserver.eventsource import EventStreamParser, ServerSentEvent  # noqa: E402
+
 now = time.perf_counter
-FRAME = re.compile(rb'id: (\d+)\ndata: \{[^\n]*?"user_id":"(\d+)"')
+# The first (top-level) user_id of an event's data; the stream is ?type=attendance only.
+USER_ID = re.compile(r'"user_id": ?"(\d+)"')
 BUCKET_MS = 0.1
 
 
@@ -80,11 +85,16 @@ def raise_nofile() -> int:
 
 
 class Conn:
-    __slots__ = ("sock", "buf", "up", "last_id", "index")
+    """One stream: the HTTP head is skipped, the chunked body goes through the shared
+    parser (zkserver.eventsource), the one every client of this repository uses."""
+
+    __slots__ = ("sock", "head", "chunks", "parser", "up", "last_id", "index")
 
     def __init__(self, sock: socket.socket, index: int) -> None:
         self.sock = sock
-        self.buf = b""
+        self.head = b""  # the response head until its blank line, then None
+        self.chunks = Dechunker()
+        self.parser = EventStreamParser()
         self.up = False
         self.last_id = 0
         self.index = index
@@ -122,23 +132,29 @@ def reader_main(args: argparse.Namespace) -> None:
             c.sock.close()
             state["closed"] += 1
             return
-        buf = c.buf + data
-        end = buf.rfind(b"\n\n")
-        if end < 0:
-            c.buf = buf
-            return
-        head, c.buf = buf[: end + 2], buf[end + 2 :]
-        if not c.up:
-            if b"retry:" in head:
-                c.up = True
-                state["up"] += 1
-                state["t_last"] = t
-        for m in FRAME.finditer(head):
-            event_id = int(m.group(1))
+        if c.head is not None:
+            head = c.head + data
+            end = head.find(b"\r\n\r\n")
+            if end < 0:
+                c.head = head
+                return
+            c.head, data = None, head[end + 4 :]
+        items = c.parser.feed(c.chunks.feed(data))
+        if not c.up and c.parser.retry is not None:
+            c.up = True
+            state["up"] += 1
+            state["t_last"] = t
+        for item in items:
+            if not isinstance(item, ServerSentEvent):
+                continue  # a comment (the server's ping)
+            m = USER_ID.search(item.data)
+            if m is None:
+                continue
+            event_id = int(item.id)
             if event_id <= c.last_id:
                 state["disorder"] += 1
             c.last_id = event_id
-            pin = int(m.group(2))
+            pin = int(m.group(1))
             slots = times.get(pin)
             if slots is None:
                 slots = times[pin] = array("d", bytes(8 * len(conns)))
