@@ -1,5 +1,6 @@
-"""``GET /api/attendance.csv`` honours backpressure: a client that reads slowly does not
-make the server buffer the export; pages are produced as the socket takes them."""
+"""``GET /api/attendance.csv`` and ``/api/days.csv`` honour backpressure: a client that
+reads slowly does not make the server buffer the export; pages are produced as the socket
+takes them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import io
 import socket
 from typing import Any
 
+import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor
@@ -62,8 +64,16 @@ def buffered(transport: Any) -> int:
     return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
 
 
+@pytest.mark.parametrize(
+    "path, rows, first",
+    [
+        ("/api/attendance.csv", ROWS, "timestamp"),
+        # one row per person per day: 6000 people on 6 days, written 500 rows at a time
+        ("/api/days.csv?from=2026-10-31&to=2026-11-07", ROWS, "date"),
+    ],
+)
 @pytest_twisted.ensureDeferred
-async def test_slow_client_does_not_make_the_server_buffer_the_export(server):
+async def test_slow_client_does_not_make_the_server_buffer_the_export(server, path, rows, first):
     await fill(server)
     site = server.service.web_listeners[0].factory
     transports: list[Any] = []
@@ -101,7 +111,9 @@ async def test_slow_client_does_not_make_the_server_buffer_the_export(server):
         reactor.adoptStreamConnection(sock.fileno(), socket.AF_INET, factory)
         sock.close()  # the reactor holds its own copy of the descriptor
         reader.transport.write(
-            b"GET /api/attendance.csv HTTP/1.0\r\nAuthorization: Bearer "
+            b"GET "
+            + path.encode()
+            + b" HTTP/1.0\r\nAuthorization: Bearer "
             + server.token.encode()
             + b"\r\n\r\n"
         )
@@ -111,10 +123,10 @@ async def test_slow_client_does_not_make_the_server_buffer_the_export(server):
         site.buildProtocol = build
     head, _, body = response.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.0 200"), head
-    rows = list(csv.reader(io.StringIO(body.decode())))
-    assert len(rows) == ROWS + 1 and rows[0][0] == "timestamp"
-    assert len({(r[1], r[0]) for r in rows[1:]}) == ROWS
-    page = len(body) / (ROWS / 1000)  # bytes of one 1000-row page
+    table = list(csv.reader(io.StringIO(body.decode())))
+    assert len(table) == rows + 1 and table[0][0] == first, (len(table), table[:2])
+    assert len({(r[1], r[0]) for r in table[1:]}) == rows
+    page = len(body) / (rows / 1000)  # bytes of 1000 rows (a page of attendance.csv)
     # At most what the transport takes before it pauses (64 KiB) plus one page in flight.
     assert peak <= 64 * 1024 + 1.5 * page, (peak, page, len(body))
 
