@@ -37,10 +37,12 @@ def _cell(value: str) -> str:
     return value
 
 
-def format_csv(persons: Iterable[Person]) -> str:
+def format_csv(persons: Iterable[Person], header: bool = True) -> str:
+    """The persons as CSV lines (``header``: the column names first)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(COLUMNS)
+    if header:
+        writer.writerow(COLUMNS)
     for p in persons:
         devices = ALL if p.devices == ALL else ";".join(p.devices)
         writer.writerow(
