@@ -12,15 +12,27 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+# A directory of modules without __init__.py still imports from the source tree (a
+# namespace package) but is left out of the wheel: count every directory holding a module.
 PACKAGES = sorted(
-    ".".join(init.parent.relative_to(ROOT).parts)
-    for init in (ROOT / "zkserver").rglob("__init__.py")
+    {
+        ".".join(module.parent.relative_to(ROOT).parts)
+        for module in (ROOT / "zkserver").rglob("*.py")
+        if "__pycache__" not in module.parts
+    }
 )
 
 
 def test_py_typed_ships_with_the_package() -> None:
     assert (ROOT / "zkserver" / "py.typed").is_file()
     assert "py.typed" in PYPROJECT["tool"]["setuptools"]["package-data"]["zkserver"]
+
+
+def test_every_module_directory_is_a_regular_package() -> None:
+    missing = [
+        name for name in PACKAGES if not (ROOT / name.replace(".", "/") / "__init__.py").is_file()
+    ]
+    assert not missing, missing
 
 
 def test_every_package_is_listed_for_setuptools() -> None:
