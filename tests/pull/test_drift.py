@@ -90,3 +90,41 @@ def test_without_fix_drift_the_offset_is_only_measured() -> None:
     session = FakeSession()
     _probe(service, session, ahead=-9999)
     assert abs(service.clock_offset_s + 9999) <= 1 and session.set_to == []  # whole seconds
+
+
+class ProbedSession(FakeSession):
+    closed = False
+    last_activity = 0.0
+
+    def read_time(self) -> Deferred[datetime]:
+        return succeed(datetime(2026, 1, 1, 1, 0, 0))
+
+
+class LockingStore:
+    def try_lock_device(self, key: str) -> Deferred[bool]:
+        return succeed(True)
+
+
+class BrokenFixer:
+    def due(self, device_id: str, offset: int, now: float) -> bool:
+        raise RuntimeError("boom")
+
+
+def test_an_idle_probe_that_fails_runs_again_while_the_session_is_open() -> None:
+    """A probe whose own step raises (here the drift fixer) is logged and the idle probe
+    is scheduled again: it must not stop probing that session for good."""
+    clock = Clock()
+    clock.advance(1_767_225_600)
+    service = _service(clock, BrokenFixer())  # type: ignore[arg-type]
+    service.store = LockingStore()  # type: ignore[assignment]
+    service.seen_every = 1e12  # no last_seen write in this test
+    service._seen_at = clock.seconds()
+    session = ProbedSession()
+    session.last_activity = clock.seconds() - 10 * service.idle_probe
+    service.session = session  # type: ignore[assignment]
+    service.running = True
+    for _ in range(3):
+        service._probe()
+        assert service._probe_call is not None and service._probe_call.active()
+        call, service._probe_call = service._probe_call, None
+        call.cancel()

@@ -660,12 +660,18 @@ class PullDeviceService(Service):
             if self.runner is not None:
                 self.runner.kick()  # commands queued by other processes
 
+        def failed(failure: Any) -> None:
+            log.info("{name}: probe failed: {error}", name=self._label, error=str(failure.value))
+            # The probe runs again while the session is open (a failure that closed the
+            # session ends it; one that did not must not end the idle probing for good),
+            # one idle interval later, so a step that keeps failing does not spin.
+            if session.closed or not self.running or self.session is not session:
+                return
+            if self._probe_call is None or not self._probe_call.active():
+                self._probe_call = self.clock.callLater(self.idle_probe, self._probe)
+
         d = Deferred.fromCoroutine(run())
-        d.addErrback(
-            lambda f: log.info(
-                "{name}: probe failed: {error}", name=self._label, error=str(f.value)
-            )
-        )
+        d.addErrback(failed)
 
     def _refresh_seen(self) -> None:
         """Record that the connected terminal is still there (``last_seen``), throttled."""
