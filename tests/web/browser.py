@@ -31,6 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -315,6 +316,16 @@ def set_viewport(driver: WebDriver, width: int, height: int) -> None:
     )
 
 
+def fresh_page(driver: WebDriver, width: int = 1280, height: int = 800) -> WebDriver:
+    """The shared browser with no cookies or console messages from a previous test (and its
+    stopped server), at width x height."""
+    driver.get("about:blank")
+    driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
+    console_errors(driver)
+    set_viewport(driver, width, height)
+    return driver
+
+
 def login(driver: WebDriver, server: ServerProcess, token: str | None = None) -> None:
     """Open the page, sign in through the form, wait for the app to show."""
     driver.get(server.web_url + "/")
@@ -332,6 +343,11 @@ def _visible(driver: WebDriver, element_id: str) -> WebElement | None:
 
 def connection_state(driver: WebDriver) -> str:
     return driver.find_element(By.ID, "conn").get_attribute("data-state") or ""
+
+
+def wait_live(driver: WebDriver, timeout: float = 10, message: str = "stream live") -> None:
+    """Wait until the page shows its stream as live."""
+    wait_until(lambda: connection_state(driver) == "live", timeout, message=message)
 
 
 def feed_rows(driver: WebDriver) -> list[dict[str, str]]:
@@ -384,3 +400,13 @@ def console_errors(driver: WebDriver) -> list[str]:
     except Exception:
         return []
     return [entry["message"] for entry in logs if entry.get("level") == "SEVERE"]
+
+
+# The marks of every browser test module (``pytestmark = BROWSER_TEST_MARKS``): locally the
+# browser tests skip without Chromium; under CI they must run.
+BROWSER_TEST_MARKS = [
+    pytest.mark.skipif(
+        not browser_available() and not os.environ.get("CI"), reason=browser_missing() or ""
+    ),
+    pytest.mark.timeout(180),
+]

@@ -10,13 +10,11 @@ the device punch), the server connects to it, and the row is found exactly as a 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from selenium.webdriver.common.by import By
@@ -24,15 +22,14 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
 from tests.web.browser import (
+    BROWSER_TEST_MARKS,
     ServerProcess,
     attlog,
-    browser_available,
-    browser_missing,
-    chromium,
     connection_state,
     console_errors,
     feed_rows,
     free_port,
+    fresh_page,
     handshake,
     login,
     now_text,
@@ -42,54 +39,21 @@ from tests.web.browser import (
     upload_attlog,
     upload_users,
     wait_for_row,
+    wait_live,
     wait_until,
 )
 
-pytestmark = [
-    # Locally the browser tests skip without Chromium; under CI they must run.
-    pytest.mark.skipif(
-        not browser_available() and not os.environ.get("CI"), reason=browser_missing() or ""
-    ),
-    pytest.mark.timeout(180),
-]
+pytestmark = BROWSER_TEST_MARKS
 
 SN = "PYA8252300166"
 SN2 = "CQZ7231400021"
 LATENCY_BOUND = 1.0  # seconds from upload to row on the page (the issue's requirement)
 
 
-@pytest.fixture(scope="module")
-def driver() -> Iterator[WebDriver]:
-    missing = browser_missing()
-    if missing:  # under CI: fail with the reason in the summary line, not a traceback
-        pytest.fail(missing, pytrace=False)
-    with chromium() as d:
-        yield d
-
-
 @pytest.fixture
 def page(driver: WebDriver) -> WebDriver:
     """The shared browser with no cookies from a previous test, at desktop size."""
-    driver.get("about:blank")
-    driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
-    console_errors(driver)  # drop what earlier tests (and their stopped servers) logged
-    set_viewport(driver, 1280, 800)
-    return driver
-
-
-@pytest.fixture
-def start_monitor(db_url: str, tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    started: list[ServerProcess] = []
-
-    def start(*extra: str) -> ServerProcess:
-        server = ServerProcess(db=db_url, data_dir=tmp_path / "data", extra=extra)
-        server.start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+    return fresh_page(driver)
 
 
 @pytest.fixture
@@ -99,10 +63,6 @@ def server(start_monitor: Callable[..., ServerProcess]) -> ServerProcess:
 
 def rows_by_key(driver: WebDriver) -> Counter[str]:
     return Counter(row["key"] for row in feed_rows(driver))
-
-
-def wait_live(driver: WebDriver, timeout: float = 10) -> None:
-    wait_until(lambda: connection_state(driver) == "live", timeout, message="stream live")
 
 
 def unexpected_console_errors(driver: WebDriver) -> list[str]:

@@ -4,9 +4,7 @@ follow their status live from the stream's command_status events."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from selenium.webdriver.common.by import By
@@ -15,46 +13,25 @@ from selenium.webdriver.remote.webelement import WebElement
 
 from tests.commands.test_commands_restart import getrequest
 from tests.web.browser import (
+    BROWSER_TEST_MARKS,
     ServerProcess,
-    browser_available,
-    browser_missing,
-    chromium,
-    connection_state,
     console_errors,
+    fresh_page,
     handshake,
     login,
-    set_viewport,
+    wait_live,
     wait_until,
 )
 
-pytestmark = [
-    pytest.mark.skipif(
-        not browser_available() and not os.environ.get("CI"), reason=browser_missing() or ""
-    ),
-    pytest.mark.timeout(180),
-]
+pytestmark = BROWSER_TEST_MARKS
 
 SN = "CTL0000001"
 CARD = f'#devices li[data-serial="{SN}"]'
 
 
-@pytest.fixture(scope="module")
-def driver() -> Iterator[WebDriver]:
-    missing = browser_missing()
-    if missing:
-        pytest.fail(missing, pytrace=False)
-    with chromium() as d:
-        yield d
-
-
 @pytest.fixture
-def server(db_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess(
-        db=db_url, data_dir=tmp_path / "data", extra=("--auto-approve", "--no-pull")
-    )
-    process.start()
-    yield process
-    process.stop()
+def server(start_monitor: Callable[..., ServerProcess]) -> ServerProcess:
+    return start_monitor("--auto-approve", "--no-pull")
 
 
 def report(server: ServerProcess, serial: str, results: dict[str, int]) -> None:
@@ -86,11 +63,7 @@ def button(page: WebDriver, css: str) -> WebElement:
 def test_device_panel_sends_commands_and_shows_their_status_live(
     driver: WebDriver, server: ServerProcess
 ) -> None:
-    page = driver
-    page.get("about:blank")
-    page.execute_cdp_cmd("Network.clearBrowserCookies", {})
-    console_errors(page)
-    set_viewport(page, 1280, 800)
+    page = fresh_page(driver)
     assert handshake(server, SN)[0] == 200
     assert handshake(server, "CTLPENDING")[0] == 200  # auto-approved too; then rejected
     other = server.device("CTLPENDING")
@@ -100,7 +73,7 @@ def test_device_panel_sends_commands_and_shows_their_status_live(
     assert device is not None
 
     login(page, server)
-    wait_until(lambda: connection_state(page) == "live", message="stream live")
+    wait_live(page)
     wait_until(lambda: page.find_elements(By.CSS_SELECTOR, CARD), message="device card")
     rejected = page.find_element(
         By.CSS_SELECTOR, '#devices li[data-serial="CTLPENDING"] .device-control'

@@ -5,9 +5,7 @@ one confirmation; usable at phone width."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from selenium.webdriver.common.by import By
@@ -16,50 +14,30 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from tests.commands.test_commands_restart import getrequest
 from tests.web.browser import (
+    BROWSER_TEST_MARKS,
     ServerProcess,
-    browser_available,
-    browser_missing,
-    chromium,
-    connection_state,
     console_errors,
     feed_rows,
+    fresh_page,
     handshake,
     login,
     now_text,
     set_viewport,
     upload_attlog,
+    wait_live,
     wait_until,
 )
 from tests.web.test_page_commands import report
 
-pytestmark = [
-    pytest.mark.skipif(
-        not browser_available() and not os.environ.get("CI"), reason=browser_missing() or ""
-    ),
-    pytest.mark.timeout(180),
-]
+pytestmark = BROWSER_TEST_MARKS
 
 SN = "PPLPAGE001"
 PERSON = '#people li[data-user-id="700"]'
 
 
-@pytest.fixture(scope="module")
-def driver() -> Iterator[WebDriver]:
-    missing = browser_missing()
-    if missing:
-        pytest.fail(missing, pytrace=False)
-    with chromium() as d:
-        yield d
-
-
 @pytest.fixture
-def server(db_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess(
-        db=db_url, data_dir=tmp_path / "data", extra=("--auto-approve", "--no-pull")
-    )
-    process.start()
-    yield process
-    process.stop()
+def server(start_monitor: Callable[..., ServerProcess]) -> ServerProcess:
+    return start_monitor("--auto-approve", "--no-pull")
 
 
 def person_state(page: WebDriver) -> tuple[str, str]:
@@ -73,14 +51,10 @@ def person_state(page: WebDriver) -> tuple[str, str]:
 def test_add_a_person_and_watch_them_reach_the_terminal(
     driver: WebDriver, server: ServerProcess
 ) -> None:
-    page = driver
-    page.get("about:blank")
-    page.execute_cdp_cmd("Network.clearBrowserCookies", {})
-    console_errors(page)
-    set_viewport(page, 1280, 900)
+    page = fresh_page(driver, 1280, 900)
     assert handshake(server, SN)[0] == 200
     login(page, server)
-    wait_until(lambda: connection_state(page) == "live", message="stream live")
+    wait_live(page)
     wait_until(
         lambda: page.find_elements(By.CSS_SELECTOR, f'#devices li[data-serial="{SN}"]'),
         message="device card",

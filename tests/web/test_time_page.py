@@ -4,10 +4,8 @@ view (who is in now, who punched today, first and last per person), live from th
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,58 +14,36 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
 from tests.web.browser import (
+    BROWSER_TEST_MARKS,
     ServerProcess,
     attlog,
-    browser_available,
-    browser_missing,
-    chromium,
-    connection_state,
     console_errors,
+    fresh_page,
     login,
     screenshot,
-    set_viewport,
     upload_attlog,
     upload_users,
+    wait_live,
     wait_until,
 )
 
-pytestmark = [
-    pytest.mark.skipif(
-        not browser_available() and not os.environ.get("CI"), reason=browser_missing() or ""
-    ),
-    pytest.mark.timeout(180),
-]
+pytestmark = BROWSER_TEST_MARKS
 
 HERE = "TODAY0001"  # a terminal in UTC, like the (UTC) browser
 BERLIN = "BERLIN001"
 
 
-@pytest.fixture(scope="module")
-def driver() -> Iterator[WebDriver]:
-    missing = browser_missing()
-    if missing:
-        pytest.fail(missing, pytrace=False)
-    with chromium() as d:
-        yield d
-
-
 @pytest.fixture
 def page(driver: WebDriver) -> WebDriver:
-    driver.get("about:blank")
-    driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
+    fresh_page(driver, 1280, 900)
     driver.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "UTC"})
-    console_errors(driver)
-    set_viewport(driver, 1280, 900)
     driver.execute_script("try { localStorage.clear(); } catch (e) {}")
     return driver
 
 
 @pytest.fixture
-def server(db_url: str, tmp_path: Path) -> Iterator[ServerProcess]:
-    running = ServerProcess(db=db_url, data_dir=tmp_path / "data", extra=("--auto-approve",))
-    running.start()
-    yield running
-    running.stop()
+def server(start_monitor: Callable[..., ServerProcess]) -> ServerProcess:
+    return start_monitor("--auto-approve")
 
 
 def utc_text(offset_seconds: float = 0) -> str:
@@ -102,7 +78,7 @@ def test_today_view_zone_choice_and_suspect_marks(page: WebDriver, server: Serve
     assert upload_attlog(server, BERLIN, attlog(("7", "2026-03-29 02:30:00", 0, 1)))[0] == 200
 
     login(page, server)
-    wait_until(lambda: connection_state(page) == "live", message="stream live")
+    wait_live(page)
     wait_until(lambda: today_view(page)["punched"] == ["1001", "1002"], message="today loaded")
     view = today_view(page)
     assert view["in_now"] == ["1001"]
@@ -164,7 +140,7 @@ def test_today_view_zone_choice_and_suspect_marks(page: WebDriver, server: Serve
     )
     # The choice is kept for the next visit.
     page.refresh()
-    wait_until(lambda: connection_state(page) == "live", message="live again")
+    wait_live(page, message="live again")
     wait_until(lambda: page.find_elements(By.CSS_SELECTOR, berlin_css), message="row again")
     assert page.find_element(By.CSS_SELECTOR, berlin_css).get_attribute("data-shown") == (
         "2026-03-28 21:30:00"
@@ -197,7 +173,7 @@ def test_today_is_each_devices_own_today_when_the_viewer_is_a_day_behind(
 
     assert upload_attlog(server, "KIRI0001", attlog(("501", there(-120), 0, 1)))[0] == 200
     login(page, server)
-    wait_until(lambda: connection_state(page) == "live", message="stream live")
+    wait_live(page)
     wait_until(lambda: today_view(page)["punched"] == ["501"], message="today loaded")
     # Live, from a fixed-offset device in the same zone.
     assert upload_attlog(server, "FIXED0001", attlog(("502", there(-5), 0, 1)))[0] == 200
