@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from attrs import field, frozen
 
-__all__ = ["Punch", "Device", "Command", "DeviceUser", "Rejected"]
+__all__ = ["Punch", "Device", "Command", "DeviceUser", "Rejected", "redact_command"]
+
+# A user's password travels in user_upsert (``Passwd=`` in the push line); the API and the
+# stream show that one was set, never its value.
+_PASSWD = re.compile(r"(Passwd=)[^\t\r\n]+")
+HIDDEN = "***"
+
+
+def redact_command(text: str) -> str:
+    """``text`` with a non-empty ``Passwd=`` value replaced by ``***``."""
+    return _PASSWD.sub(r"\g<1>" + HIDDEN, text)
+
 
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"
 
@@ -121,12 +133,15 @@ class Command:
         return self.created_at
 
     def public(self) -> dict[str, Any]:
-        """The API shape: the type's fields at the top level, as given."""
-        command = self.command
+        """The API shape: the type's fields at the top level, as given (a password as ``***``)."""
+        command = redact_command(self.command)
+        fields = dict(self.fields)
+        if fields.get("password"):
+            fields["password"] = HIDDEN
         if self.type != "raw" and len(command) > 200:
             command = command[:200] + "..."
         return {
-            **self.fields,
+            **fields,
             "id": self.id,
             "device_id": self.device_id,
             "batch_id": self.batch_id,

@@ -22,7 +22,7 @@ from attrs import field, frozen
 from twisted.internet.defer import Deferred, succeed
 
 from zkserver.events import Event, encode_payload
-from zkserver.records import Command
+from zkserver.records import Command, redact_command
 from zkserver.store.dialect import Q, Rows, Script, chunks, values
 
 __all__ = [
@@ -114,7 +114,7 @@ def command_result_payload(command: Command, serial_number: str) -> dict[str, An
         "device_id": command.device_id,
         "serial_number": serial_number,
         "command_id": command.id,
-        "command": command.command[:200],
+        "command": redact_command(command.command)[:200],
         "status": command.status,
         "return_code": command.return_code,
     }
