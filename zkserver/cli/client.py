@@ -116,29 +116,15 @@ class Client:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        try:
-            response = await treq.request(
-                method,
-                self.server + path,
-                headers=headers,
-                data=data,
-                pool=self.pool,
-                timeout=self.timeout,
-                reactor=self.reactor,
-            )
-            raw = await response.content()
-        except Exception as e:
-            raise self.unreachable(e) from None
-        if response.code == 401:
-            raise CLIError(TOKEN_REFUSED, EXIT_TOKEN)
+        code, raw = await self._request(method, path, headers, data)
         try:
             decoded = json.loads(raw)
         except ValueError:
             raise CLIError(
-                f"unexpected answer from {self.server}{path} (HTTP {response.code}, not JSON): "
+                f"unexpected answer from {self.server}{path} (HTTP {code}, not JSON): "
                 "is --server the zkserver web listener (not the push listener)?"
             ) from None
-        return response.code, decoded
+        return code, decoded
 
     async def raw(
         self, method: str, path: str, data: bytes | None = None, content_type: str = ""
@@ -148,6 +134,13 @@ class Client:
         headers["Accept"] = "*/*"
         if content_type:
             headers["Content-Type"] = content_type
+        return await self._request(method, path, headers, data)
+
+    async def _request(
+        self, method: str, path: str, headers: dict[bytes | str, bytes | str], data: bytes | None
+    ) -> tuple[int, bytes]:
+        """Send one request and read its whole body; CLIError when the server cannot be
+        reached or refuses the token."""
         try:
             response = await treq.request(
                 method,

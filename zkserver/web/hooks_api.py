@@ -215,6 +215,19 @@ async def delete_webhook(self: WebApp, request: IRequest, webhook_id: str) -> by
     return json_response(request, {"deleted": True, "id": hook.id})
 
 
+def _page(params: dict[str, str], cursor_rule: str) -> tuple[int, str | None]:
+    """``limit`` (1-1000, default 100) and a numeric ``cursor`` from the query; FieldError
+    naming the field otherwise."""
+    try:
+        limit = _int(params.get("limit", 100), "limit", 1, 1000)
+    except ApiError:
+        raise FieldError("limit", "must be an integer from 1 to 1000") from None
+    cursor = params.get("cursor") or None
+    if cursor is not None and not cursor.isdigit():
+        raise FieldError("cursor", cursor_rule)
+    return limit, cursor
+
+
 # --- the delivery log ----------------------------------------------------------------------
 @routes.route("/api/webhooks/<webhook_id>/deliveries", methods=["GET"])
 @api()
@@ -225,13 +238,7 @@ async def webhook_deliveries(self: WebApp, request: IRequest, webhook_id: str) -
     status = params.get("status") or None
     if status is not None and status not in DELIVERY_STATUSES:
         raise FieldError("status", f"must be one of {', '.join(DELIVERY_STATUSES)}")
-    try:
-        limit = _int(params.get("limit", 100), "limit", 1, 1000)
-    except ApiError:
-        raise FieldError("limit", "must be an integer from 1 to 1000") from None
-    cursor = params.get("cursor") or None
-    if cursor is not None and not cursor.isdigit():
-        raise FieldError("cursor", "must be a delivery id")
+    limit, cursor = _page(params, "must be a delivery id")
     rows = await self.store.webhook_deliveries(
         hook.id, status, limit + 1, int(cursor) if cursor else None
     )
@@ -272,13 +279,7 @@ async def device_log(self: WebApp, request: IRequest) -> bytes:
     kind = params.get("type") or None
     if kind is not None and kind not in DEVICE_LOG_TYPES:
         raise FieldError("type", f"must be one of {', '.join(DEVICE_LOG_TYPES)}")
-    try:
-        limit = _int(params.get("limit", 100), "limit", 1, 1000)
-    except ApiError:
-        raise FieldError("limit", "must be an integer from 1 to 1000") from None
-    cursor = params.get("cursor") or None
-    if cursor is not None and not cursor.isdigit():
-        raise FieldError("cursor", "must be a cursor returned by this route")
+    limit, cursor = _page(params, "must be a cursor returned by this route")
     try:
         since = _time_filter(params, "since")
         until = _time_filter(params, "until")
