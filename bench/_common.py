@@ -303,6 +303,14 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def py_spy_command() -> str:
+    """py-spy from PATH, else beside this Python (a venv's bin/ that is not on PATH)."""
+    import shutil
+
+    beside = Path(sys.executable).with_name("py-spy")
+    return shutil.which("py-spy") or str(beside)
+
+
 class PySpy:
     """``py-spy record`` of a process for the duration of a ``with`` block (optional)."""
 
@@ -320,7 +328,7 @@ class PySpy:
             self.path = os.path.join(os.path.abspath(self.directory), f"{self.name}.txt")
             self.proc = subprocess.Popen(
                 [
-                    "py-spy",
+                    py_spy_command(),
                     "record",
                     "--pid",
                     str(self.pid),

@@ -7,12 +7,15 @@ from typing import Any
 
 import pytest_twisted
 import treq
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web import http, resource, server
 
 from tests.harness import RunningServer, SSEClient, wait_until
+from zkserver import broadcaster as broadcaster_module
 from zkserver.broadcaster import ROUND_EVENTS, Broadcaster, EventFilter, Subscriber, chunk
 from zkserver.events import Event
 
@@ -241,6 +244,211 @@ def test_a_client_in_replay_holds_references_then_gets_them_after() -> None:
     subscriber.send_event(e1)  # the replay read event 1 from the store
     subscriber.release()
     assert frame_ids(body_of(transport)[0]) == [1, 2]
+
+
+def step(broadcaster: Broadcaster) -> None:
+    """Run exactly one step of the sweep now (the one the broadcaster scheduled)."""
+    assert broadcaster._call is not None
+    broadcaster._call.cancel()
+    broadcaster._round()
+
+
+def writes_of(transport: StringTransport) -> list[list[int]]:
+    """The event ids of each chunk written after the ``retry:`` chunk, one list per write."""
+    raw = transport.value().split(b"\r\n\r\n", 1)[1]
+    parts: list[bytes] = []
+    decoder = http._ChunkedTransferDecoder(parts.append, lambda _: None)
+    decoder.dataReceived(raw)
+    return [frame_ids(p) for p in parts[1:]]
+
+
+def test_a_step_visits_one_slice_and_lets_the_reactor_run(monkeypatch: Any) -> None:
+    monkeypatch.setattr(broadcaster_module, "SLICE", 2)
+    clock = Clock()
+    broadcaster = Broadcaster(source=NoStore(), clock=clock)
+    streams = [open_stream(broadcaster) for _ in range(5)]
+    broadcaster.publish([event(1)])
+    step(broadcaster)
+    assert [t.writes for _, t in streams] == [1, 1, 0, 0, 0]
+    assert broadcaster._call is not None  # the rest in the next step, after the reactor
+    clock.advance(0)
+    assert [t.writes for _, t in streams] == [1, 1, 1, 1, 1]
+    assert broadcaster._call is None and broadcaster._log == []
+
+
+def test_an_event_committed_mid_pass_joins_the_write_of_streams_not_yet_visited(
+    monkeypatch: Any,
+) -> None:
+    monkeypatch.setattr(broadcaster_module, "SLICE", 2)
+    clock = Clock()
+    broadcaster = Broadcaster(source=NoStore(), clock=clock)
+    streams = [open_stream(broadcaster) for _ in range(5)]
+    done = broadcaster.publish([event(1)])
+    step(broadcaster)  # streams 0, 1 get [1]
+    broadcaster.publish([event(2)])
+    step(broadcaster)  # 2 and 3 get [1, 2] in one write
+    assert not done.called
+    clock.advance(0)  # 4 gets [1, 2]; the cursor wraps; 0 and 1 get [2]
+    assert [writes_of(t) for _, t in streams] == [
+        [[1], [2]],
+        [[1], [2]],
+        [[1, 2]],
+        [[1, 2]],
+        [[1, 2]],
+    ]
+    assert all(s.last_id == 2 for s, _ in streams)
+    assert done.called and broadcaster._log == [] and broadcaster._log_bytes == 0
+
+
+def test_a_stream_that_joins_mid_pass_gets_only_what_is_admitted_after(
+    monkeypatch: Any,
+) -> None:
+    monkeypatch.setattr(broadcaster_module, "SLICE", 1)
+    clock = Clock()
+    broadcaster = Broadcaster(source=NoStore(), clock=clock)
+    first = [open_stream(broadcaster) for _ in range(3)]
+    broadcaster.publish([event(1)])
+    step(broadcaster)
+    late, late_t = open_stream(broadcaster)  # event 1 was admitted before it came
+    broadcaster.publish([event(2)])
+    clock.advance(0)
+    assert writes_of(late_t) == [[2]]
+    assert [writes_of(t) for _, t in first] == [[[1], [2]], [[1, 2]], [[1, 2]]]
+
+
+def test_a_pass_that_starts_mid_list_reaches_the_streams_before_the_cursor(
+    monkeypatch: Any,
+) -> None:
+    """After a stream joins, the sweep goes idle with its cursor in the middle of the
+    list; the next event must still reach the streams before the cursor after the wrap."""
+    monkeypatch.setattr(broadcaster_module, "SLICE", 1)
+    clock = Clock()
+    broadcaster = Broadcaster(source=NoStore(), clock=clock)
+    streams = [open_stream(broadcaster) for _ in range(5)]
+    broadcaster.publish([event(1)])
+    clock.advance(0)
+    streams.append(open_stream(broadcaster))
+    for i in (2, 3):
+        broadcaster.publish([event(i)])
+        clock.advance(0)
+    assert 0 < broadcaster._cursor < len(broadcaster._members)
+    assert [frame_ids(body_of(t)[0]) for _, t in streams] == [[1, 2, 3]] * 5 + [[2, 3]]
+
+
+def test_a_stream_that_leaves_mid_pass_is_skipped_and_forgotten(monkeypatch: Any) -> None:
+    monkeypatch.setattr(broadcaster_module, "SLICE", 1)
+    clock = Clock()
+    broadcaster = Broadcaster(source=NoStore(), clock=clock)
+    streams = [open_stream(broadcaster) for _ in range(3)]
+    broadcaster.publish([event(1)])
+    step(broadcaster)
+    gone, gone_t = streams[2]
+    broadcaster.unsubscribe(gone)
+    clock.advance(0)
+    assert gone_t.writes == 0
+    assert [t.writes for _, t in streams[:2]] == [1, 1]
+    broadcaster.publish([event(2)])
+    clock.advance(0)  # the cursor wraps: the list no longer holds it
+    assert gone not in broadcaster._members and gone_t.writes == 0
+
+
+def test_a_mass_disconnect_frees_the_members_without_waiting_for_a_wrap() -> None:
+    clock = Clock()
+    broadcaster = Broadcaster(source=NoStore(), clock=clock)
+    streams = [open_stream(broadcaster) for _ in range(200)]
+    for subscriber, _ in streams[:150]:
+        broadcaster.unsubscribe(subscriber)
+    assert len(broadcaster._members) <= 200 - 65  # compacted along the way
+    broadcaster.publish([event(1)])
+    clock.advance(0)
+    assert [t.writes for _, t in streams] == [0] * 150 + [1] * 50
+
+
+def test_the_heartbeat_reaches_every_stream_once_with_events_in_the_same_write(
+    monkeypatch: Any,
+) -> None:
+    monkeypatch.setattr(broadcaster_module, "SLICE", 2)
+    clock = Clock()
+    broadcaster = Broadcaster(source=NoStore(), clock=clock)
+    streams = [open_stream(broadcaster) for _ in range(4)]
+    broadcaster.heartbeat()
+    broadcaster.publish([event(1)])
+    clock.advance(0)
+    for _, transport in streams:
+        assert transport.writes == 1
+        body, _ = body_of(transport)
+        assert frame_ids(body) == [1] and body.count(b": ping\n\n") == 1
+    broadcaster.heartbeat()
+    clock.advance(0)
+    assert all(body_of(t)[0].count(b": ping\n\n") == 2 for _, t in streams)
+
+
+def test_under_a_steady_stream_the_log_stays_bounded(monkeypatch: Any) -> None:
+    """Events arrive at every step, so the sweep never goes idle: the log must still be
+    trimmed at each wrap, and every stream gets every event once, in order."""
+    monkeypatch.setattr(broadcaster_module, "SLICE", 3)
+    clock = Clock()
+    broadcaster = Broadcaster(source=NoStore(), clock=clock)
+    streams = [open_stream(broadcaster) for _ in range(7)]
+    largest = 0
+    for i in range(1, 200):
+        broadcaster.publish([event(i)])
+        step(broadcaster)
+        largest = max(largest, len(broadcaster._log))
+    clock.advance(0)
+    assert largest <= 10  # about one cycle (7 streams / 3 per step) of events
+    for _, transport in streams:
+        assert frame_ids(body_of(transport)[0]) == list(range(1, 200))
+
+
+@settings(max_examples=150)
+@given(
+    slice_size=st.integers(1, 5),
+    ops=st.lists(
+        st.one_of(
+            st.just(("publish",)),
+            st.just(("step",)),
+            st.just(("join",)),
+            st.tuples(st.just("leave"), st.integers(0, 30)),
+            st.just(("ping",)),
+        ),
+        max_size=60,
+    ),
+)
+def test_every_stream_gets_every_event_after_it_joined_once_in_order(
+    slice_size: int, ops: list[tuple[Any, ...]]
+) -> None:
+    """Any interleaving of publishes, sweep steps, joins, leaves and heartbeats: once the
+    sweep is done, each open stream has exactly the events admitted after it joined."""
+    original = broadcaster_module.SLICE
+    broadcaster_module.SLICE = slice_size
+    try:
+        clock = Clock()
+        broadcaster = Broadcaster(source=NoStore(), clock=clock)
+        streams: list[tuple[Subscriber, CountingTransport, int]] = []
+        next_id = 1
+        for op in ops:
+            if op[0] == "publish":
+                broadcaster.publish([event(next_id)])
+                next_id += 1
+            elif op[0] == "step" and broadcaster._call is not None:
+                step(broadcaster)
+            elif op[0] == "join":
+                # it gets what is admitted from now on: everything still queued, too
+                first = broadcaster.last_published + 1
+                subscriber, transport = open_stream(broadcaster)
+                streams.append((subscriber, transport, first))
+            elif op[0] == "leave" and streams:
+                subscriber, _, _ = streams.pop(op[1] % len(streams))
+                broadcaster.unsubscribe(subscriber)
+            elif op[0] == "ping":
+                broadcaster.heartbeat()
+        clock.advance(0)
+        assert broadcaster._log == [] and broadcaster._call is None
+        for _, transport, first in streams:
+            assert frame_ids(body_of(transport)[0]) == list(range(first, next_id))
+    finally:
+        broadcaster_module.SLICE = original
 
 
 # --------------------------------------------------------------------------- real server

@@ -1,25 +1,36 @@
-"""Fan committed events out to open Server-Sent-Events clients, in rounds.
+"""Fan committed events out to open Server-Sent-Events clients, by a sweep.
 
 The broadcaster never touches the database on the hot path: ingest hands it the events
 a transaction just committed (:meth:`Broadcaster.publish`) and returns at once. Nothing is
 written to any client in the caller's call stack: ``publish`` queues the events and
-schedules a *round* with ``callLater(0)``, so the terminal's ``OK: n`` (or the pull ACK),
-written by the caller right after the commit, is on its socket before the first client
-gets a byte.
+schedules a step of the *sweep* with ``callLater(0)``, so the terminal's ``OK: n`` (or
+the pull ACK), written by the caller right after the commit, is on its socket before the
+first client gets a byte.
 
-One round
-    takes the queued events in id order (at most :data:`ROUND_EVENTS` events and about
-    :data:`ROUND_BYTES` bytes; the rest wait for the next round, scheduled at once), joins
-    their pre-encoded frames into one ``bytes`` per distinct client filter, wraps it once
-    in HTTP chunk framing (``<hex len>\\r\\n`` + frames + ``\\r\\n``; a second, unframed copy
-    only if an HTTP/1.0 client is connected), then makes **one write per client**: the
-    same object for every client, no per-client Python object per event. Events committed
-    while a round runs (or while the reactor serves sockets between rounds) go together
-    in the next round, so under load each client gets several events in one write and
-    latency is bounded by about one round, not by a growing queue. A round costs
-    O(clients) small steps (one ``send(2)`` each for a healthy client) plus O(events)
-    joins; it never waits on the database, except to fill a hole in the ids (below),
-    during which new events keep queueing.
+The sweep
+    Committed events are *admitted* in id order into a short log (at most
+    :data:`ROUND_EVENTS` events and about :data:`ROUND_BYTES` bytes; the rest wait in the
+    queue). A cursor walks the list of streams; at each stream it writes, in **one write**,
+    every log event after the last one that stream has: one ``bytes`` object, HTTP chunk
+    framing included, built once per (filter, framing, last id) and shared by every stream
+    that needs the same (consecutive streams almost always do), so the hot loop creates no
+    per-client Python object per event. Admitting events starts a new pass: every stream
+    is visited once more, from wherever the cursor is. Events committed while a pass runs
+    are admitted at the next step, so streams the cursor has not reached yet get them in the
+    same write as the older ones, and the rest at their next visit: under load each stream
+    gets several events per write, and an event reaches every stream within **one cycle of
+    the cursor** (about N × the cost of one ``send(2)``), instead of waiting for a whole
+    round to end before its own round starts.
+
+How a step is bounded
+    The sweep runs in steps of at most :data:`SLICE` visits, each scheduled with
+    ``callLater(0)``; between steps the reactor serves its sockets (terminals' POSTs,
+    database replies, new streams), so a commit never waits for a whole pass. A step costs
+    O(SLICE) small steps (one ``send(2)`` each for a healthy stream) plus, when events are
+    admitted, O(events) joins; it never waits on the database, except to fill a hole in
+    the ids (below), during which new events keep queueing. The log is bounded as above;
+    at each wrap of the cursor it forgets the events every stream was offered, and once a
+    full cycle has passed since the last admission it is empty.
 
 The write
     goes straight to the connection's transport, bypassing ``Request.write`` (which would
@@ -45,10 +56,10 @@ Order and holes
 Slow clients
     Each client is an :class:`IPushProducer` registered with its request: when the
     transport's buffer is full Twisted pauses it; a paused client keeps a reference to each
-    round's bytes (one append per round, never a copy) up to ``max_buffer`` bytes, and a
+    write's bytes (one append per visit, never a copy) up to ``max_buffer`` bytes, and a
     client past that cap is disconnected (it reconnects with Last-Event-ID and replays what
     it missed from the database). A client still replaying keeps references to the live
-    events meanwhile and gets them after the replay.
+    events it is offered meanwhile and gets them after the replay.
 
 What held a punch ~0.5 s before its fan-out (measured 2026-11-29 with
 ``bench/push_to_sse.py --gc-log`` and py-spy, SQLite, 3,000 and 6,000 clients): full
@@ -60,14 +71,15 @@ old generation had grown by a quarter, so CPython walked all ~744,000 tracked ob
 322 ms with the reactor stopped (~0.5 s at 10,000 clients). The heartbeat was a full
 per-client fan-out too, and the fan-out ran inside the terminal's POST handler (POST round
 trip p50 122 ms at 6,000 clients). SQLite checkpoints were not seen in the profiles (they
-run in the database thread, outside the GIL). Rounds allocate nothing per client that
-outlives the round (the kernel takes the bytes), the heartbeat is one more round, and
+run in the database thread, outside the GIL). The sweep allocates nothing per client that
+outlives a visit (the kernel takes the bytes), the heartbeat is one more pass, and
 zkserver/gcpolicy.py freezes what survives a full collection so the next ones stay short.
 """
 
 from __future__ import annotations
 
 import itertools
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -89,14 +101,19 @@ __all__ = [
     "chunk",
     "ROUND_EVENTS",
     "ROUND_BYTES",
+    "SLICE",
 ]
 
 log = Logger()
 
-#: Most events one round sends (the rest go in the next round, scheduled at once).
+#: Most events in the sweep's log at once (the rest wait in the queue).
 ROUND_EVENTS = 1000
-#: About the most bytes of events one round sends to a client.
+#: About the most bytes of events in the log at once (so in one write to a client).
 ROUND_BYTES = 256 * 1024
+#: The heartbeat comment.
+PING = encode_comment("ping")
+#: Most streams one step of the sweep visits before the reactor serves its sockets again.
+SLICE = 256
 #: How long to wait before reading a hole's events again after the store failed.
 FILL_RETRY = 1.0
 
@@ -171,8 +188,14 @@ class Subscriber:
     _transport: Any = None
     _request: Any = None  # the twisted.web Request, once attached
     _socket: Any = None
-    #: Identifies (filter, framing) among subscribers: rounds build bytes once per key.
+    #: Identifies (filter, framing) among subscribers: the sweep builds bytes once per key.
     key: int = -1
+    #: Set while the broadcaster's sweep visits it (see Broadcaster.subscribe).
+    subscribed: bool = False
+    #: While ``holding``: the newest live event id already kept aside for it.
+    offered: int = 0
+    #: The broadcaster's heartbeat count when it last got a ping.
+    ping_seen: int = 0
 
     def __attrs_post_init__(self) -> None:
         self._set_key()
@@ -204,16 +227,6 @@ class Subscriber:
             self._socket = transport.socket
 
     # --- what the broadcaster and the replay call ------------------------------------
-    def deliver(self, event: Event) -> None:
-        """Offer one live event (already committed, ids ascending)."""
-        if self.closed or event.id <= self.last_id:
-            return
-        if self.holding:
-            self._held.append(event)
-            self._count(len(event.frame))
-            return
-        self.send_event(event)
-
     def send_event(self, event: Event) -> None:
         """Write one event (replay or live), once, if the filter wants it."""
         if self.closed or event.id <= self.last_id:
@@ -325,65 +338,132 @@ def _default_clock() -> IReactorTime:
 
 @define(eq=False)
 class Broadcaster:
-    """Publishes committed events to subscribers in rounds, in id order, each once."""
+    """Publishes committed events to subscribers by a sweep, in id order, each once."""
 
     source: EventSource
     last_published: int = 0
     subscribers: set[Subscriber] = field(factory=set)
     published_count: int = 0
     clock: IReactorTime = field(factory=_default_clock)
+    #: Admissions so far (each one a batch of events, a ping or both, swept to everyone).
     rounds: int = 0
     _queue: list[Event] = field(factory=list)
     _sorted: bool = True
     _wanted: int = 0
-    _comment: bytes = b""
     _call: IDelayedCall | None = None
     _filling: bool = False
-    _waiters: list[Deferred[None]] = field(factory=list)
+    #: (highest id covered, Deferred): fired once every client was offered that id.
+    _waiters: list[tuple[int, Deferred[None]]] = field(factory=list)
+    # --- the sweep
+    _members: list[Subscriber] = field(factory=list)  # visiting order; joiners at the end
+    _cursor: int = 0  # the next member to visit
+    _gone: int = 0  # members that left since the list was last compacted
+    _visits_left: int = 0  # visits until every member was offered everything (0: idle)
+    _log: list[Event] = field(factory=list)  # admitted events some member may still need
+    _log_ids: list[int] = field(factory=list)
+    _log_bytes: int = 0
+    _pass_floor: int | None = None  # the log's newest id at this pass's first visit
+    _ping: int = 0  # heartbeats asked for so far
+    _cache: dict[tuple[int, int, bool], tuple[bytes, int, int]] = field(factory=dict)
+    _pass_started: float | None = None
 
     def subscribe(self, subscriber: Subscriber) -> None:
+        """Add a stream. One without Last-Event-ID (not ``holding``) gets events admitted
+        from now on; one in replay is offered (and holds) those too."""
+        if subscriber in self.subscribers:
+            return
         self.subscribers.add(subscriber)
+        subscriber.subscribed = True
+        subscriber.ping_seen = self._ping
+        if subscriber.holding:
+            subscriber.offered = max(subscriber.offered, self.last_published)
+        else:
+            subscriber.last_id = max(subscriber.last_id, self.last_published)
+        self._members.append(subscriber)
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
+        if subscriber not in self.subscribers:
+            return
         self.subscribers.discard(subscriber)
+        subscriber.subscribed = False  # skipped by the sweep, dropped at its next wrap
+        self._gone += 1
+        if self._gone > 64 and 2 * self._gone > len(self._members):
+            self._compact()  # most are gone (a mass disconnect): do not wait for a wrap
+
+    def _compact(self) -> None:
+        """Drop members that left, keeping the cursor on the same next member."""
+        before = sum(1 for m in self._members[: self._cursor] if m.subscribed)
+        self._members = [m for m in self._members if m.subscribed]
+        self._cursor = before
+        self._gone = 0
 
     def publish(self, events: Sequence[Event]) -> Deferred[None]:
-        """Queue events a transaction just committed (ids ascending) for the next round.
+        """Queue events a transaction just committed (ids ascending) for the sweep.
 
         Returns at once; nothing is written in the caller's call stack. The Deferred
-        fires once a round has sent them (it never fails)."""
+        fires once every stream was offered them (it never fails)."""
         if not events:
             return succeed(None)
         queue = self._queue
         if queue and events[0].id < queue[-1].id:
             self._sorted = False
         queue.extend(events)
-        return self._schedule(waiter=True)
+        return self._schedule(max(e.id for e in events))
 
     def catch_up(self, committed_up_to: int) -> Deferred[None]:
         """Another process committed events up to this id: read and publish them."""
         if committed_up_to <= max(self.last_published, self._wanted):
             return succeed(None)
         self._wanted = committed_up_to
-        return self._schedule(waiter=True)
+        return self._schedule(committed_up_to)
 
     def heartbeat(self) -> None:
-        """An SSE comment to every client (in the next round) so idle proxies keep the
+        """An SSE comment to every client (swept like events) so idle proxies keep the
         stream open."""
-        self._comment = encode_comment("ping")
-        self._schedule()
+        self._ping += 1
+        self._cache.clear()
+        self._start_pass()
+        self._schedule(None)
 
-    def _schedule(self, waiter: bool = False) -> Deferred[None]:
-        d: Deferred[None] = Deferred() if waiter else succeed(None)
-        if waiter:
-            self._waiters.append(d)
+    def _schedule(self, covers: int | None) -> Deferred[None]:
+        d: Deferred[None] = succeed(None) if covers is None else Deferred()
+        if covers is not None:
+            self._waiters.append((covers, d))
         if self._call is None and not self._filling:
             self._call = self.clock.callLater(0, self._round)
         return d
 
-    # --- one round ----------------------------------------------------------------------
+    def _start_pass(self) -> None:
+        """Every member must be visited once more, from the cursor on."""
+        self._visits_left = len(self._members)
+        self.rounds += 1
+
+    # --- one step of the sweep -----------------------------------------------------------
     def _round(self) -> None:
+        """One step: admit what is queued (while the log has room) and visit up to
+        :data:`SLICE` members; schedule the next step while anything is left to do."""
         self._call = None
+        budget = SLICE
+        while True:
+            if not self._admit():
+                return  # a hole is being read from the store; _fill schedules the next step
+            if self._visits_left:
+                budget = self._visit(budget)
+                if self._visits_left:
+                    break  # this step's share is done; the reactor serves its sockets
+            self._caught_up()  # every member has every admitted event
+            if not self._queue or not budget:
+                break
+        if self._visits_left or self._queue or self._wanted > self.last_published:
+            if not self._filling and self._call is None:
+                self._call = self.clock.callLater(0, self._round)
+
+    def _admit(self) -> bool:
+        """Move queued events (id order, no holes) into the log while it has room.
+        Returns False when a hole is being read from the store first."""
+        room = ROUND_EVENTS - len(self._log)
+        if room <= 0 or self._log_bytes >= ROUND_BYTES:
+            return True
         queue = self._queue
         if not self._sorted:
             queue.sort(key=_event_id)
@@ -396,83 +476,89 @@ class Broadcaster:
         if gap_end > last:
             del queue[:start]
             self._fill(gap_end)
-            return
-        events: list[Event] = []
-        size = 0
+            return False
+        admitted: list[Event] = []
+        size = self._log_bytes
         i = start
-        while i < len(queue) and len(events) < ROUND_EVENTS and size < ROUND_BYTES:
+        while i < len(queue) and len(admitted) < room and size < ROUND_BYTES:
             event = queue[i]
             i += 1
             if event.id <= last:
                 continue  # the same id twice in the queue
-            if event.id > last + 1 and events:
-                break  # a hole: the next round fills it first
-            events.append(event)
+            if event.id > last + 1 and admitted:
+                break  # a hole: the next step fills it first
+            admitted.append(event)
             last = event.id
             size += len(event.frame)
         del queue[:i]
-        comment, self._comment = self._comment, b""
-        if events or comment:
-            self._send_round(events, comment)
-        if queue or self._wanted > self.last_published:
-            self._call = self.clock.callLater(0, self._round)
-        else:
-            waiters, self._waiters = self._waiters, []
-            for d in waiters:
-                d.callback(None)
-
-    def _send_round(self, events: list[Event], comment: bytes) -> None:
-        started = metrics.now()
-        self.rounds += 1
-        first = events[0].id if events else 0
-        last = events[-1].id if events else self.last_published
-        if events:
+        if admitted:
             self.last_published = last
-            self.published_count += len(events)
-            metrics.published(events)
-        # Bytes per (filter, framing), built once per round; almost every client shares
-        # one filter, so this is one join and one chunk header. Keyed by the small int
-        # each subscriber got for its (filter, framing) when it attached.
-        # The deliveries metric is counted per key too, and added once per round.
-        cache: dict[int, tuple[bytes, int, int]] = {}
+            self.published_count += len(admitted)
+            metrics.published(admitted)
+            self._log.extend(admitted)
+            self._log_ids.extend(e.id for e in admitted)
+            self._log_bytes = size
+            self._cache.clear()
+            self._start_pass()
+        return True
+
+    def _visit(self, budget: int) -> int:
+        """Visit up to ``budget`` members from the cursor: offer each, in one write, every
+        log event after the last one it has."""
+        members = self._members
+        newest = self.last_published
+        ping = self._ping
+        cache = self._cache
         delivered = 0
-
-        def data_for(subscriber: Subscriber) -> tuple[bytes, int, int]:
-            flt, framed = subscriber.event_filter, subscriber.chunked
-            frames = [e.frame for e in events if flt.everything or flt.accepts(e)]
-            body = b"".join(frames) + comment
-            found = cache[subscriber.key] = (
-                chunk(body) if framed and body else body,
-                len(body),
-                len(frames),
-            )
-            return found
-
-        for subscriber in list(self.subscribers):
+        # The last (filter/framing key, last id, ping) seen and its bytes: members next to
+        # each other in the sweep almost always share them.
+        memo_key, memo_last, memo_ping = -1, -1, False
+        memo: tuple[bytes, int, int] = (b"", 0, 0)
+        if self._visits_left and self._pass_started is None:
+            self._pass_started = metrics.now()
+        while self._visits_left and budget:
+            if self._cursor >= len(members):
+                self._wrap()
+                members = self._members
+                if not members:
+                    self._visits_left = 0
+                    break
+                continue
+            subscriber = members[self._cursor]
+            self._cursor += 1
+            self._visits_left -= 1
+            budget -= 1
+            if self._pass_floor is None:
+                self._pass_floor = newest
+            if not subscriber.subscribed or subscriber.closed:
+                continue
             try:
-                if subscriber.closed:
-                    continue
-                if subscriber.holding:
-                    if events:
-                        subscriber._hold(events)
+                if subscriber.holding:  # in replay: keep references for after it
+                    if subscriber.offered < newest:
+                        subscriber._hold(
+                            self._log[bisect_right(self._log_ids, subscriber.offered) :]
+                        )
+                        subscriber.offered = newest
                     continue
                 seen = subscriber.last_id
-                if not events or seen < first:  # the usual case: one shared write
-                    found = cache.get(subscriber.key)
-                    data, size, count = found if found is not None else data_for(subscriber)
-                    if events:
-                        subscriber.last_id = last
-                    if size:
-                        subscriber.send_framed(data, size)
-                        delivered += count
-                elif seen >= last:  # a replay that just ended sent these already
-                    if comment:
-                        subscriber.send(comment)
-                else:  # it has some of these already (a replay just ended): one by one
-                    for event in events:
-                        subscriber.send_event(event)
-                    if comment:
-                        subscriber.send(comment)
+                pinged = subscriber.ping_seen != ping
+                if seen >= newest and not pinged:
+                    continue
+                key = subscriber.key
+                if key != memo_key or seen != memo_last or pinged != memo_ping:
+                    found = cache.get((key, seen, pinged))
+                    if found is None:
+                        found = cache[(key, seen, pinged)] = self._bytes_for(
+                            subscriber, seen, pinged
+                        )
+                    memo_key, memo_last, memo_ping, memo = key, seen, pinged, found
+                data, size, count = memo
+                if seen < newest:
+                    subscriber.last_id = newest
+                subscriber.ping_seen = ping
+                if size:
+                    subscriber.send_framed(data, size)
+                    delivered += count
             except Exception:
                 log.failure("Dropping an SSE client that failed a write")
                 metrics.SSE_CLIENTS_DROPPED.inc()
@@ -480,7 +566,55 @@ class Broadcaster:
                 subscriber.close()
         if delivered:
             metrics.SSE_DELIVERIES.inc(delivered)
-        metrics.fanout_round(started)
+        return budget
+
+    def _bytes_for(self, subscriber: Subscriber, seen: int, pinged: bool) -> tuple[bytes, int, int]:
+        """(bytes to write, SSE bytes in them, events in them) for a member with this
+        filter and framing that has every event up to ``seen``."""
+        flt = subscriber.event_filter
+        events = self._log[bisect_right(self._log_ids, seen) :]
+        frames = [e.frame for e in events if flt.everything or flt.accepts(e)]
+        body = b"".join(frames) + (PING if pinged else b"")
+        return (chunk(body) if subscriber.chunked and body else body, len(body), len(frames))
+
+    def _wrap(self) -> None:
+        """The cursor passed the last member: every member was visited since the last
+        wrap, so log events up to this pass's floor were offered to all of them."""
+        self._members = [m for m in self._members if m.subscribed]
+        self._gone = 0
+        self._cursor = 0
+        if self._pass_started is not None:
+            metrics.fanout_round(self._pass_started)
+            self._pass_started = None
+        floor, self._pass_floor = self._pass_floor, None
+        if floor is not None:
+            self._trim(floor)
+
+    def _trim(self, floor: int) -> None:
+        """Forget log events every member was offered (ids up to ``floor``)."""
+        cut = bisect_right(self._log_ids, floor)
+        if cut:
+            self._log_bytes -= sum(len(e.frame) for e in self._log[:cut])
+            del self._log[:cut]
+            del self._log_ids[:cut]
+            self._cache.clear()
+        if self._waiters:
+            ready = [d for covers, d in self._waiters if covers <= floor]
+            if ready:
+                self._waiters = [(c, d) for c, d in self._waiters if c > floor]
+                for d in ready:
+                    d.callback(None)
+
+    def _caught_up(self) -> None:
+        """Every member was offered every admitted event (a full cycle since the last
+        admission): the log and the waiters covered by it are done with. Members before
+        the cursor are not visited again until the next wrap, so this pass's floor is
+        what they all have."""
+        if self._pass_started is not None:
+            metrics.fanout_round(self._pass_started)
+            self._pass_started = None
+        self._trim(self.last_published)
+        self._pass_floor = self.last_published
 
     # --- holes --------------------------------------------------------------------------
     def _fill(self, up_to: int) -> None:
