@@ -8,10 +8,11 @@ database, no framework, no JSON per event; one ``epoll`` loop that
   zkserver, ``GET /healthz`` and ``GET /api/stats`` (``{"clients": n}``);
 - answers each ``POST /iclock/cdata`` (one ATTLOG line) ``OK: 1`` at once and builds an
   event frame of the same shape and size as zkserver's;
-- at the end of each loop turn sends the turn's frames, as one HTTP chunk, to every
-  stream with one ``send(2)`` each (frames that arrive while it sends go out together in
-  the next turn, as zkserver's rounds do). A socket that does not take it all keeps the
-  rest and is written when epoll says it is writable.
+- fans frames out by the same sweep as zkserver's broadcaster: a cursor visits the
+  streams, up to 256 per loop turn (epoll is polled between slices), and writes each
+  stream, as one HTTP chunk with one ``send(2)``, every frame after the last one it has;
+  frames that arrive meanwhile join the writes of streams not yet visited. A socket that
+  does not take it all keeps the rest and is written when epoll says it is writable.
 
 What zkserver adds on top of this (its database commit, twisted.web, the broadcaster's
 bookkeeping) is the difference between the two columns.
@@ -82,10 +83,17 @@ def main() -> None:
     inbuf: dict[int, bytes] = {}
     streams: dict[int, socket.socket] = {}
     outbuf: dict[int, bytes] = {}  # what a full socket has not taken yet
-    frames: list[bytes] = []
+    frames: list[bytes] = []  # the log: frames some stream may still need, ids log_first..
+    log_first = 1
     next_id = 0
+    seen: dict[int, int] = {}  # stream fd -> last event id it has
+    order: list[int] = []  # the sweep's visiting order (fds)
+    cursor = 0
+    visits_left = 0
+    memo: dict[int, bytes] = {}  # last id -> bytes for a stream that has it
 
     def drop(fd: int) -> None:
+        seen.pop(fd, None)
         s = conns.pop(fd, None) or streams.pop(fd, None)
         inbuf.pop(fd, None)
         outbuf.pop(fd, None)
@@ -112,13 +120,15 @@ def main() -> None:
             poller.modify(fd, select.EPOLLIN | select.EPOLLOUT)
 
     def request(fd: int, s: socket.socket, head: bytes, body: bytes) -> None:
-        nonlocal next_id
+        nonlocal next_id, visits_left
         line = head.split(b"\r\n", 1)[0].decode("latin-1")
         method, target = line.split(" ")[:2]
         path, _, query = target.partition("?")
         if method == "GET" and path == "/devices/events":
             conns.pop(fd)
             streams[fd] = s
+            seen[fd] = next_id
+            order.append(fd)
             write(fd, s, HEAD + chunk(b"retry: 3000\n\n"))
         elif method == "GET" and path == "/healthz":
             write(fd, s, reply("200 OK", b'{"status":"ok"}', "application/json"))
@@ -135,6 +145,9 @@ def main() -> None:
                     saved += 1
                     frames.append(event_frame(next_id, serial, fields[0], fields[1]))
             write(fd, s, reply("200 OK", f"OK: {saved}".encode()))
+            if saved:
+                memo.clear()
+                visits_left = len(order)  # a new pass: everyone once more
         else:
             write(fd, s, reply("404 Not Found", b"not found"))
 
@@ -170,7 +183,7 @@ def main() -> None:
         inbuf[fd] = buf
 
     while True:
-        for fd, mask in poller.poll():
+        for fd, mask in poller.poll(0 if visits_left else -1):
             listener = listeners.get(fd)
             if listener is not None:
                 while True:
@@ -192,11 +205,31 @@ def main() -> None:
                     write(fd, s, rest)
             if mask & (select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR):
                 readable(fd, s)
-        if frames:  # one round: this turn's frames, one chunk, one send per stream
-            data = chunk(b"".join(frames))
+        budget = 256  # one slice of the sweep
+        while visits_left and budget:
+            if cursor >= len(order):  # wrap: forget streams that left
+                order[:] = [fd for fd in order if fd in seen]
+                cursor = 0
+                if not order:
+                    visits_left = 0
+                    break
+                continue
+            fd = order[cursor]
+            cursor += 1
+            visits_left -= 1
+            budget -= 1
+            last = seen.get(fd)
+            if last is None or last >= next_id:
+                continue
+            data = memo.get(last)
+            if data is None:
+                data = memo[last] = chunk(b"".join(frames[last + 1 - log_first :]))
+            seen[fd] = next_id
+            write(fd, streams[fd], data)
+        if not visits_left and frames:  # everyone has everything
+            log_first += len(frames)
             frames.clear()
-            for fd, s in list(streams.items()):
-                write(fd, s, data)
+            memo.clear()
 
 
 if __name__ == "__main__":
