@@ -73,7 +73,7 @@ SSE_CLIENTS_DROPPED = Counter(
 )
 FANOUT_ROUND_SECONDS = Histogram(
     "zkserver_fanout_round_seconds",
-    "Time to write one round of events to every stream client.",
+    "Time for one pass of the fan-out sweep over every stream client.",
     buckets=_FAST,
     registry=REGISTRY,
 )
