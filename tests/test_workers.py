@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+
 import pytest
 import pytest_twisted
 import treq
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactor
 from twisted.python import usage
 
 from tests.databases import postgres_schema
 from tests.harness import SSEClient, sleep, start_server
 from zkserver.tap import Options
-from zkserver.workers import WorkerPool, worker_argv
+from zkserver.workers import AdoptedListener, WorkerPool, worker_argv
 
 
 def test_more_than_one_worker_is_refused_with_sqlite(tmp_path) -> None:
@@ -49,8 +55,55 @@ def test_worker_argv_drops_the_listeners_and_the_count() -> None:
     assert worker_argv(argv) == ["--db", "postgresql://x/y", "--token", "t"]
 
 
+def _listening_fd() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    return sock.detach()
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def test_a_worker_accepts_nothing_until_its_database_is_ready() -> None:
+    """A starting worker would answer every request 503 (its database gate): it leaves
+    the connections to the processes already serving until its store is ready."""
+    reactor = MemoryReactor()
+    ready: Deferred[None] = Deferred()
+    fd = _listening_fd()
+    listener = AdoptedListener("web fd", fd, object(), reactor, ready=lambda: ready)
+    listener.startService()
+    assert reactor.adoptedPorts == [] and listener.port is None
+    assert listener.listening is not None and not listener.listening.called
+    ready.callback(None)
+    assert [(f, factory) for f, _, factory in reactor.adoptedPorts] == [(fd, listener.factory)]
+    assert listener.listening.result is listener.port
+    assert not _is_open(fd)  # adoptStreamPort took a duplicate; the inherited one is closed
+    listener.stopService()
+
+
+def test_a_worker_stopped_before_ready_never_accepts() -> None:
+    reactor = MemoryReactor()
+    ready: Deferred[None] = Deferred()
+    fd = _listening_fd()
+    listener = AdoptedListener("web fd", fd, object(), reactor, ready=lambda: ready)
+    listener.startService()
+    listener.stopService()
+    ready.callback(None)  # cancelled: ignored
+    assert reactor.adoptedPorts == [] and not _is_open(fd)
+
+
 @pytest_twisted.ensureDeferred
 async def test_two_workers_clients_on_both_get_every_event_once_in_order(tmp_path) -> None:
+    """Which process serves a connection is forced, not left to chance: the worker is
+    paused (SIGSTOP) while this process must accept, and this process stops reading its
+    listeners while the worker must. The worker's clients connect while it is still
+    starting: they wait for it and get their stream, never its start-up 503."""
     with postgres_schema() as url:
         running = await start_server(
             url, str(tmp_path / "d"), "--auto-approve", "--token", "t", "--workers", "2"
@@ -58,51 +111,58 @@ async def test_two_workers_clients_on_both_get_every_event_once_in_order(tmp_pat
         broadcaster = running.service.broadcaster
         web_port = running.service.web_listeners[0].port
         push_port = running.service.push_listeners[0].port
+        (pool,) = [s for s in running.service if isinstance(s, WorkerPool)]
+        assert list(pool.transports) == [1] and pool.transports[1].pid
+        worker = pool.transports[1]
         stream = f"{running.web_url}/devices/events?token=t&type=attendance"
-        clients: list[SSEClient] = []
+        here: list[SSEClient] = []
+        there: list[SSEClient] = []
+        paused = False
+
+        def pause(on: bool) -> None:
+            nonlocal paused
+            worker.signalProcess(signal.SIGSTOP if on else signal.SIGCONT)
+            paused = on
+
+        async def punch(i: int) -> None:
+            response = await treq.post(
+                f"{running.push_url}/iclock/cdata?SN=WORKERS1&table=ATTLOG",
+                data=f"{i}\t2025-10-09 08:00:{i:02d}\t0\t1\t0\t0\t0".encode(),
+                pool=running.pool,
+            )
+            assert await response.content() == b"OK: 1"
+
         try:
-            # A client of this process: connect until this process has accepted one
-            # (a stream is subscribed before its headers are sent).
-            while not broadcaster.subscribers:
-                assert len(clients) < 20
-                clients.append(await SSEClient(stream).connect())
-            # The other worker alone accepts while this process stops reading: wait until
-            # it is ready, then connect its clients.
-            here = len(broadcaster.subscribers)
-            web_port.stopReading()
-
-            async def other_ready() -> bool:
-                response = await treq.get(f"{running.web_url}/healthz", pool=running.pool)
-                await response.content()
-                return response.code == 200
-
-            for _ in range(300):
-                if await other_ready():
-                    break
-                await sleep(0.05)
+            pause(True)  # only this process accepts
             for _ in range(2):
-                clients.append(await SSEClient(stream).connect())
-            assert len(broadcaster.subscribers) == here
-            (pool,) = [s for s in running.service if isinstance(s, WorkerPool)]
-            assert list(pool.transports) == [1] and pool.transports[1].pid
+                here.append(await SSEClient(stream).connect())
+            assert len(broadcaster.subscribers) == 2
+            pause(False)
+            web_port.stopReading()  # only the worker accepts (once it is ready)
+            for _ in range(2):
+                there.append(await SSEClient(stream).connect())
             web_port.startReading()
-            # Punches through both processes: this one, then the other one only.
-            for i in range(6):
-                if i == 3:
-                    push_port.stopReading()
-                response = await treq.post(
-                    f"{running.push_url}/iclock/cdata?SN=WORKERS1&table=ATTLOG",
-                    data=f"{i}\t2025-10-09 08:00:{i:02d}\t0\t1\t0\t0\t0".encode(),
-                    pool=running.pool,
-                )
-                assert await response.content() == b"OK: 1"
+            assert len(broadcaster.subscribers) == 2
+            clients = here + there
+            assert [c.status for c in clients] == [200] * 4
+            # Punches through both processes: this one (worker paused), then the worker.
+            pause(True)
+            for i in range(3):
+                await punch(i)
+            pause(False)
+            push_port.stopReading()
+            for i in range(3, 6):
+                await punch(i)
             push_port.startReading()
             for client in clients:
                 await client.wait_for(6, timeout=20)
+            await sleep(0.3)  # a duplicate would arrive now
             for client in clients:
                 assert [e["user_id"] for e in client.events] == [str(i) for i in range(6)]
                 assert client.ids == sorted(client.ids) == clients[0].ids
         finally:
-            for client in clients:
+            if paused:
+                pause(False)
+            for client in here + there:
                 await client.close()
             await running.stop()

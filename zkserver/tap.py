@@ -620,7 +620,7 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
     if inherited:  # a --workers process: serve the sockets the first one bound
         for kind, fd in inherited:
             site = push_site if kind == "push" else web_site
-            adopted = AdoptedListener(f"{kind} fd {fd}", fd, site, reactor)
+            adopted = AdoptedListener(f"{kind} fd {fd}", fd, site, reactor, ready=server.when_ready)
             adopted.setServiceParent(server)
             (server.push_listeners if kind == "push" else server.web_listeners).append(adopted)
     elif config["workers"] > 1:

@@ -3,10 +3,12 @@
 The process started by ``twistd zkserver --workers N`` binds every ``--push`` and ``--web``
 endpoint itself, then starts N-1 more ``twistd -n zkserver`` processes with the same
 options, each inheriting the bound listening sockets (``--worker push=FD,web=FD``) and
-adopting them (``IReactorSocket.adoptStreamPort``). The kernel hands each new connection
-to whichever process accepts it first, so terminals and dashboards spread over all of
-them. Nothing else is shared in memory; the database does the rest, exactly as for
-several independent servers on one PostgreSQL (see zkserver/store/postgres.py):
+adopting them (``IReactorSocket.adoptStreamPort``) once its own database is ready: a
+worker that is starting accepts nothing (it would answer 503), the others take the
+connections meanwhile. The kernel hands each new connection to whichever process accepts
+it first, so terminals and dashboards spread over all of them. Nothing else is shared in
+memory; the database does the rest, exactly as for several independent servers on one
+PostgreSQL (see zkserver/store/postgres.py):
 
 - events committed by any process reach the SSE clients of every process (LISTEN/NOTIFY),
   and ids reach clients in commit order everywhere (the events advisory lock);
@@ -26,12 +28,12 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 
@@ -73,33 +75,74 @@ def worker_argv(argv: Sequence[str]) -> list[str]:
 
 
 class AdoptedListener(Service):
-    """A listening socket inherited from the first process, served by this one."""
+    """A listening socket inherited from the first process, served by this one once
+    ``ready()`` has fired (the store is started and migrated).
 
-    def __init__(self, description: str, fd: int, factory: Any, reactor: Any) -> None:
+    Until then this process accepts nothing: new connections wait in the shared accept
+    queue and the processes already serving take them. A worker that accepted at once
+    would answer every request it took during its start-up 503 (its database gate), so
+    a burst of dashboards connecting while a worker starts (or restarts) would get 503s
+    although other processes could serve them.
+    """
+
+    def __init__(
+        self,
+        description: str,
+        fd: int,
+        factory: Any,
+        reactor: Any,
+        ready: Callable[[], Deferred[None]] | None = None,
+    ) -> None:
         self.description = description
         self.fd = fd
         self.factory = factory
         self.reactor = reactor
+        self.ready = ready
         self.port: Any = None
         self.listening: Deferred[Any] | None = None
+        self._waiting: Deferred[None] | None = None
 
     def startService(self) -> None:
         super().startService()
+        self.listening = Deferred()
+        if self.ready is None:
+            self._adopt(None)
+            return
+        self._waiting = self.ready()
+        self._waiting.addCallback(self._adopt)
+        self._waiting.addErrback(self._not_adopted)
+
+    def _adopt(self, _: object) -> None:
+        self._waiting = None
+        if not self.running or self.fd < 0:
+            return
         sock = socket.socket(fileno=self.fd)
         family = sock.family
         sock.detach()
         # adoptStreamPort duplicates the descriptor; the inherited one is closed after.
         self.port = self.reactor.adoptStreamPort(self.fd, family, self.factory)
         os.close(self.fd)
-        self.listening = succeed(self.port)
+        self.fd = -1
         log.info(
             "Serving inherited {description} listener ({address})",
             description=self.description,
             address=str(self.port.getHost()),
         )
+        assert self.listening is not None
+        self.listening.callback(self.port)
+
+    def _not_adopted(self, failure: Any) -> None:
+        if not failure.check(CancelledError):
+            log.failure("Cannot serve the inherited {d} listener", failure, d=self.description)
 
     def stopService(self) -> Deferred[None] | None:
         super().stopService()
+        if self._waiting is not None:
+            waiting, self._waiting = self._waiting, None
+            waiting.cancel()
+        if self.fd >= 0:  # never adopted: nothing accepted on it here
+            fd, self.fd = self.fd, -1
+            os.close(fd)
         if self.port is not None:
             port, self.port = self.port, None
             return port.stopListening()
