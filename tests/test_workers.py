@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 
@@ -166,3 +167,34 @@ async def test_two_workers_clients_on_both_get_every_event_once_in_order(tmp_pat
             for client in here + there:
                 await client.close()
             await running.stop()
+
+
+def _soft_nofile(pid: int) -> int:
+    for line in open(f"/proc/{pid}/limits"):
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError("no open-files limit")
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_worker_runs_with_the_raised_open_files_limit(tmp_path) -> None:
+    """Each worker holds thousands of streams: a soft limit of 1,024 (a shell's usual
+    one) would make it refuse them. Started with a low soft limit, the server raises it
+    to the hard one before it starts its workers, which inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(hard, 1024)
+    if low == hard:
+        pytest.skip("the hard open-files limit is 1,024 or less here: nothing to raise")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+    try:
+        with postgres_schema() as url:
+            running = await start_server(url, str(tmp_path / "d"), "--workers", "2")
+            try:
+                (pool,) = [s for s in running.service if isinstance(s, WorkerPool)]
+                worker = pool.transports[1].pid
+                assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] > low
+                assert _soft_nofile(worker) == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            finally:
+                await running.stop()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

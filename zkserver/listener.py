@@ -1,8 +1,11 @@
-"""A listening endpoint as a service, exposing the port it bound (tests listen on port 0)."""
+"""A listening endpoint as a service, exposing the port it bound (tests listen on port 0);
+the open-files limit that thousands of connections need."""
 
 from __future__ import annotations
 
+import resource
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from twisted.application.service import Service
@@ -11,9 +14,52 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.logger import Logger
 
-__all__ = ["Listener"]
+__all__ = ["Listener", "open_files_target", "raise_open_files_limit"]
 
 log = Logger()
+
+#: The kernel's own ceiling for one process's descriptors when it cannot be read.
+NR_OPEN_DEFAULT = 1 << 20
+
+
+def open_files_target(soft: int, hard: int, nr_open: int) -> int:
+    """The soft RLIMIT_NOFILE to run with: the hard limit (an unlimited hard limit is
+    capped at the kernel's ``fs.nr_open``, above which setrlimit fails); never lower."""
+    ceiling = nr_open if hard == resource.RLIM_INFINITY else min(hard, nr_open)
+    return max(soft, ceiling) if soft != resource.RLIM_INFINITY else soft
+
+
+def raise_open_files_limit(
+    getrlimit: Callable[[int], tuple[int, int]] = resource.getrlimit,
+    setrlimit: Callable[[int, tuple[int, int]], None] = resource.setrlimit,
+    nr_open_path: str = "/proc/sys/fs/nr_open",
+) -> int:
+    """Raise this process's soft open-files limit to its hard limit and return the limit
+    in force. Each dashboard stream holds a descriptor, and shells and service managers
+    often start processes with a soft limit of 1,024 under a much higher hard one (as
+    the Go runtime and nginx's ``worker_rlimit_nofile`` do, the server raises it itself;
+    ``LimitNOFILE=`` or ``ulimit -Hn`` sets the hard one). ``--workers`` processes start
+    with the raised limit and raise their own too."""
+    soft, hard = getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        nr_open = int(Path(nr_open_path).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        nr_open = NR_OPEN_DEFAULT
+    target = open_files_target(soft, hard, nr_open)
+    if target == soft:
+        return soft
+    try:
+        setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError) as e:
+        log.warn(
+            "Cannot raise the open-files limit from {soft} to {target}: {error}",
+            soft=soft,
+            target=target,
+            error=str(e),
+        )
+        return soft
+    log.info("Open-files limit raised from {soft} to {target}", soft=soft, target=target)
+    return target
 
 
 class Listener(Service):

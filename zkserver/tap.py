@@ -29,7 +29,7 @@ from zkserver.hooks_setup import OPT_FLAGS as HOOK_FLAGS
 from zkserver.hooks_setup import OPT_PARAMETERS as HOOK_PARAMETERS
 from zkserver.http import Gate, make_site, push_refusal, web_refusal
 from zkserver.ingest import Ingest
-from zkserver.listener import Listener
+from zkserver.listener import Listener, raise_open_files_limit
 from zkserver.localtime import TimePolicy, UnknownZone, parse_day_start, resolve_zone
 from zkserver.periodic import PeriodicJob
 from zkserver.persons.service import Persons
@@ -446,6 +446,8 @@ class ZKServer(MultiService):
         self._stopping = False
 
     def startService(self) -> None:
+        # Before the workers (if any) are started: they inherit the raised limit.
+        raise_open_files_limit()
         super().startService()
         self._connect()
 
