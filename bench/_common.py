@@ -83,11 +83,65 @@ def proc_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def proc_cpu_s(pid: int) -> float:
-    """utime + stime of a process, in seconds."""
+def proc_cpu_s(pid: int, reaped_children: bool = False) -> float:
+    """utime + stime of a process, in seconds; with ``reaped_children``, plus those of
+    its children that have exited and been waited for (cutime + cstime)."""
     text = Path(f"/proc/{pid}/stat").read_text()
     fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / CLK_TCK
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants that are alive now (children of any of its threads)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+            except OSError:
+                continue
+    return found
+
+
+def established_by_process(pids: Sequence[int], port: int) -> dict[int, int]:
+    """For each of ``pids``, how many established TCP connections to local ``port`` it
+    holds (its socket descriptors matched with /proc/net/tcp{,6} by inode)."""
+    inodes: set[str] = set()
+    for table_path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table_path).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # local_address is HEXIP:HEXPORT, st 01 is ESTABLISHED, inode is field 9
+            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    counts = {}
+    for pid in pids:
+        n = 0
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                n += 1
+        counts[pid] = n
+    return counts
 
 
 def postgres_cpu() -> dict[int, float]:
@@ -227,7 +281,8 @@ class ServerProcess:
         )
 
     def wait_healthy(self, timeout: float = 60.0) -> None:
-        """Block until GET /healthz answers 200 (plain sockets, before the reactor runs)."""
+        """Block until GET /healthz answers 200 (plain sockets, before the reactor runs)
+        and, with ``--workers``, every worker serves too (``wait_workers``)."""
         import http.client
 
         deadline = time.monotonic() + timeout
@@ -242,6 +297,7 @@ class ServerProcess:
                 conn.request("GET", "/healthz")
                 if conn.getresponse().status == 200:
                     conn.close()
+                    self.wait_workers(max(1.0, deadline - time.monotonic()))
                     return
                 conn.close()
             except OSError:
@@ -249,15 +305,64 @@ class ServerProcess:
             time.sleep(0.1)
         raise RuntimeError("server not healthy in time\n" + self.tail())
 
+    @property
+    def workers(self) -> int:
+        """The ``--workers`` count given in the server's arguments (1 without it)."""
+        for k, arg in enumerate(self.args):
+            if arg == "--workers" and k + 1 < len(self.args):
+                return int(self.args[k + 1])
+            if arg.startswith("--workers="):
+                return int(arg.split("=", 1)[1])
+        return 1
+
+    def wait_workers(self, timeout: float = 60.0) -> None:
+        """With ``--workers N``, block until the N-1 other processes serve the web
+        listener too (each logs "Serving inherited web" through the first process once its
+        database is ready); until then the first process accepts every client alone."""
+        if self.workers <= 1:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                serving = (
+                    Path(self.log_path).read_text(errors="replace").count("Serving inherited web")
+                )
+            except OSError:
+                serving = 0
+            if serving >= self.workers - 1:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("workers not serving in time\n" + self.tail())
+
     def tail(self, n: int = 30) -> str:
         try:
             return "\n".join(Path(self.log_path).read_text().splitlines()[-n:])
         except OSError:
             return ""
 
+    def pids(self) -> list[int]:
+        """The server's processes: the first one and, with ``--workers``, the others."""
+        return process_tree(self.pid)
+
     def stats(self) -> tuple[float, float]:
-        """(RSS MB, CPU seconds) of the server process now."""
-        return proc_rss_mb(self.pid), proc_cpu_s(self.pid)
+        """(RSS MB, CPU seconds) of the server now, summed over all its processes (with
+        ``--workers``, the first one and its workers; the CPU of workers that exited and
+        were restarted is counted too)."""
+        rss = cpu = 0.0
+        for pid in self.pids():
+            try:
+                rss += proc_rss_mb(pid)
+                cpu += proc_cpu_s(pid, reaped_children=pid == self.pid)
+            except OSError:  # a worker that just exited
+                continue
+        return rss, cpu
+
+    def clients_by_process(self) -> list[int]:
+        """Established connections on the web port held by each server process (the
+        first process first): how ``--workers`` split the clients."""
+        pids = self.pids()
+        counts = established_by_process(pids, self.web_port)
+        return [counts.get(pid, 0) for pid in pids]
 
     def stop(self, timeout: float = 20.0) -> None:
         if self.proc is None or self.proc.poll() is not None:

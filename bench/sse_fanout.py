@@ -60,7 +60,6 @@ from _common import (  # noqa: E402
     postgres_cpu,
     postgres_cpu_since,
     proc_cpu_s,
-    proc_rss_mb,
     table,
 )
 
@@ -476,19 +475,16 @@ def collect(readers: list[Reader], sent: dict[str, float], timeout: float) -> di
     }
 
 
-def server_pids(server: ServerProcess) -> list[int]:
-    """The server and its worker processes (children), for CPU and RSS."""
-    pids = [server.pid]
-    try:
-        for child in Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split():
-            pids.append(int(child))
-    except OSError:
-        pass
-    return pids
+def server_clients(server: ServerProcess) -> int:
+    """Streams the server holds. With ``--workers`` /api/stats answers for whichever
+    process accepted that request alone: count the web port's connections per process."""
+    if server.workers > 1:
+        return sum(server.clients_by_process())
+    return int(api_stats(server)["clients"])
 
 
 def server_cpu(server: ServerProcess) -> float:
-    return sum(proc_cpu_s(p) for p in server_pids(server))
+    return server.stats()[1]  # summed over the processes (--workers)
 
 
 def readers_cpu(readers: list[Reader]) -> float:
@@ -496,7 +492,7 @@ def readers_cpu(readers: list[Reader]) -> float:
 
 
 def server_rss(server: ServerProcess) -> float:
-    return sum(proc_rss_mb(p) for p in server_pids(server))
+    return server.stats()[0]
 
 
 def run_clients(server: ServerProcess, n: int, args: argparse.Namespace, pin_base: int) -> dict:
@@ -516,6 +512,7 @@ def run_clients(server: ServerProcess, n: int, args: argparse.Namespace, pin_bas
         out["connected"] = sum(u["connected"] for u in ups)
         out["connect_s"] = max(u["t_last"] for u in ups) - min(u["t0"] for u in ups)
         out["connect_load"] = loadavg()
+        out["split"] = server.clients_by_process()
         time.sleep(2)
         out["rss_per_client_kb"] = (server_rss(server) - rss0) * 1024 / n
         out["rss_mb"] = server_rss(server)
@@ -535,7 +532,7 @@ def run_clients(server: ServerProcess, n: int, args: argparse.Namespace, pin_bas
             pin += len(pins)
             cpu0, pg0, t0 = server_cpu(server), postgres_cpu(), now()
             rcpu0 = readers_cpu(readers)
-            dropped0 = api_stats(server)["clients"]
+            dropped0 = server_clients(server)
             with PySpy(args.py_spy, server.pid, f"fanout-{n}-{rate:g}"):
                 sent = poster.run(pins, rate)
             res = collect(readers, sent, 30)
@@ -547,7 +544,7 @@ def run_clients(server: ServerProcess, n: int, args: argparse.Namespace, pin_bas
                 (readers_cpu(readers) - rcpu0) * 1e6 / max(1, res["pairs"])
             )
             res["seconds"] = now() - t0
-            res["dropped"] = dropped0 - api_stats(server)["clients"]
+            res["dropped"] = dropped0 - server_clients(server)
             res["load"] = loadavg()
             res["post_errors"] = poster.errors
             out[f"rate{rate:g}"] = res
@@ -561,7 +558,7 @@ def run_clients(server: ServerProcess, n: int, args: argparse.Namespace, pin_bas
         for r in readers:
             r.close()
     deadline = now() + 30
-    while now() < deadline and api_stats(server)["clients"] > 0:
+    while now() < deadline and server_clients(server) > 0:
         time.sleep(0.2)
     return out
 
@@ -625,6 +622,7 @@ ROWS = [
     ("connected", lambda r: r["connected"]),
     ("connect s (all streams open)", lambda r: r["connect_s"]),
     ("  load average", lambda r: r["connect_load"]),
+    ("clients per server process", lambda r: " / ".join(str(n) for n in r["split"])),
     ("server RSS KB per client", lambda r: r["rss_per_client_kb"]),
     ("server RSS MB", lambda r: r["rss_mb"]),
     ("one event to all: first client ms (worst)", lambda r: r["single"]["first_ms"]),
