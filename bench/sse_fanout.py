@@ -191,6 +191,11 @@ def reader_main(args: argparse.Namespace) -> None:
             if end < 0:
                 c.head = head
                 return
+            if not head.startswith((b"HTTP/1.1 200 ", b"HTTP/1.0 200 ")):
+                status = head.split(b"\r\n", 1)[0].decode("latin-1")
+                print(f"reader: stream refused: {status}", file=sys.stderr)
+                closed(c)  # a refused stream (503 while starting, 401...) never opens
+                return
             c.head, data = None, head[end + 4 :]
         items = c.parser.feed(c.chunks.feed(data))
         if c.parser.retry is not None:
