@@ -316,6 +316,26 @@ def test_a_stream_that_joins_mid_pass_gets_only_what_is_admitted_after(
     assert [writes_of(t) for _, t in first] == [[[1], [2]], [[1, 2]], [[1, 2]]]
 
 
+def test_a_stream_that_joins_mid_pass_does_not_take_the_visit_of_one_before_the_cursor(
+    monkeypatch: Any,
+) -> None:
+    """A pass that starts mid-list must still reach the streams before the cursor after
+    the wrap when a stream joins (at the end of the list) while it runs."""
+    monkeypatch.setattr(broadcaster_module, "SLICE", 1)
+    clock = Clock()
+    broadcaster = Broadcaster(source=NoStore(), clock=clock)
+    streams = [open_stream(broadcaster) for _ in range(3)]
+    broadcaster.publish([event(1)])
+    step(broadcaster)  # stream 0 gets 1; the cursor is on stream 1
+    broadcaster.publish([event(2)])
+    step(broadcaster)  # 2 is admitted mid-list: stream 1 gets [1, 2]
+    late, late_t = open_stream(broadcaster)  # joins while the pass runs
+    clock.advance(0)
+    assert [frame_ids(body_of(t)[0]) for _, t in streams] == [[1, 2]] * 3
+    assert late_t.writes == 0 and late.last_id == 2
+    assert broadcaster._log == []
+
+
 def test_a_pass_that_starts_mid_list_reaches_the_streams_before_the_cursor(
     monkeypatch: Any,
 ) -> None:

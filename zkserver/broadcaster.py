@@ -380,6 +380,12 @@ class Broadcaster:
         else:
             subscriber.last_id = max(subscriber.last_id, self.last_published)
         self._members.append(subscriber)
+        if self._visits_left:
+            # A pass is running: the cursor reaches the end of the list (so this stream)
+            # before it wraps to the streams before where the pass started. Without one
+            # more visit the pass would end one stream short of them, and the log would be
+            # trimmed before that stream got the pass's events.
+            self._visits_left += 1
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         if subscriber not in self.subscribers:
