@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import pytest_twisted
 import treq
 from hypothesis import given, settings
@@ -382,6 +383,38 @@ def test_a_mass_disconnect_frees_the_members_without_waiting_for_a_wrap() -> Non
     broadcaster.publish([event(1)])
     clock.advance(0)
     assert [t.writes for _, t in streams] == [0] * 150 + [1] * 50
+
+
+class FailingTarget:
+    """A stream whose write raises (the broadcaster drops it)."""
+
+    def write(self, data: bytes) -> None:
+        raise OSError("broken")
+
+
+@pytest.mark.parametrize("how", ["overflow", "raise"])
+def test_streams_dropped_during_a_visit_do_not_make_the_sweep_skip_the_others(how: str) -> None:
+    """Dropping a stream inside a visit (a paused one past its cap, whose on_overflow
+    unsubscribes it as EventStream does; or one whose write raises) can compact the member
+    list under the visit's feet: the streams after them must still get the event."""
+    clock = Clock()
+    broadcaster = Broadcaster(source=NoStore(), clock=clock)
+    dropped: list[Subscriber] = []
+    for _ in range(101):  # more than half of the streams, and more than 64: a compaction
+        if how == "overflow":
+            slow, _ = open_stream(broadcaster, max_buffer=100)
+            slow.pauseProducing()
+        else:
+            slow = Subscriber(target=FailingTarget(), on_overflow=lambda s: None)
+            broadcaster.subscribe(slow)
+        slow.on_overflow = broadcaster.unsubscribe
+        dropped.append(slow)
+    healthy = [open_stream(broadcaster) for _ in range(99)]
+    broadcaster.publish([event(1, serial="X" * 200)])
+    clock.advance(0)
+    assert all(s.closed and not s.subscribed for s in dropped)
+    assert [frame_ids(body_of(t)[0]) for _, t in healthy] == [[1]] * 99
+    assert broadcaster._members == [s for s, _ in healthy]
 
 
 def test_the_heartbeat_reaches_every_stream_once_with_events_in_the_same_write(

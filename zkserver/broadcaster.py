@@ -511,7 +511,6 @@ class Broadcaster:
     def _visit(self, budget: int) -> int:
         """Visit up to ``budget`` members from the cursor: offer each, in one write, every
         log event after the last one it has."""
-        members = self._members
         newest = self.last_published
         ping = self._ping
         cache = self._cache
@@ -523,10 +522,13 @@ class Broadcaster:
         if self._visits_left and self._pass_started is None:
             self._pass_started = metrics.now()
         while self._visits_left and budget:
+            # Read again at every visit: dropping a stream (its write raised, or a paused
+            # one passed its cap and on_overflow unsubscribed it) may compact the list,
+            # which moves the cursor to the same next member in the new list.
+            members = self._members
             if self._cursor >= len(members):
                 self._wrap()
-                members = self._members
-                if not members:
+                if not self._members:
                     self._visits_left = 0
                     break
                 continue
