@@ -224,6 +224,39 @@ def test_a_hole_is_filled_from_the_store_before_later_events() -> None:
     assert frame_ids(body_of(transport)[0]) == [1, 2, 3, 4, 6]
 
 
+def test_a_catch_up_already_being_read_fires_once_every_stream_has_the_events() -> None:
+    """A second notification for ids whose read from the store is still under way (or
+    that are still being swept) fires like publish(): once every stream was offered them,
+    not at once."""
+    clock = Clock()
+    store = ListStore([event(1), event(2)])
+    held: list[Any] = []
+    read = store.events_after
+
+    def late_read(last_id: int, limit: int = 1000) -> Any:
+        from twisted.internet.defer import Deferred
+
+        d: Deferred[Any] = Deferred()
+        held.append((d, read(last_id, limit)))
+        return d
+
+    store.events_after = late_read  # type: ignore[method-assign]
+    broadcaster = Broadcaster(source=store, clock=clock)
+    _, transport = open_stream(broadcaster)
+    first = broadcaster.catch_up(2)
+    clock.advance(0)  # the read is under way
+    again = broadcaster.catch_up(2)
+    assert held and not first.called and not again.called
+    d, answer = held.pop()
+    answer.addCallback(d.callback)
+    clock.advance(0)
+    assert frame_ids(body_of(transport)[0]) == [1, 2]
+    assert first.called and again.called
+    done = broadcaster.catch_up(1)  # long published: fires after the next step
+    clock.advance(0)
+    assert done.called and broadcaster._waiters == []
+
+
 def test_a_large_backlog_is_split_into_bounded_rounds() -> None:
     clock = Clock()
     broadcaster = Broadcaster(source=NoStore(), clock=clock)

@@ -417,10 +417,10 @@ class Broadcaster:
         return self._schedule(max(e.id for e in events))
 
     def catch_up(self, committed_up_to: int) -> Deferred[None]:
-        """Another process committed events up to this id: read and publish them."""
-        if committed_up_to <= max(self.last_published, self._wanted):
-            return succeed(None)
-        self._wanted = committed_up_to
+        """Another process committed events up to this id: read and publish them. The
+        Deferred fires once every stream was offered them (like :meth:`publish`'s), also
+        when they are already being read or swept."""
+        self._wanted = max(self._wanted, committed_up_to)
         return self._schedule(committed_up_to)
 
     def heartbeat(self) -> None:
