@@ -114,6 +114,9 @@ ROUND_BYTES = 256 * 1024
 PING = encode_comment("ping")
 #: Most streams one step of the sweep visits before the reactor serves its sockets again.
 SLICE = 256
+#: Streams that left before the member list is compacted without waiting for a wrap
+#: (when they are also most of it: a mass disconnect).
+COMPACT_AFTER = 64
 #: How long to wait before reading a hole's events again after the store failed.
 FILL_RETRY = 1.0
 
@@ -393,7 +396,7 @@ class Broadcaster:
         self.subscribers.discard(subscriber)
         subscriber.subscribed = False  # skipped by the sweep, dropped at its next wrap
         self._gone += 1
-        if self._gone > 64 and 2 * self._gone > len(self._members):
+        if self._gone > COMPACT_AFTER and 2 * self._gone > len(self._members):
             self._compact()  # most are gone (a mass disconnect): do not wait for a wrap
 
     def _compact(self) -> None:
