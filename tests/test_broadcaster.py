@@ -607,3 +607,60 @@ async def test_a_writable_socket_gets_its_round_without_an_epoll_registration(
         await wait_until(lambda: next_id in client.ids)
     finally:
         await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_http10_stream_gets_unframed_bytes_next_to_chunked_ones(
+    server: RunningServer,
+) -> None:
+    """An HTTP/1.0 client (no chunked encoding) and HTTP/1.1 ones with and without a
+    filter, in one pass over real sockets: each gets its events once, in order, in its
+    own framing."""
+    import socket
+
+    chunked = await SSEClient(f"{server.web_url}/devices/events?token={server.token}").connect()
+    filtered = await SSEClient(
+        f"{server.web_url}/devices/events?token={server.token}&device=H10B"
+    ).connect()
+    plain = socket.socket()
+    plain.setblocking(False)
+    received = b""
+    try:
+        port = server.service.web_listeners[0].port.getHost().port
+        try:
+            plain.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        await wait_until(lambda: plain.getpeername() is not None)
+        plain.send(f"GET /devices/events?token={server.token} HTTP/1.0\r\n\r\n".encode())
+        await wait_until(lambda: len(server.service.broadcaster.subscribers) == 3)
+        for user, serial in enumerate(("H10A", "H10B", "H10A")):
+            url = f"{server.push_url}/iclock/cdata?SN={serial}&table=ATTLOG"
+            row = f"{user}\t2025-10-09 08:00:00\t0\t1\t0\t0\t0".encode()
+            response = await treq.post(url, data=row, pool=server.pool)
+            assert await response.content() == b"OK: 1"
+        await chunked.wait_for(3)  # and the first punch of each terminal: device_status
+        await filtered.wait_for(1)
+
+        def read_all() -> bool:
+            nonlocal received
+            try:
+                received += plain.recv(65536)
+            except BlockingIOError:
+                pass
+            return b"\r\n\r\n" in received and frame_ids(received) == chunked.ids
+
+        await wait_until(read_all)
+        head, body = received.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.0 200") and b"chunked" not in head.lower()
+        assert body.startswith(b"retry: 3000\n\n")  # no chunk size line before it
+        assert b"\r\n" not in body and body.endswith(b"\n\n")
+        assert len(chunked.ids) == 5 and chunked.ids == sorted(chunked.ids)
+        assert [e["serial_number"] for e in chunked.events] == ["H10A"] * 2 + ["H10B"] * 2 + [
+            "H10A"
+        ]
+        assert filtered.ids == chunked.ids[2:4]
+    finally:
+        plain.close()
+        await chunked.close()
+        await filtered.close()
