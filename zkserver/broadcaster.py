@@ -184,10 +184,12 @@ class Subscriber:
     closed: bool = False
     #: Whether bytes for this client carry HTTP chunk framing (set by :meth:`attach`).
     chunked: bool = False
-    _held: list[Event] = field(factory=list)
+    #: Live events kept during a replay (a list only while one is held).
+    _held: list[Event] | None = None
     _pending: list[bytes] = field(factory=list)
     _pending_bytes: int = 0
-    _drain_waiters: list[Deferred[None]] = field(factory=list)
+    #: Replays waiting for a paused client to drain (a list only while one waits).
+    _drain_waiters: list[Deferred[None]] | None = None
     _transport: Any = None
     _request: Any = None  # the twisted.web Request, once attached
     _socket: Any = None
@@ -282,7 +284,7 @@ class Subscriber:
 
     def release(self) -> None:
         """End a replay: write the live events held meanwhile, then go live."""
-        held, self._held = self._held, []
+        held, self._held = self._held or [], None
         self.holding = False
         for event in held:
             self._pending_bytes -= len(event.frame)
@@ -293,14 +295,16 @@ class Subscriber:
         if not self.paused or self.closed:
             return succeed(None)
         d: Deferred[None] = Deferred()
+        if self._drain_waiters is None:
+            self._drain_waiters = []
         self._drain_waiters.append(d)
         return d
 
     def close(self) -> None:
         self.closed = True
         self._pending.clear()
-        self._held.clear()
-        waiters, self._drain_waiters = self._drain_waiters, []
+        self._held = None
+        waiters, self._drain_waiters = self._drain_waiters or (), None
         for d in waiters:
             d.callback(None)
 
@@ -311,10 +315,10 @@ class Subscriber:
     def resumeProducing(self) -> None:
         self.paused = False
         pending, self._pending = self._pending, []
-        self._pending_bytes = sum(len(e.frame) for e in self._held)
+        self._pending_bytes = sum(len(e.frame) for e in self._held or ())
         if pending and not self.closed:
             self._write(b"".join(pending))
-        waiters, self._drain_waiters = self._drain_waiters, []
+        waiters, self._drain_waiters = self._drain_waiters or (), None
         for d in waiters:
             d.callback(None)
 
@@ -323,6 +327,8 @@ class Subscriber:
 
     def _hold(self, events: list[Event]) -> None:
         """Keep live events (references) for after the replay."""
+        if self._held is None:
+            self._held = []
         self._held.extend(events)
         self._count(sum(len(e.frame) for e in events))
 

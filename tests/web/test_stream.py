@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import inspect
 import re
 import socket
 
@@ -9,6 +11,7 @@ import pytest_twisted
 import treq
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
+from twisted.web import http
 
 from tests.harness import RunningServer, SSEClient, sleep, start_server, wait_until
 
@@ -331,3 +334,71 @@ async def test_pending_device_gets_no_data_exchange_until_approved(db_url, tmp_p
     finally:
         await client.close()
         await running.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_open_stream_keeps_only_what_it_still_needs(server: RunningServer):
+    """Thousands of idle streams: each keeps its request, lightened once the headers are
+    out, and no Klein routing state, coroutine or Deferred chain waiting on it."""
+    client = await SSEClient(
+        stream_url(server, "&type=attendance"),
+        headers={
+            "User-Agent": "wall-screen/1",
+            "Referer": "http://example.test/monitor",
+            "Accept": "text/event-stream",
+            "Accept-Language": "en",
+        },
+    ).connect()
+    try:
+        await wait_until(lambda: client.retry is not None)
+        (subscriber,) = server.service.broadcaster.subscribers
+        request = subscriber.target
+        gc.collect()
+        holders = [r for r in gc.get_referrers(request) if not inspect.isframe(r)]
+        # The subscriber, and the channel's list of its requests: no closure cell, bound
+        # method or Deferred callback (as Klein's chain and a never-firing Deferred kept).
+        assert sorted(type(r).__name__ for r in holders) == ["Subscriber", "list"], holders
+        assert holders[[type(r) for r in holders].index(list)] is request.channel.requests
+        assert len(request.notifications) == 1  # ours; none of Klein's
+        assert sorted(dict(request.requestHeaders.getAllRawHeaders())) == [
+            b"Referer",
+            b"User-Agent",
+        ]
+        assert list(request.responseHeaders.getAllRawHeaders()) == []
+        assert request.args == {} and request.received_cookies == {}
+        assert request.content is None
+        assert getattr(request, "_adapterCache", {}) == {}  # no Klein request adapter
+        # The access log line (written if the response is finished) is unchanged.
+        line = http.combinedLogFormatter("[t]", request)
+        assert '"GET /devices/events?token=' in line
+        assert '"http://example.test/monitor" "wall-screen/1"' in line
+        code, _ = await upload(server, attlog(("1", "2025-10-09 13:00:00")))
+        assert code == 200
+        await client.wait_for(1)
+    finally:
+        await client.close()
+    await wait_until(lambda: not server.service.broadcaster.subscribers)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_stream_opens_the_same_through_klein_routing(server: RunningServer):
+    """``GET /devices/events`` is opened before Klein routing; another spelling of the path
+    goes through the Klein route and gets the same stream (and the same 401)."""
+    code, _ = await upload(server, attlog(("1", "2025-10-09 13:00:00")))
+    assert code == 200
+    for path in ("/devices/events", "/devices/%65vents"):
+        url = f"{server.web_url}{path}?token={server.token}&type=attendance&last_event_id=0"
+        client = await SSEClient(url).connect()
+        try:
+            assert client.status == 200, path
+            assert client.response_headers.getRawHeaders("content-type") == [
+                "text/event-stream; charset=utf-8"
+            ]
+            await client.wait_for(1)
+            assert client.retry == 3000
+        finally:
+            await client.close()
+        response = await treq.get(f"{server.web_url}{path}?token=wrong", pool=server.pool)
+        assert response.code == 401, path
+        assert (await response.json())["error"] == "unauthorized"
+    await wait_until(lambda: not server.service.broadcaster.subscribers)

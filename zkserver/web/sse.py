@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from attrs import define
+from collections.abc import Callable
+
+from attrs import define, field
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 
 from zkserver import metrics
 from zkserver.broadcaster import Broadcaster, EventFilter, Subscriber
 from zkserver.events import encode_payload
-from zkserver.http import web_request
 from zkserver.store.base import Store
 from zkserver.web.auth import query_params
 
@@ -53,6 +55,38 @@ def _last_event_id(request: IRequest, params: dict[str, str]) -> int | None:
         return None
 
 
+def _travel_light(request: Request) -> None:
+    """Drop what an open stream's request keeps but never needs again.
+
+    A stream lives for hours, and with thousands of them every few hundred bytes count
+    (issue 10: <= 12 KB per idle client). Once the response headers are on the wire
+    (the first ``request.write``) and the stream's parameters are read:
+
+    - the request headers: only ``User-Agent`` and ``Referer`` are kept, the two the
+      access log line (``combinedLogFormatter``, written if the request is finished)
+      reads; the rest (a browser sends a dozen) is not read again;
+    - the response headers: already sent; nothing reads them afterwards;
+    - ``args`` (the parsed query string), ``received_cookies`` and the (empty) body
+      file ``content``: read before the stream opened, never again.
+
+    What the response still needs stays: the channel and transport, ``method``,
+    ``uri``, ``clientproto``, ``code`` and ``sentLength`` (the log line), the producer
+    registration and ``notifyFinish``.
+    """
+    kept = Headers()
+    for name in (b"user-agent", b"referer"):
+        values = request.requestHeaders.getRawHeaders(name)
+        if values:
+            kept.setRawHeaders(name, values)
+    request.requestHeaders = kept
+    request.responseHeaders = Headers()
+    request.args = {}
+    request.received_cookies = {}
+    if request.content is not None:
+        request.content.close()
+        request.content = None
+
+
 @define(eq=False)
 class EventStream:
     """Opens one stream per request: optional replay from the store, then live events."""
@@ -61,14 +95,22 @@ class EventStream:
     store: Store
     max_buffer: int = 1 << 20
     retry_ms: int = 3000
+    # Bound once, not once per stream (each stream keeps a reference to both).
+    _on_overflow: Callable[[Subscriber], None] = field(init=False)
+    _on_finish: Callable[[object, Subscriber], None] = field(init=False)
 
-    def serve(self, route_request: IRequest) -> Deferred[None]:
-        """Open the stream; returns a Deferred that fires only if the replay fails (the
-        connection is then closed). Klein cancels it when the client goes away.
+    def __attrs_post_init__(self) -> None:
+        self._on_overflow = self._drop
+        self._on_finish = self._finished
 
-        Nothing per client stays waiting in a coroutine: after this returns, a stream is
-        its request, its :class:`Subscriber` and this one Deferred (a few KB each)."""
-        request = web_request(route_request)
+    def serve(self, request: Request) -> None:
+        """Open the stream on ``request`` (its token already checked); the caller returns
+        ``NOT_DONE_YET``. A replay that fails closes the connection.
+
+        Nothing per client stays waiting in a coroutine or a Deferred chain: after this
+        returns, an idle stream is its connection, its request (lightened by
+        :func:`_travel_light`), its :class:`Subscriber` and the one ``notifyFinish``
+        Deferred that unsubscribes it."""
         params = query_params(request)
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
@@ -77,27 +119,25 @@ class EventStream:
         flt = EventFilter(serials=_split(params.get("device")), types=_split(params.get("type")))
         subscriber = Subscriber(
             target=request,
-            on_overflow=self._drop,
+            on_overflow=self._on_overflow,
             event_filter=_FILTERS.setdefault(flt, flt) if len(_FILTERS) < 4096 else flt,
             max_buffer=self.max_buffer,
             last_id=last_id or 0,
             holding=last_id is not None,
         )
-        finished = request.notifyFinish()
-        finished.addBoth(lambda _: self._closed(subscriber))
+        request.notifyFinish().addBoth(self._on_finish, subscriber)
         request.registerProducer(subscriber, True)
         # The first write sends the headers; from then on the broadcaster writes complete
         # HTTP chunks to the transport itself (see zkserver.broadcaster).
         request.write(f"retry: {self.retry_ms}\n\n".encode())
         subscriber.attach()
+        _travel_light(request)
         self.broadcaster.subscribe(subscriber)
-        never: Deferred[None] = Deferred(lambda _: self._closed(subscriber))
         if last_id is not None:
-            Deferred.fromCoroutine(self._replay_or_close(request, subscriber, last_id, never))
-        return never
+            Deferred.fromCoroutine(self._replay_or_close(request, subscriber, last_id))
 
     async def _replay_or_close(
-        self, request: Request, subscriber: Subscriber, last_id: int, never: Deferred[None]
+        self, request: Request, subscriber: Subscriber, last_id: int
     ) -> None:
         try:
             await self._replay(subscriber, last_id)
@@ -109,8 +149,6 @@ class EventStream:
             log.failure("Replay after event {last_id} failed; closing the stream", last_id=last_id)
             self._closed(subscriber)
             request.loseConnection()
-            if not never.called:
-                never.callback(None)
 
     async def _replay(self, subscriber: Subscriber, last_id: int) -> None:
         newest = await self.store.last_event_id()
@@ -132,6 +170,10 @@ class EventStream:
                 break
             cursor = page[-1].id
         subscriber.release()
+
+    def _finished(self, _: object, subscriber: Subscriber) -> None:
+        """The response ended (the client went away, or it was finished): forget it."""
+        self._closed(subscriber)
 
     def _closed(self, subscriber: Subscriber) -> None:
         self.broadcaster.unsubscribe(subscriber)
