@@ -257,6 +257,74 @@ def test_a_catch_up_already_being_read_fires_once_every_stream_has_the_events() 
     assert done.called and broadcaster._waiters == []
 
 
+class HeldStore:
+    """Committed events whose reads answer (or fail) only when the test says."""
+
+    def __init__(self, events: list[Event]) -> None:
+        self.events = events
+        self.reads: list[tuple[int, Any]] = []
+
+    def events_after(self, last_id: int, limit: int = 1000) -> Any:
+        from twisted.internet.defer import Deferred
+
+        d: Deferred[list[Event]] = Deferred()
+        self.reads.append((last_id, d))
+        return d
+
+    def answer(self) -> None:
+        last_id, d = self.reads.pop(0)
+        d.callback([e for e in self.events if e.id > last_id])
+
+    def fail(self) -> None:
+        from twisted.python.failure import Failure
+
+        _, d = self.reads.pop(0)
+        d.errback(Failure(OSError("database gone")))
+
+
+def test_a_hole_being_read_does_not_hold_back_the_pass_under_way(monkeypatch: Any) -> None:
+    """Events another process committed are read from the store (a hole); while that read
+    is under way (a slow or unreachable database), the streams the pass has not reached
+    yet still get what the others already got, and heartbeats still go out."""
+    monkeypatch.setattr(broadcaster_module, "SLICE", 1)
+    clock = Clock()
+    store = HeldStore([event(1), event(2), event(3)])
+    broadcaster = Broadcaster(source=store, clock=clock)
+    streams = [open_stream(broadcaster) for _ in range(3)]
+    broadcaster.publish([event(1)])
+    step(broadcaster)  # stream 0 gets 1
+    broadcaster.catch_up(3)  # 2 and 3 were committed by another process
+    clock.advance(0)
+    assert len(store.reads) == 1  # the hole is being read
+    assert [frame_ids(body_of(t)[0]) for _, t in streams] == [[1]] * 3
+    broadcaster.heartbeat()
+    clock.advance(0)
+    assert all(body_of(t)[0].endswith(b": ping\n\n") for _, t in streams)
+    assert len(store.reads) == 1  # one read at a time
+    store.answer()
+    clock.advance(0)
+    assert [frame_ids(body_of(t)[0]) for _, t in streams] == [[1, 2, 3]] * 3
+
+
+def test_a_failed_hole_read_is_retried_after_a_delay_while_the_sweep_goes_on() -> None:
+    clock = Clock()
+    store = HeldStore([event(1), event(2)])
+    broadcaster = Broadcaster(source=store, clock=clock)
+    _, transport = open_stream(broadcaster)
+    done = broadcaster.catch_up(2)
+    clock.advance(0)
+    store.fail()
+    for _ in range(3):  # heartbeats keep the sweep busy; the store is not asked again yet
+        broadcaster.heartbeat()
+        clock.advance(0)
+    assert store.reads == [] and body_of(transport)[0].count(b": ping") == 3
+    clock.advance(broadcaster_module.FILL_RETRY)
+    assert len(store.reads) == 1
+    store.answer()
+    clock.advance(0)
+    assert frame_ids(body_of(transport)[0]) == [1, 2] and done.called
+
+
 def test_a_large_backlog_is_split_into_bounded_rounds() -> None:
     clock = Clock()
     broadcaster = Broadcaster(source=NoStore(), clock=clock)

@@ -27,10 +27,12 @@ How a step is bounded
     ``callLater(0)``; between steps the reactor serves its sockets (terminals' POSTs,
     database replies, new streams), so a commit never waits for a whole pass. A step costs
     O(SLICE) small steps (one ``send(2)`` each for a healthy stream) plus, when events are
-    admitted, O(events) joins; it never waits on the database, except to fill a hole in
-    the ids (below), during which new events keep queueing. The log is bounded as above;
-    at each wrap of the cursor it forgets the events every stream was offered, and once a
-    full cycle has passed since the last admission it is empty.
+    admitted, O(events) joins; it never waits on the database: while a hole in the ids
+    (below) is read from the store, the pass under way and heartbeats go on, and the events
+    after the hole wait in the queue (a failed read is tried again after
+    :data:`FILL_RETRY` seconds). The log is bounded as above; at each wrap of the cursor
+    it forgets the events every stream was offered, and once a full cycle has passed since
+    the last admission it is empty.
 
 The write
     goes straight to the connection's transport, bypassing ``Request.write`` (which would
@@ -360,7 +362,8 @@ class Broadcaster:
     _sorted: bool = True
     _wanted: int = 0
     _call: IDelayedCall | None = None
-    _filling: bool = False
+    _filling: bool = False  # a hole is being read from the store
+    _fill_not_before: float = 0.0  # after a failed read: when to read again
     #: (highest id covered, Deferred): fired once every client was offered that id.
     _waiters: list[tuple[int, Deferred[None]]] = field(factory=list)
     # --- the sweep
@@ -444,9 +447,26 @@ class Broadcaster:
         d: Deferred[None] = succeed(None) if covers is None else Deferred()
         if covers is not None:
             self._waiters.append((covers, d))
-        if self._call is None and not self._filling:
-            self._call = self.clock.callLater(0, self._round)
+        # Ids published already: a step fires the Deferred once every stream has them.
+        self._next_step(covers is not None and covers <= self.last_published)
         return d
+
+    def _next_step(self, wanted: bool = False) -> None:
+        """Schedule the next step if anything is left to do (or ``wanted``): visits at
+        once (also while a hole is being read: the log's events do not wait for it);
+        queued events or a hole once no read is under way (after a failed one, once its
+        retry time has come)."""
+        if self._visits_left or wanted:
+            delay = 0.0
+        elif self._filling or not (self._queue or self._wanted > self.last_published):
+            return
+        else:
+            delay = max(0.0, self._fill_not_before - self.clock.seconds())
+        call = self._call
+        if call is None:
+            self._call = self.clock.callLater(delay, self._round)
+        elif delay == 0.0 and call.getTime() > self.clock.seconds():
+            call.reset(0)
 
     def _start_pass(self) -> None:
         """Every member must be visited once more, from the cursor on."""
@@ -460,25 +480,25 @@ class Broadcaster:
         self._call = None
         budget = SLICE
         while True:
-            if not self._admit():
-                return  # a hole is being read from the store; _fill schedules the next step
+            more = self._admit()  # False while a hole is read: the visits go on meanwhile
             if self._visits_left:
                 budget = self._visit(budget)
                 if self._visits_left:
                     break  # this step's share is done; the reactor serves its sockets
             self._caught_up()  # every member has every admitted event
-            if not self._queue or not budget:
+            if not more or not self._queue or not budget:
                 break
-        if self._visits_left or self._queue or self._wanted > self.last_published:
-            if not self._filling and self._call is None:
-                self._call = self.clock.callLater(0, self._round)
+        self._next_step()
 
     def _admit(self) -> bool:
-        """Move queued events (id order, no holes) into the log while it has room.
-        Returns False when a hole is being read from the store first."""
+        """Move queued events (id order, no holes) into the log while it has room; a hole
+        before them is read from the store first. Returns False when nothing more can be
+        admitted before a read from the store (under way, or to retry later)."""
+        if self._filling:
+            return False
         room = ROUND_EVENTS - len(self._log)
         if room <= 0 or self._log_bytes >= ROUND_BYTES:
-            return True
+            return True  # once the pass under way ends, the log is trimmed
         queue = self._queue
         if not self._sorted:
             queue.sort(key=_event_id)
@@ -490,7 +510,8 @@ class Broadcaster:
         gap_end = queue[start].id - 1 if start < len(queue) else self._wanted
         if gap_end > last:
             del queue[:start]
-            self._fill(gap_end)
+            if self.clock.seconds() >= self._fill_not_before:
+                self._fill(gap_end)
             return False
         admitted: list[Event] = []
         size = self._log_bytes
@@ -648,14 +669,15 @@ class Broadcaster:
             else:  # a hole left by a rolled-back transaction: nothing will ever fill it
                 self.last_published = max(self.last_published, up_to)
             self._filling = False
-            self._call = self.clock.callLater(0, self._round)
+            self._next_step()
 
         def failed(failure: Any) -> None:
             log.failure(
                 "Reading events after {last} failed; retrying", failure, last=self.last_published
             )
             self._filling = False
-            self._call = self.clock.callLater(FILL_RETRY, self._round)
+            self._fill_not_before = self.clock.seconds() + FILL_RETRY
+            self._next_step()
 
         d.addCallbacks(got, failed)
 
