@@ -518,6 +518,26 @@ def test_streams_dropped_during_a_visit_do_not_make_the_sweep_skip_the_others(ho
     assert broadcaster._members == [s for s, _ in healthy]
 
 
+def test_a_stream_whose_write_raises_is_disconnected_not_left_open_and_silent() -> None:
+    """Dropped from the sweep, it must also lose its connection: otherwise the client
+    keeps an open stream that never gets another byte (no event, no ping) and never
+    reconnects to replay what it missed."""
+    clock = Clock()
+    broadcaster = Broadcaster(source=NoStore(), clock=clock)
+    broken, broken_t = open_stream(broadcaster)
+    healthy, healthy_t = open_stream(broadcaster)
+
+    def fail(data: bytes) -> None:
+        raise OSError("broken")
+
+    broken_t.write = fail  # type: ignore[method-assign]
+    broadcaster.publish([event(1)])
+    clock.advance(0)
+    assert broken.closed and broken not in broadcaster.subscribers
+    assert broken_t.disconnecting  # aborted: the client sees the end and reconnects
+    assert frame_ids(body_of(healthy_t)[0]) == [1] and not healthy_t.disconnecting
+
+
 def test_the_heartbeat_reaches_every_stream_once_with_events_in_the_same_write(
     monkeypatch: Any,
 ) -> None:

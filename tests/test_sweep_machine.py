@@ -301,6 +301,7 @@ class SweepMachine(RuleBasedStateMachine):
                 stream.subscriber.resumeProducing()
             except OSError as e:
                 assert stream.broken
+                stream.left = True
                 stream.request.connectionLost(Failure(e))
 
     # --- what must hold -----------------------------------------------------------------
@@ -367,6 +368,10 @@ class SweepMachine(RuleBasedStateMachine):
                 frames = [f for f in frames if f != b": ping"]
                 expected, skip = self._expected(stream, frames)
                 got = ids_of(frames[skip:])
+                if stream.subscriber.closed and not stream.left:
+                    # Dropped (past its cap, a write that raised, a failed replay): its
+                    # connection is closed too, so the client reconnects and replays.
+                    assert stream.transport.disconnecting
                 if stream.left or stream.subscriber.closed:
                     assert got == expected[: len(got)], (got, expected)
                 else:

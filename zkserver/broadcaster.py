@@ -310,6 +310,19 @@ class Subscriber:
         for d in waiters:
             d.callback(None)
 
+    def abort(self) -> None:
+        """Close the stream and its connection: the client sees the end, reconnects with
+        its Last-Event-ID and replays what it missed."""
+        self.close()
+        transport = self._transport or getattr(
+            getattr(self.target, "channel", None), "transport", None
+        )
+        if transport is not None:
+            try:
+                transport.abortConnection()
+            except Exception:
+                log.failure("Aborting an SSE client's connection failed")
+
     # --- IPushProducer (called by Twisted's transport) --------------------------------
     def pauseProducing(self) -> None:
         self.paused = True
@@ -601,7 +614,7 @@ class Broadcaster:
                 log.failure("Dropping an SSE client that failed a write")
                 metrics.SSE_CLIENTS_DROPPED.inc()
                 self.unsubscribe(subscriber)
-                subscriber.close()
+                subscriber.abort()
         if delivered:
             metrics.SSE_DELIVERIES.inc(delivered)
         return budget
