@@ -65,11 +65,12 @@ def run_script(conn: Any, script: Any) -> Any:
     """One transaction script through the server's driver, on a blocking connection."""
     from twisted.internet.defer import Deferred
 
-    from zkserver.store.postgres import _drive
+    from zkserver.store.postgres import _drive, _Transaction
 
     results: list[Any] = []
-    d = Deferred.fromCoroutine(_drive(BlockingCursor(conn.cursor()), script))
+    d = Deferred.fromCoroutine(_drive(BlockingCursor(conn.cursor()), _Transaction(script)))
     d.addBoth(results.append)
+    script.close()
     if not results:
         raise RuntimeError("the driver waited for something: not a blocking cursor?")
     result = results[0]

@@ -25,6 +25,7 @@ from zkserver.store import (
     StoreUnavailable,
     open_store,
 )
+from zkserver.store.dialect import Q, Script
 from zkserver.store.schema import MIGRATIONS
 
 
@@ -201,6 +202,27 @@ async def test_large_batch_is_one_transaction(store: Store) -> None:
     events = await store.save_punches(device, batch)
     assert [e.id for e in events] == list(range(events[0].id, events[0].id + 450))
     assert {e.payload["user_id"] for e in events} == {str(i) for i in range(1, 451)}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failing_unread_statement_fails_the_transaction(store: Store) -> None:
+    """A statement whose rows the script does not read (sent later on PostgreSQL, with
+    the next statement or COMMIT) still fails the whole transaction."""
+    device = await store.add_device(serial_number="F1")
+
+    def script() -> Script[None]:
+        yield Q("UPDATE devices SET name = 'changed' WHERE id = %s", (device.id,), fetch=False)
+        rows = yield Q("SELECT name FROM devices WHERE id = %s", (device.id,))
+        assert rows == [("changed",)]  # the unread statement ran first
+        yield Q("SELECT no_such_column FROM devices", fetch=False)
+
+    await raises(Exception, store._run(script()))  # type: ignore[attr-defined]
+    assert (await store.device(device.id)).name == ""  # type: ignore[union-attr]
+
+    def unread() -> Script[Any]:
+        return (yield Q("SELECT 1", fetch=False))
+
+    assert await store._run(unread()) == []  # type: ignore[attr-defined]
 
 
 @pytest_twisted.ensureDeferred

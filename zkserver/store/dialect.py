@@ -41,10 +41,17 @@ Rows = list[Row]
 
 @frozen
 class Q:
-    """One statement of a transaction script: SQL with ``%s`` placeholders."""
+    """One statement of a transaction script: SQL with ``%s`` placeholders.
+
+    ``fetch=False`` says the script does not read the statement's rows (it receives
+    ``[]`` on both backends): PostgreSQL then sends the statement together with the next
+    one, or with COMMIT, in one round trip. Its failure still fails the transaction,
+    only later (at that round trip).
+    """
 
     sql: str
     params: tuple[Any, ...] | None = None
+    fetch: bool = True
 
 
 Script = Generator[Q, Rows, T]

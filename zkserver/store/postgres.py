@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import psycopg2
 from twisted.internet import error as net_error
@@ -26,6 +26,7 @@ from twisted.internet.defer import (
     DeferredLock,
     TimeoutError,
     fail,
+    maybeDeferred,
     succeed,
 )
 from twisted.logger import Logger
@@ -35,7 +36,15 @@ from txpostgres import txpostgres as txpg
 
 from zkserver.store.base import StoreUnavailable
 from zkserver.store.commands import CommandScripts
-from zkserver.store.dialect import EVENTS_LOCK, SCHEMA_LOCK_SQL, Q, Script, params_for, render
+from zkserver.store.dialect import (
+    EVENTS_LOCK,
+    SCHEMA_LOCK_SQL,
+    Q,
+    Rows,
+    Script,
+    params_for,
+    render,
+)
 from zkserver.store.sql import InFlight, SQLStore
 
 __all__ = ["PostgresStore", "events_channel"]
@@ -119,14 +128,13 @@ class _Connection(txpg.Connection):
         self.lost: Deferred[None] = Deferred()
 
     def _runInteraction(self, interaction: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
-        """txpostgres' BEGIN/interaction/COMMIT, except that a transaction on a connection
-        that died is not rolled back (txpostgres would log that ROLLBACK's failure)."""
+        """txpostgres' interaction, except that the interaction sends BEGIN and COMMIT
+        itself (:func:`_drive` sends them with its first and last statements, saving two
+        round trips), and that a transaction on a connection that died is not rolled back
+        (txpostgres would log that ROLLBACK's failure). A ROLLBACK after a failed COMMIT,
+        or before BEGIN was sent, only makes the server warn."""
         cursor = self.cursor()
-        d = cursor.execute("begin")
-        d.addCallback(interaction, *args, **kwargs)
-
-        def commit(result: Any) -> Deferred[Any]:
-            return cursor.execute("commit").addCallback(lambda _: result)
+        d = maybeDeferred(interaction, cursor, *args, **kwargs)
 
         def rollback(failure: Failure) -> Any:
             if not _is_open(self):
@@ -137,7 +145,7 @@ class _Connection(txpg.Connection):
             )
             return rolled
 
-        return d.addCallback(commit).addErrback(rollback)
+        return d.addErrback(rollback)
 
     def doRead(self) -> None:
         """An idle connection is watched for NOTIFY; when the server goes away txpostgres
@@ -170,20 +178,65 @@ async def _connect(
     return conn
 
 
-async def _drive(cursor: txpg.Cursor, script: Script[T]) -> T:
-    """Run a transaction script on a txpostgres cursor (inside runInteraction)."""
-    try:
-        query: Q = next(script)
-        while True:
-            sql = render(query.sql, "postgresql")
-            await cursor.execute(sql, params_for(query))
-            rows = cursor.fetchall() if cursor.description is not None else []
-            try:
-                query = script.send(rows)
-            except StopIteration as stop:
-                return stop.value
-    finally:
-        script.close()
+def _statement(cursor: txpg.Cursor, query: Q) -> bytes:
+    """One statement with its parameters quoted by psycopg2, ready to send."""
+    return bytes(cursor.mogrify(render(query.sql, "postgresql"), params_for(query)))
+
+
+class _Transaction(Generic[T]):
+    """A transaction script on its way to the server, and how far it got.
+
+    Its first statement is computed once and kept until the server has answered it: a
+    connection found dead at the first round trip (a stale socket after a database
+    restart) committed nothing unless COMMIT went with it, and the script has only
+    computed that statement, so the pool may send it again on a new connection
+    (:attr:`retryable`)."""
+
+    def __init__(self, script: Script[T]) -> None:
+        self.script = script
+        self.first: Q | None = None
+        #: Nothing answered and no COMMIT sent yet.
+        self.retryable = True
+
+
+async def _drive(cursor: txpg.Cursor, tx: _Transaction[T]) -> T:
+    """Run a transaction script on a txpostgres cursor: BEGIN, its statements, COMMIT.
+
+    Statements travel as one query string per round trip (the simple query protocol runs
+    them in order, in this transaction, and stops at the first error; psycopg2 keeps the
+    rows of the last). BEGIN goes with the first statement; a statement whose rows the
+    script does not read (``Q(..., fetch=False)``) goes with the next one, or with COMMIT.
+    So a transaction takes one round trip per statement whose rows it reads, plus one
+    for COMMIT. The caller (:meth:`_Connection._runInteraction`) rolls back on failure.
+    """
+    script = tx.script
+    pending = [b"BEGIN"]
+    if tx.first is None:
+        try:
+            tx.first = next(script)
+        except StopIteration as stop:  # nothing to run: nothing to send
+            script.close()
+            result: T = stop.value
+            return result
+    query = tx.first
+    while True:
+        pending.append(_statement(cursor, query))
+        rows: Rows = []
+        if query.fetch:
+            await cursor.execute(b";\n".join(pending))
+            tx.retryable = False
+            pending = []
+            if cursor.description is not None:
+                rows = cursor.fetchall()
+        try:
+            query = script.send(rows)
+        except StopIteration as stop:
+            result = stop.value
+            break
+    pending.append(b"COMMIT")
+    tx.retryable = False
+    await cursor.execute(b";\n".join(pending))
+    return result
 
 
 class _Pool(txpg.ConnectionPool):
@@ -212,17 +265,16 @@ class _Pool(txpg.ConnectionPool):
         interaction: Any,
         *args: Any,
         op_timeout: float | None = None,
+        retry: Callable[[], bool] = lambda: False,
         **kw: Any,
     ) -> Any:
         """Run ``interaction`` on ``conn``, connecting it first if needed.
 
-        A connection found dead at BEGIN (a stale socket after a database restart) is
-        replaced once at once: nothing has been sent on it, so the retry is safe."""
-        started = False
+        A connection found dead (a stale socket after a database restart) is replaced
+        once at once when ``retry()`` says the transaction may run again: nothing of it
+        can have committed and the script can take it from the start."""
 
         def run(cursor: txpg.Cursor) -> Any:
-            nonlocal started
-            started = True
             return interaction(cursor, *args, **kw)
 
         for attempt in (1, 2):
@@ -242,7 +294,7 @@ class _Pool(txpg.ConnectionPool):
                 # The server probably went away for every connection: reconnect them too.
                 for idle in list(self.connections):
                     _close(idle)
-                if started or attempt == 2:
+                if attempt == 2 or not retry():
                     raise
             finally:
                 if timer.active():
@@ -484,12 +536,12 @@ class PostgresStore(CommandScripts, SQLStore):
 
     # --- PostgreSQL-only statements in the shared scripts ---------------------------
     def _lock_events(self) -> Iterator[Q]:
-        yield Q(SCHEMA_LOCK_SQL, (EVENTS_LOCK,))
+        yield Q(SCHEMA_LOCK_SQL, (EVENTS_LOCK,), fetch=False)
 
     def _notify_events(self, max_id: int) -> Iterator[Q]:
         # "<origin>:<id>": the committing process already publishes its own events, so its
         # watcher skips its own notifications instead of reading them back.
-        yield Q("SELECT pg_notify(%s, %s)", (self.channel, f"{self.origin}:{max_id}"))
+        yield Q("SELECT pg_notify(%s, %s)", (self.channel, f"{self.origin}:{max_id}"), fetch=False)
 
     # --- life cycle -----------------------------------------------------------------
     def start(self) -> Deferred[None]:
@@ -596,10 +648,23 @@ class PostgresStore(CommandScripts, SQLStore):
             script.close()
             return fail(StoreUnavailable("the store is not running"))
 
-        def interaction(cursor: txpg.Cursor) -> Deferred[T]:
-            return Deferred.fromCoroutine(_drive(cursor, script))
+        tx = _Transaction(script)
 
-        d = self._in_flight.track(pool.runInteraction(interaction, op_timeout=op_timeout))
+        def interaction(cursor: txpg.Cursor) -> Deferred[T]:
+            return Deferred.fromCoroutine(_drive(cursor, tx))
+
+        def retry() -> bool:
+            return tx.retryable
+
+        d = self._in_flight.track(
+            pool.runInteraction(interaction, op_timeout=op_timeout, retry=retry)
+        )
+
+        def closed(result: Any) -> Any:
+            script.close()  # after the last attempt (a retry takes the script on)
+            return result
+
+        d.addBoth(closed)
 
         def failed(failure: Failure) -> Failure:
             if failure.check(*_DEAD):

@@ -259,6 +259,8 @@ class SQLStore(PersonScripts, WebhookStoreMixin):
         return self._call(self._save_punches, device, punches)
 
     def _save_punches(self, device: Device, punches: Sequence[Punch]) -> Script[list[Event]]:
+        """Three round trips on PostgreSQL: the punches (with BEGIN); the events (with the
+        suspect count and the events lock); the outbox and NOTIFY (with COMMIT)."""
         now = utc_now()
         # The dedup key is the serial number; a device without one yet uses its id.
         key = device.serial_number or device.id
@@ -302,6 +304,7 @@ class SQLStore(PersonScripts, WebhookStoreMixin):
             yield Q(
                 "UPDATE devices SET suspect_punches = suspect_punches + %s WHERE id = %s",
                 (suspect, device.id),
+                fetch=False,
             )
         payloads: dict[str, dict[str, Any]] = {}
         for k, p in batch.items():

@@ -83,9 +83,9 @@ def _drive(conn: Any, script: Script[T], write: bool) -> T:
                 cursor.execute(sql)
             else:
                 cursor.execute(sql, params)
-            rows = cursor.fetchall()
+            rows = cursor.fetchall()  # run to the end, even when the script reads nothing
             try:
-                query = script.send(rows)
+                query = script.send(rows if query.fetch else [])
             except StopIteration as stop:
                 result = stop.value
                 break

@@ -99,6 +99,7 @@ class WebhookStoreMixin:
             " AND (w.devices = '' OR length(replace(w.devices, ',' || e.serial_number || ',',"
             " '')) < length(w.devices))",
             (now, now, int(first_id), int(last_id)),
+            fetch=False,
         )
 
     def _append_events(self, items: Sequence[tuple[dict[str, Any], str]]) -> Script[list[Event]]:

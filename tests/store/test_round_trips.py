@@ -1,0 +1,150 @@
+"""How a transaction script travels to PostgreSQL (zkserver.store.postgres._drive):
+statements grouped into round trips. Pure (a recording cursor), then counted on a real
+server."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg2
+import pytest
+import pytest_twisted
+from twisted.internet.defer import Deferred, succeed
+from txpostgres import txpostgres as txpg
+
+from tests.databases import POSTGRES_URL
+from tests.store.conftest import Stores
+from zkserver.records import Punch
+from zkserver.store.dialect import Q, Rows, Script
+from zkserver.store.postgres import _drive, _Transaction
+
+
+class RecordingCursor:
+    """Records what would be sent; every statement returns one row naming its round trip."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.description: Any = None
+
+    def mogrify(self, sql: str, params: Any) -> bytes:
+        return (sql % params if params else sql).encode()
+
+    def execute(self, sql: bytes) -> Deferred[None]:
+        self.sent.append(sql)
+        self.description = () if sql.endswith(b"COMMIT") else ("column",)
+        return succeed(None)
+
+    def fetchall(self) -> Rows:
+        return [(len(self.sent),)]
+
+
+def run(script: Script[Any]) -> tuple[Any, list[bytes]]:
+    cursor = RecordingCursor()
+    results: list[Any] = []
+    tx = _Transaction(script)
+    Deferred.fromCoroutine(_drive(cursor, tx)).addBoth(results.append)  # type: ignore[arg-type]
+    assert not tx.retryable or not cursor.sent  # once anything is answered or committed
+    return results[0], cursor.sent
+
+
+def test_unread_statements_travel_with_the_next_read_or_with_commit() -> None:
+    got: list[Rows] = []
+
+    def script() -> Script[str]:
+        got.append((yield Q("A")))
+        got.append((yield Q("B %s", (1,), fetch=False)))
+        got.append((yield Q("C")))
+        got.append((yield Q("D", fetch=False)))
+        got.append((yield Q("E", fetch=False)))
+        return "done"
+
+    result, sent = run(script())
+    assert result == "done"
+    assert sent == [b"BEGIN;\nA", b"B 1;\nC", b"D;\nE;\nCOMMIT"]
+    assert got == [[(1,)], [], [(2,)], [], []]
+
+
+def test_a_transaction_is_retryable_until_answered_or_committing() -> None:
+    """The pool may run a transaction again on a new connection only while nothing of it
+    was answered and no COMMIT was sent."""
+
+    class Dead(RecordingCursor):
+        def execute(self, sql: bytes) -> Deferred[None]:
+            self.sent.append(sql)
+            raise ConnectionError("stale socket")
+
+    def unread_only() -> Script[None]:
+        yield Q("A", fetch=False)
+
+    for script, retryable in ((iter([Q("A")]), True), (unread_only(), False)):
+        tx = _Transaction(script)  # type: ignore[arg-type]
+        failures: list[Any] = []
+        Deferred.fromCoroutine(_drive(Dead(), tx)).addErrback(failures.append)  # type: ignore[arg-type]
+        assert failures and tx.retryable is retryable
+        assert tx.first == Q("A", fetch=retryable)  # kept for the retry
+
+
+def test_a_script_without_statements_sends_nothing() -> None:
+    def script() -> Script[int]:
+        return 7
+        yield Q("never")
+
+    assert run(script()) == (7, [])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_punch_batch_is_three_round_trips(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Punches (with BEGIN); suspect count, events lock and events; outbox and NOTIFY
+    (with COMMIT). A batch that is all duplicates: the punches, then COMMIT."""
+    if stores.kind != "postgres":
+        pytest.skip("round trips are PostgreSQL's (SQLite runs in-process)")
+    store = await stores.open()
+    device = await store.add_device(serial_number="RT1")
+    sent: list[bytes] = []
+    execute = txpg.Cursor.execute
+
+    def recording(self: txpg.Cursor, query: Any, params: Any = None) -> Deferred[Any]:
+        sent.append(bytes(query) if isinstance(query, bytes) else query.encode())
+        return execute(self, query, params)
+
+    monkeypatch.setattr(txpg.Cursor, "execute", recording)
+    batch = [Punch(str(i), "1999-01-01 08:00:00", 0, 1, raw={"n": i}) for i in range(150)]
+    assert len(await store.save_punches(device, batch)) == 150  # suspect (too old) too
+    assert [q.split(b" ", 1)[0] for q in sent] == [b"BEGIN;\nINSERT", b"UPDATE", b"INSERT"]
+    assert b"pg_advisory_xact_lock" in sent[1] and sent[2].endswith(b"COMMIT")
+    assert b"webhook_deliveries" in sent[2] and b"pg_notify" in sent[2]
+    sent.clear()
+    assert await store.save_punches(device, batch) == []
+    assert [q.split(b" ", 1)[0] for q in sent] == [b"BEGIN;\nINSERT", b"COMMIT"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_connection_found_dead_at_the_first_round_trip_is_replaced(
+    stores: Stores,
+) -> None:
+    """The pool's connections die while idle (the database restarted) and the reactor has
+    not noticed yet: the first round trip (BEGIN and the first statement, never committed)
+    fails on the stale socket and the transaction runs again on a new connection, so the
+    caller sees no error."""
+    if stores.kind != "postgres":
+        pytest.skip("PostgreSQL connections only")
+    store = await stores.open(pool_size=1)
+    device = await store.add_device(serial_number="STALE")
+    pool = store._pool  # type: ignore[attr-defined]
+    pids = [c._connection.get_backend_pid() for c in pool.connections]
+    # Blocking on purpose: the reactor must not see the sockets close before the save.
+    admin = psycopg2.connect(POSTGRES_URL)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (pids,))
+        for _ in range(500):
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,))
+            if cur.fetchone()[0] == 0:
+                break
+            time.sleep(0.01)
+    admin.close()
+    events = await store.save_punches(device, [Punch("1", "2025-01-01 08:00:00", 0, 1)])
+    assert [e.payload["user_id"] for e in events] == ["1"]
