@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from typing import Any
@@ -15,7 +16,7 @@ from twisted.internet.task import deferLater
 
 from tests.store.conftest import Stores, wait_until
 from tests.tcpproxy import TCPProxy
-from zkserver.events import attendance_payload, device_status_payload
+from zkserver.events import attendance_payload, device_status_payload, encode_payload
 from zkserver.records import DeviceUser, Punch, Rejected
 from zkserver.store import (
     DuplicateDevice,
@@ -202,6 +203,38 @@ async def test_large_batch_is_one_transaction(store: Store) -> None:
     events = await store.save_punches(device, batch)
     assert [e.id for e in events] == list(range(events[0].id, events[0].id + 450))
     assert {e.payload["user_id"] for e in events} == {str(i) for i in range(1, 451)}
+
+
+@pytest_twisted.ensureDeferred
+async def test_punch_text_is_stored_and_published_exactly(store: Store) -> None:
+    """Quotes, backslashes, JSON-looking text, %s, controls, NUL and non-ASCII in a
+    punch's fields: the event's data is its payload's one JSON form, and the database
+    gives back the same punch and the same event text (a NUL in a text column is stored
+    as the four characters \\x00 on both: PostgreSQL text cannot hold it)."""
+    device = await store.add_device(serial_number="ODD", name='Gate "B" \\ %s')
+    odd = 'a"b\\c {"x": [1]} %s %(n)s \t\x01 é 漢 🙂'
+    raw = {"user_id": odd, "note": odd, "nul": "x\x00y", "n": 3, "list": [odd, None]}
+    batch = [
+        Punch(odd, "2025-03-01 08:00:00", 1, 15, odd + "\x00", raw),
+        Punch("2", "2025-03-01 08:00:01", 0, 1),  # no raw fields
+    ]
+    events = await store.save_punches(device, batch)
+    assert [e.payload["user_id"] for e in events] == [odd, "2"]
+    assert events[0].payload["raw_data"] == raw and events[0].payload["device_name"] == device.name
+    for event in events:
+        assert event.data == encode_payload(event.payload)
+    assert await store.events_after(0) == events
+    assert [e.data for e in await store.events_after(0)] == [e.data for e in events]
+    rows, _ = await store.attendance(device_id=device.id)
+    mine = next(r for r in rows if r["timestamp"] == "2025-03-01 08:00:00")
+    assert (mine["user_id"], mine["workcode"], mine["action"]) == (odd, odd + "\\x00", 1)
+    stored = await store._run(_raw_of(device.id), write=False)  # type: ignore[attr-defined]
+    assert json.loads(stored) == raw  # NUL inside JSON text is the escape \\u0000
+
+
+def _raw_of(device_id: str) -> Script[str]:
+    rows = yield Q("SELECT raw FROM punches WHERE device_id = %s AND status = 1", (device_id,))
+    return str(rows[0][0])
 
 
 @pytest_twisted.ensureDeferred

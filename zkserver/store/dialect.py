@@ -9,6 +9,7 @@ text is written once; the only dialect differences are the ``{{token}}`` substit
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Generator, Iterator, Sequence
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ __all__ = [
     "chunks",
     "params_for",
     "render",
+    "row_source",
     "utc_now",
     "values",
 ]
@@ -116,6 +118,38 @@ def values(rows: Sequence[Sequence[Any]]) -> tuple[str, tuple[Any, ...]]:
     """A multi-row ``VALUES`` list and its flattened parameters."""
     one = "(" + ", ".join(["%s"] * len(rows[0])) + ")"
     return ", ".join([one] * len(rows)), tuple(chain.from_iterable(rows))
+
+
+#: Encodes :func:`row_source`'s rows for PostgreSQL (one encoder: no set-up per call).
+_JSON_ROWS = json.JSONEncoder(ensure_ascii=False, check_circular=False)
+
+
+def row_source(
+    dialect: str, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]
+) -> tuple[str, tuple[Any, ...]]:
+    """``rows`` as a subquery ``(SELECT ...) AS v`` with the named columns (``(name,
+    sql_type)`` pairs), and its parameters: what an ``INSERT ... SELECT`` reads.
+
+    SQLite: a ``VALUES`` list (one parameter per value). PostgreSQL: one JSON parameter
+    read with ``jsonb_array_elements``: psycopg2 quotes one string instead of every value
+    (~0.75 us each), and PostgreSQL reads it in about half the time it takes to parse
+    the same rows as ``VALUES`` literals (3.5 against 6.5 us per punch row here).
+    Values are str, int or None; PostgreSQL text cannot hold NUL, so NUL becomes the
+    four characters ``\\x00`` here as in :func:`params_for`."""
+    if dialect != "postgresql":
+        sql, params = values(rows)
+        names = ", ".join(f"column{i} AS {name}" for i, (name, _) in enumerate(columns, 1))
+        return f"(SELECT {names} FROM (VALUES {sql})) AS v", params
+    text = _JSON_ROWS.encode(rows)
+    if "\\u0000" in text:  # a NUL somewhere (or a value spelling it): the slow path
+        text = _JSON_ROWS.encode(
+            [[v.replace("\x00", "\\x00") if isinstance(v, str) else v for v in row] for row in rows]
+        )
+    names = ", ".join(
+        f"v ->> {i} AS {name}" if kind == "text" else f"(v ->> {i})::{kind} AS {name}"
+        for i, (name, kind) in enumerate(columns)
+    )
+    return f"(SELECT {names} FROM jsonb_array_elements(%s::jsonb) AS j (v)) AS v", (text,)
 
 
 def chunks(items: Sequence[T], size: int = BATCH) -> Iterator[Sequence[T]]:

@@ -26,7 +26,7 @@ from zkserver.localtime import TimePolicy
 from zkserver.records import Command, Device, DeviceUser, Punch, Rejected
 from zkserver.store.base import AttendancePage, DuplicateDevice
 from zkserver.store.days import day_rows
-from zkserver.store.dialect import Q, Script, chunks, utc_now, values
+from zkserver.store.dialect import Q, Script, chunks, row_source, utc_now, values
 from zkserver.store.persons import PersonScripts
 from zkserver.store.rows import (
     COMMAND_COLS,
@@ -47,6 +47,20 @@ from zkserver.store.webhooks import WebhookStoreMixin
 __all__ = ["InFlight", "SQLStore"]
 
 T = TypeVar("T")
+
+#: The per-punch columns of a punch insert, and the event insert's (row_source).
+PUNCH_COLUMNS = (
+    ("user_id", "text"),
+    ("timestamp", "text"),
+    ("status", "int"),
+    ("verify", "int"),
+    ("workcode", "text"),
+    ("raw", "text"),
+    ("timestamp_utc", "text"),
+    ("time_ambiguous", "int"),
+    ("suspect_time", "text"),
+)
+EVENT_COLUMNS = (("payload", "text"),)
 
 
 class InFlight:
@@ -271,34 +285,37 @@ class SQLStore(PersonScripts, WebhookStoreMixin):
             batch = self._stamped(device, batch, now)
         inserted: set[tuple[str, str]] = set()
         for chunk in chunks(list(batch.values())):
-            sql, params = values(
+            source, params = row_source(
+                self.dialect,
+                PUNCH_COLUMNS,
                 [
                     (
-                        device.id,
-                        key,
                         p.user_id,
                         p.timestamp,
                         int(p.status),
                         int(p.verify),
                         p.workcode,
                         encode_payload(p.raw),
-                        now,
                         p.timestamp_utc,
                         int(p.time_ambiguous),
                         p.suspect_time,
                     )
                     for p in chunk
-                ]
+                ],
             )
             rows = yield Q(
-                "INSERT INTO punches (device_id, serial_number, user_id, timestamp, status,"
-                " verify, workcode, raw, received_at, timestamp_utc, time_ambiguous,"
-                f" suspect_time) VALUES {sql}"
+                "INSERT INTO punches (device_id, serial_number, received_at, user_id,"
+                " timestamp, status, verify, workcode, raw, timestamp_utc, time_ambiguous,"
+                " suspect_time) SELECT %s, %s, %s, v.user_id, v.timestamp, v.status,"
+                " v.verify, v.workcode, v.raw, v.timestamp_utc, v.time_ambiguous,"
+                f" v.suspect_time FROM {source} WHERE true"  # WHERE: SQLite's upsert syntax
                 " ON CONFLICT (serial_number, user_id, timestamp) DO NOTHING"
                 " RETURNING user_id, timestamp",
-                params,
+                (device.id, key, now, *params),
             )
             inserted.update((row[0], row[1]) for row in rows)
+        if not inserted:
+            return []
         suspect = sum(1 for k in inserted if batch[k].suspect_time is not None)
         if suspect:
             yield Q(
@@ -311,8 +328,6 @@ class SQLStore(PersonScripts, WebhookStoreMixin):
             if k in inserted:
                 payload = attendance_payload(device, p)
                 payloads[encode_payload(payload)] = payload
-        if not payloads:
-            return []
         # Only now serialise on the events lock (held until COMMIT): punch inserts of
         # concurrent transactions proceed in parallel, event ids still follow commit order.
         # Nothing taken after this lock can wait on another transaction's punch rows, so
@@ -320,13 +335,11 @@ class SQLStore(PersonScripts, WebhookStoreMixin):
         yield from self._lock_events()
         events: list[Event] = []
         for texts in chunks(list(payloads)):
-            sql, params = values(
-                [("attendance", device.serial_number, text, now) for text in texts]
-            )
+            source, params = row_source(self.dialect, EVENT_COLUMNS, [(t,) for t in texts])
             rows = yield Q(
-                f"INSERT INTO events (type, serial_number, payload, created_at) VALUES {sql}"
-                " RETURNING id, payload",
-                params,
+                "INSERT INTO events (type, serial_number, payload, created_at)"
+                f" SELECT 'attendance', %s, v.payload, %s FROM {source} RETURNING id, payload",
+                (device.serial_number, now, *params),
             )
             events.extend(
                 Event(
