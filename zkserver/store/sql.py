@@ -21,7 +21,7 @@ import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 
 from zkserver import metrics
-from zkserver.events import Event, attendance_payload, encode_payload
+from zkserver.events import Event, attendance_encoder, encode_payload
 from zkserver.localtime import TimePolicy
 from zkserver.records import Command, Device, DeviceUser, Punch, Rejected
 from zkserver.store.base import AttendancePage, DuplicateDevice
@@ -284,7 +284,8 @@ class SQLStore(PersonScripts, WebhookStoreMixin):
         if any(not p.timestamp_utc and p.suspect_time is None for p in batch.values()):
             batch = self._stamped(device, batch, now)
         inserted: set[tuple[str, str]] = set()
-        for chunk in chunks(list(batch.values())):
+        raw_texts = {k: encode_payload(p.raw) for k, p in batch.items()}
+        for keys in chunks(list(batch)):
             source, params = row_source(
                 self.dialect,
                 PUNCH_COLUMNS,
@@ -295,12 +296,13 @@ class SQLStore(PersonScripts, WebhookStoreMixin):
                         int(p.status),
                         int(p.verify),
                         p.workcode,
-                        encode_payload(p.raw),
+                        raw_texts[k],
                         p.timestamp_utc,
                         int(p.time_ambiguous),
                         p.suspect_time,
                     )
-                    for p in chunk
+                    for k in keys
+                    for p in (batch[k],)
                 ],
             )
             rows = yield Q(
@@ -324,10 +326,11 @@ class SQLStore(PersonScripts, WebhookStoreMixin):
                 fetch=False,
             )
         payloads: dict[str, dict[str, Any]] = {}
+        encode = attendance_encoder(device)
         for k, p in batch.items():
             if k in inserted:
-                payload = attendance_payload(device, p)
-                payloads[encode_payload(payload)] = payload
+                payload, text = encode(p, raw_texts[k])
+                payloads[text] = payload
         # Only now serialise on the events lock (held until COMMIT): punch inserts of
         # concurrent transactions proceed in parallel, event ids still follow commit order.
         # Nothing taken after this lock can wait on another transaction's punch rows, so
