@@ -172,6 +172,46 @@ def test_parse_attlog_rejects(line: str, reason: str) -> None:
     assert reason in rejected[0].reason
 
 
+# Pieces of ATTLOG lines, the usual ones and the awkward: blanks of every kind, dates
+# and times in normal and loose forms, empty fields.
+_LINE_PIECES = st.sampled_from(
+    [
+        "1001",
+        "7",
+        "2025-10-09 18:30:45",
+        "2025-10-09",
+        "18:30:45",
+        "2025-1-9 8:30:45",
+        "2025-1-9",
+        "8:30:45",
+        "0",
+        "15",
+        "",
+        " ",
+        "  ",
+        "\t",
+        "\x1c",
+        "\x0b",
+        "\xa0",
+        "\u3000",
+        "é",
+    ]
+)
+
+
+@settings(max_examples=500)
+@given(st.lists(_LINE_PIECES, max_size=12), st.lists(_LINE_PIECES, max_size=4))
+def test_fields_fast_path_gives_what_the_general_path_gives(
+    pieces: list[str], pin: list[str]
+) -> None:
+    """The usual line takes a short cut in iclock._fields; any line gives the same fields
+    as the general splitting."""
+    line = "".join(pieces)
+    assert iclock._fields(line) == iclock._split_fields(line, "\t")
+    usual = "".join(pin) + "\t2025-10-09 18:30:45\t" + line  # almost the usual line
+    assert iclock._fields(usual) == iclock._split_fields(usual, "\t")
+
+
 def test_parse_attlog_mixed_body_keeps_order_and_skips_blank_lines() -> None:
     body = f"1\t{TS}\t0\t1\t0\t0\t0\r\n\r\n   \ngarbage\r\n2\t{TS}\t1\t15\t0\t0\t0\n\x00\n"
     punches, rejected = parse_attlog(body)

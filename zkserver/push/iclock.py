@@ -104,6 +104,8 @@ _BLANK = " \t\r\x00"
 # C0 controls except TAB, DEL, C1 controls, and the replacement character.
 _JUNK = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\ufffd]")
 _UINT = re.compile(r"[0-9]{1,9}")
+# ASCII whitespace (str.split()) other than space and TAB.
+_ASCII_SPACE = re.compile(r"[\n\x0b\x0c\r\x1c-\x1f]")
 _INT = re.compile(r"[+-]?[0-9]{1,9}")
 _DATE = re.compile(r"[0-9]{4}[-/][0-9]{1,2}[-/][0-9]{1,2}")
 _TIME = re.compile(r"[0-9]{1,2}:[0-9]{2}:[0-9]{2}")
@@ -197,6 +199,8 @@ def _junk(line: str) -> str | None:
 
 def _normal_timestamp(value: str) -> str:
     """``value`` as ``YYYY-MM-DD HH:MM:SS`` when it is a loose form of it, else unchanged."""
+    if _TIMESTAMP.fullmatch(value):  # the usual case: already normal
+        return value
     match = _LOOSE_TIMESTAMP.fullmatch(value.strip(" "))
     if match is None:
         return value
@@ -208,8 +212,15 @@ def _valid_timestamp(value: str) -> str | None:
     """``None`` if ``value`` is a real ``YYYY-MM-DD HH:MM:SS``, else why not."""
     if not _TIMESTAMP.fullmatch(value):
         return f"bad timestamp {value[:40]!r} (want YYYY-MM-DD HH:MM:SS)"
-    try:
-        moment = datetime.strptime(value, TIMESTAMP_FORMAT)
+    try:  # what strptime(TIMESTAMP_FORMAT) checks once the pattern matched, 10x faster
+        moment = datetime(
+            int(value[:4]),
+            int(value[5:7]),
+            int(value[8:10]),
+            int(value[11:13]),
+            int(value[14:16]),
+            int(value[17:19]),
+        )
     except ValueError:
         return f"impossible timestamp {value!r}"
     if not _MIN_YEAR <= moment.year <= _MAX_YEAR:
@@ -222,7 +233,7 @@ def _pin_problem(pin: str) -> str | None:
         return "empty PIN"
     if len(pin) > MAX_PIN:
         return f"PIN too long ({len(pin)} characters)"
-    if any(ch.isspace() for ch in pin):
+    if pin.split(maxsplit=1) != [pin]:  # str.split() splits at every str.isspace() character
         return "PIN contains whitespace"
     return None
 
@@ -268,6 +279,24 @@ def _fields(line: str, separator: str = "\t") -> list[str]:
     """Positional fields: split on TABs and, inside a TAB field, on spaces (a date and a time
     next to each other are one timestamp); an empty TAB field keeps its place; trailing empty
     fields are dropped (docs/protocols.md §A.10).  ``separator`` replaces TAB (``;``, ``,``)."""
+    if (
+        separator == "\t"
+        and line.isascii()
+        and line.count(" ") == 1
+        and not _ASCII_SPACE.search(line)
+    ):
+        # The usual line, ``PIN<TAB>YYYY-MM-DD HH:MM:SS<TAB>...``: its one blank is the
+        # timestamp's, so the TAB fields are the fields (what the general path gives).
+        parts = line.split("\t")
+        if len(parts) > 1 and _TIMESTAMP.fullmatch(parts[1]):
+            while parts and parts[-1] == "":
+                parts.pop()
+            return parts
+    return _split_fields(line, separator)
+
+
+def _split_fields(line: str, separator: str) -> list[str]:
+    """:func:`_fields`, the general way."""
     fields: list[str] = []
     for part in line.split(separator):
         words = part.split()
