@@ -149,9 +149,13 @@ def count_db_error(failure: Any) -> Any:
 
 
 def published(events: Sequence[Any]) -> None:
-    """Count events published to the stream, by type."""
+    """Count events published to the stream, by type (one labelled increment per type:
+    ``labels()`` costs a few microseconds, and a round holds hundreds of events)."""
+    counts: dict[str, int] = {}
     for event in events:
-        EVENTS_PUBLISHED.labels(event.type).inc()
+        counts[event.type] = counts.get(event.type, 0) + 1
+    for kind, count in counts.items():
+        EVENTS_PUBLISHED.labels(kind).inc(count)
 
 
 def sse_delivered(event_filter: Any, events: Sequence[Any]) -> None:
