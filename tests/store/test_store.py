@@ -203,6 +203,10 @@ async def test_large_batch_is_one_transaction(store: Store) -> None:
     events = await store.save_punches(device, batch)
     assert [e.id for e in events] == list(range(events[0].id, events[0].id + 450))
     assert {e.payload["user_id"] for e in events} == {str(i) for i in range(1, 451)}
+    # Each event has its own punch's id: as the database holds them.
+    assert [e.payload["user_id"] for e in events] == [p.user_id for p in batch]
+    stored = await store.events_after(0, limit=1000)
+    assert [(e.id, e.data) for e in stored] == [(e.id, e.data) for e in events]
 
 
 @pytest_twisted.ensureDeferred

@@ -60,7 +60,7 @@ PUNCH_COLUMNS = (
     ("time_ambiguous", "int"),
     ("suspect_time", "text"),
 )
-EVENT_COLUMNS = (("payload", "text"),)
+EVENT_COLUMNS = (("n", "int"), ("payload", "text"))
 
 
 class InFlight:
@@ -325,36 +325,34 @@ class SQLStore(PersonScripts, WebhookStoreMixin):
                 (suspect, device.id),
                 fetch=False,
             )
-        payloads: dict[str, dict[str, Any]] = {}
         encode = attendance_encoder(device)
-        for k, p in batch.items():
-            if k in inserted:
-                payload, text = encode(p, raw_texts[k])
-                payloads[text] = payload
+        new = [encode(p, raw_texts[k]) for k, p in batch.items() if k in inserted]
         # Only now serialise on the events lock (held until COMMIT): punch inserts of
         # concurrent transactions proceed in parallel, event ids still follow commit order.
         # Nothing taken after this lock can wait on another transaction's punch rows, so
         # there is no lock cycle.
         yield from self._lock_events()
         events: list[Event] = []
-        for texts in chunks(list(payloads)):
-            source, params = row_source(self.dialect, EVENT_COLUMNS, [(t,) for t in texts])
+        for chunk in chunks(new):
+            source, params = row_source(
+                self.dialect, EVENT_COLUMNS, [(n, text) for n, (_, text) in enumerate(chunk)]
+            )
+            # Rows are inserted in ``n`` order, so ids (allocated one by one as rows are
+            # inserted, under the events lock) ascend with ``n``: the ids alone come back,
+            # not each payload again (~3.5 us a row less for PostgreSQL).
             rows = yield Q(
                 "INSERT INTO events (type, serial_number, payload, created_at)"
-                f" SELECT 'attendance', %s, v.payload, %s FROM {source} RETURNING id, payload",
+                f" SELECT 'attendance', %s, v.payload, %s FROM {source} ORDER BY v.n"
+                " RETURNING id",
                 (device.serial_number, now, *params),
             )
+            ids = sorted(int(row[0]) for row in rows)
+            if len(ids) != len(chunk):
+                raise RuntimeError(f"{len(chunk)} events inserted, {len(ids)} ids returned")
             events.extend(
-                Event(
-                    int(row[0]),
-                    "attendance",
-                    payloads[row[1]],
-                    device.serial_number,
-                    data=row[1],
-                )
-                for row in rows
+                Event(i, "attendance", payload, device.serial_number, data=text)
+                for i, (payload, text) in zip(ids, chunk, strict=True)
             )
-        events.sort(key=lambda e: e.id)
         yield from self._outbox(events[0].id, events[-1].id, now)
         yield from self._notify_events(events[-1].id)
         return events
