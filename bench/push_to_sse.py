@@ -304,12 +304,12 @@ async def phase_throughput(
     from twisted.internet.defer import Deferred, gatherResults
 
     clients = await open_clients(server, args.sse_a, stamp=False)
-    before = marks(server)
     n, size = args.punches, args.batch
     batches = [
         (up.serials[k % len(up.serials)], attlog(range(i, min(i + size, n)), "1"))
         for k, i in enumerate(range(0, n, size))
     ]
+    before = marks(server)  # after building the bodies: CPU of the uploads alone
     errors: list[str] = []
     last_ok = [0.0]
 
