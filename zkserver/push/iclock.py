@@ -346,28 +346,35 @@ def _punch_from_fields(fields: list[str]) -> Punch | str:
         return problem
     if problem := _valid_timestamp(timestamp):
         return problem
-    numbers: list[int] = []
-    for index, default in ((2, DEFAULT_STATUS), (3, DEFAULT_VERIFY)):
-        value = fields[index] if index < len(fields) else ""
-        if value == "":
-            numbers.append(default)
-        elif _UINT.fullmatch(value):
-            numbers.append(int(value))
-        else:
-            return f"non-numeric {ATTLOG_FIELDS[index]} {value[:20]!r}"
-    status, verify = numbers
+    count = len(fields)
+    status = _number(fields[2] if count > 2 else "", DEFAULT_STATUS)
+    if status is None:
+        return f"non-numeric {ATTLOG_FIELDS[2]} {fields[2][:20]!r}"
+    verify = _number(fields[3] if count > 3 else "", DEFAULT_VERIFY)
+    if verify is None:
+        return f"non-numeric {ATTLOG_FIELDS[3]} {fields[3][:20]!r}"
     raw: dict[str, Any] = {
         "user_id": pin,
         "timestamp": timestamp,
         "status": status,
         "verify_method": verify,
     }
-    for name, value in zip(ATTLOG_FIELDS[4:], fields[4:], strict=False):
-        raw[name] = value
-    if len(fields) > len(ATTLOG_FIELDS):
-        raw["extra"] = fields[len(ATTLOG_FIELDS) :]
-    workcode = fields[4] if len(fields) > 4 else ""
+    if count > 4:
+        raw.update(zip(_ATTLOG_REST, fields[4:], strict=False))
+        if count > len(ATTLOG_FIELDS):
+            raw["extra"] = fields[len(ATTLOG_FIELDS) :]
+    workcode = fields[4] if count > 4 else ""
     return Punch(pin, timestamp, status, verify, workcode, raw)
+
+
+_ATTLOG_REST = ATTLOG_FIELDS[4:]
+
+
+def _number(value: str, default: int) -> int | None:
+    """A status or verify field: ``default`` when empty, None when not a number."""
+    if value == "":
+        return default
+    return int(value) if _UINT.fullmatch(value) else None
 
 
 def _parse_attlog_kv(line: str) -> Punch | str:
