@@ -62,13 +62,23 @@ class BlockingCursor:
 
 
 def run_script(conn: Any, script: Any) -> Any:
-    """One transaction script through the server's driver, on a blocking connection."""
+    """One transaction script through the server's driver, on a blocking connection.
+
+    Run from an older tree (``python OLD/bench/pg_floor.py``, to compare), whose driver
+    left BEGIN and COMMIT to the connection, they are sent around it one round trip
+    each, as that server did."""
     from twisted.internet.defer import Deferred
 
-    from zkserver.store.postgres import _drive, _Transaction
+    from zkserver.store import postgres
 
+    cursor = BlockingCursor(conn.cursor())
     results: list[Any] = []
-    d = Deferred.fromCoroutine(_drive(BlockingCursor(conn.cursor()), _Transaction(script)))
+    if hasattr(postgres, "_Transaction"):
+        d = Deferred.fromCoroutine(postgres._drive(cursor, postgres._Transaction(script)))
+    else:
+        cursor.execute("BEGIN")
+        d = Deferred.fromCoroutine(postgres._drive(cursor, script))
+        d.addCallback(lambda result: cursor.execute("COMMIT").addCallback(lambda _: result))
     d.addBoth(results.append)
     script.close()
     if not results:
@@ -119,7 +129,7 @@ def main() -> None:
     with postgres_schema("zkfloor") as url:
         store = PostgresStore(url)
         setup = psycopg2.connect(url)
-        setup.autocommit = True  # _drive sends BEGIN and COMMIT itself
+        setup.autocommit = True  # BEGIN and COMMIT are sent explicitly (run_script)
         run_script(setup, store._migrate())
         store.channel = "zkfloor"
         devices = []
@@ -136,7 +146,7 @@ def main() -> None:
         work = [punches_for(k, per, args.batch) for k in range(args.terminals)]
         conns = [psycopg2.connect(url) for _ in range(args.terminals)]
         for c in conns:
-            c.autocommit = True  # _drive sends BEGIN and COMMIT itself
+            c.autocommit = True  # BEGIN and COMMIT are sent explicitly (run_script)
         pids = []
         for c in conns:
             with c.cursor() as q:
