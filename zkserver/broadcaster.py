@@ -43,7 +43,11 @@ The write
     not TLS) whose user-space buffer is empty (``dataBuffer`` and ``_tempDataBuffer``,
     see ``FileDescriptor.doWrite``), the bytes are handed to the socket's ``send`` directly:
     nothing is queued ahead of them, so ordering is kept, and a socket that takes them
-    all needs no epoll registration (``startWriting``/``stopWriting``) at all. What the
+    all needs no epoll registration (``startWriting``/``stopWriting``) at all. A step
+    collects these writes and sends them together at its end through a
+    :class:`~zkserver.sendpool.SendPool`: on the reactor thread alone, or shared with
+    ``--send-threads`` helper threads while the reactor thread waits (the kernel's part of
+    a ``send`` runs outside the GIL, so the shares run on several cores). What the
     kernel does not take (and every error: the transport notices it on its next write
     attempt and closes the connection through its usual path) goes to
     ``transport.write``, whose buffer, producer pausing and connection-loss handling are
@@ -94,6 +98,7 @@ from zope.interface import implementer
 
 from zkserver import metrics
 from zkserver.events import Event, encode_comment
+from zkserver.sendpool import SendPool
 
 __all__ = [
     "Broadcaster",
@@ -266,14 +271,8 @@ class Subscriber:
         if transport is None:
             self.target.write(data)
             return
-        sock = self._socket
-        if (
-            sock is not None
-            and not transport.dataBuffer
-            and not transport._tempDataLen
-            and transport.connected
-            and not transport.disconnecting
-        ):
+        sock = self.idle_socket()
+        if sock is not None:
             try:
                 sent = sock.send(data)
             except OSError:  # EAGAIN, or an error the transport will notice and report
@@ -283,6 +282,32 @@ class Subscriber:
             if sent:
                 data = data[sent:]
         transport.write(data)
+
+    def idle_socket(self) -> Any:
+        """The socket to ``send`` to directly now, or None: only a plain TCP transport
+        that is connected and has nothing queued in user space (``dataBuffer`` and
+        ``_tempDataBuffer``, see ``FileDescriptor.doWrite``), so bytes sent now are next
+        in line, and only while the stream is open and not paused."""
+        sock = self._socket
+        if sock is None or self.closed or self.paused:
+            return None
+        transport = self._transport
+        if (
+            transport.dataBuffer
+            or transport._tempDataLen
+            or not transport.connected
+            or transport.disconnecting
+        ):
+            return None
+        return sock
+
+    def sent_directly(self, data: bytes, size: int, sent: int) -> None:
+        """``data`` (``size`` bytes of SSE) went to :meth:`idle_socket`, which took
+        ``sent`` bytes of it; the rest goes through the transport."""
+        if self._request is not None:
+            self._request.sentLength += size
+        if sent < len(data):
+            self._transport.write(data[sent:] if sent else data)
 
     def release(self) -> None:
         """End a replay: write the live events held meanwhile, then go live."""
@@ -369,6 +394,8 @@ class Broadcaster:
     subscribers: set[Subscriber] = field(factory=set)
     published_count: int = 0
     clock: IReactorTime = field(factory=_default_clock)
+    #: Sends each step's writes to idle sockets, on helper threads too (see sendpool).
+    sender: SendPool = field(factory=lambda: SendPool(0))
     #: Admissions so far (each one a batch of events, a ping or both, swept to everyone).
     rounds: int = 0
     _queue: list[Event] = field(factory=list)
@@ -562,6 +589,12 @@ class Broadcaster:
         # each other in the sweep almost always share them.
         memo_key, memo_last, memo_ping = -1, -1, False
         memo: tuple[bytes, int, int] = (b"", 0, 0)
+        # This step's writes to idle sockets, sent together at the end (on several
+        # threads when the pool has helpers): the streams, their sockets, the bytes.
+        batch: list[Subscriber] = []
+        socks: list[Any] = []
+        datas: list[bytes] = []
+        sizes: list[int] = []
         if self._visits_left and self._pass_started is None:
             self._pass_started = metrics.now()
         while self._visits_left and budget:
@@ -570,6 +603,9 @@ class Broadcaster:
             # which moves the cursor to the same next member in the new list.
             members = self._members
             if self._cursor >= len(members):
+                if batch:  # a stream is visited at most once between two sends
+                    self._send_batch(batch, socks, datas, sizes)
+                    batch, socks, datas, sizes = [], [], [], []
                 self._wrap()
                 if not self._members:
                     self._visits_left = 0
@@ -608,16 +644,40 @@ class Broadcaster:
                     subscriber.last_id = newest
                 subscriber.ping_seen = ping
                 if size:
-                    subscriber.send_framed(data, size)
                     delivered += count
+                    sock = subscriber.idle_socket()
+                    if sock is None:
+                        subscriber.send_framed(data, size)
+                    else:
+                        batch.append(subscriber)
+                        socks.append(sock)
+                        datas.append(data)
+                        sizes.append(size)
             except Exception:
-                log.failure("Dropping an SSE client that failed a write")
-                metrics.SSE_CLIENTS_DROPPED.inc()
-                self.unsubscribe(subscriber)
-                subscriber.abort()
+                self._drop(subscriber)
+        if batch:
+            self._send_batch(batch, socks, datas, sizes)
         if delivered:
             metrics.SSE_DELIVERIES.inc(delivered)
         return budget
+
+    def _send_batch(
+        self, batch: list[Subscriber], socks: list[Any], datas: list[bytes], sizes: list[int]
+    ) -> None:
+        """Send a step's writes to idle sockets (see :mod:`zkserver.sendpool`); what a
+        socket did not take goes through its transport, here on the reactor thread."""
+        sent = self.sender.send_all(socks, datas)
+        for subscriber, data, size, n in zip(batch, datas, sizes, sent, strict=True):
+            try:
+                subscriber.sent_directly(data, size, n)
+            except Exception:
+                self._drop(subscriber)
+
+    def _drop(self, subscriber: Subscriber) -> None:
+        log.failure("Dropping an SSE client that failed a write")
+        metrics.SSE_CLIENTS_DROPPED.inc()
+        self.unsubscribe(subscriber)
+        subscriber.abort()
 
     def _bytes_for(self, subscriber: Subscriber, seen: int, pinged: bool) -> tuple[bytes, int, int]:
         """(bytes to write, SSE bytes in them, events in them) for a member with this

@@ -37,6 +37,7 @@ from zkserver.pull.drift import DriftFixer
 from zkserver.pull.manager import PullManager
 from zkserver.push.resource import PushApp
 from zkserver.retention import EventRetention
+from zkserver.sendpool import SendPool
 from zkserver.store import open_store
 from zkserver.store.base import Store
 from zkserver.systemd import notify
@@ -195,6 +196,14 @@ class Options(usage.Options):
             "0 = plain CPython collection.",
         ],
         [
+            "send-threads",
+            None,
+            -1,
+            "Helper threads that send the stream's bytes beside the reactor thread "
+            "(the kernel's TCP work runs outside the GIL; see zkserver/sendpool.py); "
+            "-1 = one fewer than the cores each process has (at most 3), 0 = none.",
+        ],
+        [
             "workers",
             None,
             1,
@@ -299,6 +308,19 @@ def _time_policy(options: Options) -> TimePolicy:
     )
 
 
+def _send_threads(options: Options) -> int:
+    """``--send-threads``, with -1 resolved: the cores this process may use, shared by
+    ``--workers`` processes, less the reactor thread's, at most 3."""
+    wanted = int(options["send-threads"])
+    if wanted >= 0:
+        return wanted
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(0, min(3, cores // max(1, int(options["workers"])) - 1))
+
+
 def _check_workers(options: Options) -> None:
     workers = int(options["workers"])
     options["workers"] = workers
@@ -350,6 +372,7 @@ NUMBER_OPTIONS: dict[str, tuple[type, float]] = {
     "max-future": (int, 0),
     "max-past": (int, 0),
     "workers": (int, 1),
+    "send-threads": (int, -1),
     "gc-thaw": (float, 0),
     "retain-events": (float, 0),
 }
@@ -490,6 +513,7 @@ class ZKServer(MultiService):
         self._stopping = True
         notify("STOPPING=1")
         d = super().stopService() or succeed(None)
+        d.addBoth(lambda _: self.broadcaster.sender.stop())
         d.addBoth(lambda _: self.store.stop())
         return d
 
@@ -514,7 +538,7 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # holds keys
     policy = config.get("time-policy") or _time_policy(config)
     store = open_store(config["db"] or "", str(data_dir), reactor, time_policy=policy)
-    broadcaster = Broadcaster(source=store, clock=reactor)
+    broadcaster = Broadcaster(source=store, clock=reactor, sender=SendPool(_send_threads(config)))
     ingest = Ingest(store=store, broadcaster=broadcaster, clock=reactor, time_policy=policy)
     registry = DeviceRegistry(
         store=store,
