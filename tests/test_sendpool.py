@@ -79,6 +79,33 @@ def test_a_small_step_stays_on_the_calling_thread(
     assert pool.batches == 0 and helper_threads() == []
 
 
+def test_a_helper_that_never_gets_a_core_does_not_hold_up_the_step(
+    pool: SendPool, pairs: list[tuple[socket.socket, socket.socket]]
+) -> None:
+    """The caller claims sends itself until none is left: it never waits for a helper to
+    start (on a busy machine a woken thread may not run for milliseconds)."""
+
+    class NeverWakes:
+        def __init__(self) -> None:
+            self.asked = 0
+
+        def release(self, n: int = 1) -> None:
+            self.asked += n
+
+    socks = [a for a, _ in pairs]
+    pool.send_all(socks, [b"-"] * len(socks))  # the helpers start, then wait for a wake-up
+    assert [drain(b) for _, b in pairs] == [b"-"] * len(socks)
+    sleepy = NeverWakes()
+    pool._wake, real = sleepy, pool._wake  # type: ignore[assignment]
+    try:
+        datas = [b"%d" % i for i in range(len(pairs))]
+        assert pool.send_all(socks, datas) == [len(d) for d in datas]
+        assert sleepy.asked == 2  # both helpers were asked, neither came
+        assert [drain(b) for _, b in pairs] == datas
+    finally:
+        pool._wake = real
+
+
 def test_a_full_socket_takes_part_and_a_broken_one_nothing_without_raising(
     pool: SendPool, pairs: list[tuple[socket.socket, socket.socket]]
 ) -> None:

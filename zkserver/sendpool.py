@@ -7,20 +7,25 @@ the ``send`` calls of one sweep step can run on several threads at once: each th
 the GIL only for the few bytecodes around its next call. Measured with 9,000 loopback
 sockets on the 2-core machine: one thread 62 ms, two threads 33 ms, the same CPU in all.
 
-:meth:`SendPool.send_all` is a fork-join: the caller (the reactor thread) keeps the first
-share, helper threads take the others, and the call returns when all are done, so no
-Twisted object is ever touched from another thread. Only ``socket.send`` runs on a helper,
-on sockets whose transports are idle (nothing buffered), and the reactor thread waits
-meanwhile; whatever a socket did not take is written by the caller afterwards, on the
-reactor thread, through the transport.
+:meth:`SendPool.send_all` hands the step to the helpers and works on it itself: every
+thread claims the next send from one shared counter until none is left, so the sends go
+out in list order whoever makes them, and a helper that is slow to wake (no free core)
+simply finds less or nothing left to do. The caller (the reactor thread) returns once
+every claimed send is done, which is at most one ``send`` per helper after its own last
+one: it never waits for a helper to *start*. So no Twisted object is ever touched from
+another thread: only ``socket.send`` runs on a helper, on sockets whose transports are
+idle (nothing buffered), while the reactor thread is inside the call; whatever a socket
+did not take is written by the caller afterwards, on the reactor thread, through the
+transport.
 
-A step is small (a few hundred sockets, see ``zkserver.broadcaster.SLICE``), so the wait
-is bounded by one share of it; a pool without helpers (one core, or ``--send-threads 0``)
-sends inline, exactly as before.
+A step is small (a few hundred sockets, see ``zkserver.broadcaster.SLICE``); a pool
+without helpers (one core, or ``--send-threads 0``) or a step of fewer than two
+:data:`MIN_SHARE` sends goes inline, exactly as a plain loop would.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -31,98 +36,113 @@ __all__ = ["SendPool", "MIN_SHARE"]
 
 log = Logger()
 
-#: Fewest sends worth handing to a helper (waking a thread costs tens of µs on a VM).
+#: Fewest sends per thread worth waking a helper for (a wake-up costs tens of µs on a VM).
 MIN_SHARE = 32
 
 
-class _Helper:
-    """One helper thread: waits for a share, sends it, reports done."""
+class _Job:
+    """One step's sends, claimed one at a time by whichever thread is free."""
 
-    def __init__(self, pool: SendPool, index: int) -> None:
-        self.go = threading.Semaphore(0)
-        self.job: tuple[Sequence[Any], Sequence[bytes], list[int], int, int] | None = None
-        self.thread = threading.Thread(
-            target=self._run, args=(pool,), name=f"zkserver-send-{index}", daemon=True
-        )
-        self.thread.start()
+    __slots__ = ("socks", "datas", "sent", "claims", "busy", "idle")
 
-    def _run(self, pool: SendPool) -> None:
-        while True:
-            self.go.acquire()
-            job = self.job
-            if job is None:
-                return
-            socks, datas, sent, lo, hi = job
+    def __init__(self, socks: Sequence[Any], datas: Sequence[bytes]) -> None:
+        self.socks = socks
+        self.datas = datas
+        self.sent = [0] * len(socks)
+        self.claims = itertools.count()  # next() is atomic under the GIL
+        self.busy = 0  # helpers inside work(), guarded by idle's lock
+        self.idle = threading.Condition(threading.Lock())
+
+    def work(self) -> None:
+        """Claim and make sends until none are left; a send that raises (EAGAIN, or an
+        error the transport reports on its next write) counts as 0 bytes taken."""
+        socks, datas, sent, claims = self.socks, self.datas, self.sent, self.claims
+        n = len(socks)
+        while (i := next(claims)) < n:
             try:
-                _send_range(socks, datas, sent, lo, hi)
-            finally:
-                self.job = None
-                pool._done.release()
+                sent[i] = socks[i].send(datas[i])
+            except Exception:
+                sent[i] = 0
 
-
-def _send_range(
-    socks: Sequence[Any], datas: Sequence[bytes], sent: list[int], lo: int, hi: int
-) -> None:
-    """``sent[i] = socks[i].send(datas[i])`` for ``lo <= i < hi``; 0 where it raised
-    (EAGAIN, or an error the transport reports on its own next write)."""
-    for i in range(lo, hi):
+    def help(self) -> None:
+        """:meth:`work`, from a helper thread: counted in ``busy`` before its first claim,
+        so the caller waits for every claim a helper made."""
+        with self.idle:
+            self.busy += 1
         try:
-            sent[i] = socks[i].send(datas[i])
-        except Exception:
-            sent[i] = 0
+            self.work()
+        finally:
+            with self.idle:
+                self.busy -= 1
+                if not self.busy:
+                    self.idle.notify_all()
+
+    def wait(self) -> None:
+        """Return once no helper is inside :meth:`help` (call after :meth:`work`: every
+        send is then claimed, so helpers arriving later find nothing to do)."""
+        with self.idle:
+            while self.busy:
+                self.idle.wait()
 
 
 class SendPool:
     """Sends on non-blocking sockets in the calling thread and ``helpers`` more.
 
-    ``helpers`` is how many threads besides the caller (0: everything inline). A share
-    is at least :data:`MIN_SHARE` sends, so a small step stays on the caller alone.
-    Not re-entrant: one ``send_all`` at a time (the reactor thread's).
+    ``helpers`` is how many threads besides the caller (0: everything inline); they are
+    started at the first step big enough to share (twistd builds the service before it
+    forks into the background, and threads do not survive a fork). Not re-entrant: one
+    ``send_all`` at a time (the reactor thread's).
     """
 
     def __init__(self, helpers: int) -> None:
         if helpers < 0:
             raise ValueError(f"helpers must be >= 0, not {helpers}")
         self.helpers = helpers
-        self._done = threading.Semaphore(0)
-        # Started at the first step that needs them, not here: twistd builds the service
-        # before it forks into the background, and threads do not survive a fork.
-        self._helpers: list[_Helper] = []
-        self.batches = 0  # send_all calls that used helpers
+        self._threads: list[threading.Thread] = []
+        self._wake = threading.Semaphore(0)
+        self._job: _Job | None = None  # the step under way (or the last one)
+        self._stopping = False
+        self.batches = 0  # send_all calls shared with helpers
         self.sends = 0
 
     def send_all(self, socks: Sequence[Any], datas: Sequence[bytes]) -> list[int]:
         """Send ``datas[i]`` on ``socks[i]`` (non-blocking sockets, each at most once in
-        the call); return the bytes each took (0 on EAGAIN or error). Blocks the caller
-        until every share is done."""
-        n = len(socks)
-        sent = [0] * n
-        self.sends += n
-        shares = min(self.helpers + 1, n // MIN_SHARE)
-        if shares <= 1:
-            _send_range(socks, datas, sent, 0, n)
-            return sent
-        while len(self._helpers) < shares - 1:
-            self._helpers.append(_Helper(self, len(self._helpers)))
+        the call); return the bytes each took (0 on EAGAIN or error)."""
+        job = _Job(socks, datas)
+        self.sends += len(socks)
+        wake = min(self.helpers, len(socks) // MIN_SHARE - 1)
+        if wake <= 0:
+            job.work()
+            return job.sent
+        while len(self._threads) < self.helpers:
+            thread = threading.Thread(
+                target=self._help, name=f"zkserver-send-{len(self._threads)}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
         self.batches += 1
-        bounds = [n * k // shares for k in range(shares + 1)]
-        for k in range(1, shares):
-            helper = self._helpers[k - 1]
-            helper.job = (socks, datas, sent, bounds[k], bounds[k + 1])
-            helper.go.release()
-        try:
-            _send_range(socks, datas, sent, 0, bounds[1])
-        finally:
-            for _ in range(1, shares):
-                self._done.acquire()
-        return sent
+        self._job = job
+        self._wake.release(wake)
+        job.work()
+        job.wait()
+        return job.sent
+
+    def _help(self) -> None:
+        while True:
+            self._wake.acquire()
+            if self._stopping:
+                return
+            job = self._job  # the latest step; a late wake-up finds it all claimed
+            if job is not None:
+                job.help()
 
     def stop(self) -> None:
         """End the helper threads; later calls send inline."""
         self.helpers = 0
-        helpers, self._helpers = self._helpers, []
-        for helper in helpers:
-            helper.job = None
-            helper.go.release()
-        for helper in helpers:
-            helper.thread.join(5)
+        self._stopping = True
+        threads, self._threads = self._threads, []
+        if threads:
+            self._wake.release(len(threads))
+        for thread in threads:
+            thread.join(5)
+        self._job = None
