@@ -402,3 +402,48 @@ async def test_the_stream_opens_the_same_through_klein_routing(server: RunningSe
         assert response.code == 401, path
         assert (await response.json())["error"] == "unauthorized"
     await wait_until(lambda: not server.service.broadcaster.subscribers)
+
+
+@pytest_twisted.ensureDeferred
+async def test_head_gets_the_stream_headers_only_and_the_connection_goes_on(
+    server: RunningServer,
+):
+    """``HEAD /devices/events`` (curl -I, a load balancer's health check) is answered with
+    the stream's headers and ends there: no event bytes follow on the connection (they
+    would be read as the next response) and the next request on it is answered."""
+    port = server.service.web_listeners[0].port.getHost().port
+    raw = socket.socket()
+    raw.setblocking(False)
+    received = b""
+    try:
+        try:
+            raw.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        await sleep(0.1)
+        raw.send(
+            f"HEAD /devices/events?token={server.token} HTTP/1.1\r\nHost: x\r\n\r\n"
+            f"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        )
+
+        def read() -> bool:
+            nonlocal received
+            try:
+                received += raw.recv(65536)
+            except BlockingIOError:
+                pass
+            return received.count(b"HTTP/1.1 200") == 2 and received.endswith(b"}\r\n0\r\n\r\n")
+
+        await wait_until(read)
+        code, _ = await upload(server, attlog(("1", "2025-10-09 13:00:00")))
+        assert code == 200
+        await sleep(0.3)
+        read()
+        head, rest = received.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head
+        assert b"chunked" not in head.lower()
+        assert rest.startswith(b"HTTP/1.1 200") and b'"status": "ok"' in rest
+        assert rest.endswith(b"}\r\n0\r\n\r\n") and b"data:" not in received
+        assert not server.service.broadcaster.subscribers
+    finally:
+        raw.close()

@@ -105,7 +105,8 @@ class EventStream:
 
     def serve(self, request: Request) -> None:
         """Open the stream on ``request`` (its token already checked); the caller returns
-        ``NOT_DONE_YET``. A replay that fails closes the connection.
+        ``NOT_DONE_YET``. A replay that fails closes the connection. A ``HEAD`` request
+        gets the stream's headers and is finished at once.
 
         Nothing per client stays waiting in a coroutine or a Deferred chain: after this
         returns, an idle stream is its connection, its request (lightened by
@@ -115,6 +116,13 @@ class EventStream:
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-accel-buffering", b"no")
+        if request.method == b"HEAD":
+            # The headers only, and the response ends: Request.write drops a HEAD body,
+            # but the broadcaster writes to the transport itself, so a subscribed HEAD
+            # would get event bytes after its headers (read as the next response) and
+            # hold the connection forever.
+            request.finish()
+            return
         last_id = _last_event_id(request, params)
         flt = EventFilter(serials=_split(params.get("device")), types=_split(params.get("type")))
         subscriber = Subscriber(
