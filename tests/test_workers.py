@@ -16,7 +16,7 @@ from twisted.python import usage
 
 from tests.databases import postgres_schema
 from tests.harness import SSEClient, sleep, start_server
-from zkserver.tap import Options
+from zkserver.tap import Options, _send_threads, makeService
 from zkserver.workers import AdoptedListener, WorkerPool, worker_argv
 
 
@@ -198,3 +198,20 @@ async def test_every_worker_runs_with_the_raised_open_files_limit(tmp_path) -> N
                 await running.stop()
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_workers_use_the_send_threads_the_first_process_resolved(monkeypatch, tmp_path) -> None:
+    """``--send-threads`` -1 is one fewer than the cores per process: with ``--workers 2``
+    on two cores, none in each process. A worker's own options have no ``--workers``,
+    so resolved there it would count both cores as its own."""
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    config = Options()
+    config.parseOptions(
+        ["--data-dir", str(tmp_path), "--db", "postgresql://x@127.0.0.1/db", "--workers", "2"]
+    )
+    service = makeService(config, MemoryReactor())
+    (pool,) = [s for s in service if isinstance(s, WorkerPool)]
+    assert service.broadcaster.sender.helpers == 0
+    worker = Options()
+    worker.parseOptions([*pool.argv, "--worker", "push=7,web=8"])
+    assert _send_threads(worker) == 0

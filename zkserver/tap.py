@@ -538,7 +538,8 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # holds keys
     policy = config.get("time-policy") or _time_policy(config)
     store = open_store(config["db"] or "", str(data_dir), reactor, time_policy=policy)
-    broadcaster = Broadcaster(source=store, clock=reactor, sender=SendPool(_send_threads(config)))
+    send_threads = _send_threads(config)
+    broadcaster = Broadcaster(source=store, clock=reactor, sender=SendPool(send_threads))
     ingest = Ingest(store=store, broadcaster=broadcaster, clock=reactor, time_policy=policy)
     registry = DeviceRegistry(
         store=store,
@@ -652,7 +653,9 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
     elif config["workers"] > 1:
         WorkerPool(
             config["workers"],
-            worker_argv(getattr(config, "argv", [])),
+            # The helper threads resolved here (cores per process): a worker's own
+            # options have no --workers, so it would count every core as its own.
+            [*worker_argv(getattr(config, "argv", [])), "--send-threads", str(send_threads)],
             [("push", x) for x in server.push_listeners]
             + [("web", x) for x in server.web_listeners],
             reactor,
