@@ -250,3 +250,26 @@ async def test_a_sweep_over_helper_threads_gives_every_stream_every_event_once_i
             sock.close()
         await server.stop()
     assert helper_threads() == []
+
+
+def test_a_helper_that_cannot_be_started_leaves_the_sends_to_the_caller(
+    monkeypatch: pytest.MonkeyPatch,
+    pool: SendPool,
+    pairs: list[tuple[socket.socket, socket.socket]],
+    log_events: list[dict[str, Any]],
+) -> None:
+    """No thread to be had (RLIMIT_NPROC, a cgroup's pids.max): the step is still sent,
+    by the caller. Raising instead would end the sweep's step after it had marked these
+    streams as having the events, so they would never get them."""
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    socks = [a for a, _ in pairs]
+    datas = [b"%d" % i for i in range(len(pairs))]
+    assert pool.send_all(socks, datas) == [len(d) for d in datas]
+    assert [drain(b) for _, b in pairs] == datas
+    assert pool.helpers == 0 and helper_threads() == []
+    assert any("helper thread" in str(e.get("log_format", "")) for e in log_events)
+    assert pool.send_all(socks, datas) == [len(d) for d in datas]  # later steps too

@@ -111,21 +111,39 @@ class SendPool:
         job = _Job(socks, datas)
         self.sends += len(socks)
         wake = min(self.helpers, len(socks) // MIN_SHARE - 1)
+        if wake > 0 and len(self._threads) < self.helpers:
+            self._start_helpers()
+            wake = min(wake, len(self._threads))
         if wake <= 0:
             job.work()
             return job.sent
-        while len(self._threads) < self.helpers:
-            thread = threading.Thread(
-                target=self._help, name=f"zkserver-send-{len(self._threads)}", daemon=True
-            )
-            thread.start()
-            self._threads.append(thread)
         self.batches += 1
         self._job = job
         self._wake.release(wake)
         job.work()
         job.wait()
         return job.sent
+
+    def _start_helpers(self) -> None:
+        """Start the missing helpers. One that cannot be started (no thread to be had:
+        RLIMIT_NPROC, a cgroup's pids.max) is not asked for again: the pool goes on with
+        those it has, or inline. Raising would lose the step: the sweep has already
+        counted its streams as having these bytes."""
+        while len(self._threads) < self.helpers:
+            thread = threading.Thread(
+                target=self._help, name=f"zkserver-send-{len(self._threads)}", daemon=True
+            )
+            try:
+                thread.start()
+            except RuntimeError as e:
+                log.warn(
+                    "Cannot start a send helper thread ({error}); going on with {count}",
+                    error=str(e),
+                    count=len(self._threads),
+                )
+                self.helpers = len(self._threads)
+                return
+            self._threads.append(thread)
 
     def _help(self) -> None:
         while True:
