@@ -54,3 +54,23 @@ def test_nothing_cites_documents_outside_the_repository() -> None:
         if path.name != "test_docs.py" and outside.search(_text(path))
     ]
     assert not bad, bad
+
+
+def test_the_readme_options_table_is_one_table_listing_every_option() -> None:
+    """Every option of ``twistd zkserver --help`` has a row in the README's options table,
+    and the rows form one Markdown table (a blank line ends a table: rows after it are
+    shown as plain text with pipes)."""
+    from zkserver.tap import Options
+
+    options = Options()
+    names = {p[0] for p in options.optParameters} | {f[0] for f in options.optFlags}
+    names -= {"config", "worker"}  # described in the text / internal
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Options\n", 1)[1].split("\n## ", 1)[0]
+    lines = section.split("\n")
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    table = "\n".join(lines[start:end])
+    assert not names - set(re.findall(r"`--([a-z-]+)`", table))
