@@ -21,12 +21,13 @@ from zkserver.records import DeviceUser, Punch, Rejected
 from zkserver.store import (
     DuplicateDevice,
     PostgresStore,
+    ReplayPage,
     SqliteStore,
     Store,
     StoreUnavailable,
     open_store,
 )
-from zkserver.store.dialect import Q, Script
+from zkserver.store.dialect import Q, Script, utc_now
 from zkserver.store.schema import MIGRATIONS
 
 
@@ -282,6 +283,30 @@ async def test_events_after_and_append_event(store: Store) -> None:
     assert await store.events_after(appended.id) == []
     assert await store.last_event_id() == appended.id
     await raises(ValueError, store.append_event({"no": "type"}))
+
+
+@pytest_twisted.ensureDeferred
+async def test_replay_page_reads_events_the_pruned_mark_and_the_newest_id(store: Store) -> None:
+    assert await store.replay_page(0) == ReplayPage([], 0, 0)
+    device = await store.add_device(serial_number="SN")
+    events = await store.save_punches(
+        device, [punch(str(n), "2025-01-01 08:00:00") for n in range(3)]
+    )
+    ids = [e.id for e in events]
+    page = await store.replay_page(0, 2)
+    assert page == ReplayPage(events[:2], 0, ids[-1])
+    assert page.events[0].payload == events[0].payload
+    assert await store.replay_page(ids[-1]) == ReplayPage([], 0, ids[-1])
+    await deferLater(reactor, 0.01, lambda: None)  # created_at strictly before the cutoff
+    assert await store.prune_events(utc_now(), 2) == 2
+    assert await store.replay_page(0) == ReplayPage(events[2:], ids[1], ids[-1])
+    assert await store.prune_events(utc_now(), 2) == 1
+    # Every event pruned: the newest id is still the highest one given out.
+    assert await store.replay_page(0) == ReplayPage([], ids[-1], ids[-1])
+    assert await store.replay_page(ids[-1] + 5) == ReplayPage([], ids[-1], ids[-1])
+    status = device_status_payload(device, "online", "2025-01-01T08:00:00+00:00")
+    later = await store.append_event(status, serial_number="SN")
+    assert await store.replay_page(ids[-1]) == ReplayPage([later], ids[-1], later.id)
 
 
 @pytest_twisted.ensureDeferred

@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from zkserver.localtime import TimePolicy
-from zkserver.store.base import AttendancePage, DuplicateDevice, Store, StoreUnavailable
+from zkserver.store.base import (
+    AttendancePage,
+    DuplicateDevice,
+    ReplayPage,
+    Store,
+    StoreUnavailable,
+)
 from zkserver.store.dialect import Q, Script, utc_now
 from zkserver.store.postgres import PostgresStore
 from zkserver.store.schema import MIGRATIONS, Migration
@@ -24,6 +30,7 @@ __all__ = [
     "Migration",
     "PostgresStore",
     "Q",
+    "ReplayPage",
     "SQLStore",
     "Script",
     "SqliteStore",

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from datetime import date
 from typing import TYPE_CHECKING, Any, Protocol
 
+from attrs import frozen
 from twisted.internet.defer import Deferred
 
 from zkserver.events import Event
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from zkserver.persons.model import NewTemplate, Person, PersonTemplate, SyncEntry
     from zkserver.store.commands import CommandChange, CommandPage, NewCommand
 
-__all__ = ["Store", "StoreUnavailable", "DuplicateDevice", "AttendancePage"]
+__all__ = ["Store", "StoreUnavailable", "DuplicateDevice", "AttendancePage", "ReplayPage"]
 
 
 class StoreUnavailable(Exception):
@@ -32,6 +33,21 @@ class DuplicateDevice(Exception):
 
 AttendancePage = tuple[list[dict[str, Any]], "str | None"]
 """Rows of ``GET /api/attendance`` and the cursor of the next page (None at the end)."""
+
+
+@frozen
+class ReplayPage:
+    """One page of a Last-Event-ID replay (:meth:`Store.replay_page`), read at one instant.
+
+    - ``events``: committed events with id > the cursor, ascending, at most the limit;
+    - ``pruned_through``: the highest event id retention had deleted at that instant (0
+      when none). Above the cursor, it means events the page should hold are gone;
+    - ``newest``: the highest event id given out by then, kept or pruned (0 when none).
+    """
+
+    events: list[Event]
+    pruned_through: int
+    newest: int
 
 
 class Store(Protocol):
@@ -103,6 +119,12 @@ class Store(Protocol):
 
     def events_pruned_through(self) -> Deferred[int]:
         """The highest event id retention has deleted (0 when none)."""
+
+    def replay_page(self, last_id: int, limit: int = 500) -> Deferred[ReplayPage]:
+        """Up to ``limit`` committed events with id > ``last_id``, ascending, and, read by
+        the same statement (so at one instant), the pruned-through mark and the newest id.
+        A prune that commits before the read raises the mark; one that commits after it
+        cannot take anything from the page."""
 
     def attendance(
         self,

@@ -24,7 +24,7 @@ from zkserver import metrics
 from zkserver.events import Event, attendance_encoder, encode_payload
 from zkserver.localtime import TimePolicy
 from zkserver.records import Command, Device, DeviceUser, Punch, Rejected
-from zkserver.store.base import AttendancePage, DuplicateDevice
+from zkserver.store.base import AttendancePage, DuplicateDevice, ReplayPage
 from zkserver.store.days import day_rows
 from zkserver.store.dialect import Q, Script, chunks, row_source, utc_now, values
 from zkserver.store.persons import PersonScripts
@@ -445,6 +445,29 @@ class SQLStore(PersonScripts, WebhookStoreMixin):
         def script() -> Script[int]:
             rows = yield Q("SELECT COALESCE(MAX(pruned_through), 0) FROM event_retention")
             return int(rows[0][0])
+
+        return self._call(script, write=False)
+
+    def replay_page(self, last_id: int, limit: int = 500) -> Deferred[ReplayPage]:
+        """Events after ``last_id`` with the pruned-through mark and the newest id, all
+        from ONE statement: one snapshot on PostgreSQL (READ COMMITTED takes one per
+        statement, not per transaction) and on SQLite. A prune deletes its rows and raises
+        the mark in one transaction, so either the page was read before it (and holds
+        those rows) or the mark counts it. ``newest`` is at least the mark: the highest
+        id given out, even when every event was pruned."""
+
+        def script() -> Script[ReplayPage]:
+            rows = yield Q(
+                "SELECT r.pruned, r.newest, e.id, e.type, e.payload, e.serial_number FROM"
+                " (SELECT (SELECT COALESCE(MAX(pruned_through), 0) FROM event_retention)"
+                " AS pruned, (SELECT COALESCE(MAX(id), 0) FROM events) AS newest) AS r"
+                f" LEFT JOIN (SELECT {EVENT_COLS} FROM events WHERE id > %s"
+                " ORDER BY id LIMIT %s) AS e ON 1 = 1 ORDER BY e.id",
+                (int(last_id), max(1, int(limit))),
+            )
+            pruned, newest = int(rows[0][0]), int(rows[0][1])
+            events = [event_from_row(row[2:]) for row in rows if row[2] is not None]
+            return ReplayPage(events, pruned, max(newest, pruned))
 
         return self._call(script, write=False)
 
