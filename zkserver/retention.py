@@ -6,7 +6,9 @@ transactions, so a push upload or a pull catch-up never waits behind a long dele
 SQLite, one writer, it waits at most one small batch; on PostgreSQL the delete takes no
 lock that inserts wait for). Punches themselves are kept: only the stream's replay log
 (the ``events`` table) is pruned. A stream client whose Last-Event-ID is below the highest
-pruned id is sent one ``reset`` event (see zkserver/web/sse.py).
+pruned id is sent one ``reset`` event, and so is one whose replay a prune overtakes: each
+replay page is read with the pruned-through mark at the same instant (see
+zkserver/web/sse.py and ``Store.replay_page``).
 """
 
 from __future__ import annotations

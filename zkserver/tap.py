@@ -461,6 +461,7 @@ class ZKServer(MultiService):
         self.push_listeners: list[Any] = []  # Listener or AdoptedListener
         self.web_listeners: list[Any] = []
         self.retention: Any = None
+        self.events: EventStream | None = None  # the web listener's stream (makeService)
         self.alerts: Any = None  # zkserver.alerts_service.AlertService (hooks_setup)
         self.webhooks: Any = None  # zkserver.webhooks.service.WebhookSender (hooks_setup)
         self.pull: Any = None
@@ -616,10 +617,12 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
     push_app.persons = persons
     if pull is not None:
         pull.enrolled = persons.pull_enrolled
+    events = EventStream(broadcaster=broadcaster, store=store, max_buffer=config["sse-buffer"])
+    server.events = events
     web_app = WebApp(
         store=store,
         registry=registry,
-        events=EventStream(broadcaster=broadcaster, store=store, max_buffer=config["sse-buffer"]),
+        events=events,
         auth=TokenAuth(token),
         pull=pull,
         commands=commands,

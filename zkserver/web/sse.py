@@ -159,24 +159,41 @@ class EventStream:
             request.loseConnection()
 
     async def _replay(self, subscriber: Subscriber, last_id: int) -> None:
-        newest = await self.store.last_event_id()
-        if last_id > newest:  # an id from another database (or a reset one): start live
-            subscriber.last_id = newest
-        elif last_id < newest:
-            pruned = await self.store.events_pruned_through()
-            if last_id < pruned:  # events it missed were pruned: it must reload its state
-                subscriber.last_id = newest
-                subscriber.send(reset_frame(newest, pruned))
-        cursor = subscriber.last_id
+        """Send the events after ``last_id`` from the store, page by page, then release
+        the live events held meanwhile.
+
+        The stream is subscribed before the first read, so whatever commits after a read
+        reaches it live (held until :meth:`Subscriber.release`): the replay ends at a
+        short page, or at a reset.
+
+        Retention may delete events at any moment, between or during these reads. Each
+        page comes with the pruned-through mark read at the same instant
+        (:meth:`Store.replay_page`): a mark at or below the cursor the page was read from
+        means the page is whole; above it, events the page should hold were deleted
+        before the client got them. The client then gets ONE ``reset`` (id: the newest
+        id at that read, at or above the mark), and the replay ends there: live events
+        after that id follow."""
+        cursor = last_id
+        first = True
         while not subscriber.closed:
-            page = await self.store.events_after(cursor, REPLAY_PAGE)
-            for event in page:
+            page = await self.store.replay_page(cursor, REPLAY_PAGE)
+            if first and cursor > page.newest:
+                # An id this database never gave out (another database, or a reset one):
+                # nothing to replay, start live.
+                subscriber.last_id = page.newest
+                break
+            first = False
+            if page.pruned_through > cursor:  # it missed events that are gone: reload
+                subscriber.last_id = page.newest
+                subscriber.send(reset_frame(page.newest, page.pruned_through))
+                break
+            for event in page.events:
                 if subscriber.paused:  # replay at the pace the client reads, within the cap
                     await subscriber.drained()
                 subscriber.send_event(event)
-            if len(page) < REPLAY_PAGE:
+            if len(page.events) < REPLAY_PAGE:
                 break
-            cursor = page[-1].id
+            cursor = page.events[-1].id
         subscriber.release()
 
     def _finished(self, _: object, subscriber: Subscriber) -> None:
