@@ -15,11 +15,18 @@ until the next *thaw* (``gc.unfreeze()`` every ``--gc-thaw`` seconds, default on
 the next full collection then walks everything once, frees those cycles and the survivors
 are frozen again. ``--gc-thaw 0`` turns the governor off (plain CPython collection).
 Stopping the service unfreezes everything.
+
+A collection runs in whichever thread allocated when it became due: with SQLite that is
+often a database thread of the pool. The callback then hands the freeze to the reactor
+thread with ``callFromThread`` (``callLater`` is not thread-safe: from another thread it
+can be lost, and freezing would stop for good).
 """
 
 from __future__ import annotations
 
 import gc
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
@@ -29,9 +36,23 @@ __all__ = ["GCGovernor"]
 
 
 class GCGovernor(Service):
-    def __init__(self, clock: IReactorTime, thaw_every: float = 3600.0) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        thaw_every: float = 3600.0,
+        call_from_thread: Callable[..., None] | None = None,
+    ) -> None:
+        """``clock`` schedules on the reactor thread (the one that starts the service);
+        ``call_from_thread`` is the reactor's ``callFromThread`` (default: the global
+        reactor's), for collections that run in other threads."""
         self.clock = clock
         self.thaw_every = thaw_every
+        if call_from_thread is None:
+            from twisted.internet import reactor
+
+            call_from_thread = reactor.callFromThread  # type: ignore[attr-defined]
+        self._call_from_thread = call_from_thread
+        self._thread: threading.Thread | None = None
         self.freezes = 0
         self.thaws = 0
         self._freeze_call: IDelayedCall | None = None
@@ -39,6 +60,7 @@ class GCGovernor(Service):
 
     def startService(self) -> None:
         super().startService()
+        self._thread = threading.current_thread()
         gc.callbacks.append(self._on_gc)
         self._schedule_thaw()
 
@@ -53,8 +75,16 @@ class GCGovernor(Service):
         gc.unfreeze()
 
     def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
-        # Nothing is allocated or frozen inside the collector: freeze on the next turn.
-        if phase == "stop" and info.get("generation") == 2 and self._freeze_call is None:
+        # Nothing is frozen inside the collector: freeze on the reactor's next turn.
+        if phase == "stop" and info.get("generation") == 2:
+            if threading.current_thread() is self._thread:
+                self._collected()
+            else:
+                self._call_from_thread(self._collected)
+
+    def _collected(self) -> None:
+        """A full collection ended (on the reactor thread now)."""
+        if self._freeze_call is None and self.running:
             self._freeze_call = self.clock.callLater(0, self._freeze)
 
     def _freeze(self) -> None:

@@ -669,7 +669,9 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
         server
     )
     if config["gc-thaw"] > 0:
-        GCGovernor(reactor, config["gc-thaw"]).setServiceParent(server)
+        GCGovernor(
+            reactor, config["gc-thaw"], getattr(reactor, "callFromThread", None)
+        ).setServiceParent(server)
     if config["retain-events"] > 0 and not inherited:  # the first process prunes
         retention = EventRetention(store=store, clock=reactor, days=config["retain-events"])
         server.retention = retention
