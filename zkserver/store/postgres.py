@@ -8,6 +8,9 @@
   with ``pg_notify`` (delivered at COMMIT) on the schema's channel.
 - :meth:`PostgresStore.watch` listens on a dedicated connection that reconnects itself
   with backoff and probes the server while idle.
+- Cancelling a call's Deferred never reaches txpostgres (it cannot take a cancel in the
+  middle of a transaction): the caller gets CancelledError, the transaction runs to its
+  end, and ``stop()`` waits for it (see :class:`~zkserver.store.sql.InFlight`).
 """
 
 from __future__ import annotations
@@ -454,8 +457,12 @@ class _DeviceLocks:
         self.conn: _Connection | None = None
         self.held: set[str] = set()
         self.lock = DeferredLock()
+        #: Set by :meth:`close` (the store stops): a call still queued must not connect.
+        self.closed = False
 
     async def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        if self.closed:
+            raise StoreUnavailable("device lock: the store is not running")
         conn = self.conn
         try:
             if conn is None or not _is_open(conn):
@@ -490,6 +497,7 @@ class _DeviceLocks:
         )
 
     def close(self) -> None:
+        self.closed = True
         self.held.clear()
         if self.conn is not None:
             _close(self.conn)
@@ -547,6 +555,7 @@ class PostgresStore(CommandScripts, SQLStore):
     def start(self) -> Deferred[None]:
         if self._pool is not None:
             return succeed(None)
+        self._device_locks.closed = False
         self._pool = _Pool(
             self._reactor, self.dsn, self._pool_size, self._connect_timeout, self._op_timeout
         )
@@ -579,6 +588,8 @@ class PostgresStore(CommandScripts, SQLStore):
             pool.close()
 
     async def _stop(self) -> None:
+        # A device-lock query under way fails at once (its connection closes; it has no
+        # deadline of its own); stop waits for its caller to be told, like for the rest.
         self._device_locks.close()
         if self._listener is not None:
             listener, self._listener = self._listener, None
@@ -592,11 +603,15 @@ class PostgresStore(CommandScripts, SQLStore):
     # --- one process per pull device ------------------------------------------------
     def try_lock_device(self, device_id: str) -> Deferred[bool]:
         locks = self._device_locks
-        return locks.lock.run(lambda: Deferred.fromCoroutine(locks.try_lock(device_id)))
+        return self._in_flight.track(
+            locks.lock.run(lambda: Deferred.fromCoroutine(locks.try_lock(device_id)))
+        )
 
     def unlock_device(self, device_id: str) -> Deferred[None]:
         locks = self._device_locks
-        return locks.lock.run(lambda: Deferred.fromCoroutine(locks.unlock(device_id)))
+        return self._in_flight.track(
+            locks.lock.run(lambda: Deferred.fromCoroutine(locks.unlock(device_id)))
+        )
 
     # --- notifications --------------------------------------------------------------
     def watch(self, callback: Callable[[int], None]) -> None:
@@ -656,9 +671,7 @@ class PostgresStore(CommandScripts, SQLStore):
         def retry() -> bool:
             return tx.retryable
 
-        d = self._in_flight.track(
-            pool.runInteraction(interaction, op_timeout=op_timeout, retry=retry)
-        )
+        d = pool.runInteraction(interaction, op_timeout=op_timeout, retry=retry)
 
         def closed(result: Any) -> Any:
             script.close()  # after the last attempt (a retry takes the script on)
@@ -675,4 +688,5 @@ class PostgresStore(CommandScripts, SQLStore):
                 raise StoreUnavailable(str(error).strip() or type(error).__name__) from error
             return failure
 
-        return d.addErrback(failed)
+        # A caller's cancel stops here (see InFlight): the transaction runs to its end.
+        return self._in_flight.track(d.addErrback(failed))

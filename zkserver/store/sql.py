@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from zkserver import metrics
 from zkserver.events import Event, attendance_encoder, encode_payload
@@ -48,6 +50,8 @@ __all__ = ["InFlight", "SQLStore"]
 
 T = TypeVar("T")
 
+log = Logger()
+
 #: The per-punch columns of a punch insert, and the event insert's (row_source).
 PUNCH_COLUMNS = (
     ("user_id", "text"),
@@ -64,23 +68,46 @@ EVENT_COLUMNS = (("n", "int"), ("payload", "text"))
 
 
 class InFlight:
-    """Counts running operations so ``stop()`` can wait for them to finish."""
+    """Counts running operations so ``stop()`` can wait for them to finish, and keeps a
+    caller's cancellation away from them.
+
+    Cancelling the Deferred :meth:`track` returns fails it at once with CancelledError
+    (Klein cancels a request's Deferred when its client goes away; a stopping service
+    cancels its workers). The operation is not interrupted: it runs to its end,
+    :meth:`wait` still waits for it, and what it gives then is dropped (a failure is
+    logged). A driver is never cancelled mid-query: txpostgres cannot take it (its
+    cancelled transaction gave the connection back while a query still ran on it, was
+    sometimes retried on another, and left the transaction's coroutine to fail later
+    with nobody to tell: "Unhandled error in Deferred" from the garbage collector), and
+    adbapi's thread runs the query anyway."""
 
     def __init__(self) -> None:
         self._count = 0
         self._waiters: list[Deferred[None]] = []
 
     def track(self, d: Deferred[T]) -> Deferred[T]:
+        """The caller's Deferred for the operation ``d``."""
         self._count += 1
-        return d.addBoth(self._finished)
+        caller: Deferred[T] = Deferred()  # no canceller: cancel() fails it, nothing else
+        d.addBoth(self._finished, caller)
+        return caller
 
-    def _finished(self, result: T) -> T:
+    def _finished(self, result: T | Failure, caller: Deferred[T]) -> None:
         self._count -= 1
         if not self._count:
             waiters, self._waiters = self._waiters, []
             for waiter in waiters:
                 waiter.callback(None)
-        return result
+        if not caller.called:
+            if isinstance(result, Failure):
+                caller.errback(result)
+            else:
+                caller.callback(result)
+        elif isinstance(result, Failure):  # its caller cancelled it before it ended
+            log.info(
+                "A database operation whose caller gave up failed: {error}",
+                error=result.getErrorMessage(),
+            )
 
     def wait(self) -> Deferred[None]:
         if not self._count:

@@ -230,11 +230,9 @@ class SqliteStore(CommandScripts, SQLStore):
             script.close()
             return fail(StoreUnavailable("the store is not running"))
         if not write and self._readers is not None:
-            d = self._in_flight.track(self._readers.runWithConnection(_drive, script, False))
+            d = self._readers.runWithConnection(_drive, script, False)
         else:
-            d = self._in_flight.track(
-                self._pool.runWithConnection(self._write, script, write, self._lock_failures)
-            )
+            d = self._pool.runWithConnection(self._write, script, write, self._lock_failures)
 
         def done(result: Any) -> Any:
             if isinstance(result, Failure) and _unavailable(result):
@@ -242,7 +240,8 @@ class SqliteStore(CommandScripts, SQLStore):
                 raise StoreUnavailable(str(result.value)) from result.value
             return result
 
-        return d.addBoth(done)
+        # A caller's cancel stops here (see InFlight): stop() waits for the thread.
+        return self._in_flight.track(d.addBoth(done))
 
     def _write(self, conn: Any, script: Script[T], write: bool, queued_at: int) -> T:
         """On the writer thread: fail at once if a write that ran while this one was
