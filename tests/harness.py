@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from typing import Any
 
 import treq
@@ -16,7 +17,15 @@ from twisted.web.client import HTTPConnectionPool
 from zkserver.eventsource import Comment, EventStreamParser
 from zkserver.tap import Options, ZKServer, makeService
 
-__all__ = ["RunningServer", "start_server", "SSEClient", "wait_until", "new_pool", "sleep"]
+__all__ = [
+    "RunningServer",
+    "start_server",
+    "SSEClient",
+    "wait_until",
+    "new_pool",
+    "sleep",
+    "raw_request",
+]
 
 
 def new_pool() -> HTTPConnectionPool:
@@ -35,6 +44,35 @@ async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.
             raise AssertionError(f"condition not met within {timeout} s")
         await deferLater(reactor, interval, lambda: None)
         waited += interval
+
+
+def _connected(sock: socket.socket) -> bool:
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
+
+
+async def raw_request(port: int, request: bytes, rcvbuf: int | None = None) -> socket.socket:
+    """A non-blocking loopback socket to ``port`` that has sent ``request`` (the reactor
+    runs while it connects); ``rcvbuf`` is its SO_RCVBUF, set before connecting (a small
+    one makes a client that does not read fill up fast). The caller closes it."""
+    sock = socket.socket()
+    try:
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setblocking(False)
+        try:
+            sock.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        await wait_until(lambda: _connected(sock))
+        sock.send(request)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 @define

@@ -15,7 +15,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web import http, resource, server
 
-from tests.harness import RunningServer, SSEClient, wait_until
+from tests.harness import RunningServer, SSEClient, raw_request, wait_until
 from zkserver import broadcaster as broadcaster_module
 from zkserver.broadcaster import ROUND_EVENTS, Broadcaster, EventFilter, Subscriber, chunk
 from zkserver.events import Event
@@ -704,23 +704,17 @@ async def test_an_http10_stream_gets_unframed_bytes_next_to_chunked_ones(
     """An HTTP/1.0 client (no chunked encoding) and HTTP/1.1 ones with and without a
     filter, in one pass over real sockets: each gets its events once, in order, in its
     own framing."""
-    import socket
 
     chunked = await SSEClient(f"{server.web_url}/devices/events?token={server.token}").connect()
     filtered = await SSEClient(
         f"{server.web_url}/devices/events?token={server.token}&device=H10B"
     ).connect()
-    plain = socket.socket()
-    plain.setblocking(False)
     received = b""
+    port = server.service.web_listeners[0].port.getHost().port
+    plain = await raw_request(
+        port, f"GET /devices/events?token={server.token} HTTP/1.0\r\n\r\n".encode()
+    )
     try:
-        port = server.service.web_listeners[0].port.getHost().port
-        try:
-            plain.connect(("127.0.0.1", port))
-        except BlockingIOError:
-            pass
-        await wait_until(lambda: plain.getpeername() is not None)
-        plain.send(f"GET /devices/events?token={server.token} HTTP/1.0\r\n\r\n".encode())
         await wait_until(lambda: len(server.service.broadcaster.subscribers) == 3)
         for user, serial in enumerate(("H10A", "H10B", "H10A")):
             url = f"{server.push_url}/iclock/cdata?SN={serial}&table=ATTLOG"

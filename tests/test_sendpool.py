@@ -17,7 +17,7 @@ import treq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.harness import start_server, wait_until
+from tests.harness import raw_request, start_server, wait_until
 from zkserver.sendpool import MIN_SHARE, SendPool
 from zkserver.tap import Options, _send_threads
 
@@ -181,16 +181,6 @@ def test_send_threads_default_is_one_fewer_than_the_cores_per_process(
 # --------------------------------------------------------------------------- real server
 
 
-def open_raw_stream(port: int, token: str) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(
-        f"GET /devices/events?token={token}&type=attendance HTTP/1.1\r\n"
-        "Host: 127.0.0.1\r\n\r\n".encode()
-    )
-    sock.setblocking(False)
-    return sock
-
-
 def ids_in(raw: bytes) -> list[int]:
     return [int(line[4:]) for line in raw.split(b"\n") if line.startswith(b"id: ")]
 
@@ -207,7 +197,11 @@ async def test_a_sweep_over_helper_threads_gives_every_stream_every_event_once_i
     try:
         broadcaster = server.service.broadcaster
         port = server.service.web_listeners[0].port.getHost().port
-        streams = [open_raw_stream(port, server.token) for _ in range(150)]
+        request = (
+            f"GET /devices/events?token={server.token}&type=attendance HTTP/1.1\r\n"
+            "Host: 127.0.0.1\r\n\r\n"
+        ).encode()
+        streams = [await raw_request(port, request) for _ in range(150)]
         await wait_until(lambda: len(broadcaster.subscribers) == len(streams))
         # One stream's server-side socket buffer is made tiny and its client reads nothing
         # until the end: the sweep's send takes part of a batch write, the transport the rest.

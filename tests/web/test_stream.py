@@ -13,7 +13,7 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.web import http
 
-from tests.harness import RunningServer, SSEClient, sleep, start_server, wait_until
+from tests.harness import RunningServer, SSEClient, raw_request, sleep, start_server, wait_until
 
 SN = "SSE0001"
 
@@ -167,20 +167,14 @@ async def test_stalled_client_is_dropped_and_others_keep_receiving(db_url, tmp_p
     running = await start_server(
         db_url, str(tmp_path / "d"), "--auto-approve", "--sse-buffer", "65536"
     )
-    stalled = socket.socket()
-    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    stalled.setblocking(False)
     healthy = await SSEClient(stream_url(running, "&type=attendance")).connect()
+    port = running.service.web_listeners[0].port.getHost().port
+    stalled = await raw_request(
+        port,
+        f"GET /devices/events?token={running.token} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+        rcvbuf=4096,
+    )
     try:
-        port = running.service.web_listeners[0].port.getHost().port
-        try:
-            stalled.connect(("127.0.0.1", port))
-        except BlockingIOError:
-            pass
-        await deferLater(reactor, 0.1, lambda: None)
-        stalled.send(
-            f"GET /devices/events?token={running.token} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
-        )
         await wait_until(lambda: running.service.broadcaster.stats()["clients"] == 2)
         # Loopback send buffers grow to megabytes; shrink the server side of the stalled
         # connection so that a bounded test reaches the per-client cap.
@@ -224,21 +218,15 @@ async def test_dropped_slow_client_resumes_from_its_last_event_id(db_url, tmp_pa
     running = await start_server(
         db_url, str(tmp_path / "d"), "--auto-approve", "--sse-buffer", "32768"
     )
-    slow = socket.socket()
-    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    slow.setblocking(False)
     resumed: SSEClient | None = None
+    port = running.service.web_listeners[0].port.getHost().port
+    slow = await raw_request(
+        port,
+        f"GET /devices/events?token={running.token}&type=attendance HTTP/1.1\r\n"
+        f"Host: x\r\n\r\n".encode(),
+        rcvbuf=4096,
+    )
     try:
-        port = running.service.web_listeners[0].port.getHost().port
-        try:
-            slow.connect(("127.0.0.1", port))
-        except BlockingIOError:
-            pass
-        await sleep(0.1)
-        slow.send(
-            f"GET /devices/events?token={running.token}&type=attendance HTTP/1.1\r\n"
-            f"Host: x\r\n\r\n".encode()
-        )
         await wait_until(lambda: running.service.broadcaster.stats()["clients"] == 1)
         await upload(running, attlog(*[(f"a{i}", f"2025-10-09 15:00:{i:02d}") for i in range(5)]))
         received = b""
@@ -412,19 +400,13 @@ async def test_head_gets_the_stream_headers_only_and_the_connection_goes_on(
     the stream's headers and ends there: no event bytes follow on the connection (they
     would be read as the next response) and the next request on it is answered."""
     port = server.service.web_listeners[0].port.getHost().port
-    raw = socket.socket()
-    raw.setblocking(False)
     received = b""
+    raw = await raw_request(
+        port,
+        f"HEAD /devices/events?token={server.token} HTTP/1.1\r\nHost: x\r\n\r\n"
+        f"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+    )
     try:
-        try:
-            raw.connect(("127.0.0.1", port))
-        except BlockingIOError:
-            pass
-        await sleep(0.1)
-        raw.send(
-            f"HEAD /devices/events?token={server.token} HTTP/1.1\r\nHost: x\r\n\r\n"
-            f"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".encode()
-        )
 
         def read() -> bool:
             nonlocal received
