@@ -25,6 +25,7 @@ __all__ = [
     "new_pool",
     "sleep",
     "raw_request",
+    "drain",
 ]
 
 
@@ -73,6 +74,19 @@ async def raw_request(port: int, request: bytes, rcvbuf: int | None = None) -> s
         sock.close()
         raise
     return sock
+
+
+def drain(sock: socket.socket) -> bytes:
+    """Whatever a non-blocking socket has to read now (until it would block or ends)."""
+    out = b""
+    while True:
+        try:
+            data = sock.recv(1 << 20)
+        except BlockingIOError:
+            return out
+        if not data:
+            return out
+        out += data
 
 
 @define

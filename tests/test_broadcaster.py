@@ -15,7 +15,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web import http, resource, server
 
-from tests.harness import RunningServer, SSEClient, raw_request, wait_until
+from tests.harness import RunningServer, SSEClient, drain, raw_request, wait_until
 from zkserver import broadcaster as broadcaster_module
 from zkserver.broadcaster import ROUND_EVENTS, Broadcaster, EventFilter, Subscriber, chunk
 from zkserver.events import Event
@@ -726,10 +726,7 @@ async def test_an_http10_stream_gets_unframed_bytes_next_to_chunked_ones(
 
         def read_all() -> bool:
             nonlocal received
-            try:
-                received += plain.recv(65536)
-            except BlockingIOError:
-                pass
+            received += drain(plain)
             return b"\r\n\r\n" in received and frame_ids(received) == chunked.ids
 
         await wait_until(read_all)

@@ -17,7 +17,7 @@ import treq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.harness import raw_request, start_server, wait_until
+from tests.harness import drain, raw_request, start_server, wait_until
 from zkserver.sendpool import MIN_SHARE, SendPool
 from zkserver.tap import Options, _send_threads
 
@@ -38,18 +38,6 @@ def pairs() -> Iterator[list[tuple[socket.socket, socket.socket]]]:
     for a, b in made:
         a.close()
         b.close()
-
-
-def drain(sock: socket.socket) -> bytes:
-    out = b""
-    while True:
-        try:
-            data = sock.recv(1 << 20)
-        except BlockingIOError:
-            return out
-        if not data:
-            return out
-        out += data
 
 
 @pytest.fixture

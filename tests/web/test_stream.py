@@ -13,7 +13,15 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.web import http
 
-from tests.harness import RunningServer, SSEClient, raw_request, sleep, start_server, wait_until
+from tests.harness import (
+    RunningServer,
+    SSEClient,
+    drain,
+    raw_request,
+    sleep,
+    start_server,
+    wait_until,
+)
 
 SN = "SSE0001"
 
@@ -410,10 +418,7 @@ async def test_head_gets_the_stream_headers_only_and_the_connection_goes_on(
 
         def read() -> bool:
             nonlocal received
-            try:
-                received += raw.recv(65536)
-            except BlockingIOError:
-                pass
+            received += drain(raw)
             return received.count(b"HTTP/1.1 200") == 2 and received.endswith(b"}\r\n0\r\n\r\n")
 
         await wait_until(read)
