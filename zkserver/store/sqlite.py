@@ -10,6 +10,8 @@
   StoreUnavailable (503 for terminals, which resend). The writes that were queued while
   it waited fail at once with it instead of each waiting its own busy timeout in turn, so
   every caller has its answer within about one busy timeout; the next write waits again.
+- WAL checkpoints run on a connection and thread of their own, never inside a commit
+  (see zkserver/store/checkpoint.py).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from zkserver.store.base import StoreUnavailable
+from zkserver.store.checkpoint import WAL_SIZE_LIMIT, WRITER_AUTOCHECKPOINT, WalCheckpointer
 from zkserver.store.commands import CommandScripts
 from zkserver.store.dialect import Q, Script, params_for, render
 from zkserver.store.sql import InFlight, SQLStore
@@ -122,6 +125,7 @@ class SqliteStore(CommandScripts, SQLStore):
         self._lock_failures = 0
         self._in_flight = InFlight()
         self._watchers: list[Callable[[int], None]] = []
+        self._checkpointer: WalCheckpointer | None = None
 
     def __repr__(self) -> str:
         return f"<SqliteStore {self.path}>"
@@ -141,6 +145,9 @@ class SqliteStore(CommandScripts, SQLStore):
                 break  # past the deadline the statements themselves report "locked"
             time.sleep(0.05)
         conn.execute("PRAGMA synchronous=NORMAL")
+        # Checkpoints are the checkpointer's; the writer's own is a safety net only.
+        conn.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT}")
+        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
 
     @staticmethod
     def _on_open_reader(conn: sqlite3.Connection) -> None:
@@ -170,6 +177,11 @@ class SqliteStore(CommandScripts, SQLStore):
 
         def started(applied: list[int]) -> None:
             self._open_readers()
+            if not self._path_is_memory():
+                self._checkpointer = WalCheckpointer(
+                    self.path, self._reactor, busy_timeout=self._busy_timeout
+                )
+                self._checkpointer.start()
             self.log.info(
                 "SQLite store {path} ready (applied migrations: {applied})",
                 path=self.path,
@@ -210,8 +222,12 @@ class SqliteStore(CommandScripts, SQLStore):
                 each.close()
 
     def stop(self) -> Deferred[None]:
-        """Wait for running statements, then close the connection."""
-        return self._in_flight.wait().addCallback(lambda _: self._close_pool())
+        """Wait for running statements and checkpoint, then close the connections."""
+        checkpointer, self._checkpointer = self._checkpointer, None
+        d = self._in_flight.wait()
+        if checkpointer is not None:
+            d.addCallback(lambda _: checkpointer.stop())
+        return d.addCallback(lambda _: self._close_pool())
 
     # --- one process per pull device: one process owns the file, so it holds them all --
     def try_lock_device(self, device_id: str) -> Deferred[bool]:
