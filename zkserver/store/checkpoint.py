@@ -51,8 +51,11 @@ class WalCheckpointer:
     """Checkpoints the WAL of the SQLite file at ``path`` every ``interval`` seconds.
 
     Start it once the file exists (after the migrations). ``last`` is the latest answer
-    (busy, WAL frames, frames checkpointed); ``checkpoints`` counts them. A failure is
-    logged and the next tick tries again.
+    (busy, WAL frames, frames checkpointed); ``checkpoints`` counts them. A busy answer
+    (another connection checkpointing, readers on old frames) is not a failure. A failure
+    is logged once, the next ticks try again, and ``failures`` counts those in a row; the
+    first checkpoint after them logs that they resumed (a file that stays unusable does
+    not log a traceback every second).
     """
 
     def __init__(
@@ -61,6 +64,7 @@ class WalCheckpointer:
         self.path = path
         self.interval = interval
         self.checkpoints = 0
+        self.failures = 0
         self.last: tuple[int, int, int] | None = None
         self._reactor = reactor
         self._busy_timeout = busy_timeout
@@ -96,9 +100,23 @@ class WalCheckpointer:
         def done(result: tuple[int, int, int]) -> None:
             self.last = result
             self.checkpoints += 1
+            if self.failures:
+                log.info(
+                    "WAL checkpoints of {path} resumed after {failures} failed",
+                    path=self.path,
+                    failures=self.failures,
+                )
+                self.failures = 0
 
         def failed(failure: Any) -> None:
-            log.failure("WAL checkpoint of {path} failed; trying again", failure, path=self.path)
+            self.failures += 1
+            if self.failures == 1:
+                log.failure(
+                    "WAL checkpoint of {path} failed; trying again every {interval} s",
+                    failure,
+                    path=self.path,
+                    interval=self.interval,
+                )
 
         def finished(_: object) -> None:
             self._running = None
