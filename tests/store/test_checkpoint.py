@@ -106,6 +106,16 @@ async def test_a_failing_checkpoint_is_logged_once_and_the_next_ticks_try_again(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_store_stopped_while_it_starts_leaves_no_checkpointer(tmp_path: Any) -> None:
+    store = SqliteStore(str(tmp_path / "s.sqlite3"), reactor)
+    starting = store.start()
+    await store.stop()  # before the migrations have run
+    await starting
+    assert store._checkpointer is None and store._readers is None
+    assert not [c for c in reactor.getDelayedCalls() if "LoopingCall" in repr(c.func)]
+
+
+@pytest_twisted.ensureDeferred
 async def test_commits_survive_a_restart_and_a_crash_copy_with_checkpoints_running(
     tmp_path: Any,
 ) -> None:

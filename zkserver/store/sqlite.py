@@ -176,6 +176,8 @@ class SqliteStore(CommandScripts, SQLStore):
         d = self._run(self._migrate())
 
         def started(applied: list[int]) -> None:
+            if self._pool is None:
+                return  # stop() ran meanwhile and closed the writer: open nothing more
             self._open_readers()
             if not self._path_is_memory():
                 self._checkpointer = WalCheckpointer(
