@@ -16,6 +16,12 @@ one. The writer keeps an automatic checkpoint only as a safety net, at
 stops growing), and ``journal_size_limit`` truncates a WAL that grew past
 :data:`WAL_SIZE_LIMIT` bytes once it is reset.
 
+Neither checkpoint bounds the WAL on its own: the WAL starts again from its beginning only
+when a write begins after a complete checkpoint and no reader still reads its frames.
+Under reads that overlap without a pause it outgrows the safety net (2026-11-29, a writer
+committing 5 punches ~250 times a second and three readers reading back to back for 15 s:
+the WAL file peaked at ~23,000 pages, ~7,400 with SQLite's default automatic checkpoint).
+
 Source: https://www.sqlite.org/wal.html (checkpointing, automatic checkpoint) and
 https://www.sqlite.org/pragma.html#pragma_wal_checkpoint.
 """
