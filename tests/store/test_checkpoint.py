@@ -28,6 +28,18 @@ def wal_frames(path: str) -> int:
     return max(0, (size - 32) // (24 + 4096))
 
 
+async def started_with_interval(path: str, interval: float) -> tuple[SqliteStore, WalCheckpointer]:
+    """A started store whose checkpointer ticks every ``interval`` seconds."""
+    store = SqliteStore(path, reactor)
+    await store.start()
+    checkpointer = store._checkpointer
+    assert checkpointer is not None
+    await checkpointer.stop()
+    checkpointer.interval = interval
+    checkpointer.start()  # again, at the new interval
+    return store, checkpointer
+
+
 @pytest_twisted.ensureDeferred
 async def test_the_writer_leaves_checkpoints_to_the_checkpointer(tmp_path: Any) -> None:
     path = str(tmp_path / "z.sqlite3")
@@ -68,13 +80,7 @@ async def test_the_writer_leaves_checkpoints_to_the_checkpointer(tmp_path: Any) 
 @pytest_twisted.ensureDeferred
 async def test_the_checkpointer_ticks_and_stops_with_the_store(tmp_path: Any) -> None:
     path = str(tmp_path / "t.sqlite3")
-    store = SqliteStore(path, reactor)
-    await store.start()
-    checkpointer = store._checkpointer
-    assert checkpointer is not None
-    checkpointer.interval = 0.05
-    checkpointer.stop()
-    checkpointer.start()  # again, at the short interval
+    store, checkpointer = await started_with_interval(path, 0.05)
     device = await store.add_device(serial_number="WAL2", status="online")
     await store.save_punches(device, punches(0, 10))
     await wait_until(lambda: checkpointer.checkpoints >= 2 and checkpointer.last is not None)
@@ -122,13 +128,7 @@ async def test_commits_survive_a_restart_and_a_crash_copy_with_checkpoints_runni
     """A stop/start keeps every commit, and so does a copy of the files taken while the
     store runs (what a kill -9 leaves: the database file and its WAL, replayed on open)."""
     path = str(tmp_path / "r.sqlite3")
-    store = SqliteStore(path, reactor)
-    await store.start()
-    checkpointer = store._checkpointer
-    assert checkpointer is not None
-    checkpointer.interval = 0.01
-    await checkpointer.stop()
-    checkpointer.start()
+    store, checkpointer = await started_with_interval(path, 0.01)
     device = await store.add_device(serial_number="WAL3", status="online")
     for k in range(20):
         await store.save_punches(device, punches(k * 10, 10))

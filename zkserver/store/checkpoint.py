@@ -36,6 +36,8 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
+from zkserver.store.sqlite_pool import sqlite_pool
+
 __all__ = ["WalCheckpointer", "WRITER_AUTOCHECKPOINT", "WAL_SIZE_LIMIT"]
 
 log = Logger()
@@ -81,16 +83,7 @@ class WalCheckpointer:
     def start(self) -> None:
         if self._pool is not None:
             return
-        self._pool = adbapi.ConnectionPool(
-            "sqlite3",
-            self.path,
-            timeout=self._busy_timeout,
-            isolation_level=None,
-            check_same_thread=False,
-            cp_min=1,
-            cp_max=1,
-            cp_reactor=self._reactor,
-        )
+        self._pool = sqlite_pool(self.path, self._reactor, self._busy_timeout)
         self._loop = task.LoopingCall(self.run)
         self._loop.clock = self._reactor
         self._loop.start(self.interval, now=False).addErrback(

@@ -32,6 +32,7 @@ from zkserver.store.checkpoint import WAL_SIZE_LIMIT, WRITER_AUTOCHECKPOINT, Wal
 from zkserver.store.commands import CommandScripts
 from zkserver.store.dialect import Q, Script, params_for, render
 from zkserver.store.sql import InFlight, SQLStore
+from zkserver.store.sqlite_pool import sqlite_pool
 
 __all__ = ["SqliteStore"]
 
@@ -162,16 +163,8 @@ class SqliteStore(CommandScripts, SQLStore):
             os.makedirs(directory, exist_ok=True)
         except OSError as e:
             return fail(StoreUnavailable(f"cannot create {directory}: {e}"))
-        self._pool = adbapi.ConnectionPool(
-            "sqlite3",
-            self.path,
-            timeout=self._busy_timeout,
-            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-            check_same_thread=False,  # adbapi closes connections from the reactor thread
-            cp_min=1,
-            cp_max=1,
-            cp_openfun=self._on_open,
-            cp_reactor=self._reactor,
+        self._pool = sqlite_pool(
+            self.path, self._reactor, self._busy_timeout, openfun=self._on_open
         )
         d = self._run(self._migrate())
 
@@ -201,16 +194,8 @@ class SqliteStore(CommandScripts, SQLStore):
         writer)."""
         if self._path_is_memory():
             return  # an in-memory database exists on one connection only
-        self._readers = adbapi.ConnectionPool(
-            "sqlite3",
-            self.path,
-            timeout=self._busy_timeout,
-            isolation_level=None,
-            check_same_thread=False,
-            cp_min=1,
-            cp_max=READERS,
-            cp_openfun=self._on_open_reader,
-            cp_reactor=self._reactor,
+        self._readers = sqlite_pool(
+            self.path, self._reactor, self._busy_timeout, READERS, self._on_open_reader
         )
 
     def _path_is_memory(self) -> bool:
