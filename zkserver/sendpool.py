@@ -103,13 +103,11 @@ class SendPool:
         self._job: _Job | None = None  # the step under way (or the last one)
         self._stopping = False
         self.batches = 0  # send_all calls shared with helpers
-        self.sends = 0
 
     def send_all(self, socks: Sequence[Any], datas: Sequence[bytes]) -> list[int]:
         """Send ``datas[i]`` on ``socks[i]`` (non-blocking sockets, each at most once in
         the call); return the bytes each took (0 on EAGAIN or error)."""
         job = _Job(socks, datas)
-        self.sends += len(socks)
         wake = min(self.helpers, len(socks) // MIN_SHARE - 1)
         if wake > 0 and len(self._threads) < self.helpers:
             self._start_helpers()
