@@ -143,19 +143,8 @@ def scan(tail: bytes, data: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
     return EVENT.findall(buf, 0, end + 2), buf[end + 2 :]
 
 
-def pin_process(pid: int, cpus: set[int]) -> None:
-    """Every thread of ``pid`` (threads it starts later inherit the mask) onto ``cpus``."""
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            os.sched_setaffinity(int(tid), cpus)
-        except OSError:
-            pass  # a thread that just ended
-
-
 def reader_main(args: argparse.Namespace) -> None:
     raise_nofile()
-    if args.pin:
-        pin_process(os.getpid(), set(args.pin))
     out = sys.stdout
     poller = select.epoll()
     request = (
@@ -365,9 +354,7 @@ def reader_main(args: argparse.Namespace) -> None:
 
 
 class Reader:
-    def __init__(
-        self, server: ServerProcess, count: int, nap: float, pin: list[int] | None = None
-    ) -> None:
+    def __init__(self, server: ServerProcess, count: int, nap: float) -> None:
         self.count = count
         self.proc = subprocess.Popen(
             [
@@ -382,7 +369,6 @@ class Reader:
                 str(count),
                 "--nap",
                 str(nap),
-                *(["--pin", ",".join(map(str, pin))] if pin else []),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -557,7 +543,7 @@ def run_clients(server: ServerProcess, n: int, args: argparse.Namespace, pin_bas
     groups = [args.per_reader] * (n // args.per_reader)
     if n % args.per_reader:
         groups.append(n % args.per_reader)
-    readers = [Reader(server, g, args.nap, args.reader_cpus) for g in groups]
+    readers = [Reader(server, g, args.nap) for g in groups]
     try:
         for r in readers:
             r.read()  # ready
@@ -659,8 +645,6 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         server.start()
         try:
             server.wait_healthy()
-            if args.pin:
-                pin_process(server.pid, {0})
             result["rss_idle"] = server_rss(server)
             Poster(server, args.serial).post(1)  # the device is created (auto-approve)
             for k, n in enumerate(args.clients):
@@ -733,8 +717,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     for line in machine_facts():
         print("  " + line)
     print(
-        f"  readers: {args.per_reader} connections per process, nap {args.nap * 1000:g} ms, "
-        f"{'server on CPU 0, readers on ' + str(args.reader_cpus) if args.pin else 'unpinned'}; "
+        f"  readers: {args.per_reader} connections per process, nap {args.nap * 1000:g} ms; "
         f"{args.single} single events; "
         f"rates {args.rates} punches/s for {args.duration:g} s each (overrides: "
         f"{args.rate_seconds or 'none'}); server args "
@@ -776,15 +759,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds a reader sleeps after a busy epoll_wait, to take streams in batches "
         "(receipts can only be stamped later by it, never earlier); 0: never",
     )
-    p.add_argument(
-        "--pin",
-        nargs="?",
-        const="split",
-        default=None,
-        help="pin the server (every thread) to CPU 0 and the readers to the other CPUs: "
-        "the server has one core of its own, as it would with its dashboards on other "
-        "machines (the readers share what is left)",
-    )
     p.add_argument("--clients", default="1000,5000,10000", help="client counts, comma-separated")
     p.add_argument("--per-reader", type=int, default=2500, help="connections per reader process")
     p.add_argument(
@@ -807,11 +781,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--py-spy", default=None, metavar="DIR", help="sample the server (rates)")
     p.add_argument("--gc-log", default=None, metavar="DIR", help="log the server's GC passes")
     args = p.parse_args(argv)
-    if args.reader:
-        args.pin = [int(c) for c in args.pin.split(",")] if args.pin else None
-    else:
-        cpus = sorted(os.sched_getaffinity(0))
-        args.reader_cpus = [c for c in cpus if c != 0] if args.pin and len(cpus) > 1 else None
+    if not args.reader:
         args.clients = [int(x) for x in str(args.clients).split(",") if x.strip()]
         # "1,5,20:60": 20 punches/s for 60 s, the others for --duration
         args.rate_seconds = {}
