@@ -12,6 +12,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
+from twisted.web import http, resource, server
 from twisted.web.client import HTTPConnectionPool
 
 from zkserver.eventsource import Comment, EventStreamParser
@@ -26,6 +27,7 @@ __all__ = [
     "sleep",
     "raw_request",
     "drain",
+    "memory_request",
 ]
 
 
@@ -74,6 +76,19 @@ async def raw_request(port: int, request: bytes, rcvbuf: int | None = None) -> s
         sock.close()
         raise
     return sock
+
+
+def memory_request(transport: Any, clientproto: bytes = b"HTTP/1.1") -> server.Request:
+    """A real twisted.web GET request on an HTTP channel over ``transport`` (in memory,
+    e.g. a StringTransport), as a Site would hand it to a resource."""
+    channel = http.HTTPChannel()
+    channel.site = server.Site(resource.Resource())
+    channel.makeConnection(transport)
+    request = server.Request(channel, False)
+    channel.requests.append(request)
+    request.method = b"GET"
+    request.clientproto = clientproto
+    return request
 
 
 def drain(sock: socket.socket) -> bytes:

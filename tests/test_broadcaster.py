@@ -13,9 +13,16 @@ from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.web import http, resource, server
+from twisted.web import http
 
-from tests.harness import RunningServer, SSEClient, drain, raw_request, wait_until
+from tests.harness import (
+    RunningServer,
+    SSEClient,
+    drain,
+    memory_request,
+    raw_request,
+    wait_until,
+)
 from zkserver import broadcaster as broadcaster_module
 from zkserver.broadcaster import ROUND_EVENTS, Broadcaster, EventFilter, Subscriber, chunk
 from zkserver.events import Event
@@ -63,14 +70,8 @@ class CountingTransport(StringTransport):
 
 def open_stream(broadcaster: Broadcaster, **kwargs: Any) -> tuple[Subscriber, CountingTransport]:
     """A real twisted.web request on an in-memory transport, opened like EventStream does."""
-    channel = http.HTTPChannel()
-    channel.site = server.Site(resource.Resource())
     transport = CountingTransport()
-    channel.makeConnection(transport)
-    request = server.Request(channel, False)
-    channel.requests.append(request)
-    request.method = b"GET"
-    request.clientproto = b"HTTP/1.1"
+    request = memory_request(transport)
     subscriber = Subscriber(target=request, on_overflow=lambda s: None, **kwargs)
     request.registerProducer(subscriber, True)
     request.write(b"retry: 3000\n\n")

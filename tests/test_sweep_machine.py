@@ -27,8 +27,9 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from twisted.web import http, resource, server
+from twisted.web import http, server
 
+from tests.harness import memory_request
 from zkserver import broadcaster as broadcaster_module
 from zkserver.broadcaster import Broadcaster, EventFilter, Subscriber
 from zkserver.events import Event
@@ -237,14 +238,8 @@ class SweepMachine(RuleBasedStateMachine):
         small_cap=st.booleans(),
     )
     def connect(self, query: str, http10: bool, last_event_id: int | None, small_cap: bool) -> None:
-        channel = http.HTTPChannel()
-        channel.site = server.Site(resource.Resource())
         transport = Transport()
-        channel.makeConnection(transport)
-        request = server.Request(channel, False)
-        channel.requests.append(request)
-        request.method = b"GET"
-        request.clientproto = b"HTTP/1.0" if http10 else b"HTTP/1.1"
+        request = memory_request(transport, b"HTTP/1.0" if http10 else b"HTTP/1.1")
         request.uri = b"/devices/events" + query.encode()
         if last_event_id is not None:
             # An id this database gave (one from another database starts live instead).
