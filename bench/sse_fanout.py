@@ -505,6 +505,8 @@ def merge(reps: list[dict[str, Any]]) -> dict[str, Any]:
         "max": (max(hist) + 1) * BUCKET_MS if hist else float("nan"),
         "first_ms": max(first.values()) if first else float("nan"),
         "last_ms": max(last.values()) if last else float("nan"),
+        # each event's last client, in punch order: one slow event stands out
+        "last_each": [round(last[pin]) for pin in sorted(last, key=int)],
     }
 
 
@@ -671,6 +673,10 @@ ROWS = [
     ("server RSS MB", lambda r: r["rss_mb"]),
     ("one event to all (arrival): first client ms (worst)", lambda r: r["single"]["first_ms"]),
     ("one event to all: last client ms (worst)", lambda r: r["single"]["last_ms"]),
+    (
+        "  each event's last client ms",
+        lambda r: " ".join(str(v) for v in r["single"]["last_each"]),
+    ),
     (
         "one event to all: p50 / p99 ms",
         lambda r: f"{r['single']['p50']:.1f} / {r['single']['p99']:.1f}",

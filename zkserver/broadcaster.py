@@ -301,13 +301,10 @@ class Subscriber:
             return None
         return sock
 
-    def sent_directly(self, data: bytes, size: int, sent: int) -> None:
-        """``data`` (``size`` bytes of SSE) went to :meth:`idle_socket`, which took
-        ``sent`` bytes of it; the rest goes through the transport."""
-        if self._request is not None:
-            self._request.sentLength += size
-        if sent < len(data):
-            self._transport.write(data[sent:] if sent else data)
+    def sent_rest(self, data: bytes, sent: int) -> None:
+        """``data`` went to :meth:`idle_socket`, which took only ``sent`` bytes of it: the
+        rest goes through the transport."""
+        self._transport.write(data[sent:] if sent else data)
 
     def release(self) -> None:
         """End a replay: write the live events held meanwhile, then go live."""
@@ -580,7 +577,14 @@ class Broadcaster:
 
     def _visit(self, budget: int) -> int:
         """Visit up to ``budget`` members from the cursor: offer each, in one write, every
-        log event after the last one it has."""
+        log event after the last one it has.
+
+        Members are taken a run at a time (up to the budget, the visits left and the end of
+        the list): the cursor moves past the whole run first, then the run's members are
+        visited from a copy of that stretch of the list. A member dropped during the run
+        (its write raised, or a paused one passed its cap) may compact the list; the
+        compaction counts the run as visited, so the cursor still points at the member
+        after it, and the rest of the run is visited from the copy."""
         newest = self.last_published
         ping = self._ping
         cache = self._cache
@@ -588,7 +592,7 @@ class Broadcaster:
         # The last (filter/framing key, last id, ping) seen and its bytes: members next to
         # each other in the sweep almost always share them.
         memo_key, memo_last, memo_ping = -1, -1, False
-        memo: tuple[bytes, int, int] = (b"", 0, 0)
+        data, size, count = b"", 0, 0
         # This step's writes to idle sockets, sent together at the end (on several
         # threads when the pool has helpers): the streams, their sockets, the bytes.
         batch: list[Subscriber] = []
@@ -598,11 +602,9 @@ class Broadcaster:
         if self._visits_left and self._pass_started is None:
             self._pass_started = metrics.now()
         while self._visits_left and budget:
-            # Read again at every visit: dropping a stream (its write raised, or a paused
-            # one passed its cap and on_overflow unsubscribed it) may compact the list,
-            # which moves the cursor to the same next member in the new list.
             members = self._members
-            if self._cursor >= len(members):
+            cursor = self._cursor
+            if cursor >= len(members):
                 if batch:  # a stream is visited at most once between two sends
                     self._send_batch(batch, socks, datas, sizes)
                     batch, socks, datas, sizes = [], [], [], []
@@ -611,20 +613,23 @@ class Broadcaster:
                     self._visits_left = 0
                     break
                 continue
-            subscriber = members[self._cursor]
-            self._cursor += 1
-            self._visits_left -= 1
-            budget -= 1
+            end = min(len(members), cursor + min(budget, self._visits_left))
+            self._cursor = end
+            self._visits_left -= end - cursor
+            budget -= end - cursor
             if self._pass_floor is None:
                 self._pass_floor = newest
-            if not subscriber.subscribed or subscriber.closed:
-                continue
-            try:
+            for subscriber in members[cursor:end]:
+                if not subscriber.subscribed or subscriber.closed:
+                    continue
                 if subscriber.holding:  # in replay: keep references for after it
                     if subscriber.offered < newest:
-                        subscriber._hold(
-                            self._log[bisect_right(self._log_ids, subscriber.offered) :]
-                        )
+                        try:
+                            subscriber._hold(
+                                self._log[bisect_right(self._log_ids, subscriber.offered) :]
+                            )
+                        except Exception:
+                            self._drop(subscriber)
                         subscriber.offered = newest
                     continue
                 seen = subscriber.last_id
@@ -635,26 +640,34 @@ class Broadcaster:
                 if key != memo_key or seen != memo_last or pinged != memo_ping:
                     found = cache.get((key, seen, pinged))
                     if found is None:
-                        found = cache[(key, seen, pinged)] = self._bytes_for(
-                            subscriber, seen, pinged
-                        )
-                    memo_key, memo_last, memo_ping, memo = key, seen, pinged, found
-                data, size, count = memo
+                        try:
+                            found = self._bytes_for(subscriber, seen, pinged)
+                        except Exception:  # its filter failed
+                            self._drop(subscriber)
+                            continue
+                        cache[(key, seen, pinged)] = found
+                    memo_key, memo_last, memo_ping = key, seen, pinged
+                    data, size, count = found
                 if seen < newest:
                     subscriber.last_id = newest
                 subscriber.ping_seen = ping
-                if size:
-                    delivered += count
-                    sock = subscriber.idle_socket()
-                    if sock is None:
-                        subscriber.send_framed(data, size)
-                    else:
+                if not size:
+                    continue
+                delivered += count
+                # Subscriber.idle_socket, inlined: this is the per-client hot path.
+                sock = subscriber._socket
+                if sock is not None and not subscriber.paused:
+                    t = subscriber._transport
+                    if not (t.dataBuffer or t._tempDataLen or t.disconnecting) and t.connected:
                         batch.append(subscriber)
                         socks.append(sock)
                         datas.append(data)
                         sizes.append(size)
-            except Exception:
-                self._drop(subscriber)
+                        continue
+                try:
+                    subscriber.send_framed(data, size)
+                except Exception:
+                    self._drop(subscriber)
         if batch:
             self._send_batch(batch, socks, datas, sizes)
         if delivered:
@@ -668,10 +681,12 @@ class Broadcaster:
         socket did not take goes through its transport, here on the reactor thread."""
         sent = self.sender.send_all(socks, datas)
         for subscriber, data, size, n in zip(batch, datas, sizes, sent, strict=True):
-            try:
-                subscriber.sent_directly(data, size, n)
-            except Exception:
-                self._drop(subscriber)
+            subscriber._request.sentLength += size
+            if n != len(data):
+                try:
+                    subscriber.sent_rest(data, n)
+                except Exception:
+                    self._drop(subscriber)
 
     def _drop(self, subscriber: Subscriber) -> None:
         log.failure("Dropping an SSE client that failed a write")

@@ -85,6 +85,21 @@ class _Job:
                 self.idle.wait()
 
 
+def _send_inline(socks: Sequence[Any], datas: Sequence[bytes]) -> list[int]:
+    """:meth:`SendPool.send_all` on the calling thread alone: one pass of ``zip`` (a send
+    that raises counts as 0 bytes taken, and the pass goes on from the next pair)."""
+    sent: list[int] = []
+    append = sent.append
+    pairs = zip(socks, datas, strict=True)
+    while True:
+        try:
+            for sock, data in pairs:
+                append(sock.send(data))
+            return sent
+        except Exception:
+            append(0)
+
+
 class SendPool:
     """Sends on non-blocking sockets in the calling thread and ``helpers`` more.
 
@@ -107,14 +122,13 @@ class SendPool:
     def send_all(self, socks: Sequence[Any], datas: Sequence[bytes]) -> list[int]:
         """Send ``datas[i]`` on ``socks[i]`` (non-blocking sockets, each at most once in
         the call); return the bytes each took (0 on EAGAIN or error)."""
-        job = _Job(socks, datas)
         wake = min(self.helpers, len(socks) // MIN_SHARE - 1)
         if wake > 0 and len(self._threads) < self.helpers:
             self._start_helpers()
             wake = min(wake, len(self._threads))
         if wake <= 0:
-            job.work()
-            return job.sent
+            return _send_inline(socks, datas)
+        job = _Job(socks, datas)
         self.batches += 1
         self._job = job
         self._wake.release(wake)
