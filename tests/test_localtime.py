@@ -24,6 +24,7 @@ from zkserver.localtime import (
     parse_query_time,
     parse_time_offset,
     parse_utc,
+    reading_offset,
     resolve_zone,
     suspect_reason,
     utc_text,
@@ -205,6 +206,26 @@ def test_offset_samples_take_the_median() -> None:
         last = samples.add(3600.4)
     assert last == 3600
     assert len(samples) == 5
+
+
+@given(
+    true_offset=st.integers(min_value=-3600, max_value=3600),
+    latency=st.floats(min_value=0.0, max_value=0.3),
+    order=st.permutations(range(15)),
+)
+def test_a_push_terminals_offset_is_its_clocks_whatever_second_it_punched_in(
+    true_offset: int, latency: float, order: list[int]
+) -> None:
+    """Each upload carries a whole-second reading of the terminal's clock: the fraction
+    of a second it punched in (``phase``) is lost. Over punches spread across the second,
+    in any order, the median sample is the clock's true offset (without the half second
+    a terminal with a right clock read as -1 s, and flipped between 0 and -1)."""
+    samples = OffsetSamples(size=15)
+    for k, i in enumerate(order):
+        clock = RECEIVED + timedelta(seconds=10 * k + (i + 0.5) / 15)  # the terminal's
+        reading = clock.replace(microsecond=0) + timedelta(seconds=true_offset)
+        offset = samples.add(reading_offset(reading, clock + timedelta(seconds=latency)))
+    assert offset == true_offset
 
 
 # --------------------------------------------------------------------------- API times

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from zkserver import metrics
 from zkserver.broadcaster import Broadcaster
 from zkserver.events import Event
-from zkserver.localtime import OffsetSamples, TimePolicy, parse_utc
+from zkserver.localtime import OffsetSamples, TimePolicy, parse_utc, reading_offset
 from zkserver.records import Device, Punch
 from zkserver.store.base import Store
 
@@ -102,7 +102,7 @@ class Ingest:
         if newest is None:
             return
         samples = self._offsets.setdefault(device.id, OffsetSamples())
-        offset = samples.add((newest - received).total_seconds())
+        offset = samples.add(reading_offset(newest, received))
         if self._offset_saved.get(device.id, device.clock_offset_s) == offset:
             return
         self._offset_saved[device.id] = offset

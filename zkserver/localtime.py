@@ -43,6 +43,7 @@ __all__ = [
     "DayPunch",
     "Days",
     "OffsetSamples",
+    "reading_offset",
     "PunchTime",
     "TimePolicy",
     "UnknownZone",
@@ -337,6 +338,16 @@ def clock_offset(device_local: datetime, zone: tzinfo, asked_at: float, answered
     instant, _ = local_to_utc(device_local.replace(tzinfo=None, microsecond=0), zone)
     midpoint = (asked_at + answered_at) / 2
     return round(instant.timestamp() + 0.5 - midpoint)
+
+
+def reading_offset(reading: datetime, received: datetime) -> float:
+    """One clock sample of a push terminal, in seconds: ``reading`` (the instant of its
+    newest real-time punch, read from its clock in whole seconds) minus ``received`` (the
+    server's time at the upload), plus half a second: a whole-second reading is on
+    average half a second behind the clock that made it (as in :func:`clock_offset`).
+    Without that half second a terminal whose clock is right gives samples spread over
+    (-1, 0], whose rounded median flips between 0 and -1 from one upload to the next."""
+    return (reading - received).total_seconds() + 0.5
 
 
 @define
