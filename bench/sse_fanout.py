@@ -422,7 +422,11 @@ class Poster:
         return conn
 
     def post(self, pin: int) -> float:
-        body = f"{pin}\t2025-10-09 08:00:00\t0\t1\t0\t0\t0".encode()
+        # The terminal's clock reading now (its local time is this machine's): a real-time
+        # punch, as a terminal uploads one. A fixed old date would be "suspect" (over
+        # --max-past days old), a slower path than a real punch's.
+        when = time.strftime("%Y-%m-%d %H:%M:%S")
+        body = f"{pin}\t{when}\t0\t1\t0\t0\t0".encode()
         t0 = now()
         try:
             conn = self._conn()
