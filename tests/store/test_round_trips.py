@@ -101,7 +101,7 @@ async def test_a_punch_batch_is_three_round_trips(
     (with COMMIT). A batch that is all duplicates: the punches, then COMMIT."""
     if stores.kind != "postgres":
         pytest.skip("round trips are PostgreSQL's (SQLite runs in-process)")
-    store = await stores.open()
+    store = await stores.open(pool_size=1)
     device = await store.add_device(serial_number="RT1")
     sent: list[bytes] = []
     execute = txpg.Cursor.execute
@@ -113,12 +113,15 @@ async def test_a_punch_batch_is_three_round_trips(
     monkeypatch.setattr(txpg.Cursor, "execute", recording)
     batch = [Punch(str(i), "1999-01-01 08:00:00", 0, 1, raw={"n": i}) for i in range(150)]
     assert len(await store.save_punches(device, batch)) == 150  # suspect (too old) too
-    assert [q.split(b" ", 1)[0] for q in sent] == [b"BEGIN;\nINSERT", b"UPDATE", b"INSERT"]
-    assert b"pg_advisory_xact_lock" in sent[1] and sent[2].endswith(b"COMMIT")
+    # The inserts are prepared statements (the first use on a session prepares them).
+    assert [q.split(b" ", 1)[0] for q in sent] == [b"BEGIN;\nPREPARE", b"UPDATE", b"PREPARE"]
+    assert b" AS INSERT INTO punches " in sent[0] and b"EXECUTE zk_" in sent[0]
+    assert b"pg_advisory_xact_lock" in sent[1] and b"INSERT INTO events " in sent[1]
+    assert sent[2].endswith(b"COMMIT")
     assert b"webhook_deliveries" in sent[2] and b"pg_notify" in sent[2]
     sent.clear()
     assert await store.save_punches(device, batch) == []
-    assert [q.split(b" ", 1)[0] for q in sent] == [b"BEGIN;\nINSERT", b"COMMIT"]
+    assert [q.split(b" ", 1)[0] for q in sent] == [b"BEGIN;\nEXECUTE", b"COMMIT"]
 
 
 @pytest_twisted.ensureDeferred
@@ -133,6 +136,8 @@ async def test_a_connection_found_dead_at_the_first_round_trip_is_replaced(
         pytest.skip("PostgreSQL connections only")
     store = await stores.open(pool_size=1)
     device = await store.add_device(serial_number="STALE")
+    # The session that dies has prepared the punch statements: the new one must again.
+    await store.save_punches(device, [Punch("0", "2025-01-01 07:00:00", 0, 1)])
     pool = store._pool  # type: ignore[attr-defined]
     pids = [c._connection.get_backend_pid() for c in pool.connections]
     # Blocking on purpose: the reactor must not see the sockets close before the save.
@@ -148,3 +153,62 @@ async def test_a_connection_found_dead_at_the_first_round_trip_is_replaced(
     admin.close()
     events = await store.save_punches(device, [Punch("1", "2025-01-01 08:00:00", 0, 1)])
     assert [e.payload["user_id"] for e in events] == ["1"]
+
+
+def prepared_names(store: Any) -> Deferred[list[str]]:
+    def script() -> Script[list[str]]:
+        rows = yield Q("SELECT name FROM pg_prepared_statements ORDER BY name")
+        return [row[0] for row in rows]
+
+    return store._run(script(), write=False)  # type: ignore[no-any-return]
+
+
+@pytest_twisted.ensureDeferred
+async def test_each_session_plans_the_upload_statements_once(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A one-punch upload, over and over: PREPARE on the session's first, EXECUTE after."""
+    if stores.kind != "postgres":
+        pytest.skip("prepared statements are PostgreSQL's")
+    store = await stores.open(pool_size=1)
+    device = await store.add_device(serial_number="PREP")
+    sent: list[bytes] = []
+    execute = txpg.Cursor.execute
+
+    def recording(self: txpg.Cursor, query: Any, params: Any = None) -> Deferred[Any]:
+        sent.append(bytes(query) if isinstance(query, bytes) else query.encode())
+        return execute(self, query, params)
+
+    monkeypatch.setattr(txpg.Cursor, "execute", recording)
+    for i in range(5):
+        events = await store.save_punches(device, [Punch(str(i), "2026-11-01 08:00:00", 0, 1)])
+        assert [e.payload["user_id"] for e in events] == [str(i)]
+    prepares = [q.count(b"PREPARE ") for q in sent]
+    assert sum(prepares) == 3 and sum(prepares[:3]) == 3  # punches, events, outbox
+    assert all(b"EXECUTE zk_" in q for q in sent[3:6])
+    assert len(await prepared_names(store)) == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_transaction_starts_the_prepared_statements_over(
+    stores: Stores,
+) -> None:
+    """PREPARE is not undone by ROLLBACK, and after a failure nobody knows which ones
+    ran: the rollback deallocates them all, and the next upload prepares again."""
+    if stores.kind != "postgres":
+        pytest.skip("prepared statements are PostgreSQL's")
+    store = await stores.open(pool_size=1)
+    device = await store.add_device(serial_number="PREPFAIL")
+    await store.save_punches(device, [Punch("1", "2026-11-01 08:00:00", 0, 1)])
+    assert len(await prepared_names(store)) == 3
+
+    def failing() -> Script[None]:
+        yield Q("SELECT %s::int + 1", (1,), prepare=True)  # prepared, then the failure
+        yield Q("SELECT 1 / 0")
+
+    with pytest.raises(psycopg2.DataError):
+        await store._run(failing())  # type: ignore[attr-defined]
+    assert await prepared_names(store) == []
+    events = await store.save_punches(device, [Punch("2", "2026-11-01 08:00:00", 0, 1)])
+    assert [e.payload["user_id"] for e in events] == ["2"]
+    assert len(await prepared_names(store)) == 3

@@ -49,11 +49,19 @@ class Q:
     ``[]`` on both backends): PostgreSQL then sends the statement together with the next
     one, or with COMMIT, in one round trip. Its failure still fails the transaction,
     only later (at that round trip).
+
+    ``prepare=True`` marks a statement run often with the same SQL text (the punch and
+    event inserts of every upload): PostgreSQL plans it once per connection (``PREPARE``,
+    then ``EXECUTE`` with the parameters) instead of at every run, which for a one-punch
+    upload is most of the database's work. SQLite's driver caches its statements itself.
+    Only for SQL whose parameters PostgreSQL can type from their context (a column they
+    are compared with or inserted into, or a cast).
     """
 
     sql: str
     params: tuple[Any, ...] | None = None
     fetch: bool = True
+    prepare: bool = False
 
 
 Script = Generator[Q, Rows, T]

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
@@ -123,12 +124,56 @@ def _close(conn: txpg.Connection) -> None:
             pass
 
 
+class _Prepared:
+    """The statements prepared on one PostgreSQL session (see ``Q.prepare``).
+
+    A name is recorded once the round trip that carried its ``PREPARE`` was answered
+    (:meth:`confirm`), never when it is only queued: a script that fails before sending
+    leaves nothing recorded that the server lacks. ``PREPARE`` is not transactional (a
+    statement prepared in a transaction that then failed stays), so after a failure
+    nobody can tell which ones exist: the rollback also sends ``DEALLOCATE ALL`` and the
+    record is cleared (:meth:`forget`). A new session (a reconnect: a new psycopg2
+    connection under the same txpostgres one) starts with an empty record."""
+
+    def __init__(self) -> None:
+        self.session: object = None
+        self.names: set[bytes] = set()
+
+    def for_session(self, session: object) -> set[bytes]:
+        if session is not self.session:
+            self.session, self.names = session, set()
+        return self.names
+
+    def forget(self) -> None:
+        self.names = set()
+
+
+#: ``%s`` (a parameter) or ``%%`` (a literal %) in a statement's psycopg2 template.
+_PLACEHOLDER = re.compile(rb"%([s%])")
+
+
+def _prepare_sql(name: bytes, sql: str) -> bytes:
+    """``PREPARE name AS`` the statement, its ``%s`` placeholders numbered ``$1``...."""
+    count = 0
+
+    def number(match: re.Match[bytes]) -> bytes:
+        nonlocal count
+        if match.group(1) == b"%":
+            return b"%"
+        count += 1
+        return b"$%d" % count
+
+    return b"PREPARE " + name + b" AS " + _PLACEHOLDER.sub(number, sql.encode())
+
+
 class _Connection(txpg.Connection):
-    """A txpostgres connection that tells when it has been lost."""
+    """A txpostgres connection that tells when it has been lost and remembers the
+    statements prepared on its current session."""
 
     def __init__(self, reactor: Any, cooperator: Any = None) -> None:
         super().__init__(reactor, cooperator)
         self.lost: Deferred[None] = Deferred()
+        self.prepared = _Prepared()
 
     def _runInteraction(self, interaction: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
         """txpostgres' interaction, except that the interaction sends BEGIN and COMMIT
@@ -142,7 +187,10 @@ class _Connection(txpg.Connection):
         def rollback(failure: Failure) -> Any:
             if not _is_open(self):
                 return failure
-            rolled = cursor.execute("rollback")
+            # Which of this transaction's PREPAREs ran is unknown: start over.
+            prepared = self.prepared.for_session(self._connection)
+            rolled = cursor.execute("rollback; deallocate all" if prepared else "rollback")
+            self.prepared.forget()
             rolled.addCallbacks(
                 lambda _: failure, lambda rf: Failure(txpg.RollbackFailed(self, failure))
             )
@@ -181,9 +229,25 @@ async def _connect(
     return conn
 
 
-def _statement(cursor: txpg.Cursor, query: Q) -> bytes:
-    """One statement with its parameters quoted by psycopg2, ready to send."""
-    return bytes(cursor.mogrify(render(query.sql, "postgresql"), params_for(query)))
+def _statement(cursor: txpg.Cursor, query: Q, preparing: list[bytes]) -> bytes:
+    """One statement with its parameters quoted by psycopg2, ready to send. A
+    ``prepare`` statement becomes ``EXECUTE`` of its prepared name, preceded by its
+    ``PREPARE`` when this session has not prepared it yet (the name is then appended to
+    ``preparing``, for the caller to confirm once the server has answered)."""
+    sql = render(query.sql, "postgresql")
+    params = params_for(query)
+    connection = getattr(cursor, "_connection", None)
+    if not query.prepare or not params or not isinstance(connection, _Connection):
+        return bytes(cursor.mogrify(sql, params))
+    name = b"zk_" + hashlib.blake2b(sql.encode(), digest_size=8).hexdigest().encode()
+    run = b"EXECUTE " + name
+    if params:
+        run += bytes(cursor.mogrify(" (" + ", ".join(["%s"] * len(params)) + ")", params))
+    prepared = connection.prepared.for_session(connection._connection)
+    if name in prepared or name in preparing:
+        return run
+    preparing.append(name)
+    return _prepare_sql(name, sql) + b";\n" + run
 
 
 class _Transaction(Generic[T]):
@@ -214,6 +278,7 @@ async def _drive(cursor: txpg.Cursor, tx: _Transaction[T]) -> T:
     """
     script = tx.script
     pending = [b"BEGIN"]
+    preparing: list[bytes] = []  # PREPAREs in ``pending``
     if tx.first is None:
         try:
             tx.first = next(script)
@@ -223,12 +288,13 @@ async def _drive(cursor: txpg.Cursor, tx: _Transaction[T]) -> T:
             return result
     query = tx.first
     while True:
-        pending.append(_statement(cursor, query))
+        pending.append(_statement(cursor, query, preparing))
         rows: Rows = []
         if query.fetch:
             await cursor.execute(b";\n".join(pending))
             tx.retryable = False
             pending = []
+            _confirm(cursor, preparing)
             if cursor.description is not None:
                 rows = cursor.fetchall()
         try:
@@ -239,7 +305,16 @@ async def _drive(cursor: txpg.Cursor, tx: _Transaction[T]) -> T:
     pending.append(b"COMMIT")
     tx.retryable = False
     await cursor.execute(b";\n".join(pending))
+    _confirm(cursor, preparing)
     return result
+
+
+def _confirm(cursor: txpg.Cursor, preparing: list[bytes]) -> None:
+    """The server answered the round trip that carried these PREPAREs."""
+    connection = getattr(cursor, "_connection", None)
+    if preparing and isinstance(connection, _Connection):
+        connection.prepared.for_session(connection._connection).update(preparing)
+    preparing.clear()
 
 
 class _Pool(txpg.ConnectionPool):

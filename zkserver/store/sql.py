@@ -341,6 +341,7 @@ class SQLStore(PersonScripts, WebhookStoreMixin):
                 " ON CONFLICT (serial_number, user_id, timestamp) DO NOTHING"
                 " RETURNING user_id, timestamp",
                 (device.id, key, now, *params),
+                prepare=True,
             )
             inserted.update((row[0], row[1]) for row in rows)
         if not inserted:
@@ -372,6 +373,7 @@ class SQLStore(PersonScripts, WebhookStoreMixin):
                 f" SELECT 'attendance', %s, v.payload, %s FROM {source} ORDER BY v.n"
                 " RETURNING id",
                 (device.serial_number, now, *params),
+                prepare=True,
             )
             ids = sorted(int(row[0]) for row in rows)
             if len(ids) != len(chunk):

@@ -100,6 +100,7 @@ class WebhookStoreMixin:
             " '')) < length(w.devices))",
             (now, now, int(first_id), int(last_id)),
             fetch=False,
+            prepare=True,
         )
 
     def _append_events(self, items: Sequence[tuple[dict[str, Any], str]]) -> Script[list[Event]]:
