@@ -85,6 +85,22 @@ def test_a_transaction_is_retryable_until_answered_or_committing() -> None:
         assert tx.first == Q("A", fetch=retryable)  # kept for the retry
 
 
+def test_an_after_commit_statement_goes_with_commit_and_ends_the_script() -> None:
+    def script() -> Script[Rows]:
+        yield Q("A", fetch=False)
+        return (yield Q("B", after_commit=True))
+
+    result, sent = run(script())
+    assert sent == [b"BEGIN;\nA;\nCOMMIT;\nB"] and result == [(1,)]
+
+    def goes_on() -> Script[None]:
+        yield Q("A", after_commit=True)
+        yield Q("C")
+
+    failure, _ = run(goes_on())
+    assert failure.check(RuntimeError)
+
+
 def test_a_script_without_statements_sends_nothing() -> None:
     def script() -> Script[int]:
         return 7
@@ -94,11 +110,12 @@ def test_a_script_without_statements_sends_nothing() -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_punch_batch_is_three_round_trips(
+async def test_a_punch_batch_is_two_round_trips(
     stores: Stores, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Punches (with BEGIN); suspect count, events lock and events; outbox and NOTIFY
-    (with COMMIT). A batch that is all duplicates: the punches, then COMMIT."""
+    """Punches (with BEGIN); then the suspect count, the events lock, the events with
+    their outbox rows, NOTIFY, COMMIT and the ids (currval, after COMMIT). A batch that is
+    all duplicates: the punches, then COMMIT."""
     if stores.kind != "postgres":
         pytest.skip("round trips are PostgreSQL's (SQLite runs in-process)")
     store = await stores.open(pool_size=1)
@@ -112,13 +129,19 @@ async def test_a_punch_batch_is_three_round_trips(
 
     monkeypatch.setattr(txpg.Cursor, "execute", recording)
     batch = [Punch(str(i), "1999-01-01 08:00:00", 0, 1, raw={"n": i}) for i in range(150)]
-    assert len(await store.save_punches(device, batch)) == 150  # suspect (too old) too
+    events = await store.save_punches(device, batch)  # suspect (too old) too
+    assert [e.payload["user_id"] for e in events] == [str(i) for i in range(150)]
+    ids = [e.id for e in events]
+    assert ids == list(range(ids[0], ids[0] + 150))
     # The inserts are prepared statements (the first use on a session prepares them).
-    assert [q.split(b" ", 1)[0] for q in sent] == [b"BEGIN;\nPREPARE", b"UPDATE", b"PREPARE"]
+    assert [q.split(b" ", 1)[0] for q in sent] == [b"BEGIN;\nPREPARE", b"UPDATE"]
     assert b" AS INSERT INTO punches " in sent[0] and b"EXECUTE zk_" in sent[0]
-    assert b"pg_advisory_xact_lock" in sent[1] and b"INSERT INTO events " in sent[1]
-    assert sent[2].endswith(b"COMMIT")
-    assert b"webhook_deliveries" in sent[2] and b"pg_notify" in sent[2]
+    last = sent[1].split(b";\n")
+    assert b"pg_advisory_xact_lock" in last[1] and b"INSERT INTO events " in last[2]
+    assert b"webhook_deliveries" in last[2] and b"pg_notify" in last[4]
+    assert last[5:] == [b"COMMIT", b"SELECT currval(pg_get_serial_sequence('events', 'id'))"]
+    stored = await store.events_after(ids[0] - 1, 200)
+    assert [(e.id, e.payload) for e in stored] == [(e.id, e.payload) for e in events]
     sent.clear()
     assert await store.save_punches(device, batch) == []
     assert [q.split(b" ", 1)[0] for q in sent] == [b"BEGIN;\nEXECUTE", b"COMMIT"]
@@ -184,9 +207,9 @@ async def test_each_session_plans_the_upload_statements_once(
         events = await store.save_punches(device, [Punch(str(i), "2026-11-01 08:00:00", 0, 1)])
         assert [e.payload["user_id"] for e in events] == [str(i)]
     prepares = [q.count(b"PREPARE ") for q in sent]
-    assert sum(prepares) == 3 and sum(prepares[:3]) == 3  # punches, events, outbox
-    assert all(b"EXECUTE zk_" in q for q in sent[3:6])
-    assert len(await prepared_names(store)) == 3
+    assert len(sent) == 10 and sum(prepares) == sum(prepares[:2]) == 2  # punches, events
+    assert all(b"EXECUTE zk_" in q for q in sent[2:4])
+    assert len(await prepared_names(store)) == 2
 
 
 @pytest_twisted.ensureDeferred
@@ -200,7 +223,7 @@ async def test_a_failed_transaction_starts_the_prepared_statements_over(
     store = await stores.open(pool_size=1)
     device = await store.add_device(serial_number="PREPFAIL")
     await store.save_punches(device, [Punch("1", "2026-11-01 08:00:00", 0, 1)])
-    assert len(await prepared_names(store)) == 3
+    assert len(await prepared_names(store)) == 2
 
     def failing() -> Script[None]:
         yield Q("SELECT %s::int + 1", (1,), prepare=True)  # prepared, then the failure
@@ -211,4 +234,29 @@ async def test_a_failed_transaction_starts_the_prepared_statements_over(
     assert await prepared_names(store) == []
     events = await store.save_punches(device, [Punch("2", "2026-11-01 08:00:00", 0, 1)])
     assert [e.payload["user_id"] for e in events] == ["2"]
-    assert len(await prepared_names(store)) == 3
+    assert len(await prepared_names(store)) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_after_commit_statement_reads_the_committed_state(stores: Stores) -> None:
+    """Both backends: the statement runs after COMMIT (a read on another connection sees
+    the write by then), in the same session, and a script going on after it fails."""
+    store = await stores.open()
+
+    def script() -> Script[Rows]:
+        yield Q(
+            "INSERT INTO events (type, serial_number, payload, created_at)"
+            " VALUES ('probe', '', '{}', 'now')",
+            fetch=False,
+        )
+        return (yield Q("SELECT COUNT(*) FROM events", after_commit=True))
+
+    assert await store._run(script()) == [(1,)]  # type: ignore[attr-defined]
+    assert [e.type for e in await store.events_after(0)] == ["probe"]
+
+    def goes_on() -> Script[None]:
+        yield Q("SELECT 1", after_commit=True)
+        yield Q("SELECT 2")
+
+    with pytest.raises(RuntimeError, match="after its after-commit statement"):
+        await store._run(goes_on())  # type: ignore[attr-defined]

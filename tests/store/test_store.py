@@ -439,9 +439,14 @@ async def test_concurrent_writers_commit_gap_free_ids_in_order(stores: Stores) -
     results = await gatherResults(writes)
     done = True
     await polling
-    written = sorted(e.id for r in results for e in (r if isinstance(r, list) else [r]))
+    returned = [e for r in results for e in (r if isinstance(r, list) else [r])]
+    written = sorted(e.id for e in returned)
     assert written == list(range(1, 12 * 6 + 1))
     assert seen == written
+    # Each writer was told the right id of each of its events (PostgreSQL derives a
+    # batch's ids from the sequence after COMMIT).
+    stored = {e.id: e.payload for e in await reader.events_after(0, 1000)}
+    assert all(stored[e.id] == e.payload for e in returned)
 
 
 @pytest_twisted.ensureDeferred

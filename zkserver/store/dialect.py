@@ -56,12 +56,18 @@ class Q:
     upload is most of the database's work. SQLite's driver caches its statements itself.
     Only for SQL whose parameters PostgreSQL can type from their context (a column they
     are compared with or inserted into, or a cast).
+
+    ``after_commit=True`` marks a script's last statement, run once the transaction has
+    committed, in the same session (PostgreSQL sends it in the COMMIT's round trip):
+    for what only the session knows afterwards, such as ``currval`` of a sequence the
+    transaction used. The script must end after it.
     """
 
     sql: str
     params: tuple[Any, ...] | None = None
     fetch: bool = True
     prepare: bool = False
+    after_commit: bool = False
 
 
 Script = Generator[Q, Rows, T]

@@ -38,6 +38,7 @@ from twisted.python.failure import Failure
 from txpostgres import reconnection
 from txpostgres import txpostgres as txpg
 
+from zkserver.events import Event
 from zkserver.store.base import StoreUnavailable
 from zkserver.store.commands import CommandScripts
 from zkserver.store.dialect import (
@@ -46,10 +47,13 @@ from zkserver.store.dialect import (
     Q,
     Rows,
     Script,
+    chunks,
     params_for,
     render,
+    row_source,
 )
-from zkserver.store.sql import InFlight, SQLStore
+from zkserver.store.sql import EVENT_COLUMNS, InFlight, SQLStore
+from zkserver.store.webhooks import OUTBOX_INSERT, OUTBOX_MATCH
 
 __all__ = ["PostgresStore", "events_channel"]
 
@@ -288,6 +292,8 @@ async def _drive(cursor: txpg.Cursor, tx: _Transaction[T]) -> T:
             return result
     query = tx.first
     while True:
+        if query.after_commit:
+            return await _commit_then(cursor, tx, pending, query, preparing)
         pending.append(_statement(cursor, query, preparing))
         rows: Rows = []
         if query.fetch:
@@ -307,6 +313,26 @@ async def _drive(cursor: txpg.Cursor, tx: _Transaction[T]) -> T:
     await cursor.execute(b";\n".join(pending))
     _confirm(cursor, preparing)
     return result
+
+
+async def _commit_then(
+    cursor: txpg.Cursor, tx: _Transaction[T], pending: list[bytes], query: Q, preparing: list[bytes]
+) -> T:
+    """COMMIT, then the script's ``after_commit`` statement, in one round trip; the script
+    gets its rows and must end."""
+    pending.append(b"COMMIT")
+    tx.retryable = False
+    pending.append(_statement(cursor, query, preparing))
+    await cursor.execute(b";\n".join(pending))
+    _confirm(cursor, preparing)
+    rows: Rows = cursor.fetchall() if cursor.description is not None else []
+    try:
+        tx.script.send(rows)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+    tx.script.close()
+    raise RuntimeError("a transaction script went on after its after-commit statement")
 
 
 def _confirm(cursor: txpg.Cursor, preparing: list[bytes]) -> None:
@@ -625,6 +651,41 @@ class PostgresStore(CommandScripts, SQLStore):
         # "<origin>:<id>": the committing process already publishes its own events, so its
         # watcher skips its own notifications instead of reading them back.
         yield Q("SELECT pg_notify(%s, %s)", (self.channel, f"{self.origin}:{max_id}"), fetch=False)
+
+    def _insert_attendance(
+        self, new: list[tuple[dict[str, Any], str]], serial_number: str, now: str
+    ) -> Script[list[Event]]:
+        """The end of a punch transaction in one round trip: each chunk's events and
+        their outbox rows in one statement, NOTIFY, COMMIT, and after it ``currval`` of
+        the events' id sequence, which this session's last insert set: the ids are the
+        ``len(new)`` up to it, in ``n`` order, since every event insert takes the events
+        lock first (so no other session allocates ids in between) and inserts its rows
+        in order. The lock is released by that COMMIT, within the same round trip."""
+        for chunk in chunks(new):
+            source, params = row_source(
+                self.dialect, EVENT_COLUMNS, [(n, text) for n, (_, text) in enumerate(chunk)]
+            )
+            yield Q(
+                "WITH e AS (INSERT INTO events (type, serial_number, payload, created_at)"
+                f" SELECT 'attendance', %s, v.payload, %s FROM {source} ORDER BY v.n"
+                f" RETURNING id, type, serial_number) {OUTBOX_INSERT} FROM e, webhooks w"
+                f" WHERE {OUTBOX_MATCH}",
+                (serial_number, now, *params, now, now),
+                fetch=False,
+                prepare=True,
+            )
+        yield Q(
+            "SELECT pg_notify(%s, %s || ':' || currval(pg_get_serial_sequence('events', 'id')))",
+            (self.channel, self.origin),
+            fetch=False,
+        )
+        rows = yield Q("SELECT currval(pg_get_serial_sequence('events', 'id'))", after_commit=True)
+        last = int(rows[0][0])
+        first = last - len(new) + 1
+        return [
+            Event(first + n, "attendance", payload, serial_number, data=text)
+            for n, (payload, text) in enumerate(new)
+        ]
 
     # --- life cycle -----------------------------------------------------------------
     def start(self) -> Deferred[None]:

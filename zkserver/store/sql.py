@@ -300,8 +300,9 @@ class SQLStore(PersonScripts, WebhookStoreMixin):
         return self._call(self._save_punches, device, punches)
 
     def _save_punches(self, device: Device, punches: Sequence[Punch]) -> Script[list[Event]]:
-        """Three round trips on PostgreSQL: the punches (with BEGIN); the events (with the
-        suspect count and the events lock); the outbox and NOTIFY (with COMMIT)."""
+        """Two round trips on PostgreSQL: the punches (with BEGIN); then the suspect
+        count, the events lock, the events with their outbox rows, NOTIFY, COMMIT and
+        the new ids (see ``PostgresStore._insert_attendance``)."""
         now = utc_now()
         # The dedup key is the serial number; a device without one yet uses its id.
         key = device.serial_number or device.id
@@ -360,6 +361,15 @@ class SQLStore(PersonScripts, WebhookStoreMixin):
         # Nothing taken after this lock can wait on another transaction's punch rows, so
         # there is no lock cycle.
         yield from self._lock_events()
+        return (yield from self._insert_attendance(new, device.serial_number, now))
+
+    def _insert_attendance(
+        self, new: list[tuple[dict[str, Any], str]], serial_number: str, now: str
+    ) -> Script[list[Event]]:
+        """Insert the attendance events (payload, JSON text) of a punch batch, in order,
+        with their webhook outbox rows and the NOTIFY; the caller holds the events lock.
+        The last statements of the transaction (PostgreSQL overrides this with fewer
+        round trips)."""
         events: list[Event] = []
         for chunk in chunks(new):
             source, params = row_source(
@@ -367,19 +377,18 @@ class SQLStore(PersonScripts, WebhookStoreMixin):
             )
             # Rows are inserted in ``n`` order, so ids (allocated one by one as rows are
             # inserted, under the events lock) ascend with ``n``: the ids alone come back,
-            # not each payload again (~3.5 us a row less for PostgreSQL).
+            # not each payload again.
             rows = yield Q(
                 "INSERT INTO events (type, serial_number, payload, created_at)"
                 f" SELECT 'attendance', %s, v.payload, %s FROM {source} ORDER BY v.n"
                 " RETURNING id",
-                (device.serial_number, now, *params),
-                prepare=True,
+                (serial_number, now, *params),
             )
             ids = sorted(int(row[0]) for row in rows)
             if len(ids) != len(chunk):
                 raise RuntimeError(f"{len(chunk)} events inserted, {len(ids)} ids returned")
             events.extend(
-                Event(i, "attendance", payload, device.serial_number, data=text)
+                Event(i, "attendance", payload, serial_number, data=text)
                 for i, (payload, text) in zip(ids, chunk, strict=True)
             )
         yield from self._outbox(events[0].id, events[-1].id, now)

@@ -81,6 +81,8 @@ def _drive(conn: Any, script: Script[T], write: bool) -> T:
     try:
         query: Q = next(script)
         while True:
+            if query.after_commit:
+                cursor.execute("COMMIT")
             sql = render(query.sql, "sqlite")
             params = params_for(query)
             if params is None:
@@ -89,11 +91,15 @@ def _drive(conn: Any, script: Script[T], write: bool) -> T:
                 cursor.execute(sql, params)
             rows = cursor.fetchall()  # run to the end, even when the script reads nothing
             try:
+                done = query.after_commit
                 query = script.send(rows if query.fetch else [])
             except StopIteration as stop:
                 result = stop.value
                 break
-        cursor.execute("COMMIT")
+            if done:
+                raise RuntimeError("a transaction script went on after its after-commit statement")
+        if conn.in_transaction:
+            cursor.execute("COMMIT")
         return result
     except BaseException:
         if conn.in_transaction:

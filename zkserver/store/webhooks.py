@@ -77,6 +77,21 @@ def _column(name: str, value: Any) -> Any:
     return value
 
 
+#: The outbox rows of events ``e`` (``id``, ``type``, ``serial_number``) and webhooks
+#: ``w``, ``pending`` now: followed by a ``FROM`` naming both and a ``WHERE`` with
+#: :data:`OUTBOX_MATCH`; its two parameters are the time now (next attempt, created).
+OUTBOX_INSERT = (
+    "INSERT INTO webhook_deliveries (webhook_id, event_id, status, attempts,"
+    " next_attempt_at, error, created_at) SELECT w.id, e.id, 'pending', 0, %s, '', %s"
+)
+#: Which webhooks want event ``e``: their type and device lists (empty: every one).
+OUTBOX_MATCH = (
+    "(w.types = '' OR length(replace(w.types, ',' || e.type || ',', '')) < length(w.types))"
+    " AND (w.devices = '' OR length(replace(w.devices, ',' || e.serial_number || ',', ''))"
+    " < length(w.devices))"
+)
+
+
 class WebhookStoreMixin:
     """Transaction scripts for webhooks; mixed into SQLStore (needs ``_call``)."""
 
@@ -90,14 +105,8 @@ class WebhookStoreMixin:
         [first_id, last_id] (this transaction's events: ids are allocated under the
         events lock, so no other transaction's events lie in between)."""
         yield Q(
-            "INSERT INTO webhook_deliveries (webhook_id, event_id, status, attempts,"
-            " next_attempt_at, error, created_at)"
-            " SELECT w.id, e.id, 'pending', 0, %s, '', %s FROM events e, webhooks w"
-            " WHERE e.id >= %s AND e.id <= %s"
-            " AND (w.types = '' OR length(replace(w.types, ',' || e.type || ',', ''))"
-            " < length(w.types))"
-            " AND (w.devices = '' OR length(replace(w.devices, ',' || e.serial_number || ',',"
-            " '')) < length(w.devices))",
+            f"{OUTBOX_INSERT} FROM events e, webhooks w"
+            f" WHERE e.id >= %s AND e.id <= %s AND {OUTBOX_MATCH}",
             (now, now, int(first_id), int(last_id)),
             fetch=False,
             prepare=True,
