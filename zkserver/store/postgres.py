@@ -637,6 +637,8 @@ class PostgresStore(CommandScripts, SQLStore):
         self._listener: _Listener | None = None
         self.channel = CHANNEL
         self._device_locks = _DeviceLocks(reactor, dsn, connect_timeout)
+        #: The events' id sequence (schema-qualified; read at start).
+        self._events_sequence = "events_id_seq"
         #: Tags this store's NOTIFYs so that its own watcher can ignore them.
         self.origin = uuid.uuid4().hex[:12]
 
@@ -674,12 +676,13 @@ class PostgresStore(CommandScripts, SQLStore):
                 fetch=False,
                 prepare=True,
             )
+        sequence = self._events_sequence
         yield Q(
-            "SELECT pg_notify(%s, %s || ':' || currval(pg_get_serial_sequence('events', 'id')))",
-            (self.channel, self.origin),
+            "SELECT pg_notify(%s, %s || ':' || currval(%s))",
+            (self.channel, self.origin, sequence),
             fetch=False,
         )
-        rows = yield Q("SELECT currval(pg_get_serial_sequence('events', 'id'))", after_commit=True)
+        rows = yield Q("SELECT currval(%s)", (sequence,), after_commit=True)
         last = int(rows[0][0])
         first = last - len(new) + 1
         return [
@@ -702,11 +705,12 @@ class PostgresStore(CommandScripts, SQLStore):
             # Migrations may fill existing rows (0004 reads every punch): no 30 s deadline.
             applied = await self._run(self._migrate(), op_timeout=MIGRATION_TIMEOUT)
 
-            def schema() -> Script[str]:
-                rows = yield Q("SELECT current_schema()")
-                return rows[0][0] or ""
+            def schema() -> Script[tuple[str, str]]:
+                rows = yield Q("SELECT current_schema(), pg_get_serial_sequence('events', 'id')")
+                return rows[0][0] or "", rows[0][1]
 
-            self.channel = events_channel(await self._run(schema(), write=False))
+            schema_name, self._events_sequence = await self._run(schema(), write=False)
+            self.channel = events_channel(schema_name)
         except BaseException:
             self._close_pool()
             raise
