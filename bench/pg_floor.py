@@ -44,12 +44,24 @@ from _common import (  # noqa: E402
 )
 
 
+class Session:
+    """What ``_drive`` reads of a txpostgres connection: the psycopg2 connection and the
+    record of the statements prepared on it (so the floor prepares as the server does)."""
+
+    def __init__(self, conn: Any) -> None:
+        from zkserver.store import postgres
+
+        self._connection = conn
+        self.prepared = postgres._Prepared() if hasattr(postgres, "_Prepared") else None
+
+
 class BlockingCursor:
     """A psycopg2 cursor that looks like a txpostgres one to ``_drive``: ``execute``
     returns an already fired Deferred."""
 
-    def __init__(self, cursor: Any) -> None:
+    def __init__(self, cursor: Any, session: Session) -> None:
         self._cursor = cursor
+        self._connection = session
 
     def execute(self, sql: Any, params: Any = None) -> Any:
         from twisted.internet.defer import succeed
@@ -59,6 +71,10 @@ class BlockingCursor:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._cursor, name)
+
+
+#: id(psycopg2 connection) -> its Session (the connections live as long as the run).
+SESSIONS: dict[int, Session] = {}
 
 
 def run_script(conn: Any, script: Any) -> Any:
@@ -71,7 +87,10 @@ def run_script(conn: Any, script: Any) -> Any:
 
     from zkserver.store import postgres
 
-    cursor = BlockingCursor(conn.cursor())
+    session = SESSIONS.get(id(conn))
+    if session is None:
+        session = SESSIONS[id(conn)] = Session(conn)
+    cursor = BlockingCursor(conn.cursor(), session)
     results: list[Any] = []
     if hasattr(postgres, "_Transaction"):
         d = Deferred.fromCoroutine(postgres._drive(cursor, postgres._Transaction(script)))

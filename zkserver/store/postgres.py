@@ -241,13 +241,14 @@ def _statement(cursor: txpg.Cursor, query: Q, preparing: list[bytes]) -> bytes:
     sql = render(query.sql, "postgresql")
     params = params_for(query)
     connection = getattr(cursor, "_connection", None)
-    if not query.prepare or not params or not isinstance(connection, _Connection):
+    record: _Prepared | None = getattr(connection, "prepared", None)
+    if not query.prepare or not params or record is None:
         return bytes(cursor.mogrify(sql, params))
     name = b"zk_" + hashlib.blake2b(sql.encode(), digest_size=8).hexdigest().encode()
     run = b"EXECUTE " + name
     if params:
         run += bytes(cursor.mogrify(" (" + ", ".join(["%s"] * len(params)) + ")", params))
-    prepared = connection.prepared.for_session(connection._connection)
+    prepared = record.for_session(connection._connection)  # type: ignore[union-attr]
     if name in prepared or name in preparing:
         return run
     preparing.append(name)
@@ -338,8 +339,9 @@ async def _commit_then(
 def _confirm(cursor: txpg.Cursor, preparing: list[bytes]) -> None:
     """The server answered the round trip that carried these PREPAREs."""
     connection = getattr(cursor, "_connection", None)
-    if preparing and isinstance(connection, _Connection):
-        connection.prepared.for_session(connection._connection).update(preparing)
+    record: _Prepared | None = getattr(connection, "prepared", None)
+    if preparing and record is not None:
+        record.for_session(connection._connection).update(preparing)  # type: ignore[union-attr]
     preparing.clear()
 
 
