@@ -699,6 +699,49 @@ async def test_a_writable_socket_gets_its_round_without_an_epoll_registration(
 
 
 @pytest_twisted.ensureDeferred
+async def test_an_event_swept_before_the_headers_are_flushed_goes_after_them(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream is subscribed in the call that wrote its headers, which then sit in the
+    transport's buffer until the reactor flushes them: a sweep in between must queue its
+    bytes behind them, not hand them to the socket first."""
+    broadcaster = server.service.broadcaster
+    subscribe = Broadcaster.subscribe
+    swept: list[int] = []
+
+    def subscribe_and_sweep(self: Broadcaster, subscriber: Subscriber) -> None:
+        subscribe(self, subscriber)
+        swept.append(broadcaster.last_published + 1)
+        broadcaster.publish([event(swept[0])])
+        assert broadcaster._call is not None
+        broadcaster._call.cancel()
+        broadcaster._round()  # now, before the reactor flushes the headers
+
+    monkeypatch.setattr(Broadcaster, "subscribe", subscribe_and_sweep)
+    port = server.service.web_listeners[0].port.getHost().port
+    sock = await raw_request(
+        port, f"GET /devices/events?token={server.token} HTTP/1.1\r\n\r\n".encode()
+    )
+    received = b""
+    try:
+
+        def got_event() -> bool:
+            nonlocal received
+            received += drain(sock)
+            return b"id: " in received
+
+        await wait_until(got_event)
+        assert received.startswith(b"HTTP/1.1 200")
+        head, body = received.split(b"\r\n\r\n", 1)
+        parts: list[bytes] = []
+        http._ChunkedTransferDecoder(parts.append, lambda _: None).dataReceived(body)
+        assert b"".join(parts).startswith(b"retry: 3000\n\n")
+        assert frame_ids(b"".join(parts)) == swept
+    finally:
+        sock.close()
+
+
+@pytest_twisted.ensureDeferred
 async def test_an_http10_stream_gets_unframed_bytes_next_to_chunked_ones(
     server: RunningServer,
 ) -> None:

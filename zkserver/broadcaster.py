@@ -38,12 +38,16 @@ The write
     goes straight to the connection's transport, bypassing ``Request.write`` (which would
     build a chunk tuple and call ``writeSequence`` per client and event). The bytes are
     already a complete HTTP chunk, so the response's chunked framing stays valid and
-    ``Request.finish`` still ends it correctly; ``request.sentLength`` is kept up to date.
-    When the transport is a plain TCP connection (:class:`twisted.internet.tcp.Connection`,
-    not TLS) whose user-space buffer is empty (``dataBuffer`` and ``_tempDataBuffer``,
-    see ``FileDescriptor.doWrite``), the bytes are handed to the socket's ``send`` directly:
-    nothing is queued ahead of them, so ordering is kept, and a socket that takes them
-    all needs no epoll registration (``startWriting``/``stopWriting``) at all. A step
+    ``Request.finish`` still ends it correctly; ``request.sentLength`` is brought up to
+    date when the stream closes. When the transport is a plain TCP connection
+    (:class:`twisted.internet.tcp.Connection`, not TLS) whose user-space buffer is empty
+    (``dataBuffer`` and ``_tempDataBuffer``, see ``FileDescriptor.doWrite``), the bytes are
+    handed to the socket's ``send`` directly: nothing is queued ahead of them, so ordering
+    is kept, and a socket that takes them all needs no epoll registration
+    (``startWriting``/``stopWriting``) at all. Once attached, only the stream writes to its
+    transport, so it looks at the buffer only after its own last write went through it
+    (``Subscriber.clean``): the hot loop touches the stream and its socket, nothing
+    else. A step
     collects these writes and sends them together at its end through a
     :class:`~zkserver.sendpool.SendPool`: on the reactor thread alone, or shared with
     ``--send-threads`` helper threads while the reactor thread waits (the kernel's part of
@@ -208,6 +212,13 @@ class Subscriber:
     offered: int = 0
     #: The broadcaster's heartbeat count when it last got a ping.
     ping_seen: int = 0
+    #: The transport's buffer was empty when last looked at, and nothing went through
+    #: it since (so bytes for this stream may go to its socket directly); see
+    #: :meth:`recheck`. False at first: the response headers may still be buffered.
+    clean: bool = False
+    #: SSE bytes sent to the socket directly, not yet added to ``request.sentLength``
+    #: (added at :meth:`close`; nothing reads it before: a stream is never finished).
+    unlogged: int = 0
 
     def __attrs_post_init__(self) -> None:
         self._set_key()
@@ -231,6 +242,7 @@ class Subscriber:
             return
         self._transport = transport
         self._request = request
+        self.clean = False  # the headers are in the transport's buffer until it flushes
         self.chunked = bool(getattr(request, "chunked", False))
         self._set_key()
         # The send(2) fast path only for plain TCP: TLS and other transports keep their
@@ -281,6 +293,7 @@ class Subscriber:
                 return
             if sent:
                 data = data[sent:]
+        self.clean = False
         transport.write(data)
 
     def idle_socket(self) -> Any:
@@ -304,7 +317,18 @@ class Subscriber:
     def sent_rest(self, data: bytes, sent: int) -> None:
         """``data`` went to :meth:`idle_socket`, which took only ``sent`` bytes of it: the
         rest goes through the transport."""
+        self.clean = False
         self._transport.write(data[sent:] if sent else data)
+
+    def recheck(self) -> bool:
+        """Whether bytes may go to the socket directly now (:meth:`idle_socket`): after a
+        write went through the transport, until its buffer has drained. Only this stream
+        writes to the transport once attached, so while ``clean`` holds the sweep need
+        not look at the transport at all (one object less to touch per stream)."""
+        if self.idle_socket() is None:
+            return False
+        self.clean = True
+        return True
 
     def release(self) -> None:
         """End a replay: write the live events held meanwhile, then go live."""
@@ -325,6 +349,9 @@ class Subscriber:
         return d
 
     def close(self) -> None:
+        if self.unlogged and self._request is not None:
+            self._request.sentLength += self.unlogged
+            self.unlogged = 0
         self.closed = True
         self._pending.clear()
         self._held = None
@@ -656,14 +683,16 @@ class Broadcaster:
                 delivered += count
                 # Subscriber.idle_socket, inlined: this is the per-client hot path.
                 sock = subscriber._socket
-                if sock is not None and not subscriber.paused:
-                    t = subscriber._transport
-                    if not (t.dataBuffer or t._tempDataLen or t.disconnecting) and t.connected:
-                        batch.append(subscriber)
-                        socks.append(sock)
-                        datas.append(data)
-                        sizes.append(size)
-                        continue
+                if (
+                    sock is not None
+                    and not subscriber.paused
+                    and (subscriber.clean or subscriber.recheck())
+                ):
+                    batch.append(subscriber)
+                    socks.append(sock)
+                    datas.append(data)
+                    sizes.append(size)
+                    continue
                 try:
                     subscriber.send_framed(data, size)
                 except Exception:
@@ -681,7 +710,7 @@ class Broadcaster:
         socket did not take goes through its transport, here on the reactor thread."""
         sent = self.sender.send_all(socks, datas)
         for subscriber, data, size, n in zip(batch, datas, sizes, sent, strict=True):
-            subscriber._request.sentLength += size
+            subscriber.unlogged += size
             if n != len(data):
                 try:
                     subscriber.sent_rest(data, n)
