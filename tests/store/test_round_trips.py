@@ -109,6 +109,19 @@ def test_a_script_without_statements_sends_nothing() -> None:
     assert run(script()) == (7, [])
 
 
+def record_round_trips(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """What every txpostgres cursor sends from now on, one query string per round trip."""
+    sent: list[bytes] = []
+    execute = txpg.Cursor.execute
+
+    def recording(self: txpg.Cursor, query: Any, params: Any = None) -> Deferred[Any]:
+        sent.append(bytes(query) if isinstance(query, bytes) else query.encode())
+        return execute(self, query, params)
+
+    monkeypatch.setattr(txpg.Cursor, "execute", recording)
+    return sent
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_punch_batch_is_two_round_trips(
     stores: Stores, monkeypatch: pytest.MonkeyPatch
@@ -120,14 +133,7 @@ async def test_a_punch_batch_is_two_round_trips(
         pytest.skip("round trips are PostgreSQL's (SQLite runs in-process)")
     store = await stores.open(pool_size=1)
     device = await store.add_device(serial_number="RT1")
-    sent: list[bytes] = []
-    execute = txpg.Cursor.execute
-
-    def recording(self: txpg.Cursor, query: Any, params: Any = None) -> Deferred[Any]:
-        sent.append(bytes(query) if isinstance(query, bytes) else query.encode())
-        return execute(self, query, params)
-
-    monkeypatch.setattr(txpg.Cursor, "execute", recording)
+    sent = record_round_trips(monkeypatch)
     batch = [Punch(str(i), "1999-01-01 08:00:00", 0, 1, raw={"n": i}) for i in range(150)]
     events = await store.save_punches(device, batch)  # suspect (too old) too
     assert [e.payload["user_id"] for e in events] == [str(i) for i in range(150)]
@@ -195,14 +201,7 @@ async def test_each_session_plans_the_upload_statements_once(
         pytest.skip("prepared statements are PostgreSQL's")
     store = await stores.open(pool_size=1)
     device = await store.add_device(serial_number="PREP")
-    sent: list[bytes] = []
-    execute = txpg.Cursor.execute
-
-    def recording(self: txpg.Cursor, query: Any, params: Any = None) -> Deferred[Any]:
-        sent.append(bytes(query) if isinstance(query, bytes) else query.encode())
-        return execute(self, query, params)
-
-    monkeypatch.setattr(txpg.Cursor, "execute", recording)
+    sent = record_round_trips(monkeypatch)
     for i in range(5):
         events = await store.save_punches(device, [Punch(str(i), "2026-11-01 08:00:00", 0, 1)])
         assert [e.payload["user_id"] for e in events] == [str(i)]
