@@ -259,3 +259,25 @@ async def test_an_after_commit_statement_reads_the_committed_state(stores: Store
 
     with pytest.raises(RuntimeError, match="after its after-commit statement"):
         await store._run(goes_on())  # type: ignore[attr-defined]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failure_in_the_round_trip_of_a_sessions_first_prepare_is_forgotten(
+    stores: Stores,
+) -> None:
+    """A session's first PREPARE runs, then a statement of the same round trip fails
+    (its EXECUTE here; a deadlock, a timeout or a cancel in production). The statement
+    stays prepared on the server though the record never confirmed it: the rollback must
+    deallocate it too, or every later use on that session sends the same PREPARE again
+    and fails ("prepared statement ... already exists")."""
+    if stores.kind != "postgres":
+        pytest.skip("prepared statements are PostgreSQL's")
+    store = await stores.open(pool_size=1)
+
+    def add(n: int) -> Script[Rows]:
+        return (yield Q("SELECT %s::int + 1", (n,), prepare=True))
+
+    with pytest.raises(psycopg2.DataError):  # integer out of range, at EXECUTE
+        await store._run(add(2**40))  # type: ignore[attr-defined]
+    assert await store._run(add(1)) == [(2,)]  # type: ignore[attr-defined]
+    assert await store._run(add(2)) == [(3,)]  # type: ignore[attr-defined]

@@ -191,9 +191,10 @@ class _Connection(txpg.Connection):
         def rollback(failure: Failure) -> Any:
             if not _is_open(self):
                 return failure
-            # Which of this transaction's PREPAREs ran is unknown: start over.
-            prepared = self.prepared.for_session(self._connection)
-            rolled = cursor.execute("rollback; deallocate all" if prepared else "rollback")
+            # Which of this transaction's PREPAREs ran is unknown (those of the round trip
+            # that failed are not in the record yet, yet may exist): start over.
+            self.prepared.for_session(self._connection)
+            rolled = cursor.execute("rollback; deallocate all")
             self.prepared.forget()
             rolled.addCallbacks(
                 lambda _: failure, lambda rf: Failure(txpg.RollbackFailed(self, failure))
