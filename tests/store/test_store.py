@@ -9,6 +9,7 @@ import sqlite3
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg2
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
@@ -840,3 +841,30 @@ async def test_device_locks_are_per_schema(stores: Stores) -> None:
             assert await here.last_event_id() == 0
         finally:
             await there.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_batch_ids_are_right_with_a_sequence_that_caches_ids(stores: Stores) -> None:
+    """A sequence with CACHE > 1 (a DBA's tuning) hands each session ids ahead of time,
+    so one transaction's ids need not be consecutive, even under the events lock: every
+    event returned from concurrent batches must still carry its own id."""
+    if stores.kind != "postgres":
+        pytest.skip("the events' id sequence is PostgreSQL's")
+    await stores.open()  # migrates
+
+    conn = psycopg2.connect(stores.url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("ALTER SEQUENCE events_id_seq CACHE 4")
+    conn.close()
+    one, two = await stores.open(), await stores.open()
+    dev_one = await one.add_device(serial_number="ONE")
+    dev_two = await two.add_device(serial_number="TWO")
+    writes = []
+    for i in range(10):
+        stamp = f"2025-01-01 08:{i:02d}:00"
+        writes.append(one.save_punches(dev_one, [punch(str(u), stamp) for u in range(3)]))
+        writes.append(two.save_punches(dev_two, [punch(str(u), stamp) for u in range(3)]))
+    returned = [e for r in await gatherResults(writes) for e in r]
+    stored = {e.id: e.payload for e in await one.events_after(0, 1000)}
+    assert len(returned) == 60 and all(stored.get(e.id) == e.payload for e in returned)

@@ -642,6 +642,9 @@ class PostgresStore(CommandScripts, SQLStore):
         self._device_locks = _DeviceLocks(reactor, dsn, connect_timeout)
         #: The events' id sequence (schema-qualified; read at start).
         self._events_sequence = "events_id_seq"
+        #: Whether one transaction's ids are consecutive (the sequence steps by 1 and
+        #: caches none, so no session holds ids ahead): read at start with the name.
+        self._consecutive_ids = False
         #: Tags this store's NOTIFYs so that its own watcher can ignore them.
         self.origin = uuid.uuid4().hex[:12]
 
@@ -666,6 +669,8 @@ class PostgresStore(CommandScripts, SQLStore):
         ``len(new)`` up to it, in ``n`` order, since every event insert takes the events
         lock first (so no other session allocates ids in between) and inserts its rows
         in order. The lock is released by that COMMIT, within the same round trip."""
+        if not self._consecutive_ids:  # ids ahead in other sessions' caches: read them
+            return (yield from super()._insert_attendance(new, serial_number, now))
         for chunk in chunks(new):
             source, params = row_source(
                 self.dialect, EVENT_COLUMNS, [(n, text) for n, (_, text) in enumerate(chunk)]
@@ -708,11 +713,17 @@ class PostgresStore(CommandScripts, SQLStore):
             # Migrations may fill existing rows (0004 reads every punch): no 30 s deadline.
             applied = await self._run(self._migrate(), op_timeout=MIGRATION_TIMEOUT)
 
-            def schema() -> Script[tuple[str, str]]:
-                rows = yield Q("SELECT current_schema(), pg_get_serial_sequence('events', 'id')")
-                return rows[0][0] or "", rows[0][1]
+            def schema() -> Script[tuple[str, str, bool]]:
+                rows = yield Q(
+                    "SELECT current_schema(), s.seqrelid::regclass::text,"
+                    " s.seqincrement = 1 AND s.seqcache = 1 FROM pg_sequence s"
+                    " WHERE s.seqrelid = pg_get_serial_sequence('events', 'id')::regclass"
+                )
+                return rows[0][0] or "", rows[0][1], bool(rows[0][2])
 
-            schema_name, self._events_sequence = await self._run(schema(), write=False)
+            schema_name, self._events_sequence, self._consecutive_ids = await self._run(
+                schema(), write=False
+            )
             self.channel = events_channel(schema_name)
         except BaseException:
             self._close_pool()
