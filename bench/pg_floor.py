@@ -151,6 +151,10 @@ def main() -> None:
         setup.autocommit = True  # BEGIN and COMMIT are sent explicitly (run_script)
         run_script(setup, store._migrate())
         store.channel = "zkfloor"
+        # What start() reads: the migrations' sequence steps by 1 and caches no ids.
+        store._events_sequence = "events_id_seq"
+        if hasattr(store, "_consecutive_ids"):
+            store._consecutive_ids = True
         devices = []
         cur = setup.cursor()
         for k in range(args.terminals):
