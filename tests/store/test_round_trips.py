@@ -10,12 +10,15 @@ from typing import Any
 import psycopg2
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import deferLater
 from txpostgres import txpostgres as txpg
 
 from tests.databases import POSTGRES_URL
 from tests.store.conftest import Stores
 from zkserver.records import Punch
+from zkserver.store.base import StoreUnavailable
 from zkserver.store.dialect import Q, Rows, Script
 from zkserver.store.postgres import _drive, _Transaction
 
@@ -281,3 +284,50 @@ async def test_a_failure_in_the_round_trip_of_a_sessions_first_prepare_is_forgot
         await store._run(add(2**40))  # type: ignore[attr-defined]
     assert await store._run(add(1)) == [(2,)]  # type: ignore[attr-defined]
     assert await store._run(add(2)) == [(3,)]  # type: ignore[attr-defined]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_query_cancelled_by_the_server_fails_once_and_keeps_its_connection(
+    stores: Stores, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator's pg_cancel_backend (or a statement_timeout) stops an upload that waits
+    on another transaction's uncommitted copy of its punch: the caller is told, the
+    transaction is not sent again (it would wait on the same row until the deadline),
+    and the connection stays in the pool."""
+    if stores.kind != "postgres":
+        pytest.skip("PostgreSQL connections only")
+    store = await stores.open(pool_size=1, op_timeout=5.0)
+    device = await store.add_device(serial_number="CANCEL")
+    await store.save_punches(device, [Punch("0", "2025-01-01 07:00:00", 0, 1)])
+    (conn,) = store._pool.connections  # type: ignore[attr-defined]
+    pid = conn._connection.get_backend_pid()
+    other = psycopg2.connect(stores.url)  # holds the same punch, uncommitted
+    with other.cursor() as cur:
+        cur.execute(
+            "INSERT INTO punches (device_id, serial_number, received_at, user_id, timestamp,"
+            " status, verify) VALUES (%s, 'CANCEL', '', '1', '2025-01-01 08:00:00', 0, 1)",
+            (device.id,),
+        )
+    sent = record_round_trips(monkeypatch)
+    saving = store.save_punches(device, [Punch("1", "2025-01-01 08:00:00", 0, 1)])
+    admin = psycopg2.connect(POSTGRES_URL)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            for _ in range(500):  # until the upload waits on the row
+                cur.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,))
+                if cur.fetchone()[0] == "Lock":
+                    break
+                await deferLater(reactor, 0.01, lambda: None)
+            cur.execute("SELECT pg_cancel_backend(%s)", (pid,))
+        with pytest.raises(StoreUnavailable):
+            await saving
+        assert sum(q.startswith(b"BEGIN") for q in sent) == 1  # not sent again
+    finally:
+        other.rollback()
+        other.close()
+        admin.close()
+    events = await store.save_punches(device, [Punch("1", "2025-01-01 08:00:00", 0, 1)])
+    assert [e.payload["user_id"] for e in events] == ["1"]
+    assert store._pool.connections == {conn}  # type: ignore[attr-defined]
+    assert conn._connection.get_backend_pid() == pid

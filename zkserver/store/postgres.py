@@ -106,6 +106,12 @@ def _connection_dead(conn: txpg.Connection, error: BaseException) -> bool:
         return True
     if isinstance(error, txpg.RollbackFailed):
         return True
+    if isinstance(error, CancelledError):
+        # txpostgres reports the server's query_canceled (57014: pg_cancel_backend, a
+        # statement_timeout) so, on a connection that is fine and already rolled back.
+        # Running the transaction again would redo what was stopped on purpose (and
+        # wait again on whatever it was waiting for).
+        return False
     code = getattr(error, "pgcode", None)
     # Class 08: connection exception; 57P: operator intervention (shutdown, restart).
     return not code or code.startswith(("08", "57P"))
