@@ -47,8 +47,7 @@ The write
     (``startWriting``/``stopWriting``) at all. Once attached, only the stream writes to its
     transport, so it looks at the buffer only after its own last write went through it
     (``Subscriber.clean``): the hot loop touches the stream and its socket, nothing
-    else. A step
-    collects these writes and sends them together at its end through a
+    else. A step collects these writes and sends them together at its end through a
     :class:`~zkserver.sendpool.SendPool`: on the reactor thread alone, or shared with
     ``--send-threads`` helper threads while the reactor thread waits (the kernel's part of
     a ``send`` runs outside the GIL, so the shares run on several cores). What the
@@ -681,7 +680,8 @@ class Broadcaster:
                 if not size:
                     continue
                 delivered += count
-                # Subscriber.idle_socket, inlined: this is the per-client hot path.
+                # The per-client hot path: a clean stream's transport is not looked at
+                # (Subscriber.recheck does, after a write went through it).
                 sock = subscriber._socket
                 if (
                     sock is not None

@@ -138,7 +138,7 @@ class _Prepared:
     """The statements prepared on one PostgreSQL session (see ``Q.prepare``).
 
     A name is recorded once the round trip that carried its ``PREPARE`` was answered
-    (:meth:`confirm`), never when it is only queued: a script that fails before sending
+    (:func:`_confirm`), never when it is only queued: a script that fails before sending
     leaves nothing recorded that the server lacks. ``PREPARE`` is not transactional (a
     statement prepared in a transaction that then failed stays), so after a failure
     nobody can tell which ones exist: the rollback also sends ``DEALLOCATE ALL`` and the
@@ -199,7 +199,6 @@ class _Connection(txpg.Connection):
                 return failure
             # Which of this transaction's PREPAREs ran is unknown (those of the round trip
             # that failed are not in the record yet, yet may exist): start over.
-            self.prepared.for_session(self._connection)
             rolled = cursor.execute("rollback; deallocate all")
             self.prepared.forget()
             rolled.addCallbacks(
@@ -252,9 +251,11 @@ def _statement(cursor: txpg.Cursor, query: Q, preparing: list[bytes]) -> bytes:
     if not query.prepare or not params or record is None:
         return bytes(cursor.mogrify(sql, params))
     name = b"zk_" + hashlib.blake2b(sql.encode(), digest_size=8).hexdigest().encode()
-    run = b"EXECUTE " + name
-    if params:
-        run += bytes(cursor.mogrify(" (" + ", ".join(["%s"] * len(params)) + ")", params))
+    run = (
+        b"EXECUTE "
+        + name
+        + bytes(cursor.mogrify(" (" + ", ".join(["%s"] * len(params)) + ")", params))
+    )
     prepared = record.for_session(connection._connection)  # type: ignore[union-attr]
     if name in prepared or name in preparing:
         return run
