@@ -53,6 +53,7 @@ __all__ = [
     "handshake",
     "attlog",
     "now_text",
+    "today_count",
     "feed_rows",
     "wait_for_row",
     "wait_until",
@@ -73,8 +74,19 @@ def free_port() -> int:
 
 
 def now_text(offset_seconds: float = 0) -> str:
-    """A device-local timestamp ("today" for the page's totals)."""
+    """A device-local timestamp, ``offset_seconds`` from now (it may fall on another day)."""
     return datetime.fromtimestamp(time.time() + offset_seconds).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def today_count(*timestamps: str) -> str:
+    """How many of ``timestamps`` the page counts as today, as its totals show it ("3").
+
+    The page's "today" is the browser's local date, which is this machine's: near midnight
+    a timestamp from ``now_text(-3000)`` is yesterday's and is not counted. Call it inside a
+    ``wait_until`` predicate so a date that changes mid-test is followed.
+    """
+    today = datetime.now().strftime("%Y-%m-%d")
+    return str(sum(1 for ts in timestamps if ts.startswith(today)))
 
 
 def wait_until(

@@ -36,6 +36,7 @@ from tests.web.browser import (
     row_present,
     screenshot,
     set_viewport,
+    today_count,
     upload_attlog,
     upload_users,
     wait_for_row,
@@ -74,9 +75,9 @@ def test_login_with_token_then_feed_renders(page: WebDriver, server: ServerProce
     handshake(server, SN)
     handshake(server, SN2)
     upload_users(server, SN, {"1001": "Alice Johnson"})
-    earlier = now_text(-120)
+    earlier, later = now_text(-120), now_text(-60)
     assert upload_attlog(server, SN, attlog(("1001", earlier, 0, 15))) == (200, "OK: 1")
-    assert upload_attlog(server, SN2, attlog(("2002", now_text(-60), 1, 1)))[0] == 200
+    assert upload_attlog(server, SN2, attlog(("2002", later, 1, 1)))[0] == 200
 
     page.get(server.web_url + "/")
     token_field = wait_until(
@@ -103,14 +104,23 @@ def test_login_with_token_then_feed_renders(page: WebDriver, server: ServerProce
     assert "In" in older["text"] and "Face" in older["text"]
     assert f"Push Device {SN}" in older["text"]
 
-    # Today's totals and the device panel.
-    assert page.find_element(By.ID, "stat-total").text == "2"
-    assert page.find_element(By.ID, "stat-in").text == "1"
-    assert page.find_element(By.ID, "stat-out").text == "1"
+    # Today's totals and the device panel (only today's punches count: see today_count).
+    def totals() -> tuple[str, ...]:
+        return tuple(page.find_element(By.ID, f"stat-{k}").text for k in ("total", "in", "out"))
+
+    wait_until(
+        lambda: totals() == (today_count(earlier, later), today_count(earlier), today_count(later)),
+        timeout=2,
+        message="today's totals",
+    )
     assert page.find_element(By.ID, "stat-online").text == "2"
     card = page.find_element(By.CSS_SELECTOR, f'#devices li[data-serial="{SN}"]')
     assert "Online" in card.text and "Push" in card.text
-    assert card.find_element(By.CSS_SELECTOR, ".device-today").text == "1"
+    wait_until(
+        lambda: card.find_element(By.CSS_SELECTOR, ".device-today").text == today_count(earlier),
+        timeout=2,
+        message="the device's count today",
+    )
 
     # The session is an HttpOnly, SameSite=Strict cookie: a reload asks nothing.
     cookie = next(c for c in page.get_cookies() if c["name"] == "zkserver_session")
@@ -157,15 +167,18 @@ def test_push_punch_appears_within_one_second(page: WebDriver, server: ServerPro
         (SN, "1002", -900, 3, 1),
         (SN2, "2001", -300, 1, 15),
     ]
-    for serial, pin, offset, status, verify in history:
-        upload_attlog(server, serial, attlog((pin, now_text(offset), status, verify)))
+    stamps = [now_text(offset) for _, _, offset, _, _ in history]
+    for (serial, pin, _, status, verify), stamp in zip(history, stamps, strict=True):
+        upload_attlog(server, serial, attlog((pin, stamp, status, verify)))
     login(page, server)
     wait_live(page)
     wait_until(lambda: len(feed_rows(page)) == len(history))
 
     timings = []
+    live = []
     for i in range(3):
         ts = now_text(i)
+        live.append(ts)
         started = time.monotonic()
         assert upload_attlog(server, SN, attlog(("1001", ts, 0, 15))) == (200, "OK: 1")
         wait_for_row(page, SN, "1001", ts, timeout=5)
@@ -177,7 +190,7 @@ def test_push_punch_appears_within_one_second(page: WebDriver, server: ServerPro
     wait_until(lambda: "Alice Johnson" in feed_rows(page)[0]["text"], message="name lookup")
     newest = feed_rows(page)[0]
     assert "In" in newest["text"] and "Face" in newest["text"] and "Main entrance" in newest["text"]
-    wait_until(lambda: page.find_element(By.ID, "stat-total").text == str(len(history) + 3))
+    wait_until(lambda: page.find_element(By.ID, "stat-total").text == today_count(*stamps, *live))
     assert rows_by_key(page).most_common(1)[0][1] == 1
 
     time.sleep(2.6)  # let the arrival highlight fade for the screenshots
@@ -248,7 +261,8 @@ def test_restart_replays_missed_punches_exactly_once(page: WebDriver, server: Se
     time.sleep(1.0)  # give any duplicate a chance to show up
     counts = rows_by_key(page)
     assert len(counts) == 3 and set(counts.values()) == {1}, counts
-    assert page.find_element(By.ID, "stat-total").text == "3"
+    stamps = [before, *(ts for _, ts in missed)]
+    assert page.find_element(By.ID, "stat-total").text == today_count(*stamps)
 
     # A reload (history from the API, then the stream) shows each punch once too.
     page.refresh()

@@ -60,10 +60,19 @@ def add_device(server: ServerProcess, serial: str, zone: str) -> None:
     assert code == 201, body
 
 
-def test_today_view_zone_choice_and_suspect_marks(page: WebDriver, server: ServerProcess):
-    now = datetime.now(UTC)
-    if now.hour == 0 and now.minute < 5 or now.hour == 23 and now.minute > 50:
-        pytest.skip("too close to midnight UTC for a stable 'today'")
+def day_starting_before(local_now: datetime, hours: int = 2) -> str:
+    """A ``--day-starts-at`` value ``hours`` before ``local_now``: the test's punches (up
+    to an hour old) and the minutes it runs all fall in one day, whatever the clock says.
+    Without it, a run just after midnight finds the history in yesterday."""
+    return (local_now - timedelta(hours=hours)).strftime("%H:%M")
+
+
+def test_today_view_zone_choice_and_suspect_marks(
+    page: WebDriver, start_monitor: Callable[..., ServerProcess]
+):
+    server = start_monitor(
+        "--auto-approve", "--day-starts-at", day_starting_before(datetime.now(UTC))
+    )
     add_device(server, HERE, "UTC")
     add_device(server, BERLIN, "Europe/Berlin")
     assert upload_users(server, HERE, {"1001": "Alice Johnson", "1002": "Bob Stone"})[0] == 200
@@ -155,13 +164,13 @@ def test_today_view_zone_choice_and_suspect_marks(page: WebDriver, server: Serve
 
 
 def test_today_is_each_devices_own_today_when_the_viewer_is_a_day_behind(
-    page: WebDriver, server: ServerProcess
+    page: WebDriver, start_monitor: Callable[..., ServerProcess]
 ):
     # A viewer at UTC-12 and sites at UTC+14: their dates always differ (by one or two days).
     kiritimati = timedelta(hours=14)
-    now = datetime.now(UTC) + kiritimati
-    if now.hour == 0 and now.minute < 5 or now.hour == 23 and now.minute > 55:
-        pytest.skip("too close to midnight at UTC+14 for a stable 'today'")
+    server = start_monitor(
+        "--auto-approve", "--day-starts-at", day_starting_before(datetime.now(UTC) + kiritimati)
+    )
     page.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Etc/GMT+12"})
     add_device(server, "KIRI0001", "Pacific/Kiritimati")
     add_device(server, "FIXED0001", "+14:00")
