@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
@@ -24,8 +26,10 @@ from zkserver.localtime import (
     parse_query_time,
     parse_time_offset,
     parse_utc,
+    posix_zone,
     reading_offset,
     resolve_zone,
+    server_zone,
     suspect_reason,
     utc_text,
 )
@@ -437,3 +441,63 @@ def test_a_since_with_a_fraction_starts_at_the_next_whole_second(
 ) -> None:
     # Punch times are whole seconds: a punch at 01:30:00 is before since=01:30:00.250Z.
     assert parse_query_time(text, round_up=True) == parsed
+
+
+# $TZ as libc reads it: a POSIX rule string is a zone with daylight saving, not "unknown".
+POSIX_RULES = [
+    # (rule, an IANA zone that has followed it since 1996)
+    ("CET-1CEST,M3.5.0,M10.5.0/3", "Europe/Berlin"),
+    ("EST5EDT,M3.2.0,M11.1.0", "America/New_York"),
+    ("<+0530>-5:30", "Asia/Kolkata"),
+    ("AEST-10AEDT,M10.1.0,M4.1.0/3", "Australia/Sydney"),
+]
+
+
+@given(
+    local=st.datetimes(min_value=datetime(2008, 1, 1), max_value=datetime(2037, 12, 31)),
+    rule=st.sampled_from(POSIX_RULES),
+    fold=st.sampled_from([0, 1]),
+)
+def test_a_posix_rule_is_the_zone_that_follows_it(
+    local: datetime, rule: tuple[str, str], fold: int
+) -> None:
+    spec, name = rule
+    mine = local.replace(tzinfo=posix_zone(spec), fold=fold)
+    theirs = local.replace(tzinfo=ZoneInfo(name), fold=fold)
+    assert mine.utcoffset() == theirs.utcoffset()
+    assert local_to_utc(local, posix_zone(spec)) == local_to_utc(local, ZoneInfo(name))
+
+
+@pytest.mark.parametrize("spec", ["", "garbage!!", "CET-1CEST,M3.5.0", "EST5\nEDT", "Zürich-1"])
+def test_a_malformed_posix_rule_is_refused(spec: str) -> None:
+    with pytest.raises(ValueError):
+        posix_zone(spec)
+
+
+@pytest.mark.parametrize(
+    ("tz", "january", "july"),
+    [
+        ("CET-1CEST,M3.5.0,M10.5.0/3", 3600, 7200),  # a rule (containers, embedded images)
+        (":Asia/Kolkata", 19800, 19800),  # an IANA name, with glibc's optional colon
+        ("America/New_York", -18000, -14400),
+        ("/usr/share/zoneinfo/Australia/Sydney", 39600, 36000),  # a TZif file's path
+    ],
+)
+def test_server_zone_reads_tz_as_libc_does(
+    monkeypatch: pytest.MonkeyPatch, tz: str, january: int, july: int
+) -> None:
+    monkeypatch.setenv("TZ", tz)
+    server_zone.cache_clear()
+    try:
+        zone = server_zone()
+        offsets = [datetime(2026, month, 15, 12, tzinfo=zone).utcoffset() for month in (1, 7)]
+        assert offsets == [timedelta(seconds=january), timedelta(seconds=july)]
+        # libc agrees (it is what time.localtime and every other program on the machine use)
+        time.tzset()
+        for month, seconds in ((1, january), (7, july)):
+            instant = datetime(2026, month, 15, 12, tzinfo=UTC).timestamp()
+            assert time.localtime(instant).tm_gmtoff == seconds
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+        server_zone.cache_clear()

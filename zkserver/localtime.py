@@ -24,9 +24,11 @@ The rules (documented in the README):
 from __future__ import annotations
 
 import functools
+import io
 import os
 import re
 import statistics
+import struct
 from collections import deque
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
@@ -57,6 +59,7 @@ __all__ = [
     "parse_time_offset",
     "parse_utc",
     "resolve_zone",
+    "posix_zone",
     "server_zone",
     "suspect_reason",
     "utc_text",
@@ -89,11 +92,24 @@ _OFFSET = re.compile(
 
 @functools.lru_cache(maxsize=1)
 def server_zone() -> tzinfo:
-    """This machine's zone, with its daylight-saving rules when they can be found:
-    ``$TZ``, else the zone ``/etc/localtime`` points to, else that file's rules, else the
-    current fixed offset."""
+    """This machine's zone, with its daylight-saving rules when they can be found, read as
+    libc reads it: ``$TZ`` (an IANA name, a TZif file's absolute path or a POSIX rule such
+    as ``CET-1CEST,M3.5.0,M10.5.0/3``), else the zone ``/etc/localtime`` points to, else
+    that file's rules, else the current fixed offset."""
     name = os.environ.get("TZ", "").lstrip(":")
-    candidates = [name] if name else []
+    if name:
+        try:
+            if name.startswith("/"):
+                with open(name, "rb") as rules:
+                    return ZoneInfo.from_file(rules, key=name)
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            pass
+        try:
+            return posix_zone(name)
+        except ValueError:
+            pass
+    candidates = []
     try:
         target = os.path.realpath("/etc/localtime")
         if "/zoneinfo/" in target:
@@ -111,6 +127,28 @@ def server_zone() -> tzinfo:
     except (OSError, ValueError):
         pass
     return datetime.now().astimezone().tzinfo or UTC
+
+
+def posix_zone(spec: str) -> ZoneInfo:
+    """The zone a POSIX ``TZ`` rule string names (``CET-1CEST,M3.5.0,M10.5.0/3``,
+    ``EST5EDT,M3.2.0,M11.1.0``, ``<+0530>-5:30``): what libc follows when ``$TZ`` holds a rule
+    instead of an IANA name, as containers and embedded images often set it.
+
+    The rule is wrapped in a TZif file with no transitions (RFC 8536 section 3.3: its footer
+    string then governs every instant), so zoneinfo reads it, folds and gaps included. POSIX
+    offsets are west of UTC: ``EST5`` is UTC-5. Raises ValueError for a malformed rule.
+    """
+    try:
+        rule = spec.encode("ascii")
+    except UnicodeEncodeError:
+        raise ValueError(f"not a POSIX TZ rule: {spec!r}") from None
+    if not rule or b"\n" in rule:
+        raise ValueError(f"not a POSIX TZ rule: {spec!r}")
+    # One header and data block per version-1 (32-bit) and version-2 (64-bit) section: no
+    # transitions or leap seconds, one local time type (UTC, unused) and its "\0" name.
+    counts = struct.pack(">6l", 0, 0, 0, 0, 1, 1)  # isut, isstd, leap, time, type, char
+    section = b"TZif2" + bytes(15) + counts + struct.pack(">lBB", 0, 0, 0) + b"\0"
+    return ZoneInfo.from_file(io.BytesIO(section * 2 + b"\n" + rule + b"\n"), key=spec)
 
 
 @functools.lru_cache(maxsize=512)
