@@ -78,14 +78,18 @@ def now_text(offset_seconds: float = 0) -> str:
     return datetime.fromtimestamp(time.time() + offset_seconds).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def today_count(*timestamps: str) -> str:
+def today_count(driver: WebDriver, *timestamps: str) -> str:
     """How many of ``timestamps`` the page counts as today, as its totals show it ("3").
 
-    The page's "today" is the browser's local date, which is this machine's: near midnight
-    a timestamp from ``now_text(-3000)`` is yesterday's and is not counted. Call it inside a
+    The page's "today" is the browser's local date, asked of the browser (its zone may not
+    be this process's: Chromium reads only IANA names from ``$TZ``). Near midnight a
+    timestamp from ``now_text(-3000)`` is yesterday's and is not counted. Call it inside a
     ``wait_until`` predicate so a date that changes mid-test is followed.
     """
-    today = datetime.now().strftime("%Y-%m-%d")
+    today = driver.execute_script(
+        "const d = new Date(); const p = (n) => String(n).padStart(2, '0');"
+        "return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}`;"
+    )
     return str(sum(1 for ts in timestamps if ts.startswith(today)))
 
 

@@ -109,7 +109,14 @@ def test_login_with_token_then_feed_renders(page: WebDriver, server: ServerProce
         return tuple(page.find_element(By.ID, f"stat-{k}").text for k in ("total", "in", "out"))
 
     wait_until(
-        lambda: totals() == (today_count(earlier, later), today_count(earlier), today_count(later)),
+        lambda: (
+            totals()
+            == (
+                today_count(page, earlier, later),
+                today_count(page, earlier),
+                today_count(page, later),
+            )
+        ),
         timeout=2,
         message="today's totals",
     )
@@ -117,7 +124,9 @@ def test_login_with_token_then_feed_renders(page: WebDriver, server: ServerProce
     card = page.find_element(By.CSS_SELECTOR, f'#devices li[data-serial="{SN}"]')
     assert "Online" in card.text and "Push" in card.text
     wait_until(
-        lambda: card.find_element(By.CSS_SELECTOR, ".device-today").text == today_count(earlier),
+        lambda: (
+            card.find_element(By.CSS_SELECTOR, ".device-today").text == today_count(page, earlier)
+        ),
         timeout=2,
         message="the device's count today",
     )
@@ -190,7 +199,9 @@ def test_push_punch_appears_within_one_second(page: WebDriver, server: ServerPro
     wait_until(lambda: "Alice Johnson" in feed_rows(page)[0]["text"], message="name lookup")
     newest = feed_rows(page)[0]
     assert "In" in newest["text"] and "Face" in newest["text"] and "Main entrance" in newest["text"]
-    wait_until(lambda: page.find_element(By.ID, "stat-total").text == today_count(*stamps, *live))
+    wait_until(
+        lambda: page.find_element(By.ID, "stat-total").text == today_count(page, *stamps, *live)
+    )
     assert rows_by_key(page).most_common(1)[0][1] == 1
 
     time.sleep(2.6)  # let the arrival highlight fade for the screenshots
@@ -262,7 +273,7 @@ def test_restart_replays_missed_punches_exactly_once(page: WebDriver, server: Se
     counts = rows_by_key(page)
     assert len(counts) == 3 and set(counts.values()) == {1}, counts
     stamps = [before, *(ts for _, ts in missed)]
-    assert page.find_element(By.ID, "stat-total").text == today_count(*stamps)
+    assert page.find_element(By.ID, "stat-total").text == today_count(page, *stamps)
 
     # A reload (history from the API, then the stream) shows each punch once too.
     page.refresh()
