@@ -607,6 +607,8 @@ def record_size_for(
 
 
 def _dataset_body(dataset: bytes) -> bytes:
+    if not dataset:  # a bulk read of size 0 is an empty table (docs/protocols.md §B.4)
+        return b""
     if len(dataset) < 4:
         raise CodecError(f"dataset needs a 4-byte length, got {len(dataset)} bytes")
     (total,) = struct.unpack_from("<I", dataset)

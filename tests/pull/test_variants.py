@@ -1,0 +1,59 @@
+"""Pull terminals that answer in other (real) ways than the common case: empty datasets,
+other reply forms to the bulk read, other error replies (docs/protocols.md §B.4, §B.9)."""
+
+from __future__ import annotations
+
+import pytest
+from zk.base import ZK
+
+from tests.pull.test_protocol import FakeDevice, Wire, records, result_of
+from zkserver.pull import codec
+from zkserver.pull.codec import Cmd, Packet, Reply
+from zkserver.records import DeviceUser
+
+# --------------------------------------------------------------------------- empty datasets
+
+
+def test_an_empty_dataset_holds_no_records() -> None:
+    # A terminal whose log was emptied after GET_FREE_SIZES answers the bulk read with size
+    # 0 (docs/protocols.md §B.4): no bytes at all, not even the length.  pyzk 0.9 reads
+    # that as an empty log (get_attendance/get_users: "size < 4" / "size <= 4").
+    zk = ZK.__new__(ZK)
+    zk.verbose = False
+    zk.records = 3
+    zk.read_sizes = lambda: True
+    zk.get_users = lambda: []
+    zk.read_with_buffer = lambda *a, **k: (b"", 0)
+    assert zk.get_attendance() == []
+    assert codec.read_attendance_dataset(b"", [3]).records == []
+    assert codec.attendance_record_size(b"", [3]) is None
+    assert codec.parse_attendance(b"", 3) == []
+    assert codec.user_record_size(b"", [2]) is None
+    assert codec.parse_users(b"", 2) == []
+    assert codec.parse_templates(b"") == []
+    for garbage in (b"\x01", b"\x00\x00", b"\x00\x00\x00"):  # a cut length stays an error
+        with pytest.raises(codec.CodecError):
+            codec.read_attendance_dataset(garbage, [3])
+
+
+@pytest.mark.parametrize("form", ["ack size 0", "inline no bytes"])
+def test_log_emptied_between_the_count_and_the_read(form: str) -> None:
+    users = [DeviceUser("1001", "Ann", uid=1)]
+    dev = FakeDevice(log=records(3), users=users)  # GET_FREE_SIZES still counts 3 and 1
+
+    def empty(p: Packet) -> list[Packet]:
+        if form == "ack size 0":
+            return [dev.reply(p, Reply.ACK_OK, codec.encode_prepare_buffer_ack(0))]
+        return [dev.reply(p, Cmd.DATA, b"")]
+
+    dev.extra[Cmd.PREPARE_BUFFER] = empty
+    w = Wire(dev)
+    w.proto.connect(0)
+    d_log = w.proto.read_attendance_dataset()
+    d_users = w.proto.read_users()
+    w.pump()
+    read = result_of(d_log)
+    assert (read.records, read.unreadable) == ([], [])
+    assert result_of(d_users) == []
+    assert not w.proto.closed
+    assert Cmd.READ_BUFFER not in [p.command for p in w.sent_packets]
