@@ -57,3 +57,36 @@ def test_log_emptied_between_the_count_and_the_read(form: str) -> None:
     assert result_of(d_users) == []
     assert not w.proto.closed
     assert Cmd.READ_BUFFER not in [p.command for p in w.sent_packets]
+
+
+# --------------------------------------------------------------------------- bulk read forms
+
+
+@pytest.mark.parametrize("pieces", [False, True])
+def test_prepare_buffer_answered_with_prepare_data_data_ack(pieces: bool) -> None:
+    # Some terminals answer the buffered read (1503) of a small table the way they answer a
+    # piece (1504): PREPARE_DATA with the size, the DATA (in one packet, or in 1024-byte
+    # packets as on UDP), then ACK_OK, all with the request's reply id (docs/protocols.md §B.4).
+    log = records(60)  # 2404 bytes
+    dev = FakeDevice(log=log)
+
+    def answer(p: Packet) -> list[Packet]:
+        dataset = codec.encode_attendance(log, 40)
+        size = 1024 if pieces else len(dataset)
+        return [
+            dev.reply(p, Cmd.PREPARE_DATA, codec.encode_prepare_data(len(dataset))),
+            *(dev.reply(p, Cmd.DATA, dataset[i : i + size]) for i in range(0, len(dataset), size)),
+            dev.reply(p, Reply.ACK_OK),
+        ]
+
+    dev.extra[Cmd.PREPARE_BUFFER] = answer
+    w = Wire(dev)
+    w.proto.connect(0)
+    d = w.proto.read_attendance()
+    d_time = w.proto.read_time()
+    w.pump()
+    assert [(r.user_id, r.timestamp) for r in result_of(d)] == [
+        (r.user_id, r.timestamp) for r in log
+    ]
+    assert result_of(d_time) == dev.time  # the trailing ACK_OK was not taken for GET_TIME
+    assert Cmd.READ_BUFFER not in [p.command for p in w.sent_packets]

@@ -575,8 +575,10 @@ class ZKSession:
     async def _read_buffer(self, command: int, fct: int = 0, ext: int = 0) -> bytes:
         """Bulk read (1503, 1504 per chunk, 1502): the dataset bytes."""
         packets = await self.request(
-            Cmd.PREPARE_BUFFER, codec.encode_prepare_buffer(command, fct, ext)
+            Cmd.PREPARE_BUFFER, codec.encode_prepare_buffer(command, fct, ext), multi=True
         )
+        if packets[0].command == Cmd.PREPARE_DATA:  # the whole table as one piece (§B.4)
+            return self._piece(Cmd.PREPARE_BUFFER, packets, 0, None)
         try:
             buffer = codec.parse_prepare_buffer_reply(packets[0])
         except CodecError as e:
@@ -593,16 +595,26 @@ class ZKSession:
         packets = await self.request(
             Cmd.READ_BUFFER, codec.encode_read_chunk(start, size), multi=True
         )
+        return self._piece(Cmd.READ_BUFFER, packets, start, size)
+
+    def _piece(self, command: int, packets: list[Packet], start: int, size: int | None) -> bytes:
+        """The bytes of a multi-packet reply: DATA alone, or PREPARE_DATA, DATA..., ACK_OK;
+        ``size`` is the length asked for (None: the one PREPARE_DATA announces)."""
         first = packets[0]
         if first.command == Cmd.DATA:
             chunk = first.data
         elif first.command == Cmd.PREPARE_DATA:
             if packets[-1].command != Reply.ACK_OK:
-                raise CommandFailed(Cmd.READ_BUFFER, packets[-1].command)
+                raise CommandFailed(command, packets[-1].command)
             chunk = b"".join(p.data for p in packets[1:-1])
+            if size is None:
+                try:
+                    size = codec.parse_prepare_data(first.data)
+                except CodecError:
+                    size = len(chunk)
         else:
-            raise CommandFailed(Cmd.READ_BUFFER, first.command)
-        if len(chunk) != size:
+            raise CommandFailed(command, first.command)
+        if size is not None and len(chunk) != size:
             problem = f"chunk at {start} has {len(chunk)} of {size} bytes"
             raise ProtocolError(f"{self.peer}: {problem}", problem)
         return chunk
