@@ -4,12 +4,20 @@ other reply forms to the bulk read, other error replies (docs/protocols.md §B.4
 from __future__ import annotations
 
 import pytest
+import pytest_twisted
 from zk.base import ZK
 
-from tests.pull.test_protocol import FakeDevice, Wire, records, result_of
+from tests.pull import test_service
+from tests.pull.test_firmware import detail_of, statuses
+from tests.pull.test_protocol import SESSION, FakeDevice, Wire, records, result_of
+from tests.pull.test_service import World, sleep
+from zkserver.emulator.pull import build_device
 from zkserver.pull import codec
 from zkserver.pull.codec import Cmd, Packet, Reply
+from zkserver.pull.protocol import AuthenticationFailed, CommandFailed, failure_detail
 from zkserver.records import DeviceUser
+
+world = test_service.world  # the fixture: a store, ingest, registry and an event recorder
 
 # --------------------------------------------------------------------------- empty datasets
 
@@ -90,3 +98,49 @@ def test_prepare_buffer_answered_with_prepare_data_data_ack(pieces: bool) -> Non
     ]
     assert result_of(d_time) == dev.time  # the trailing ACK_OK was not taken for GET_TIME
     assert Cmd.READ_BUFFER not in [p.command for p in w.sent_packets]
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def test_auth_refused_with_another_code_names_auth() -> None:
+    dev = FakeDevice(comm_key=1234)
+    dev.extra[Cmd.AUTH] = lambda p: [Packet(Reply.ACK_ERROR, SESSION, p.reply_id)]
+    w = Wire(dev)
+    d = w.proto.connect(4321)
+    w.pump()
+    with pytest.raises(CommandFailed) as info:
+        result_of(d)
+    assert failure_detail(info.value) == "AUTH answered 2001 (ACK_ERROR)"
+    dev.extra[Cmd.AUTH] = lambda p: [Packet(Reply.ACK_UNAUTH, SESSION, p.reply_id)]
+    w = Wire(dev)
+    d = w.proto.connect(4321)
+    w.pump()
+    with pytest.raises(AuthenticationFailed):
+        result_of(d)
+
+
+@pytest.mark.parametrize(
+    ("command", "reply", "key", "detail"),
+    [
+        # a terminal with a comm key that lets CONNECT through without asking for it and then
+        # refuses the commands as not authorised
+        (Cmd.GET_VERSION, Reply.ACK_UNAUTH, 0, "GET_VERSION answered 2005 (ACK_UNAUTH)"),
+        (Cmd.GET_FREE_SIZES, Reply.ACK_UNAUTH, 0, "GET_FREE_SIZES answered 2005 (ACK_UNAUTH)"),
+        # a terminal refusing the comm key with ACK_ERROR instead of ACK_UNAUTH
+        (Cmd.AUTH, Reply.ACK_ERROR, 4321, "AUTH answered 2001 (ACK_ERROR)"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_not_authorised_is_auth_failed_without_reconnect_storm(
+    world: World, command: int, reply: int, key: int, detail: str
+) -> None:
+    emu = build_device(users=1, records=2, comm_key=1234 if key else 0)
+    emu.faults.replies[command] = reply
+    device = await world.add(await world.emulator(emu), comm_key=key)
+    manager = world.manager()
+    assert await detail_of(world, device.id, "auth_failed") == detail
+    await sleep(0.6)  # the backoff of the tests' services is 0.05-0.2 s: no retry meanwhile
+    assert manager.devices[device.id].attempts == 1
+    assert statuses(world).count(("auth_failed", detail)) == 1
+    assert world.recorder.of_type("attendance") == []

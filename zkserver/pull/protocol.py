@@ -430,13 +430,15 @@ class ZKSession:
         async def run() -> None:
             (reply,) = await self.request(Cmd.CONNECT)
             self.session_id = reply.session_id
+            command = Cmd.CONNECT
             if reply.command == Reply.ACK_UNAUTH:
+                command = Cmd.AUTH
                 key = codec.make_commkey(comm_key, self.session_id)
                 (reply,) = await self.request(Cmd.AUTH, key)
                 if reply.command == Reply.ACK_UNAUTH:
                     raise AuthenticationFailed(f"{self.peer} refused the comm key")
             if reply.command != Reply.ACK_OK:
-                raise CommandFailed(Cmd.CONNECT, reply.command)
+                raise CommandFailed(command, reply.command)
             self.authenticated = True
 
         return self._op(run)

@@ -117,6 +117,17 @@ def device_now(device: Device, clock: Any, zone: tzinfo | None = None) -> dateti
     return local.replace(tzinfo=None, microsecond=0)
 
 
+def _not_authorised(error: Exception) -> bool:
+    """Whether a new session was refused for its comm key (docs/protocols.md §B.9):
+    ACK_UNAUTH to AUTH, any refusal of AUTH, or ACK_UNAUTH to any other command before
+    the session is up.  Reconnecting soon cannot help; the operator has to fix the key."""
+    if isinstance(error, AuthenticationFailed):
+        return True
+    return isinstance(error, CommandFailed) and (
+        error.command == codec.Cmd.AUTH or error.reply == codec.Reply.ACK_UNAUTH
+    )
+
+
 def _record_key(record: codec.PullRecord) -> str:
     return f"{record.user_id}|{record.timestamp:%Y-%m-%d %H:%M:%S}"
 
@@ -295,42 +306,46 @@ class PullDeviceService(Service):
                 await self._session_cycle()
                 delay = self.backoff(0)
                 failures = 0
-            except AuthenticationFailed as e:
-                if not self.running:
-                    return
-                log.warn(
-                    "{name}: {error}; next attempt in {delay} s",
-                    name=self._label,
-                    error=str(e),
-                    delay=self.auth_failed_delay,
-                )
-                await self._set_status("auth_failed", failure_detail(e))
-                delay = self.auth_failed_delay
             except Exception as e:
                 if not self.running:
                     return
-                if self._established:
-                    failures = 0
-                delay = self.backoff(failures)
-                failures += 1
-                if self._rebooting():
-                    delay = min(delay, self.initial_delay)
-                    log.info(
-                        "{name}: restarting; reconnecting in {delay:.1f} s",
-                        name=self._label,
-                        delay=delay,
-                    )
-                    await self._set_status("rebooting")
-                else:
+                if _not_authorised(e) and not self._established:
                     log.warn(
-                        "{name}: session failed ({error}); reconnecting in {delay:.1f} s",
+                        "{name}: {error}; next attempt in {delay} s",
                         name=self._label,
-                        error=str(e) or type(e).__name__,
-                        delay=delay,
+                        error=str(e),
+                        delay=self.auth_failed_delay,
                     )
-                    await self._set_status("offline", failure_detail(e))
+                    await self._set_status("auth_failed", failure_detail(e))
+                    delay = self.auth_failed_delay
+                else:
+                    delay, failures = await self._session_failed(e, failures)
             if not await self._pause(delay):
                 return
+
+    async def _session_failed(self, e: Exception, failures: int) -> tuple[float, int]:
+        """Status offline (or rebooting) after a failed session: (delay, failures)."""
+        if self._established:
+            failures = 0
+        delay = self.backoff(failures)
+        failures += 1
+        if self._rebooting():
+            delay = min(delay, self.initial_delay)
+            log.info(
+                "{name}: restarting; reconnecting in {delay:.1f} s",
+                name=self._label,
+                delay=delay,
+            )
+            await self._set_status("rebooting")
+        else:
+            log.warn(
+                "{name}: session failed ({error}); reconnecting in {delay:.1f} s",
+                name=self._label,
+                error=str(e) or type(e).__name__,
+                delay=delay,
+            )
+            await self._set_status("offline", failure_detail(e))
+        return delay, failures
 
     async def _session_cycle(self) -> None:
         """One session from connect to its end; raises why it ended."""
