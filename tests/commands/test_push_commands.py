@@ -475,3 +475,39 @@ async def test_large_commands_share_replies_up_to_the_cap(steady: RunningServer)
         assert terminal.templates[("USERPIC", "2", "")]["Content"] == big
     finally:
         await terminal.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_result_for_a_command_never_sent_changes_nothing(steady: RunningServer) -> None:
+    """A terminal reporting the id of a command the server never sent it (ids of a former
+    installation, a replayed body) must not finish that command: it is still run later.
+    A late result for a command sent and queued again after its timeout still counts."""
+    terminal, device_id = await _terminal(steady, "CMDNEV1")
+    try:
+        _, first = await steady.api("POST", f"/api/devices/{device_id}/commands", {"type": "check"})
+        terminal.silent.add(first["id"])
+        assert await terminal.poll() == []  # sent, not answered: the queue waits behind it
+        _, second = await steady.api(
+            "POST",
+            f"/api/devices/{device_id}/commands",
+            {"type": "user_upsert", "user_id": "77", "name": "Never Sent"},
+        )
+        _, third = await steady.api("POST", f"/api/devices/{device_id}/commands", {"type": "info"})
+        body = f"ID={second['id']}&Return=0&CMD=DATA\r\nID={third['id']}&Return=-1002&CMD=INFO\r\n"
+        code, text = await terminal._request("POST", "devicecmd", {}, body)
+        assert (code, text.strip()) == (200, "OK")
+        for command in (second, third):
+            _, now = await steady.api("GET", f"/api/commands/{command['id']}")
+            assert (now["status"], now["attempts"], now["return_code"]) == ("queued", 0, None)
+        # the in-flight one is answered: the others are sent and run for real
+        code, text = await terminal._request(
+            "POST", "devicecmd", {}, f"ID={first['id']}&Return=0&CMD=CHECK\n"
+        )
+        terminal.silent.clear()
+        done = await terminal.poll()
+        assert [c[0] for c in done] == [second["id"], third["id"]]
+        assert terminal.user_list["77"].name == "Never Sent"
+        _, ran = await steady.api("GET", f"/api/commands/{second['id']}")
+        assert (ran["status"], ran["attempts"]) == ("done", 1)
+    finally:
+        await terminal.close()

@@ -299,14 +299,20 @@ class CommandScripts:
         device_id: str | None = None,
     ) -> Deferred[CommandChange]:
         """Record a command's outcome (``done``, ``failed`` or ``expired``). A command
-        already ``done``/``failed``/``cancelled``, an unknown id, or (with ``device_id``)
-        another device's command changes nothing: ``([], [])``."""
+        already ``done``/``failed``/``cancelled``, an unknown id, a command never handed
+        out (``attempts`` 0: a terminal cannot have run it, so a result naming it is a
+        replay or another installation's id), or (with ``device_id``) another device's
+        command changes nothing: ``([], [])``. A command sent, then queued again or
+        expired after its timeout, still takes its late result."""
         number = _ids(command_id)
         if number is None or status not in ("done", "failed", "expired"):
             return succeed(([], []))
 
         def script() -> Script[CommandChange]:
-            where = "id = %s AND status IN ('queued', 'sent', 'expired')"
+            where = (
+                "id = %s AND (status = 'sent' OR (status IN ('queued', 'expired')"
+                " AND attempts > 0))"
+            )
             params: tuple[Any, ...] = (number,)
             if device_id is not None:
                 where += " AND device_id = %s"
