@@ -100,6 +100,27 @@ def test_valid_commands_are_normalised(body: dict[str, Any], fields: dict[str, A
           "format": "10", "data": B64}, "index"),
         ({"type": "raw", "command": "A\nB"}, "command"),
         ({"type": "raw"}, "command"),
+        # other members of "TAB or newline": C1 NEL, Unicode line/paragraph separators,
+        # vertical tab, and NUL (ends the line for a terminal's C string)
+        ({"type": "user_upsert", "user_id": "1", "name": "A\x85B"}, "name"),
+        ({"type": "user_upsert", "user_id": "1", "name": "A\u2028B"}, "name"),
+        ({"type": "user_upsert", "user_id": "1", "name": "A\u2029B"}, "name"),
+        ({"type": "user_upsert", "user_id": "1", "name": "A\x0bB"}, "name"),
+        ({"type": "set_option", "key": "A", "value": "1\u2028REBOOT"}, "value"),
+        ({"type": "raw", "command": "INFO\x00"}, "command"),
+        ({"type": "raw", "command": "INFO\u2028REBOOT"}, "command"),
+        ({"type": "raw", "command": "INFO\x85REBOOT"}, "command"),
+        # a space before Key= is a field break where TABs are missing
+        # (docs/protocols.md §A.10): "Bob Pri=14" would come back as privilege 14
+        ({"type": "user_upsert", "user_id": "1", "name": "Bob Pri=14"}, "name"),
+        ({"type": "user_upsert", "user_id": "1", "name": "Ann Card=12"}, "name"),
+        ({"type": "user_upsert", "user_id": "1", "password": "1 Pri=14"}, "password"),
+        # digits are ASCII digits: a superscript or a full-width digit is not a card
+        ({"type": "user_upsert", "user_id": "1", "card": "\u00b2"}, "card"),
+        ({"type": "user_upsert", "user_id": "1", "card": "\uff11\uff12"}, "card"),
+        ({"type": "user_upsert", "user_id": "1", "group": "\u00b2"}, "group"),
+        ({"type": "template_upsert", "user_id": "1", "kind": "finger", "format": "\u00b9\u2070",
+          "data": B64}, "format"),
     ],
 )  # fmt: skip
 def test_invalid_commands_name_the_field(body: dict[str, Any], field: str) -> None:

@@ -48,6 +48,14 @@ def _device(kind: str = "pull", layout: int | None = 28, **info: object) -> Devi
         ({"user_id": "1", "active": "maybe"}, "active"),
         ({"user_id": "1", "devices": 5}, "devices"),
         ({"user_id": "1", "colour": "red"}, "colour"),
+        ({"user_id": "1", "name": "a\x85b"}, "name"),
+        ({"user_id": "1", "name": "a\u2028b"}, "name"),
+        ({"user_id": "1", "name": "Bob Pri=14"}, "name"),
+        ({"user_id": "1", "password": "1 Pri=14"}, "password"),
+        ({"user_id": "1", "card": "\u00b2"}, "card"),
+        ({"user_id": "1", "card": "\uff11\uff12"}, "card"),
+        ({"user_id": "1", "privilege": "\u00b2"}, "privilege"),
+        ({"user_id": "1", "group": "\u00b2"}, "group"),
     ],
 )
 def test_bad_fields_are_named(body: dict, field: str) -> None:

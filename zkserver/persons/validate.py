@@ -35,7 +35,13 @@ __all__ = [
 ]
 
 PIN_RE = re.compile(r"^[A-Za-z0-9]{1,24}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Control characters, C1 controls (NEL) and the Unicode line and paragraph separators.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+#: A space before ``Key=`` starts a new field where a terminal sends no TABs
+#: (docs/protocols.md §A.10): a name "Bob Pri=14" would come back as privilege 14.
+_KEY_AFTER_SPACE = re.compile(r" [A-Za-z~][A-Za-z0-9_~]*=")
+_DIGITS = re.compile(r"[0-9]+")
+_ALNUM = re.compile(r"[A-Za-z0-9]+")
 PRIVILEGES = (0, 2, 6, 14)
 NAME_MAX = 24
 PASSWORD_MAX = 8
@@ -83,6 +89,10 @@ def _text(body: Mapping[str, Any], name: str, limit: int) -> str:
         raise PersonError(name, f"{name} must not contain TAB, newline or control characters")
     if len(value) > limit:
         raise PersonError(name, f"{name} is longer than {limit} characters")
+    if name in ("name", "password") and _KEY_AFTER_SPACE.search(value):
+        raise PersonError(
+            name, f"{name} must not contain a space followed by Key= (read as another field)"
+        )
     return value.strip() if name != "password" else value
 
 
@@ -116,7 +126,7 @@ def parse_devices(value: Any) -> str | list[str]:
 
 
 def _privilege(value: Any) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or value not in PRIVILEGES:
         raise PersonError(
@@ -156,14 +166,14 @@ def person_fields(body: Any, *, partial: bool = False) -> dict[str, Any]:
 
 def _card(body: Mapping[str, Any]) -> str:
     card = _text(body, "card", 10)
-    if card and (not card.isdigit() or int(card) > 0xFFFFFFFF):
+    if card and (not _DIGITS.fullmatch(card) or int(card) > 0xFFFFFFFF):
         raise PersonError("card", "card must be a card number (digits, at most 4294967295)")
     return str(int(card)) if card and int(card) else ""
 
 
 def _group(body: Mapping[str, Any]) -> str:
     group = _text(body, "group", GROUP_MAX)
-    if group and not group.isalnum():
+    if group and not _ALNUM.fullmatch(group):
         raise PersonError("group", "group must be letters or digits")
     return group
 
