@@ -145,6 +145,35 @@ def test_csv_round_trip_and_row_errors() -> None:
     assert parse_csv("pin,name\n1,A\n")[1][0]["field"] == "user_id"
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        # a spreadsheet in a comma-decimal locale saves with ';' (Excel "CSV"), with a BOM
+        '\ufeffuser_id;name;card;devices\r\n0012;Müller, Jörg;0042;all\r\n7;"Ann; Lee";;\r\n',
+        # TAB-separated ("Unicode text" / copied from a sheet)
+        "user_id\tname\tcard\tdevices\n0012\tMüller, Jörg\t42\tall\n7\tAnn; Lee\t\t\n",
+        # bare CR line ends (classic Mac Excel)
+        'user_id,name,card,devices\r0012,"Müller, Jörg",42,all\r7,Ann; Lee,,\r',
+        # quoted header and fields, CRLF
+        '"user_id","name","card","devices"\r\n"0012","Müller, Jörg","42","all"\r\n'
+        '"7","Ann; Lee","",""\r\n',
+    ],
+)
+def test_csv_dialects_of_real_files(text: str) -> None:
+    good, errors = parse_csv(text)
+    assert errors == []
+    assert [(r.row, r.fields) for r in good] == [
+        (2, {"user_id": "0012", "name": "Müller, Jörg", "card": "42", "devices": "all"}),
+        (3, {"user_id": "7", "name": "Ann; Lee", "card": "", "devices": "all"}),
+    ]
+
+
+def test_csv_semicolon_file_keeps_its_quoted_device_list() -> None:
+    good, errors = parse_csv('user_id;name;devices\n5;Bo;"d1;d2"\n6;Al;d3,d4\n')
+    assert errors == []
+    assert [r.fields["devices"] for r in good] == [["d1", "d2"], ["d3", "d4"]]
+
+
 @given(st.lists(st.text(alphabet="abcXYZ 019éü", max_size=24), max_size=5))
 def test_csv_names_survive(names: list[str]) -> None:
     people = [Person(str(i + 1), name=n.strip()) for i, n in enumerate(names)]

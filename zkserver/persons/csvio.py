@@ -1,7 +1,8 @@
 """The persons CSV (``GET``/``POST /api/persons.csv``), with the csv module. Pure.
 
-Columns ``user_id,name,card,privilege,group,devices,active``: ``devices`` is ``all`` or
-device ids separated by ``;``, ``active`` is ``true``/``false``. :func:`parse_csv`
+Columns ``user_id,name,card,privilege,group,devices,active`` (separated by ``,``, or by
+``;`` or TAB throughout the file): ``devices`` is ``all`` or device ids separated by ``;``
+(or ``,``), ``active`` is ``true``/``false``. :func:`parse_csv`
 validates every row and returns the good rows and the errors of the bad ones (row numbers
 count the header as row 1, as a spreadsheet shows them).
 """
@@ -59,11 +60,23 @@ def format_csv(persons: Iterable[Person], header: bool = True) -> str:
     return out.getvalue()
 
 
+def _separator(text: str) -> str:
+    """The header line's separator: ``,`` when it has one, else ``;``, else TAB."""
+    header = text.split("\n", 1)[0].split("\r", 1)[0]
+    for separator in (",", ";", "\t"):
+        if separator in header:
+            return separator
+    return ","
+
+
 def parse_csv(text: str) -> tuple[list[CsvRow], list[dict[str, Any]]]:
     """(good rows, errors); each error ``{"row", "user_id", "field", "detail"}``.
 
-    A PIN that appears twice in the file is an error on its second row."""
-    reader = csv.reader(io.StringIO(text.lstrip("\ufeff")))
+    A PIN that appears twice in the file is an error on its second row. The separator is
+    read from the header line: ``,``, else ``;`` (a spreadsheet saving "CSV" in a locale
+    whose decimal mark is a comma), else TAB; lines end with LF, CR LF or a bare CR."""
+    text = text.lstrip("\ufeff")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_separator(text))
     try:
         header = next(reader)
     except StopIteration:
