@@ -146,6 +146,28 @@ def test_kinds(type_name: str, push: bool, pull: bool) -> None:
     assert pull is (type_name not in expected_pull_only_missing)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"type": "user_upsert", "user_id": "0012"},
+        {"type": "user_delete", "user_id": "0012"},
+        {"type": "enroll_finger", "user_id": "007", "finger": 1},
+        {"type": "template_upsert", "user_id": "0012", "kind": "finger", "format": "10",
+         "data": B64},
+        {"type": "user_delete", "user_id": "A12"},
+    ],
+)  # fmt: skip
+def test_a_numeric_pin_terminal_refuses_pins_it_would_change(body: dict[str, Any]) -> None:
+    """A 28-byte-layout terminal keeps the PIN as a number: 0012 would become user 12 (a
+    second record beside an existing 12, and a delete of 0012 that finds no one)."""
+    spec = parse_command(body)
+    check_for_device(spec, "pull", {"user_layout": 72})
+    check_for_device(spec, "push")
+    with pytest.raises(CommandError) as caught:
+        check_for_device(spec, "pull", {"user_layout": 28})
+    assert caught.value.field == "user_id"
+
+
 def test_check_for_device_kind_and_pull_user_layout() -> None:
     with pytest.raises(Unsupported, match="pull terminal cannot do 'check'"):
         check_for_device(CommandSpec("check"), "pull")

@@ -89,6 +89,8 @@ def test_defaults_and_normalising() -> None:
         ({"user_id": "12", "name": "Nine Bytes"}, "name"),
         ({"user_id": "12", "name": "Ann", "password": "123456"}, "password"),
         ({"user_id": "12", "name": "Ann", "group": "G"}, "group"),
+        # the PIN is a number there: 0012 would be kept (and reported back) as 12
+        ({"user_id": "0012", "name": "Ann"}, "user_id"),
     ],
 )
 def test_a_28_byte_terminal_names_device_and_field(fields: dict, field: str) -> None:
@@ -99,6 +101,8 @@ def test_a_28_byte_terminal_names_device_and_field(fields: dict, field: str) -> 
 
 
 def test_72_byte_push_and_unknown_layouts_fit() -> None:
+    assert fit_problems({"user_id": "0012", "name": "Ann"}, _device(layout=72)) == []
+    assert fit_problems({"user_id": "0012", "name": "Ann"}, _device(kind="push", layout=None)) == []
     fields = {"user_id": "A12", "name": "A name of twenty chars", "password": "12345678"}
     assert fit_problems(fields, _device(layout=72)) == []
     assert fit_problems(fields, _device(layout=None)) == []

@@ -374,9 +374,10 @@ def check_for_device(spec: CommandSpec, kind: str, info: Mapping[str, Any] | Non
     """The checks that depend on the device: its kind (:class:`Unsupported`; for a pull
     terminal also a template that is not a fingerprint) and, for a pull terminal, the
     fields of its user record layout (:class:`CommandError`: ``name``, ``password``,
-    ``group`` sizes, and with the 28-byte layout a numeric ``user_id``)."""
+    ``group`` sizes, and with the 28-byte layout a numeric ``user_id`` without leading
+    zeros, for every type that names one)."""
     check_kind(spec, kind)
-    if kind != "pull" or spec.type not in ("user_upsert", "template_upsert"):
+    if kind != "pull" or "user_id" not in spec.fields:
         return
     layout = (info or {}).get("user_layout")
     if layout == 28:  # the PIN is a 32-bit number there (docs/protocols.md §B.7)
@@ -385,6 +386,13 @@ def check_for_device(spec: CommandSpec, kind: str, info: Mapping[str, Any] | Non
             raise CommandError(
                 "user_id", "this terminal keeps user_id as a number from 0 to 4294967295"
             )
+        if pin != str(int(pin)):  # 0012 would be kept, and reported back, as 12
+            raise CommandError(
+                "user_id",
+                f"this terminal keeps user_id as a number: {pin} would become {int(pin)}",
+            )
+    if spec.type not in ("user_upsert", "template_upsert"):
+        return
     if spec.type == "template_upsert":
         template = spec.fields["kind"]
         if template != "finger":

@@ -198,6 +198,16 @@ def fit_problems(fields: Mapping[str, Any], device: Device) -> list[PersonError]
     )
     encoding = str(device.info.get("encoding") or "utf-8")
     label = device.name or device.serial_number or device.id
+    pin = user.user_id
+    if layout == 28 and _DIGITS.fullmatch(pin) and pin != str(int(pin)):
+        return [
+            PersonError(
+                "user_id",
+                f"device {label} ({device.id}) keeps 28-byte user records and takes a numeric"
+                f" PIN: {pin} would be kept there, and reported back, as {int(pin)}",
+                device.id,
+            )
+        ]
     try:
         codec.check_user(user, layout, encoding=encoding)
     except codec.FieldError as e:
