@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest_twisted
+import treq
 from twisted.internet import reactor
 
 from tests.harness import RunningServer, SSEClient, start_server, wait_until
@@ -509,5 +510,26 @@ async def test_a_result_for_a_command_never_sent_changes_nothing(steady: Running
         assert terminal.user_list["77"].name == "Never Sent"
         _, ran = await steady.api("GET", f"/api/commands/{second['id']}")
         assert (ran["status"], ran["attempts"]) == ("done", 1)
+    finally:
+        await terminal.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_head_getrequest_hands_out_no_command(steady: RunningServer) -> None:
+    """HEAD gets the headers only: a command claimed by it would be marked sent and never
+    reach the terminal (held until its timeout, then sent again)."""
+    terminal, device_id = await _terminal(steady, "CMDHEAD1")
+    try:
+        _, command = await steady.api(
+            "POST", f"/api/devices/{device_id}/commands", {"type": "check"}
+        )
+        response = await treq.head(
+            f"{steady.push_url}/iclock/getrequest?SN=CMDHEAD1", persistent=False
+        )
+        await response.content()
+        assert response.code == 200
+        _, now = await steady.api("GET", f"/api/commands/{command['id']}")
+        assert (now["status"], now["attempts"]) == ("queued", 0)
+        assert [c[0] for c in await terminal.poll()] == [command["id"]]
     finally:
         await terminal.close()

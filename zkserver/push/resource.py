@@ -315,6 +315,8 @@ async def getrequest(
     if params.get("INFO"):
         await self.store.update_device(device.id, info=iclock.parse_info(params["INFO"]))
     assert self.commands is not None
+    if request.method == b"HEAD":  # no body goes out: hand out no command
+        return text_reply(request, "OK")
     claimed = await self.commands.claim_push(device)
     return text_reply(request, iclock.format_commands([(c.id, line) for c, line in claimed]))
 
