@@ -68,6 +68,7 @@ __all__ = [
     "parse_user_fields",
     "push_version_tuple",
     "split_lines",
+    "terminal_path",
 ]
 
 #: Field names of an ATTLOG line, in order (the first seven are the documented form).
@@ -236,6 +237,22 @@ def _pin_problem(pin: str) -> str | None:
     if pin.split(maxsplit=1) != [pin]:  # str.split() splits at every str.isspace() character
         return "PIN contains whitespace"
     return None
+
+
+# --------------------------------------------------------------------------- request path
+
+
+def terminal_path(segments: Sequence[bytes]) -> list[bytes]:
+    """The path segments of a terminal request as the routes know them: under ``iclock``
+    empty segments (a trailing or doubled slash) are dropped and an ``.aspx`` suffix of the
+    endpoint is removed (docs/protocols.md §A.11); any other path is left as it is."""
+    kept = [s for s in segments if s]
+    if not kept or kept[0] != b"iclock":
+        return list(segments)
+    last = kept[-1]
+    if last.lower().endswith(b".aspx"):
+        kept[-1] = last[: -len(b".aspx")]
+    return kept
 
 
 # --------------------------------------------------------------------------- query string

@@ -19,13 +19,15 @@ from klein import Klein
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
+from zope.interface import implementer
 
 from zkserver.clock import utc_now
 from zkserver.commands.service import Commands
 from zkserver.commands.spec import push_result
 from zkserver.devices import DeviceRegistry
 from zkserver.events import user_sync_payload
-from zkserver.http import text_reply
+from zkserver.http import text_reply, web_request
 from zkserver.ingest import Ingest
 from zkserver.persons.biometric import from_push_record
 from zkserver.push import iclock, v3
@@ -106,7 +108,7 @@ class PushApp:
             )
 
     def resource(self) -> Any:
-        return routes.__get__(self, PushApp).resource()
+        return _TerminalPaths(routes.__get__(self, PushApp).resource())
 
     def handshake(self, device: Device, params: dict[str, str]) -> str:
         offset = utc_offset_minutes(device.timezone or self.server_timezone, utc_now(self.clock))
@@ -230,6 +232,28 @@ class PushApp:
             device.id, photo.user_id, photo.timestamp, photo.filename, photo.data
         )
         return "OK"
+
+
+@implementer(IResource)
+class _TerminalPaths:
+    """In front of the routes: a path as other firmware writes it (``/iclock/cdata.aspx``,
+    ``/iclock/getrequest/``) is routed as the documented one (docs/protocols.md §A.11)."""
+
+    isLeaf = True
+
+    def __init__(self, routes: IResource) -> None:
+        self.routes = routes
+
+    def render(self, request: IRequest) -> Any:
+        web = web_request(request)
+        web.postpath = iclock.terminal_path(web.postpath or [])
+        return self.routes.render(request)
+
+    def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:  # noqa: N802
+        return self  # a leaf: never asked
+
+    def putChild(self, path: bytes, child: IResource) -> None:  # noqa: N802
+        raise NotImplementedError("wraps the push routes")
 
 
 OPTIONS_MAX = 64 * 1024  # bytes of a table=options upload that are read

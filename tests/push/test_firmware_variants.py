@@ -1,0 +1,90 @@
+"""Requests as other firmware sends them (docs/protocols.md §A.11): the same conversation
+under another path, query-key spelling, method or body encoding reaches the same handler."""
+
+from __future__ import annotations
+
+from io import BytesIO
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import reactor
+from twisted.web.client import Agent, FileBodyProducer
+from twisted.web.http_headers import Headers
+
+from tests.harness import RunningServer
+from zkserver.push import iclock
+
+SN = "NCD8252500406"
+TS = "2025-10-09 18:30:45"
+
+
+async def call(
+    server: RunningServer,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[bytes, list[bytes]] | None = None,
+) -> tuple[int, bytes]:
+    """A terminal's request through a plain Agent (headers as given, no decoding)."""
+    agent = Agent(reactor, pool=server.pool)
+    producer = FileBodyProducer(BytesIO(body)) if body is not None else None
+    response = await agent.request(
+        method.encode(),
+        (server.push_url + path).encode(),
+        Headers({b"User-Agent": [b"iClock Proxy/1.09"], **(headers or {})}),
+        producer,
+    )
+    return response.code, await treq.content(response)
+
+
+async def users(server: RunningServer) -> list[str]:
+    _, page = await server.api("GET", "/api/attendance")
+    return sorted(row["user_id"] for row in page["items"])
+
+
+@pytest.mark.parametrize(
+    ("segments", "expected"),
+    [
+        ([b"iclock", b"cdata"], [b"iclock", b"cdata"]),
+        ([b"iclock", b"cdata.aspx"], [b"iclock", b"cdata"]),
+        ([b"iclock", b"getrequest.aspx"], [b"iclock", b"getrequest"]),
+        ([b"iclock", b"cdata", b""], [b"iclock", b"cdata"]),
+        ([b"iclock", b"devicecmd.aspx", b""], [b"iclock", b"devicecmd"]),
+        ([b"iclock", b"", b"fdata.ASPX"], [b"iclock", b"fdata"]),
+        ([b"other.aspx"], [b"other.aspx"]),
+        ([b""], [b""]),
+        ([], []),
+    ],
+)
+def test_terminal_path(segments: list[bytes], expected: list[bytes]) -> None:
+    assert iclock.terminal_path(segments) == expected
+
+
+@pytest_twisted.ensureDeferred
+async def test_aspx_paths_and_trailing_slashes_reach_the_handlers(server: RunningServer):
+    """eTimeTrack-era firmware calls every endpoint with an ``.aspx`` suffix; others add a
+    trailing slash. Both got 404, so the terminal stayed offline."""
+    code, body = await call(server, "GET", f"/iclock/cdata.aspx?SN={SN}&options=all")
+    assert code == 200 and body.startswith(f"GET OPTION FROM: {SN}".encode())
+    code, body = await call(server, "GET", f"/iclock/cdata/?SN={SN}&options=all")
+    assert code == 200 and body.startswith(b"GET OPTION FROM")
+    code, body = await call(
+        server, "POST", f"/iclock/cdata.aspx?SN={SN}&table=ATTLOG&Stamp=9999",
+        f"9001\t{TS}\t1\t15\t0\t0\t0\t0\t0\t0".encode(),
+    )  # fmt: skip
+    assert (code, body) == (200, b"OK: 1")
+    assert await users(server) == ["9001"]
+    code, body = await call(server, "GET", f"/iclock/getrequest.aspx?SN={SN}")
+    assert (code, body) == (200, b"OK")
+    code, body = await call(server, "GET", f"/iclock/getrequest/?SN={SN}")
+    assert (code, body) == (200, b"OK")
+    code, body = await call(
+        server, "POST", f"/iclock/devicecmd.aspx?SN={SN}", b"ID=1&Return=0&CMD=DATA"
+    )
+    assert (code, body) == (200, b"OK")
+    code, body = await call(server, "GET", f"/iclock/ping.aspx?SN={SN}")
+    assert (code, body) == (200, b"OK")
+    # still only /iclock/*
+    code, _ = await call(server, "GET", f"/other.aspx?SN={SN}")
+    assert code == 404
