@@ -88,3 +88,46 @@ async def test_aspx_paths_and_trailing_slashes_reach_the_handlers(server: Runnin
     # still only /iclock/*
     code, _ = await call(server, "GET", f"/other.aspx?SN={SN}")
     assert code == 404
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("/iclock/cdata?sn=X&options=all", {"SN": "X", "options": "all"}),
+        ("/iclock/cdata?Sn=X&Table=ATTLOG&stamp=1", {"SN": "X", "table": "ATTLOG", "Stamp": "1"}),
+        (
+            "/iclock/cdata?SN=X&PushVer=2.4.1&devicetype=acc&Language=69&Options=all",
+            {
+                "SN": "X",
+                "pushver": "2.4.1",
+                "DeviceType": "acc",
+                "language": "69",
+                "options": "all",
+            },
+        ),
+        ("/iclock/getrequest?SN=X&info=Ver%208,1", {"SN": "X", "INFO": "Ver 8,1"}),
+        # the documented spelling wins over another one, wherever it stands
+        ("/iclock/cdata?sn=A&SN=B", {"SN": "B"}),
+        ("/iclock/cdata?SN=B&sn=A", {"SN": "B"}),
+        # keys the protocol does not name stay as sent
+        ("/iclock/cdata?SN=X&Foo=1&foo=2", {"SN": "X", "Foo": "1", "foo": "2"}),
+    ],
+)
+def test_query_keys_in_any_case(uri: str, expected: dict[str, str]) -> None:
+    assert iclock.parse_query(uri) == expected
+
+
+@pytest_twisted.ensureDeferred
+async def test_query_keys_in_another_case_are_read(server: RunningServer):
+    """``sn=`` got 400 (the terminal retried forever) and ``Table=ATTLOG`` was taken for an
+    unknown table: its punches went to /api/rejected instead of the attendance log."""
+    code, body = await call(server, "GET", f"/iclock/cdata?sn={SN}&options=all&PushVer=2.4.1")
+    assert code == 200 and body.startswith(f"GET OPTION FROM: {SN}".encode())
+    assert b"TransFlag=TransData AttLog" in body  # PushVer read: the 2.x TransFlag
+    code, body = await call(
+        server, "POST", f"/iclock/cdata?Sn={SN}&Table=ATTLOG", f"9002\t{TS}\t0\t1".encode()
+    )
+    assert (code, body) == (200, b"OK: 1")
+    assert await users(server) == ["9002"]
+    _, rejected = await server.api("GET", "/api/rejected")
+    assert rejected == []

@@ -258,16 +258,41 @@ def terminal_path(segments: Sequence[bytes]) -> list[bytes]:
 # --------------------------------------------------------------------------- query string
 
 
-def parse_query(uri: bytes | str) -> dict[str, str]:
-    """The query string of a raw request URI as a dict (first value wins, keys as sent).
+#: Query keys of the protocol, in their documented spelling (docs/protocols.md §A.1-§A.5).
+_QUERY_KEYS = {
+    key.lower(): key
+    for key in (
+        "SN",
+        "table",
+        "options",
+        "pushver",
+        "language",
+        "DeviceType",
+        "PushOptionsFlag",
+        "INFO",
+        "Stamp",
+        "type",
+    )
+}
 
-    Read this instead of ``request.args``, which also merges a form-encoded body.
+
+def parse_query(uri: bytes | str) -> dict[str, str]:
+    """The query string of a raw request URI as a dict (first value wins).
+
+    A key of the protocol sent in another letter case (``sn=``, ``Table=``) is stored under
+    its documented spelling, unless that spelling is also sent (docs/protocols.md §A.11);
+    other keys stay as sent. Read this instead of ``request.args``, which also merges a
+    form-encoded body.
     """
     text = decode_text(uri) if isinstance(uri, bytes) else uri
     query = urlsplit(text).query
     result: dict[str, str] = {}
+    folded: dict[str, str] = {}
     for key, value in parse_qsl(query, keep_blank_values=True):
-        result.setdefault(key, value)
+        name = _QUERY_KEYS.get(key.lower(), key)
+        (result if name == key else folded).setdefault(name, value)
+    for name, value in folded.items():
+        result.setdefault(name, value)
     return result
 
 
