@@ -131,3 +131,65 @@ async def test_query_keys_in_another_case_are_read(server: RunningServer):
     assert await users(server) == ["9002"]
     _, rejected = await server.api("GET", "/api/rejected")
     assert rejected == []
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("CMD=DATA&ID=17&Return=0", [("17", 0, "DATA")]),
+        ("Return=-1002&ID=18&CMD=DATA", [("18", -1002, "DATA")]),
+        ("id=19&return=-10&cmd=DATA", [("19", -10, "DATA")]),
+        ("SN=X&ID=20&Return=0&CMD=DATA", [("20", 0, "DATA")]),
+        (
+            "ID=21&Return=0&CMD=DATA&ID=22&Return=-1&CMD=DATA",
+            [("21", 0, "DATA"), ("22", -1, "DATA")],
+        ),
+        (
+            "CMD=INFO&ID=23&Return=0\n~DeviceName=K40\nReturn=0&CMD=REBOOT&ID=24",
+            [("23", 0, "INFO"), ("24", 0, "REBOOT")],
+        ),
+    ],
+)
+def test_devicecmd_results_in_any_key_order(body: str, expected: list[tuple]) -> None:
+    results = iclock.parse_devicecmd(body)
+    assert [(r.id, r.return_code, r.cmd) for r in results] == expected
+
+
+def test_devicecmd_info_lines_stay_with_their_result() -> None:
+    (result,) = iclock.parse_devicecmd("CMD=INFO&Return=0&ID=5\n~DeviceName=K40\nIPAddress=1.2")
+    assert result.result == "~DeviceName=K40\nIPAddress=1.2"
+    assert iclock.parse_devicecmd("Return=0&CMD=DATA\n") == []  # no id: nothing to finish
+
+
+@pytest_twisted.ensureDeferred
+async def test_devicecmd_results_in_another_key_order_finish_their_commands(
+    server: RunningServer,
+):
+    """Results written ``Return=..&ID=..&CMD=..`` or in lower case were skipped: the
+    commands stayed ``sent`` and were sent again until they expired."""
+    await call(server, "GET", f"/iclock/cdata?SN={SN}&options=all")
+    _, devices = await server.api("GET", "/api/devices")
+    device_id = next(d["id"] for d in devices if d["serial_number"] == SN)
+    ids = []
+    for _ in range(3):
+        code, command = await server.api(
+            "POST", f"/api/devices/{device_id}/commands", {"type": "check"}
+        )
+        assert code in (200, 201, 202), command
+        ids.append(command["id"])
+    code, body = await call(server, "GET", f"/iclock/getrequest?SN={SN}")
+    sent = [line.split(":")[1] for line in body.decode().splitlines()]
+    assert len(sent) == 3
+    reply = (
+        f"Return=0&ID={sent[0]}&CMD=CHECK\r\n"
+        f"cmd=CHECK&id={sent[1]}&return=-1002&ID={sent[2]}&Return=0&CMD=CHECK\r\n"
+    )
+    assert await call(server, "POST", f"/iclock/devicecmd?SN={SN}", reply.encode()) == (
+        200,
+        b"OK",
+    )
+    statuses = []
+    for command_id in ids:
+        _, command = await server.api("GET", f"/api/commands/{command_id}")
+        statuses.append(command["status"])
+    assert statuses == ["done", "failed", "done"]

@@ -808,20 +808,38 @@ class CommandResult:
         return self.return_code == 0
 
 
-def _ampersand_fields(line: str) -> dict[str, str]:
-    result: dict[str, str] = {}
+_RESULT_NAMES = {"id": "ID", "return": "Return", "cmd": "CMD"}
+
+
+def _results_of_line(line: str) -> list[dict[str, str]] | None:
+    """The results one devicecmd line holds, or None when it is no result line (an INFO
+    ``Key=Value`` line). Keys in any order and letter case; a key that comes again starts
+    the next result of the same line (docs/protocols.md §A.11)."""
+    groups: list[dict[str, str]] = [{}]
+    seen: set[str] = set()
     for piece in line.split("&"):
         key, _, value = piece.partition("=")
-        result.setdefault(key.strip(_BLANK), value.strip(_BLANK))
-    return result
+        key = key.strip(_BLANK)
+        lower = key.lower()
+        if lower in seen:
+            groups.append({})
+            seen = set()
+        seen.add(lower)
+        groups[-1].setdefault(_RESULT_NAMES.get(lower, key), value.strip(_BLANK))
+    if not line.startswith("ID=") and not any(
+        "ID" in group and ("Return" in group or "CMD" in group) for group in groups
+    ):
+        return None
+    return [group for group in groups if "ID" in group]
 
 
 def parse_devicecmd(text: str | bytes) -> list[CommandResult]:
     """Parse a devicecmd body: several ``ID=<id>&Return=<code>&CMD=<type>`` lines.
 
-    Lines that do not start with ``ID=`` belong to the result before them (INFO's
-    ``Key=Value`` lines); any before the first result are ignored. A non-numeric Return
-    gives ``return_code=None``.
+    The three keys come in any order and letter case, and one line may hold several
+    results (docs/protocols.md §A.11). Lines that are no result belong to the result before
+    them (INFO's ``Key=Value`` lines); any before the first result are ignored. A
+    non-numeric Return gives ``return_code=None``.
     """
     if isinstance(text, bytes):
         text = decode_text(text)
@@ -844,11 +862,14 @@ def parse_devicecmd(text: str | bytes) -> list[CommandResult]:
 
     for line in split_lines(text):
         stripped = line.strip(_BLANK)
-        if stripped.startswith("ID="):
+        found = _results_of_line(stripped)
+        if found is None:
+            if current is not None:
+                extra.append(stripped)
+            continue
+        for fields in found:
             close()
-            current, extra = _ampersand_fields(stripped), []
-        elif current is not None:
-            extra.append(stripped)
+            current, extra = fields, []
     close()
     return results
 
