@@ -193,3 +193,20 @@ async def test_devicecmd_results_in_another_key_order_finish_their_commands(
         _, command = await server.api("GET", f"/api/commands/{command_id}")
         statuses.append(command["status"])
     assert statuses == ["done", "failed", "done"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_polls_by_post_are_answered_like_gets(server: RunningServer):
+    """Some firmware polls ``getrequest`` and ``ping`` with POST (an empty body, or its
+    INFO there): it got 404 and never received a command."""
+    await call(server, "GET", f"/iclock/cdata?SN={SN}&options=all")
+    _, devices = await server.api("GET", "/api/devices")
+    device_id = next(d["id"] for d in devices if d["serial_number"] == SN)
+    await server.api("POST", f"/api/devices/{device_id}/commands", {"type": "check"})
+    code, body = await call(server, "POST", f"/iclock/getrequest.aspx?SN={SN}", b"")
+    assert code == 200 and body.startswith(b"C:") and body.endswith(b":CHECK")
+    code, body = await call(server, "POST", f"/iclock/getrequest?SN={SN}&INFO=Ver%208.0,5", b"")
+    assert (code, body) == (200, b"OK")
+    _, device = await server.api("GET", f"/api/devices/{device_id}")
+    assert device["info"]["firmware"] == "Ver 8.0"
+    assert await call(server, "POST", f"/iclock/ping?SN={SN}", b"") == (200, b"OK")

@@ -331,7 +331,8 @@ async def fdata(self: PushApp, request: IRequest, device: Device, params: dict[s
     return text_reply(request, await self.photo(device, _body(request)))
 
 
-@routes.route("/iclock/getrequest", methods=["GET", "HEAD"])
+# getrequest and ping: some firmware polls with POST (docs/protocols.md §A.11)
+@routes.route("/iclock/getrequest", methods=["GET", "HEAD", "POST"])
 @terminal_route
 async def getrequest(
     self: PushApp, request: IRequest, device: Device, params: dict[str, str]
@@ -403,7 +404,7 @@ async def push_config(
     )
 
 
-@routes.route("/iclock/ping", methods=["GET", "HEAD"])
+@routes.route("/iclock/ping", methods=["GET", "HEAD", "POST"])
 @terminal_route
 async def ping(self: PushApp, request: IRequest, device: Device, params: dict[str, str]) -> bytes:
     return text_reply(request, "OK")
