@@ -4,7 +4,9 @@ the gate in front of every route (unreadable requests, not ready yet)."""
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Callable
+from io import BytesIO
 from typing import Any
 
 from twisted.logger import Logger
@@ -68,6 +70,8 @@ class LimitedRequest(server.Request):
         super().handleContentChunk(data)
 
     def process(self) -> None:
+        if not self._too_large:
+            self._inflate()
         if self._too_large:
             log.warn(
                 "Refused an upload over {limit} bytes to {uri} from {peer}",
@@ -84,6 +88,39 @@ class LimitedRequest(server.Request):
             self.finish()
             return
         super().process()
+
+    def _inflate(self) -> None:
+        """A body sent with ``Content-Encoding: gzip`` or ``deflate`` is inflated, up to
+        ``max_body`` bytes (more is 413, as for a body sent that large); one that is not
+        compressed as labelled is read as sent (docs/protocols.md §A.11)."""
+        coding = (self.getHeader(b"content-encoding") or b"").strip().lower()
+        if coding not in _WBITS or self.content is None:
+            return
+        self.content.seek(0)
+        data = self.content.read()
+        for wbits in _WBITS[coding]:
+            inflater = zlib.decompressobj(wbits)
+            try:
+                inflated = inflater.decompress(data, self.max_body + 1)
+            except zlib.error:
+                continue
+            if len(inflated) > self.max_body:
+                self._too_large = True
+                return
+            if inflater.eof:
+                self.content = BytesIO(inflated)
+                self.requestHeaders.removeHeader(b"content-encoding")
+                return
+        log.info(
+            "A body labelled {coding} from {peer} is not; read as sent",
+            coding=coding.decode("ascii", "replace"),
+            peer=str(self.getClientAddress()),
+        )
+        self.content.seek(0)
+
+
+#: zlib window bits to try per Content-Encoding: gzip (or zlib), zlib then raw deflate.
+_WBITS = {b"gzip": (47,), b"x-gzip": (47,), b"deflate": (15, -15)}
 
 
 def make_site(resource: IResource, max_body: int, timeout: float | None = 60 * 5) -> server.Site:

@@ -3,6 +3,8 @@ under another path, query-key spelling, method or body encoding reaches the same
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from io import BytesIO
 
 import pytest
@@ -210,3 +212,50 @@ async def test_polls_by_post_are_answered_like_gets(server: RunningServer):
     _, device = await server.api("GET", f"/api/devices/{device_id}")
     assert device["info"]["firmware"] == "Ver 8.0"
     assert await call(server, "POST", f"/iclock/ping?SN={SN}", b"") == (200, b"OK")
+
+
+@pytest_twisted.ensureDeferred
+async def test_compressed_bodies_are_read(server: RunningServer):
+    """A body sent with ``Content-Encoding: gzip`` (or deflate) was parsed as its
+    compressed bytes: every punch became a rejected binary line."""
+    lines = [f"{9100 + i}\t{TS}\t0\t1\t0\t0\t0\n" for i in range(3)]
+    gz = gzip.compress(lines[0].encode())
+    code, body = await call(
+        server, "POST", f"/iclock/cdata?SN={SN}&table=ATTLOG", gz,
+        {b"Content-Encoding": [b"gzip"]},
+    )  # fmt: skip
+    assert (code, body) == (200, b"OK: 1")
+    code, body = await call(
+        server, "POST", f"/iclock/cdata?SN={SN}&table=ATTLOG", zlib.compress(lines[1].encode()),
+        {b"Content-Encoding": [b"deflate"]},
+    )  # fmt: skip
+    assert (code, body) == (200, b"OK: 1")
+    assert await users(server) == ["9100", "9101"]
+    # not really compressed: read as sent, the bad bytes kept for the operator
+    code, body = await call(
+        server, "POST", f"/iclock/cdata?SN={SN}&table=ATTLOG", lines[2].encode(),
+        {b"Content-Encoding": [b"gzip"]},
+    )  # fmt: skip
+    assert (code, body) == (200, b"OK: 1")
+    assert await users(server) == ["9100", "9101", "9102"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_compressed_body_is_capped_at_the_body_limit(db_url, tmp_path):
+    from tests.harness import start_server
+
+    running = await start_server(
+        db_url, str(tmp_path / "d"), "--auto-approve", "--max-body", "10000"
+    )
+    try:
+        line = f"9200\t{TS}\t0\t1\t0\t0\t0\n".encode()
+        bomb = gzip.compress(line + b"9" * 1_000_000)  # ~1 KB sent, 1 MB inflated
+        code, body = await call(
+            running, "POST", f"/iclock/cdata?SN={SN}&table=ATTLOG", bomb,
+            {b"Content-Encoding": [b"gzip"]},
+        )  # fmt: skip
+        assert code == 413
+        _, page = await running.api("GET", "/api/attendance")
+        assert page["items"] == []
+    finally:
+        await running.stop()
