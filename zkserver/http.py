@@ -4,6 +4,7 @@ the gate in front of every route (unreadable requests, not ready yet)."""
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from collections.abc import Callable
 from io import BytesIO
@@ -20,6 +21,7 @@ __all__ = [
     "LimitedRequest",
     "json_error",
     "make_site",
+    "origin_form",
     "text_error",
     "text_reply",
     "web_request",
@@ -50,6 +52,12 @@ class LimitedRequest(server.Request):
     max_body: int = 16 * 1024 * 1024
     _too_large: bool = False
     _received: int = 0
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        # An absolute request target (``GET http://host/iclock/cdata?...``, what a client
+        # set to use a proxy writes; RFC 9112 §3.2.2) is routed by its path and query
+        # (docs/protocols.md §A.11).
+        super().requestReceived(command, origin_form(path), version)
 
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self.max_body:
@@ -121,6 +129,18 @@ class LimitedRequest(server.Request):
 
 #: zlib window bits to try per Content-Encoding: gzip (or zlib), zlib then raw deflate.
 _WBITS = {b"gzip": (47,), b"x-gzip": (47,), b"deflate": (15, -15)}
+
+
+_ABSOLUTE = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
+
+
+def origin_form(target: bytes) -> bytes:
+    """``http://host:port/path?query`` -> ``/path?query``; any other target unchanged."""
+    match = _ABSOLUTE.match(target)
+    if match is None:
+        return target
+    rest = target[match.end() :]
+    return rest if rest.startswith(b"/") else b"/" + rest
 
 
 def make_site(resource: IResource, max_body: int, timeout: float | None = 60 * 5) -> server.Site:

@@ -14,7 +14,8 @@ from twisted.internet import reactor
 from twisted.web.client import Agent, FileBodyProducer
 from twisted.web.http_headers import Headers
 
-from tests.harness import RunningServer
+from tests.harness import RunningServer, drain, raw_request, wait_until
+from zkserver.http import origin_form
 from zkserver.push import iclock
 
 SN = "NCD8252500406"
@@ -259,3 +260,39 @@ async def test_a_compressed_body_is_capped_at_the_body_limit(db_url, tmp_path):
         assert page["items"] == []
     finally:
         await running.stop()
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        (b"http://10.0.0.5:8081/iclock/cdata?SN=X", b"/iclock/cdata?SN=X"),
+        (b"HTTP://host/iclock/ping", b"/iclock/ping"),
+        (b"http://host?SN=X", b"/?SN=X"),
+        (b"http://host", b"/"),
+        (b"/iclock/cdata?next=http://x/y", b"/iclock/cdata?next=http://x/y"),
+        (b"*", b"*"),
+    ],
+)
+def test_origin_form(target: bytes, expected: bytes) -> None:
+    assert origin_form(target) == expected
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_absolute_request_target_is_routed(server: RunningServer):
+    """A terminal with its proxy setting on writes the whole URL in the request line
+    (``GET http://host:port/iclock/cdata?... HTTP/1.1``, RFC 9112 §3.2.2): it got 404."""
+    port = server.service.push_listeners[0].port.getHost().port
+    body = f"9300\t{TS}"
+    request = (
+        f"POST http://127.0.0.1:{port}/iclock/cdata?SN={SN}&table=ATTLOG HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{port}\r\nContent-Length: {len(body)}\r\n"
+        f"Connection: close\r\n\r\n{body}"
+    ).encode()
+    sock = await raw_request(port, request)
+    reply = bytearray()
+    try:
+        await wait_until(lambda: reply.extend(drain(sock)) or reply.endswith(b"\r\n\r\nOK: 1"))
+    finally:
+        sock.close()
+    assert reply.startswith(b"HTTP/1.1 200 ")
+    assert await users(server) == ["9300"]
