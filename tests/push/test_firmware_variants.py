@@ -14,7 +14,7 @@ from twisted.internet import reactor
 from twisted.web.client import Agent, FileBodyProducer
 from twisted.web.http_headers import Headers
 
-from tests.harness import RunningServer, drain, raw_request, wait_until
+from tests.harness import RunningServer, SSEClient, drain, raw_request, wait_until
 from zkserver.http import origin_form
 from zkserver.push import iclock
 
@@ -296,3 +296,31 @@ async def test_an_absolute_request_target_is_routed(server: RunningServer):
         sock.close()
     assert reply.startswith(b"HTTP/1.1 200 ")
     assert await users(server) == ["9300"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_rtstate_keys_in_any_case_make_door_events(server: RunningServer):
+    """rtstate lines written ``Time=..<TAB>Sensor=..<TAB>Alarm=..`` (or with a ``T`` in the
+    time) were stored but never compared: no door or alarm event came of them."""
+    stream = await SSEClient(
+        f"{server.web_url}/devices/events?token={server.token}&type=door,alarm"
+    ).connect()
+    try:
+        bodies = [
+            "Time=2026-11-29 10:00:00\tSensor=01\tRelay=00\tAlarm=00\n",
+            "TIME=2026-11-29T10:00:01\tSENSOR=02\tRELAY=01\tALARM=02\n",
+        ]
+        path = f"/iclock/cdata?SN={SN}&table=rtstate"
+        for body in bodies:
+            assert await call(server, "POST", path, body.encode()) == (200, b"OK")
+        await wait_until(lambda: len(stream.events) >= 2)
+        got = [
+            (e["timestamp"], e["door"], e.get("event") or e["alarm"], e.get("state"))
+            for e in stream.events
+        ]
+        assert got == [
+            ("2026-11-29 10:00:01", 1, "opened", None),
+            ("2026-11-29 10:00:01", 1, "tamper", "active"),
+        ]
+    finally:
+        await stream.close()

@@ -190,7 +190,10 @@ class PushApp:
             changes: list[Any] = []
             state: dict[str, str] = {}
             for line in lines[-100:]:  # each line a state, oldest first: every change counts
-                state = _printable(iclock.parse_key_values(line))
+                # keys in any case, a loose time read as the documented form (§A.10)
+                state = _printable(iclock.lower_keys(iclock.parse_key_values(line)))
+                if "time" in state:
+                    state["time"] = iclock._normal_timestamp(state["time"])
                 changes += rtstate_items(device, previous, state)
                 previous = state
             await self.save_device_events(device, changes)
