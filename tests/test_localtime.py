@@ -501,3 +501,35 @@ def test_server_zone_reads_tz_as_libc_does(
         monkeypatch.undo()
         time.tzset()
         server_zone.cache_clear()
+
+
+# --------------------------------------------------------------------------- query edges
+
+
+@pytest.mark.parametrize(
+    ("text", "round_up"),
+    [
+        ("9999-12-31T23:59:59.5Z", True),  # the next whole second is past year 9999
+        ("9999-12-31 23:59:59.5", True),  # a device-local one too
+        ("0001-01-01T00:00:00+01:00", False),  # an instant before year 1
+        ("9999-12-31T23:00:00-05:00", False),  # one after year 9999
+        ("2026-03-29T03:30:00+05:60", False),  # no offset has 60 minutes
+        ("2026-03-29T03:30:00+0560", False),
+    ],
+)
+def test_parse_query_time_out_of_range_is_a_value_error(text: str, round_up: bool) -> None:
+    # The API turns a ValueError into a 400 naming the field; anything else was a 500.
+    with pytest.raises(ValueError):
+        parse_query_time(text, round_up=round_up)
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("2026-03-29t01:30:00z", ("utc", "2026-03-29T01:30:00Z")),  # RFC 3339 5.6: any case
+        ("2026-03-29t03:30:00+02:00", ("utc", "2026-03-29T01:30:00Z")),
+        ("2026-03-29t02:30:00", ("local", "2026-03-29 02:30:00")),
+    ],
+)
+def test_parse_query_time_lower_case_t(text: str, parsed: tuple[str, str]) -> None:
+    assert parse_query_time(text) == parsed

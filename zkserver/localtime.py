@@ -437,32 +437,37 @@ def parse_query_time(text: str, round_up: bool = False) -> tuple[str, str]:
     Punch times are whole seconds: a fraction (up to 9 digits: .NET writes 7, Go 9) is
     dropped, or with ``round_up`` (a ``since``) the time goes to the next whole second, so
     a punch before the asked time is never included. A ``+`` that arrived as a space (an
-    unencoded ``+`` in a query string) is read as ``+``.
+    unencoded ``+`` in a query string) is read as ``+``; ``t`` and ``z`` may be lower case
+    (RFC 3339 section 5.6). An offset's minutes are below 60, and a time that falls before
+    year 1 or after 9999 is a ValueError too.
     """
     text = text.strip()
     if re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
         date.fromisoformat(text)
         return "date", text
     match = re.fullmatch(
-        r"([0-9]{4}-[0-9]{2}-[0-9]{2})[T ]([0-9]{2}:[0-9]{2}(?::[0-9]{2})?)(?:[.,]([0-9]{1,9}))?"
-        r"(Z|z|[+\- ][0-9]{2}(?::?[0-9]{2})?)?",
+        r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ]([0-9]{2}:[0-9]{2}(?::[0-9]{2})?)(?:[.,]([0-9]{1,9}))?"
+        r"(Z|z|[+\- ][0-9]{2}(?::?([0-9]{2}))?)?",
         text,
     )
     if not match or (match[3] is not None and len(match[2]) != 8):
         raise ValueError(f"expected YYYY-MM-DD HH:MM:SS or ISO 8601, got {text[:40]!r}")
-    day, clock, fraction, offset = match.groups()
-    later = timedelta(seconds=1) if round_up and fraction and int(fraction) else timedelta()
-    if offset is None:
-        local = datetime.fromisoformat(f"{day} {clock}") + later
-        return "local", local.strftime("%Y-%m-%d %H:%M:%S")
-    if offset[0] == " ":
-        offset = "+" + offset[1:]
-    moment = datetime.fromisoformat(f"{day}T{clock}{'+00:00' if offset in 'Zz' else offset}")
-    if moment.utcoffset() is not None and abs(moment.utcoffset() or timedelta()) > timedelta(
-        hours=14
-    ):
+    day, clock, fraction, offset, offset_minutes = match.groups()
+    if offset_minutes is not None and int(offset_minutes) >= 60:
         raise ValueError(f"UTC offset out of range in {text[:40]!r}")
-    return "utc", utc_text(moment + later)
+    later = timedelta(seconds=1) if round_up and fraction and int(fraction) else timedelta()
+    try:
+        if offset is None:
+            local = datetime.fromisoformat(f"{day} {clock}") + later
+            return "local", local.strftime("%Y-%m-%d %H:%M:%S")
+        if offset[0] == " ":
+            offset = "+" + offset[1:]
+        moment = datetime.fromisoformat(f"{day}T{clock}{'+00:00' if offset in 'Zz' else offset}")
+        if abs(moment.utcoffset() or timedelta()) > timedelta(hours=14):
+            raise ValueError(f"UTC offset out of range in {text[:40]!r}")
+        return "utc", utc_text(moment + later)
+    except OverflowError:  # an instant before year 1 or after 9999
+        raise ValueError(f"time out of range: {text[:40]!r}") from None
 
 
 @frozen

@@ -329,3 +329,30 @@ async def test_quarter_hour_zones_bad_zone_names_and_fractional_since(server: Ru
     assert code == 400 and body["field"] == "timezone", body
     code, body = await server.api("PATCH", f"/api/devices/{ids['KTM0001']}", {"timezone": [1]})
     assert code == 400 and body["field"] == "timezone", body
+
+
+@pytest_twisted.ensureDeferred
+async def test_times_and_days_at_the_ends_of_the_calendar_are_400_not_500(server: RunningServer):
+    # The next whole second after 9999-12-31T23:59:59.5Z, an instant before year 1, a
+    # 60-minute offset and the day after 9999-12-31 do not exist: each is a 400 naming the
+    # field (they were 500s, or silently read as +06:00).
+    for name, value in (
+        ("since", "9999-12-31T23:59:59.5Z"),
+        ("since", "9999-12-31 23:59:59.5"),
+        ("until", "0001-01-01T00:00:00+01:00"),
+        ("since", "2026-03-29T03:30:00+05:60"),
+    ):
+        code, body = await server.api("GET", f"/api/attendance?{name}={quote(value)}")
+        assert code == 400 and body["field"] == name, (value, code, body)
+        code, _text = await server.api("GET", f"/api/attendance.csv?{name}={quote(value)}")
+        assert code == 400, value
+    for query in ("from=9999-12-31", "from=9999-12-01&to=9999-12-31"):
+        code, body = await server.api("GET", f"/api/days?{query}")
+        assert code == 400 and body["field"] == "to", (query, code, body)
+    code, body = await server.api("GET", "/api/days?from=9999-12-30")
+    assert code == 200 and body["items"] == [], body
+    # RFC 3339 allows a lower-case t and z.
+    await add_devices(server, {"BER0001": "Europe/Berlin"})
+    assert await upload(server, "BER0001", line("1", "2026-03-29 03:00:00")) == b"OK: 1"
+    found = await punches(server, "&since=2026-03-29t01:00:00z&until=2026-03-29t01:00:00z")
+    assert [r["timestamp"] for r in found] == ["2026-03-29 03:00:00"]

@@ -867,6 +867,8 @@ async def _days(self: WebApp, request: IRequest) -> dict[str, Any]:
         raise ApiError(400, "to must not be before from", "to")
     if (last - first).days >= MAX_DAYS:
         raise ApiError(400, f"from..to spans at most {MAX_DAYS} days", "to")
+    if last == date.max:  # its day ends on a date that does not exist
+        raise ApiError(400, f"to must be before {date.max.isoformat()}", "to")
     day_starts_at = self.time_policy.day_starts_at
     rows = await self.store.days(
         first=first,

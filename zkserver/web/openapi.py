@@ -615,7 +615,9 @@ ATTENDANCE_FILTERS = [
 DATE = {"type": "string", "format": "date"}
 DAY_FILTERS = [
     _query("from", "First device-local day, YYYY-MM-DD (required).", DATE),
-    _query("to", "Last day, YYYY-MM-DD (default: from; at most 366 days).", DATE),
+    _query(
+        "to", "Last day, YYYY-MM-DD (default: from; at most 366 days; before 9999-12-31).", DATE
+    ),
     _query("user_id", "Only this person."),
     _query("device_id", "Only punches from this device."),
 ]
