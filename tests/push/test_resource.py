@@ -67,6 +67,36 @@ async def test_device_timezone_is_used_in_the_handshake(server: RunningServer):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_stored_zone_this_machine_does_not_know_falls_back_as_ingest_does(db_url, tmp_path):
+    # A device row whose zone names no zone here (written by an older version, or a name
+    # this machine's tzdata no longer has): its punches are read in --timezone, so the
+    # terminal is told that zone too. The handshake, rtdata and the 3.x push settings were
+    # a 503 for ever (the terminal never came online).
+    from tests.harness import start_server
+
+    running = await start_server(
+        db_url, str(tmp_path / "d"), "--auto-approve", "--timezone", "Asia/Kathmandu"
+    )
+    try:
+        code, device = await running.api("POST", "/api/devices", {"serial_number": "OLDTZ1"})
+        assert code == 201
+        await running.store.update_device(device["id"], timezone="Mars/Olympus")
+        response, body = await call(running, "GET", "/iclock/cdata?SN=OLDTZ1&options=all")
+        assert response.code == 200 and "TimeZone=345" in body.decode().splitlines(), body
+        response, body = await call(running, "GET", "/iclock/rtdata?SN=OLDTZ1&type=time")
+        assert response.code == 200 and body.decode().endswith(",ServerTZ=+0545"), body
+        response, body = await call(running, "POST", "/iclock/push?SN=OLDTZ1", b"")
+        assert response.code == 200 and "TimeZone=345" in body.decode().splitlines(), body
+        line = b"1\t2026-06-01 12:00:00\t0\t1\t0\t0\t0"
+        _, reply = await call(running, "POST", "/iclock/cdata?SN=OLDTZ1&table=ATTLOG", line)
+        assert reply == b"OK: 1"
+        _, page = await running.api("GET", "/api/attendance")
+        assert [r["timestamp_utc"] for r in page["items"]] == ["2026-06-01T06:15:00Z"]
+    finally:
+        await running.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_attlog_upload_counts_only_saved_lines_and_keeps_the_rest(server: RunningServer):
     lines = [
         "1001\t2025-10-09 18:30:45\t0\t15\t0\t0\t0",

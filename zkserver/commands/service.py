@@ -61,7 +61,7 @@ from zkserver.commands.spec import (
 )
 from zkserver.ingest import Ingest
 from zkserver.push.commands import MAX_COMMAND_REPLY, fits_reply, format_push_command
-from zkserver.push.timezones import utc_offset_minutes
+from zkserver.push.timezones import device_offset_minutes
 from zkserver.records import Command, Device
 from zkserver.store.base import Store
 from zkserver.store.commands import CommandPage, NewCommand, stamp
@@ -118,10 +118,7 @@ class Commands:
     def device_local_now(self, device: Device) -> datetime:
         """The device's wall-clock time now (its zone, else the server's --timezone)."""
         now = datetime.fromtimestamp(self.clock.seconds(), UTC)
-        try:
-            offset = utc_offset_minutes(device.timezone or self.server_timezone, now)
-        except ValueError:
-            offset = utc_offset_minutes("", now)
+        offset = device_offset_minutes(device.timezone, self.server_timezone, now)
         return (now + timedelta(minutes=offset)).replace(tzinfo=None, microsecond=0)
 
     # --- queueing ---------------------------------------------------------------------

@@ -33,7 +33,7 @@ from zkserver.persons.biometric import from_push_record
 from zkserver.push import iclock, v3
 from zkserver.push.commands import parse_info_result
 from zkserver.push.device_events import oplog_items, rtlog_items, rtstate_items
-from zkserver.push.timezones import utc_offset_minutes
+from zkserver.push.timezones import device_offset_minutes
 from zkserver.records import Device, Rejected
 from zkserver.store.base import Store, StoreUnavailable
 
@@ -111,7 +111,7 @@ class PushApp:
         return _TerminalPaths(routes.__get__(self, PushApp).resource())
 
     def handshake(self, device: Device, params: dict[str, str]) -> str:
-        offset = utc_offset_minutes(device.timezone or self.server_timezone, utc_now(self.clock))
+        offset = device_offset_minutes(device.timezone, self.server_timezone, utc_now(self.clock))
         return iclock.format_handshake(
             device.serial_number,
             timezone_offset_minutes=offset,
@@ -395,7 +395,7 @@ async def registry(
 async def push_config(
     self: PushApp, request: IRequest, device: Device, params: dict[str, str]
 ) -> bytes:
-    offset = utc_offset_minutes(device.timezone or self.server_timezone, utc_now(self.clock))
+    offset = device_offset_minutes(device.timezone, self.server_timezone, utc_now(self.clock))
     return text_reply(
         request,
         v3.format_push_config(
@@ -417,7 +417,7 @@ async def ping(self: PushApp, request: IRequest, device: Device, params: dict[st
 @terminal_route
 async def rtdata(self: PushApp, request: IRequest, device: Device, params: dict[str, str]) -> bytes:
     now = utc_now(self.clock)
-    offset = utc_offset_minutes(device.timezone or self.server_timezone, now)
+    offset = device_offset_minutes(device.timezone, self.server_timezone, now)
     sign = "+" if offset >= 0 else "-"
     tz = f"{sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}"
     return text_reply(request, f"DateTime={int(now.timestamp())},ServerTZ={tz}")

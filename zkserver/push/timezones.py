@@ -7,7 +7,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-__all__ = ["timezone_minutes", "timezone_value", "utc_offset_minutes"]
+__all__ = ["device_offset_minutes", "timezone_minutes", "timezone_value", "utc_offset_minutes"]
 
 
 def timezone_value(offset_minutes: int) -> int:
@@ -62,3 +62,17 @@ def utc_offset_minutes(tz_name: str, now: datetime) -> int:
             raise ValueError(f"unknown time zone {tz_name!r}") from e
         offset = now.astimezone(zone).utcoffset()
     return int((offset or timedelta()) / timedelta(minutes=1))
+
+
+def device_offset_minutes(device_zone: str, default_zone: str, now: datetime) -> int:
+    """A device's UTC offset at ``now``, in minutes, from the zone its punches are read in
+    (:meth:`zkserver.localtime.TimePolicy.zone`): its own zone, else ``default_zone``
+    (``--timezone``), else the server's; a setting that names no zone (a row from an older
+    version, a name this machine's tzdata no longer has) is passed over, not an error."""
+    for name in (device_zone, default_zone):
+        if name.strip():
+            try:
+                return utc_offset_minutes(name, now)
+            except ValueError:
+                continue
+    return utc_offset_minutes("", now)
