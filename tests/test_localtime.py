@@ -533,3 +533,30 @@ def test_parse_query_time_out_of_range_is_a_value_error(text: str, round_up: boo
 )
 def test_parse_query_time_lower_case_t(text: str, parsed: tuple[str, str]) -> None:
     assert parse_query_time(text) == parsed
+
+
+@pytest.mark.parametrize(
+    ("zone", "asked_utc", "device_local", "offset"),
+    [
+        # Berlin, 2026-10-25: 03:00 CEST -> 02:00 CET, so 02:00-02:59 happens twice.
+        ("Europe/Berlin", "2026-10-25T00:30:00", "2026-10-25 02:30:00", 0),  # first pass
+        ("Europe/Berlin", "2026-10-25T01:30:00", "2026-10-25 02:30:00", 0),  # second pass
+        ("Europe/Berlin", "2026-10-25T01:30:00", "2026-10-25 02:30:05", 5),
+        ("Europe/Berlin", "2026-10-25T00:59:50", "2026-10-25 02:00:10", 20),
+        # Lord Howe, 2026-04-05: 02:00 +11 -> 01:30 +10:30 (a half-hour overlap).
+        ("Australia/Lord_Howe", "2026-04-04T15:15:00", "2026-04-05 01:45:00", 0),
+        # Chatham, 2026-04-05: 03:45 +13:45 -> 02:45 +12:45.
+        ("Pacific/Chatham", "2026-04-04T14:15:00", "2026-04-05 03:00:00", 0),
+        # An ambiguous reading far from now: the earlier instant, as for punches.
+        # (00:30Z is 145 days and 12.5 hours after 2026-06-01T12:00Z.)
+        ("Europe/Berlin", "2026-06-01T12:00:00", "2026-10-25 02:30:00", 12573000),
+    ],
+)
+def test_clock_offset_in_a_repeated_hour_takes_the_pass_nearest_the_probe(
+    zone: str, asked_utc: str, device_local: str, offset: int
+) -> None:
+    # A right clock read in the second pass of a repeated hour is not an hour behind
+    # (with --fix-drift that set the clock, and clock_offset_s showed -3600 for an hour).
+    asked = datetime.fromisoformat(asked_utc).replace(tzinfo=UTC).timestamp()
+    local = datetime.fromisoformat(device_local)
+    assert clock_offset(local, resolve_zone(zone), asked, asked + 0.2) == offset

@@ -372,10 +372,19 @@ def clock_offset(device_local: datetime, zone: tzinfo, asked_at: float, answered
     ``device_local`` is the time the terminal answered (whole seconds, so on average half
     a second behind its true clock); ``asked_at``/``answered_at`` are the server's clock
     (POSIX seconds) around the question. Used by the pull idle probe.
+
+    A reading in a repeated hour (clocks going back; or in a skipped one) is the pass
+    nearer the server's clock: a right clock read in the second pass is not an hour behind.
     """
-    instant, _ = local_to_utc(device_local.replace(tzinfo=None, microsecond=0), zone)
+    local = device_local.replace(tzinfo=None, microsecond=0)
     midpoint = (asked_at + answered_at) / 2
-    return round(instant.timestamp() + 0.5 - midpoint)
+    instant, ambiguous = local_to_utc(local, zone)
+    offsets: list[float] = [instant.timestamp() + 0.5 - midpoint]
+    if ambiguous:
+        later = local.replace(tzinfo=zone, fold=1).utcoffset() or timedelta()
+        offsets.append((local - later).replace(tzinfo=UTC).timestamp() + 0.5 - midpoint)
+    nearest: float = min(offsets, key=abs)
+    return round(nearest)
 
 
 def reading_offset(reading: datetime, received: datetime) -> float:

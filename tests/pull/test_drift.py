@@ -128,3 +128,30 @@ def test_an_idle_probe_that_fails_runs_again_while_the_session_is_open() -> None
         assert service._probe_call is not None and service._probe_call.active()
         call, service._probe_call = service._probe_call, None
         call.cancel()
+
+
+def test_a_right_clock_in_the_repeated_hour_is_not_set() -> None:
+    # Berlin, 2026-10-25 01:30Z: the second 02:30 of the night. The terminal's clock is
+    # right; read as the first 02:30 it was an hour behind, and --fix-drift set it.
+    clock = Clock()
+    clock.advance(datetime(2026, 10, 25, 1, 30, tzinfo=UTC).timestamp())
+    device = Device("dev-1", "SN1", "Door", "pull", "online", True, timezone="Europe/Berlin")
+    service = PullDeviceService(
+        device,
+        store=None,
+        ingest=None,
+        registry=None,
+        clock=clock,
+        fix_drift=DriftFixer(threshold=30),  # type: ignore[arg-type]
+    )
+    session = FakeSession()
+    d = Deferred.fromCoroutine(
+        service._check_drift(
+            session,  # type: ignore[arg-type]
+            datetime(2026, 10, 25, 2, 30, 0),
+            clock.seconds(),
+            clock.seconds(),
+        )
+    )
+    assert d.called
+    assert service.clock_offset_s in (0, 1) and session.set_to == []
