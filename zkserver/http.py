@@ -3,6 +3,7 @@ the gate in front of every route (unreadable requests, not ready yet)."""
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 import zlib
@@ -157,11 +158,16 @@ def make_site(resource: IResource, max_body: int, timeout: float | None = 60 * 5
     return site
 
 
-def text_reply(request: IRequest, body: str, code: int = http.OK) -> bytes:
-    """A plain-text reply with an exact Content-Length (terminals are simple clients)."""
-    data = body.encode("utf-8")
+def text_reply(request: IRequest, body: str, code: int = http.OK, encoding: str = "utf-8") -> bytes:
+    """A plain-text reply with an exact Content-Length (terminals are simple clients).
+
+    ``encoding``: a push terminal's text encoding for replies that carry names (a character
+    it cannot hold becomes ``?``); the charset is named only for UTF-8, the codec names of
+    Python are not all charset names."""
+    data = body.encode(encoding, errors="replace")
     request.setResponseCode(code)
-    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    utf8 = codecs.lookup(encoding).name == "utf-8"
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8" if utf8 else b"text/plain")
     request.setHeader(b"content-length", str(len(data)).encode())
     return data
 

@@ -72,6 +72,9 @@ class Device:
     #: ``wrong comm key``, ``connection refused``, ``dataset unreadable: ...``; None when
     #: all is well (always None for push devices).
     status_detail: str | None = None
+    #: The text encoding of its names: ``""`` automatic, else a codec name such as
+    #: ``cp1252`` (zkserver.device_text; docs/protocols.md §A.2, §B.4).
+    encoding: str = ""
 
     @property
     def display_name(self) -> str:
@@ -101,6 +104,7 @@ class Device:
             "clock_offset_s": self.clock_offset_s,
             "suspect_punches": self.suspect_punches,
             "status_detail": self.status_detail,
+            "encoding": self.encoding,
         }
 
 

@@ -13,6 +13,7 @@ from zk import ZK
 
 from tests.harness import RunningServer, sleep, wait_until
 from zkserver.emulator.pull import PullDevice, PullTCPFactory, build_device
+from zkserver.records import DeviceUser
 
 
 async def until_final(server: RunningServer, command_id: str, timeout: float = 15) -> dict:
@@ -162,5 +163,46 @@ async def test_batch_to_pull_devices_with_one_offline(server: RunningServer) -> 
         assert code == 200
         items = listed["items"]
         assert [c["status"] for c in items] == ["done", "done"]
+    finally:
+        await emus.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_cp1251_terminal_names_are_read_and_written_in_cp1251(
+    server: RunningServer,
+) -> None:
+    """docs/protocols.md §B.4: a Russian-language terminal keeps names in cp1251; the
+    device's encoding reads them (automatic reads those bytes as GBK) and writes them."""
+    emus = Emulators()
+    try:
+        emu = build_device(serial_number="PULLCP1251", encoding="cp1251")
+        emu.users = [DeviceUser(user_id="1", name="Иванов", privilege=0, uid=1)]
+        port = emus.serve(emu)
+        code, device = await server.api(
+            "POST",
+            "/api/devices",
+            {"kind": "pull", "host": "127.0.0.1", "port": port, "encoding": "cp1251"},
+        )
+        assert code == 201, device
+        await wait_until(lambda: any(s.flags for s in emu.sessions))
+        code, result = await server.api("POST", f"/api/devices/{device['id']}/read-users")
+        assert (code, result) == (200, {"users": 1})
+        code, users = await server.api("GET", f"/api/devices/{device['id']}/users")
+        assert [u["name"] for u in users] == ["Иванов"]
+        code, command = await server.api(
+            "POST",
+            f"/api/devices/{device['id']}/commands",
+            {"type": "user_upsert", "user_id": "2", "name": "Пётр Соколов"},
+        )
+        assert code == 201, command
+        done = await until_final(server, command["id"])
+        assert done["status"] == "done", done
+        assert {u.user_id: u.name for u in emu.users} == {"1": "Иванов", "2": "Пётр Соколов"}
+        code, bad = await server.api(
+            "POST",
+            f"/api/devices/{device['id']}/commands",
+            {"type": "user_upsert", "user_id": "3", "name": "张三"},
+        )
+        assert code == 400 and bad["field"] == "name" and "cp1251" in bad["detail"], bad
     finally:
         await emus.stop()

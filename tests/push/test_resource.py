@@ -413,3 +413,39 @@ async def test_rtstate_updates_the_device_instead_of_piling_up(server: RunningSe
     assert info["rtstate"]["relay"] == "00"
     _, rejected = await server.api("GET", "/api/rejected?serial_number=ACC9")
     assert rejected == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_cp1252_terminal_names_are_read_and_written_in_cp1252(server: RunningServer):
+    """docs/protocols.md §A.2: a Western European terminal sends Müller as cp1252 bytes,
+    which are valid GBK too: only the device's encoding reads them right."""
+    code, device = await server.api(
+        "POST", "/api/devices", {"serial_number": "CP1252DEV", "encoding": "windows-1252"}
+    )
+    assert code == 201 and device["encoding"] == "cp1252", device
+    body = (
+        "USER PIN=7\tName=Müller\tPri=0\tPasswd=\tCard=\tGrp=1\n"
+        "USER PIN=8\tName=François\tPri=0\tPasswd=\tCard=\tGrp=1\n"
+    ).encode("cp1252") + b"USER PIN=9\tName=M\x81ller\tPri=0\n"  # 0x81: no cp1252 character
+    response, reply = await call(server, "POST", "/iclock/cdata?SN=CP1252DEV&table=OPERLOG", body)
+    assert response.code == 200 and reply == b"OK: 2"
+    _, users = await server.api("GET", f"/api/devices/{device['id']}/users")
+    assert {u["user_id"]: u["name"] for u in users} == {"7": "Müller", "8": "François"}
+    _, rejected = await server.api("GET", "/api/rejected")
+    assert any(r["raw"].startswith("USER PIN=9\tName=M\x81ller") for r in rejected)
+    # the server writes names to it in cp1252 too; one it cannot hold is refused
+    code, command = await server.api(
+        "POST",
+        f"/api/devices/{device['id']}/commands",
+        {"type": "user_upsert", "user_id": "10", "name": "Jürgen Groß"},
+    )
+    assert code == 201, command
+    code, bad = await server.api(
+        "POST",
+        f"/api/devices/{device['id']}/commands",
+        {"type": "user_upsert", "user_id": "11", "name": "张三"},
+    )
+    assert code == 400 and bad["field"] == "name" and "cp1252" in bad["detail"], bad
+    response, reply = await call(server, "GET", "/iclock/getrequest?SN=CP1252DEV")
+    assert "Name=Jürgen Groß\t".encode("cp1252") in reply, reply
+    assert response.headers.getRawHeaders(b"content-type") == [b"text/plain"]

@@ -265,3 +265,30 @@ async def test_bad_input_gets_a_json_error_never_a_traceback(server: RunningServ
     assert code == 400 and "push device" in reply["error"]
     code, _ = await server.api("DELETE", f"/api/devices/{pull['id']}")
     assert code == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_device_encoding_is_set_validated_and_shown(server: RunningServer):
+    """A device's text encoding (docs/protocols.md §A.2): "" automatic, else a codec
+    terminals can use, stored under its canonical name; anything else is a 400 naming it."""
+    code, device = await server.api("POST", "/api/devices", {"serial_number": "ENC1"})
+    assert code == 201 and device["encoding"] == ""
+    path = f"/api/devices/{device['id']}"
+    for value, stored in (("CP1251", "cp1251"), ("windows-1252", "cp1252"), (" gbk ", "gbk")):
+        code, updated = await server.api("PATCH", path, {"encoding": value})
+        assert (code, updated["encoding"]) == (200, stored), updated
+    for bad in ("base64", "rot13", "utf-16", "klingon", 12, ["cp1252"], "x" * 41):
+        code, body = await server.api("PATCH", path, {"encoding": bad})
+        assert code == 400 and body["field"] == "encoding", (bad, body)
+    code, fetched = await server.api("GET", path)
+    assert fetched["encoding"] == "gbk"  # a refused change changed nothing
+    code, updated = await server.api("PATCH", path, {"encoding": ""})
+    assert (code, updated["encoding"]) == (200, "")
+    code, body = await server.api(
+        "POST", "/api/devices", {"serial_number": "ENC2", "encoding": "utf-16"}
+    )
+    assert code == 400 and body["field"] == "encoding"
+    code, pull = await server.api(
+        "POST", "/api/devices", {"kind": "pull", "host": "192.0.2.7", "encoding": "cp1250"}
+    )
+    assert code == 201 and pull["encoding"] == "cp1250"

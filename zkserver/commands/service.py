@@ -158,7 +158,7 @@ class Commands:
         :meth:`queue`)."""
         if not device.approved or device.status in ("pending", "rejected"):
             raise DeviceNotReady(f"device is {device.status}: approve it first")
-        check_for_device(spec, device.kind, device.info)
+        check_for_device(spec, device.kind, device.info, device.encoding)
         line = ""
         if device.kind == "push":
             line = format_push_command(spec, self.device_local_now(device))

@@ -370,13 +370,25 @@ def check_kind(spec: CommandSpec, kind: str) -> None:
         raise Unsupported(spec.type, kind)
 
 
-def check_for_device(spec: CommandSpec, kind: str, info: Mapping[str, Any] | None = None) -> None:
+def check_for_device(
+    spec: CommandSpec, kind: str, info: Mapping[str, Any] | None = None, encoding: str = ""
+) -> None:
     """The checks that depend on the device: its kind (:class:`Unsupported`; for a pull
-    terminal also a template that is not a fingerprint) and, for a pull terminal, the
+    terminal also a template that is not a fingerprint), a ``name`` or ``password`` its
+    text ``encoding`` cannot hold (:class:`CommandError`) and, for a pull terminal, the
     fields of its user record layout (:class:`CommandError`: ``name``, ``password``,
-    ``group`` sizes, and with the 28-byte layout a numeric ``user_id`` without leading
-    zeros, for every type that names one)."""
+    ``group`` sizes in bytes of its encoding, and with the 28-byte layout a numeric
+    ``user_id`` without leading zeros, for every type that names one)."""
     check_kind(spec, kind)
+    if spec.type == "user_upsert" and encoding:
+        for name in ("name", "password"):
+            try:
+                spec.fields[name].encode(encoding)
+            except UnicodeEncodeError as e:
+                bad = spec.fields[name][e.start]
+                raise CommandError(
+                    name, f"this terminal writes text in {encoding}, which has no {bad!r}"
+                ) from None
     if kind != "pull" or "user_id" not in spec.fields:
         return
     layout = (info or {}).get("user_layout")
@@ -400,9 +412,10 @@ def check_for_device(spec: CommandSpec, kind: str, info: Mapping[str, Any] | Non
             raise Unsupported(spec.type, kind, reason)
         return
     name_max, password_max = (8, 5) if layout == 28 else (24, 8)
-    if len(spec.fields["name"].encode()) > name_max:
+    writes = encoding or "utf-8"
+    if len(spec.fields["name"].encode(writes)) > name_max:
         raise CommandError("name", f"name is longer than this terminal's {name_max} bytes")
-    if len(spec.fields["password"].encode()) > password_max:
+    if len(spec.fields["password"].encode(writes)) > password_max:
         raise CommandError(
             "password", f"password is longer than this terminal's {password_max} bytes"
         )

@@ -181,10 +181,10 @@ def _group(body: Mapping[str, Any]) -> str:
 def fit_problems(fields: Mapping[str, Any], device: Device) -> list[PersonError]:
     """Why a person with ``fields`` does not fit ``device`` (empty when it fits).
 
-    Only pull terminals whose user layout is known are checked (push terminals take
-    every valid person)."""
+    Push terminals take every valid person whose name and password their text encoding
+    holds; pull terminals are checked when their user layout is known."""
     if device.kind != "pull":
-        return []
+        return _unwritable(fields, device)
     layout = device.info.get("user_layout")
     if layout not in codec.USER_RECORD_SIZES:
         return []
@@ -196,7 +196,7 @@ def fit_problems(fields: Mapping[str, Any], device: Device) -> list[PersonError]
         password=str(fields.get("password", "") or ""),
         group=str(fields.get("group", "") or ""),
     )
-    encoding = str(device.info.get("encoding") or "utf-8")
+    encoding = device.encoding
     label = device.name or device.serial_number or device.id
     pin = user.user_id
     if layout == 28 and _DIGITS.fullmatch(pin) and pin != str(int(pin)):
@@ -227,6 +227,26 @@ def fit_problems(fields: Mapping[str, Any], device: Device) -> list[PersonError]
                 device.id,
             )
         ]
+    return []
+
+
+def _unwritable(fields: Mapping[str, Any], device: Device) -> list[PersonError]:
+    """A name or password the device's text encoding cannot hold (zkserver.device_text;
+    none when it is automatic: UTF-8 holds everything)."""
+    for name in ("name", "password"):
+        value = str(fields.get(name, "") or "")
+        try:
+            value.encode(device.encoding or "utf-8")
+        except UnicodeEncodeError as e:
+            label = device.name or device.serial_number or device.id
+            return [
+                PersonError(
+                    name,
+                    f"device {label} ({device.id}) writes text in {device.encoding}, which"
+                    f" has no {value[e.start]!r}: {name} cannot be written there",
+                    device.id,
+                )
+            ]
     return []
 
 

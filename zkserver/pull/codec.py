@@ -18,6 +18,7 @@ from enum import IntEnum, IntFlag
 
 from attrs import field, frozen
 
+from zkserver import device_text
 from zkserver.records import TIMESTAMP_FORMAT, DeviceUser, Punch
 
 __all__ = [
@@ -525,22 +526,19 @@ def encode_free_sizes(sizes: Sizes) -> bytes:
 # --------------------------------------------------------------------------- text helpers
 
 
-def _decode_text(raw: bytes) -> str:
-    """NUL-terminated device text: UTF-8, else GBK, else latin-1 (never fails)."""
-    raw = bytes(raw).split(b"\x00", 1)[0]
-    for enc in ("utf-8", "gbk"):
-        try:
-            return raw.decode(enc)
-        except UnicodeDecodeError:
-            pass
-    return raw.decode("latin-1")
+def _decode_text(raw: bytes, encoding: str = "") -> str:
+    """NUL-terminated device text in the device's ``encoding``; ``""``: UTF-8, else GBK,
+    else latin-1 (never fails; zkserver.device_text, docs/protocols.md §B.4)."""
+    return device_text.decode(bytes(raw).split(b"\x00", 1)[0], encoding)
 
 
-def _encode_text(text: str, width: int) -> bytes:
-    """UTF-8 ``text`` cut to ``width`` bytes on a character boundary, NUL padded."""
-    raw = text.encode("utf-8")
+def _encode_text(text: str, width: int, encoding: str = "") -> bytes:
+    """``text`` in ``encoding`` (``""``: UTF-8) cut to ``width`` bytes on a character
+    boundary, NUL padded."""
+    encoding = device_text.write_encoding(encoding)
+    raw = text.encode(encoding, errors="replace")
     if len(raw) > width:
-        raw = raw[:width].decode("utf-8", errors="ignore").encode("utf-8")
+        raw = raw[:width].decode(encoding, errors="ignore").encode(encoding)
     return raw.ljust(width, b"\x00")
 
 
@@ -634,8 +632,9 @@ def user_layout(record_size: int) -> int:
     return _layout_for(record_size, USER_RECORD_SIZES, "user")
 
 
-def parse_user_record(data: bytes, record_size: int) -> DeviceUser:
-    """One user record (also the CMD_USER_WRQ payload) of ``record_size`` bytes (>= 28)."""
+def parse_user_record(data: bytes, record_size: int, encoding: str = "") -> DeviceUser:
+    """One user record (also the CMD_USER_WRQ payload) of ``record_size`` bytes (>= 28);
+    text in the device's ``encoding`` (``""``: automatic)."""
     layout = user_layout(record_size)
     if len(data) < record_size:
         raise CodecError(f"user record needs {record_size} bytes, got {len(data)}")
@@ -644,21 +643,23 @@ def parse_user_record(data: bytes, record_size: int) -> DeviceUser:
         group_s, user_id_s = str(group), str(user_id)
     else:
         uid, priv, pwd, name, card, group_b, user_id_b = _USER72.unpack_from(data)
-        group_s, user_id_s = _decode_text(group_b), _decode_text(user_id_b)
+        group_s, user_id_s = _decode_text(group_b, encoding), _decode_text(user_id_b, encoding)
     return DeviceUser(
         user_id=user_id_s,
-        name=_decode_text(name),
+        name=_decode_text(name, encoding),
         privilege=priv,
         card=str(card) if card else "",
-        password=_decode_text(pwd),
+        password=_decode_text(pwd, encoding),
         group=group_s,
         uid=uid,
     )
 
 
-def encode_user_record(user: DeviceUser, record_size: int, uid: int | None = None) -> bytes:
-    """Inverse of :func:`parse_user_record`; text is cut to the field widths, a record
-    longer than its layout is padded with zero bytes."""
+def encode_user_record(
+    user: DeviceUser, record_size: int, uid: int | None = None, encoding: str = ""
+) -> bytes:
+    """Inverse of :func:`parse_user_record`; text (in ``encoding``, ``""``: UTF-8) is cut
+    to the field widths, a record longer than its layout is padded with zero bytes."""
     layout = user_layout(record_size)
     uid = user.uid if user.uid is not None else uid
     if uid is None:
@@ -669,8 +670,8 @@ def encode_user_record(user: DeviceUser, record_size: int, uid: int | None = Non
             head = _USER28.pack(
                 uid,
                 user.privilege,
-                _encode_text(user.password, 5),
-                _encode_text(user.name, 8),
+                _encode_text(user.password, 5, encoding),
+                _encode_text(user.name, 8, encoding),
                 card,
                 _int_field(user.group, "group"),
                 0,
@@ -680,11 +681,11 @@ def encode_user_record(user: DeviceUser, record_size: int, uid: int | None = Non
             head = _USER72.pack(
                 uid,
                 user.privilege,
-                _encode_text(user.password, 8),
-                _encode_text(user.name, 24),
+                _encode_text(user.password, 8, encoding),
+                _encode_text(user.name, 24, encoding),
                 card,
-                _encode_text(user.group, 7),
-                _encode_text(user.user_id, 24),
+                _encode_text(user.group, 7, encoding),
+                _encode_text(user.user_id, 24, encoding),
             )
     except struct.error as e:
         raise CodecError(f"user field out of range: {user!r}") from e
@@ -707,8 +708,10 @@ def parse_users(
     *,
     record_size: int | None = None,
     hint: int | None = None,
+    encoding: str = "",
 ) -> list[DeviceUser]:
-    """Users from a ``<I length>`` + records dataset.
+    """Users from a ``<I length>`` + records dataset; text in the device's ``encoding``
+    (``""``: automatic, docs/protocols.md §B.4).
 
     The record size is ``record_size``, else ``length / count`` (``count`` from
     GET_FREE_SIZES), else ``hint``, else guessed from the length (72 when both documented
@@ -726,14 +729,17 @@ def parse_users(
     if len(body) % record_size:
         raise CodecError(f"user dataset of {len(body)} bytes is not {record_size}-byte records")
     return [
-        parse_user_record(body[i : i + record_size], record_size)
+        parse_user_record(body[i : i + record_size], record_size, encoding)
         for i in range(0, len(body), record_size)
     ]
 
 
-def encode_users(users: Iterable[DeviceUser], record_size: int) -> bytes:
+def encode_users(users: Iterable[DeviceUser], record_size: int, encoding: str = "") -> bytes:
     """A users dataset (``<I length>`` + records); users without uid get 1, 2, ..."""
-    body = b"".join(encode_user_record(u, record_size, uid=i) for i, u in enumerate(users, start=1))
+    body = b"".join(
+        encode_user_record(u, record_size, uid=i, encoding=encoding)
+        for i, u in enumerate(users, start=1)
+    )
     return struct.pack("<I", len(body)) + body
 
 
@@ -1208,6 +1214,7 @@ class Template:
 
 
 def _device_text(value: str, width: int, what: str, encoding: str) -> bytes:
+    encoding = device_text.write_encoding(encoding)  # "" (automatic): UTF-8
     try:
         raw = value.encode(encoding)
     except (UnicodeEncodeError, LookupError) as e:
@@ -1392,7 +1399,9 @@ def encode_user_templates(
     return _BUFFER_HEAD.pack(len(record), len(t), len(b)) + record + t + b
 
 
-def parse_user_templates(buffer: bytes) -> tuple[DeviceUser, int, list[Template]]:
+def parse_user_templates(
+    buffer: bytes, encoding: str = ""
+) -> tuple[DeviceUser, int, list[Template]]:
     """(user, user layout size, templates) from a command-110 buffer (templates valid=1)."""
     if len(buffer) < _BUFFER_HEAD.size:
         raise CodecError(f"template buffer needs 12 bytes, got {len(buffer)}")
@@ -1404,7 +1413,7 @@ def parse_user_templates(buffer: bytes) -> tuple[DeviceUser, int, list[Template]
     pos = _BUFFER_HEAD.size
     if buffer[pos] != 2:
         raise CodecError(f"template buffer: user record starts with {buffer[pos]}, not 2")
-    user = parse_user_record(buffer[pos + 1 : pos + n_user], n_user - 1)
+    user = parse_user_record(buffer[pos + 1 : pos + n_user], n_user - 1, encoding)
     pos += n_user
     blobs = buffer[pos + n_table : pos + n_table + n_blobs]
     out = []

@@ -182,6 +182,8 @@ class PullManager(MultiService):
         current = self.devices.get(device.id)
         if current is not None and same_link(current.device, device):
             current.device = device  # name, time zone...: no reconnect needed
+            if current.session is not None:
+                current.session.encoding = device.encoding  # names from now on (§B.4)
             return
         if current is not None:
             log.info("Pull device {name} changed; reconnecting", name=device.display_name)

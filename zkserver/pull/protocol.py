@@ -514,7 +514,7 @@ class ZKSession:
             size = codec.user_record_size(dataset, [sizes.users], hint=self.user_record_size)
             if size is None:
                 return []
-            users = codec.parse_users(dataset, record_size=size)
+            users = codec.parse_users(dataset, record_size=size, encoding=self.encoding)
         except CodecError as e:
             raise DatasetUnreadable("users", dataset, str(e)) from e
         self.user_record_size = size
@@ -629,8 +629,9 @@ class ZKSession:
 
     #: The user layout (28 or 72) writes use, learnt by :meth:`read_users_layout`.
     user_size: int | None = None
-    #: Text encoding of the device's names (UTF-8; GBK on Chinese models).
-    encoding: str = "utf-8"
+    #: Text encoding of the device's names, the device's setting (zkserver.device_text;
+    #: docs/protocols.md §B.4): ``""`` reads UTF-8, else GBK, else latin-1 and writes UTF-8.
+    encoding: str = ""
     #: ``"tcp"`` or ``"udp"`` (STARTENROLL has a form for each).
     transport_kind: str = "tcp"
 

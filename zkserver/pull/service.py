@@ -358,6 +358,7 @@ class PullDeviceService(Service):
             self._connecting = None
         session.on_other_event = self._on_device_event  # door, alarm, enrol: zkserver.access
         session.on_unreadable_event = self._on_unreadable_event
+        session.encoding = self.device.encoding  # names read and written (§B.4)
         size = self.device.info.get("attlog_record_size")
         if isinstance(size, int) and session.attendance_record_size is None:
             session.attendance_record_size = size  # the size this device used before
@@ -750,10 +751,12 @@ class PullDeviceService(Service):
         """Run ``fn`` on the live session, else on a short session of its own."""
         session = self.session
         if session is not None and not session.closed:
+            session.encoding = self.device.encoding  # the setting may have changed
             return await fn(session)
         if not await self._try_lock():
             raise DeviceBusy(f"{self._label} is connected by another process")
         session = await self.connector(self.device, None)
+        session.encoding = self.device.encoding
         try:
             await session.connect(self.device.comm_key)
             if not self.device.serial_number:

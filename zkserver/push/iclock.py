@@ -32,6 +32,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from attrs import field, frozen
 
+from zkserver import device_text
 from zkserver.push.timezones import timezone_value
 from zkserver.records import TIMESTAMP_FORMAT, DeviceUser, Punch, Rejected
 
@@ -136,18 +137,14 @@ _MIN_YEAR, _MAX_YEAR = 1970, 2099
 # --------------------------------------------------------------------------- text helpers
 
 
-def decode_text(data: bytes) -> str:
-    """Decode device text: UTF-8, else GBK (Chinese firmware), else latin-1.
+def decode_text(data: bytes, encoding: str = "") -> str:
+    """Decode device text in the device's ``encoding`` (``""``: UTF-8, else GBK, else
+    latin-1); see :func:`zkserver.device_text.decode` (docs/protocols.md §A.2).
 
     latin-1 maps every byte to a character, so nothing is ever dropped and the original
     bytes stay recoverable with ``.encode("latin-1")``.
     """
-    for encoding in ("utf-8", "gbk"):
-        try:
-            return data.decode(encoding)
-        except UnicodeDecodeError:
-            pass
-    return data.decode("latin-1", errors="replace")
+    return device_text.decode(data, encoding)
 
 
 def split_lines(text: str) -> Iterator[str]:
@@ -164,7 +161,7 @@ def _trim(line: str) -> str:
     return line.lstrip(" \r\x00").removeprefix(_BOM).lstrip(" \r\x00").rstrip(_BLANK)
 
 
-def _lines(body: str | bytes, limit: int) -> Iterator[tuple[str, str | None]]:
+def _lines(body: str | bytes, limit: int, encoding: str = "") -> Iterator[tuple[str, str | None]]:
     """Yield ``(line, reason)`` pairs; ``reason`` is set for lines too long to parse.
 
     Bytes are split first and decoded line by line (one GBK line does not change how the
@@ -179,12 +176,12 @@ def _lines(body: str | bytes, limit: int) -> Iterator[tuple[str, str | None]]:
         return
     for chunk in _LINE_BREAK_BYTES.split(body.removeprefix(b"\xef\xbb\xbf")):
         if len(chunk) > limit:
-            head = decode_text(chunk[:REJECTED_RAW_KEEP])
+            head = decode_text(chunk[:REJECTED_RAW_KEEP], encoding)
             yield head + "...", f"line too long ({len(chunk)} bytes, max {limit})"
             continue
         if not chunk.strip(_BLANK.encode()):
             continue
-        yield decode_text(chunk), None
+        yield decode_text(chunk, encoding), None
 
 
 def _clip(line: str) -> str:
@@ -299,14 +296,14 @@ def parse_query(uri: bytes | str) -> dict[str, str]:
 # --------------------------------------------------------------------------- ATTLOG
 
 
-def parse_attlog(body: str | bytes) -> tuple[list[Punch], list[Rejected]]:
+def parse_attlog(body: str | bytes, encoding: str = "") -> tuple[list[Punch], list[Rejected]]:
     """Parse an ATTLOG upload: one punch per line, TAB- or space-separated.
 
     Returns the punches in order and the lines that could not be used.
     """
     punches: list[Punch] = []
     rejected: list[Rejected] = []
-    for line, reason in _lines(body, MAX_ATTLOG_LINE):
+    for line, reason in _lines(body, MAX_ATTLOG_LINE, encoding):
         if reason is None:
             result = _parse_attlog_line(line)
             if isinstance(result, Punch):
@@ -605,10 +602,10 @@ BIOMETRIC_RECORDS = frozenset(
 )
 
 
-def parse_operlog(body: str | bytes) -> OperlogBatch:
+def parse_operlog(body: str | bytes, encoding: str = "") -> OperlogBatch:
     """Parse an OPERLOG or BIODATA upload into users, op-log entries and other lines."""
     batch = OperlogBatch()
-    for line, reason in _lines(body, MAX_OPERLOG_LINE):
+    for line, reason in _lines(body, MAX_OPERLOG_LINE, encoding):
         if reason is None:
             reason = _parse_operlog_line(line, batch)
         if reason is not None:
@@ -694,7 +691,7 @@ _PHOTO_NAME = re.compile(r"([0-9]{14})(?:-([^/\\\s]{1,32}))?\.jpe?g", re.IGNOREC
 _MAX_PHOTO_HEADER = 4096
 
 
-def parse_attphoto(body: bytes) -> Photo:
+def parse_attphoto(body: bytes, encoding: str = "") -> Photo:
     """Parse ``PIN=<yyyyMMddHHmmss-PIN.jpg>\\nSN=..\\nsize=<n>\\nCMD=uploadphoto\\0<JPEG>``.
 
     Raises :class:`MalformedPhoto` (a ValueError) with the reason.
@@ -705,7 +702,7 @@ def parse_attphoto(body: bytes) -> Photo:
     if len(header_bytes) > _MAX_PHOTO_HEADER:
         raise MalformedPhoto(f"header too long ({len(header_bytes)} bytes)")
     header: dict[str, str] = {}
-    for line in split_lines(decode_text(header_bytes)):
+    for line in split_lines(decode_text(header_bytes, encoding)):
         key, eq, value = line.partition("=")
         if eq:
             header.setdefault(key.strip().lower(), value.strip())
@@ -736,13 +733,13 @@ def parse_attphoto(body: bytes) -> Photo:
 # --------------------------------------------------------------------------- options, INFO
 
 
-def parse_options(text: str | bytes) -> dict[str, str]:
+def parse_options(text: str | bytes, encoding: str = "") -> dict[str, str]:
     """A ``table=options`` body ``Key=Val,Key=Val,...`` (also LF-separated) as a dict.
 
     A piece without ``=`` is a comma inside the previous value and is joined back to it.
     """
     if isinstance(text, bytes):
-        text = decode_text(text)
+        text = decode_text(text, encoding)
     result: dict[str, str] = {}
     last: str | None = None
     for line in split_lines(text):
@@ -833,7 +830,7 @@ def _results_of_line(line: str) -> list[dict[str, str]] | None:
     return [group for group in groups if "ID" in group]
 
 
-def parse_devicecmd(text: str | bytes) -> list[CommandResult]:
+def parse_devicecmd(text: str | bytes, encoding: str = "") -> list[CommandResult]:
     """Parse a devicecmd body: several ``ID=<id>&Return=<code>&CMD=<type>`` lines.
 
     The three keys come in any order and letter case, and one line may hold several
@@ -842,7 +839,7 @@ def parse_devicecmd(text: str | bytes) -> list[CommandResult]:
     non-numeric Return gives ``return_code=None``.
     """
     if isinstance(text, bytes):
-        text = decode_text(text)
+        text = decode_text(text, encoding)
     results: list[CommandResult] = []
     current: dict[str, Any] | None = None
     extra: list[str] = []

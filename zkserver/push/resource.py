@@ -22,6 +22,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from zope.interface import implementer
 
+from zkserver import device_text
 from zkserver.clock import utc_now
 from zkserver.commands.service import Commands
 from zkserver.commands.spec import push_result
@@ -45,9 +46,9 @@ SERIAL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 RAW_KEEP = 64 * 1024  # bytes of a rejected upload kept for the operator
 
 
-def _raw_excerpt(data: bytes) -> str:
+def _raw_excerpt(data: bytes, encoding: str = "") -> str:
     """The start of a rejected upload, decoded (never the whole of a 16 MiB body)."""
-    text = iclock.decode_text(data[:RAW_KEEP])
+    text = iclock.decode_text(data[:RAW_KEEP], encoding)
     if len(data) <= RAW_KEEP:
         return text
     return text + f"\n[... {len(data) - RAW_KEEP} more bytes not kept]"
@@ -140,15 +141,16 @@ class PushApp:
     async def upload(self, device: Device, table: str, body: bytes) -> str:
         """Store one ``POST /iclock/cdata`` upload and return the reply text."""
         upper = table.upper()
+        encoding = device.encoding  # the device's text encoding (docs/protocols.md §A.2)
         # Rejected lines are kept after the good records have committed: if the punches
         # fail (503) nothing was written, and the terminal's resend stores each once.
         if upper == "ATTLOG":
-            punches, rejected = iclock.parse_attlog(body)  # decodes line by line
+            punches, rejected = iclock.parse_attlog(body, encoding)  # line by line
             await self.ingest.save_punches(device, punches)
             await self.save_rejected(device, rejected)
             return iclock.format_ok(len(punches))
         if upper in ("OPERLOG", "BIODATA"):
-            batch = iclock.parse_operlog(body)
+            batch = iclock.parse_operlog(body, encoding)
             if batch.users:
                 await self.store.save_users(device.id, batch.users)
                 await self.ingest.record_event(
@@ -173,7 +175,7 @@ class PushApp:
             await self.save_rejected(device, batch.rejected)
             return iclock.format_ok(len(batch.users) + len(entries))
         if upper == "RTLOG":
-            punches, rejected, other = v3.parse_rtlog(body)
+            punches, rejected, other = v3.parse_rtlog(body, encoding)
             await self.ingest.save_punches(device, punches)
             # door and alarm events: kept with the operation log, published on the stream
             await self.save_device_events(device, rtlog_items(device, punches, other, _rtlog_entry))
@@ -182,7 +184,7 @@ class PushApp:
         if upper == "RTSTATE":  # door/lock/alarm state: sent every few seconds, kept current
             lines = [
                 ln
-                for ln in iclock.split_lines(iclock.decode_text(body[:OPTIONS_MAX]))
+                for ln in iclock.split_lines(iclock.decode_text(body[:OPTIONS_MAX], encoding))
                 if ln.strip()
             ]
             stored = await self.store.device(device.id)  # the state it sent last time
@@ -202,7 +204,7 @@ class PushApp:
         if upper == "ATTPHOTO":
             return await self.photo(device, body)
         if upper == "OPTIONS":
-            options = _printable(iclock.parse_options(iclock.decode_text(body[:OPTIONS_MAX])))
+            options = _printable(iclock.parse_options(body[:OPTIONS_MAX], encoding))
             await self.store.update_device(device.id, info={"options": options})
             return "OK"
         log.warn(
@@ -215,7 +217,7 @@ class PushApp:
             [
                 Rejected(
                     source=table[:40] or "cdata",
-                    raw=_raw_excerpt(body),
+                    raw=_raw_excerpt(body, encoding),
                     reason=f"unknown table {table!r}",
                 )
             ],
@@ -224,11 +226,17 @@ class PushApp:
 
     async def photo(self, device: Device, body: bytes) -> str:
         try:
-            photo = iclock.parse_attphoto(body)
+            photo = iclock.parse_attphoto(body, device.encoding)
         except ValueError as e:
             await self.store.save_rejected(
                 device.serial_number,
-                [Rejected(source="ATTPHOTO", raw=_raw_excerpt(body[:4096]), reason=str(e))],
+                [
+                    Rejected(
+                        source="ATTPHOTO",
+                        raw=_raw_excerpt(body[:4096], device.encoding),
+                        reason=str(e),
+                    )
+                ],
             )
             return "OK"
         await self.store.save_photo(
@@ -346,7 +354,9 @@ async def getrequest(
     if request.method == b"HEAD":  # no body goes out: hand out no command
         return text_reply(request, "OK")
     claimed = await self.commands.claim_push(device)
-    return text_reply(request, iclock.format_commands([(c.id, line) for c, line in claimed]))
+    # names in the device's encoding (docs/protocols.md §A.2)
+    reply = iclock.format_commands([(c.id, line) for c, line in claimed])
+    return text_reply(request, reply, encoding=device_text.write_encoding(device.encoding))
 
 
 @routes.route("/iclock/devicecmd", methods=["POST"])
@@ -358,7 +368,7 @@ async def devicecmd(
     it): each finishes its command (a repeated result changes nothing) and publishes a
     ``command_status`` event (and the ``command_result`` alias)."""
     assert self.commands is not None
-    for result in iclock.parse_devicecmd(iclock.decode_text(_body(request))):
+    for result in iclock.parse_devicecmd(_body(request), device.encoding):
         code = result.return_code
         status = "done" if code == 0 else "failed"
         command = await self.commands.finish(
@@ -384,7 +394,7 @@ async def registry(
     self: PushApp, request: IRequest, device: Device, params: dict[str, str]
 ) -> bytes:
     """Push 3.x: a terminal registers; 406 refuses one that is not approved (yet)."""
-    options = iclock.parse_options(iclock.decode_text(_body(request)))
+    options = iclock.parse_options(_body(request), device.encoding)
     if options:
         await self.store.update_device(device.id, info={"registry": options})
     return text_reply(request, f"RegistryCode={v3.registry_code(device.serial_number)}")

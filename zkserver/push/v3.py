@@ -36,13 +36,15 @@ __all__ = ["RTLOG_NO_USER", "format_push_config", "parse_rtlog", "registry_code"
 RTLOG_NO_USER = frozenset({"", "0"})
 
 
-def parse_rtlog(body: str | bytes) -> tuple[list[Punch], list[Rejected], list[dict[str, str]]]:
+def parse_rtlog(
+    body: str | bytes, encoding: str = ""
+) -> tuple[list[Punch], list[Rejected], list[dict[str, str]]]:
     """``table=rtlog``: punches (lines with a user), rejected lines, and other events
     (door, alarm: kept as parsed fields). Never raises."""
     punches: list[Punch] = []
     rejected: list[Rejected] = []
     other: list[dict[str, str]] = []
-    for line, too_long in _lines(body, MAX_ATTLOG_LINE):
+    for line, too_long in _lines(body, MAX_ATTLOG_LINE, encoding):
         if not line.strip(_BLANK):
             continue
         if too_long:

@@ -88,13 +88,14 @@ class Store(Protocol):
         port: int = 4370,
         comm_key: int = 0,
         transport: str = "tcp",
+        encoding: str = "",
     ) -> Deferred[Device]:
         """Insert a device with a new UUID; DuplicateDevice if the serial number exists."""
 
     def update_device(self, device_id: str, **fields: Any) -> Deferred[Device | None]:
         """Change any of name, timezone, status, status_detail, approved, host, port,
-        comm_key, transport, serial_number, last_seen, clock_offset_s, info (a dict, merged
-        into the stored one)."""
+        comm_key, transport, serial_number, last_seen, clock_offset_s, encoding, info (a
+        dict, merged into the stored one)."""
 
     def delete_device(self, device_id: str) -> Deferred[bool]: ...
 

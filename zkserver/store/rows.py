@@ -26,7 +26,8 @@ __all__ = [
 
 DEVICE_COLS = (
     "id, serial_number, name, kind, status, approved, timezone, host, port, comm_key,"
-    " transport, last_seen, info, created_at, clock_offset_s, suspect_punches, status_detail"
+    " transport, last_seen, info, created_at, clock_offset_s, suspect_punches, status_detail,"
+    " encoding"
 )
 COMMAND_COLS = (
     "id, device_id, command, status, return_code, result, created_at, sent_at, finished_at"
@@ -47,6 +48,7 @@ DEVICE_FIELDS = frozenset(
         "info",
         "clock_offset_s",
         "status_detail",
+        "encoding",
     }
 )
 
@@ -70,6 +72,7 @@ def device_from_row(row: Row) -> Device:
         clock_offset_s=None if row[14] is None else int(row[14]),
         suspect_punches=int(row[15] or 0),
         status_detail=row[16],
+        encoding=row[17] or "",
     )
 
 

@@ -216,6 +216,7 @@ class SQLStore(PersonScripts, WebhookStoreMixin):
         port: int = 4370,
         comm_key: int = 0,
         transport: str = "tcp",
+        encoding: str = "",
     ) -> Deferred[Device]:
         def script() -> Script[Device]:
             if kind not in ("push", "pull"):
@@ -236,11 +237,12 @@ class SQLStore(PersonScripts, WebhookStoreMixin):
                 transport,
                 "{}",
                 utc_now(),
+                encoding,
             )
             rows = yield Q(
                 "INSERT INTO devices (id, serial_number, name, kind, status, approved,"
-                " timezone, host, port, comm_key, transport, info, created_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " timezone, host, port, comm_key, transport, info, created_at, encoding)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 f" RETURNING {DEVICE_COLS}",
                 params,
             )

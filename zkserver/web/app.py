@@ -28,6 +28,7 @@ from twisted.web.server import NOT_DONE_YET
 from twisted.web.static import File
 from zope.interface import implementer
 
+from zkserver import device_text
 from zkserver.commands.service import Commands, DeviceNotReady, NotCancellable, TooLarge
 from zkserver.commands.spec import CommandError, CommandSpec, Unsupported, parse_command
 from zkserver.devices import DeviceRegistry
@@ -195,6 +196,15 @@ def _timezone(value: str) -> str:
             "timezone",
         ) from None
     return value
+
+
+def _encoding(body: dict[str, Any]) -> str:
+    """A device's text encoding: ``""`` (automatic) or a codec terminals can use
+    (zkserver.device_text; docs/protocols.md §A.2)."""
+    try:
+        return device_text.check_encoding(_str(body, "encoding", limit=40))
+    except ValueError as e:
+        raise ApiError(400, str(e), "encoding") from None
 
 
 @define(eq=False)
@@ -378,6 +388,7 @@ async def add_device(self: WebApp, request: IRequest) -> bytes:
     kind = _str(body, "kind", "push")
     name = _str(body, "name")
     timezone = _timezone(_str(body, "timezone"))
+    encoding = _encoding(body)
     if kind == "push":
         serial = _str(body, "serial_number")
         if not SERIAL_RE.match(serial):
@@ -404,7 +415,13 @@ async def add_device(self: WebApp, request: IRequest) -> bytes:
         raise ApiError(400, "kind must be push or pull")
     try:
         device = await self.store.add_device(
-            kind=kind, name=name, timezone=timezone, status=status, approved=True, **fields
+            kind=kind,
+            name=name,
+            timezone=timezone,
+            status=status,
+            approved=True,
+            encoding=encoding,
+            **fields,
         )
     except DuplicateDevice:
         what = "serial number" if kind == "push" or fields.get("serial_number") else ""
@@ -432,6 +449,8 @@ async def update_device(self: WebApp, request: IRequest, device_id: str) -> byte
         changes["name"] = _str(body, "name")
     if "timezone" in body:
         changes["timezone"] = _timezone(_str(body, "timezone"))
+    if "encoding" in body:
+        changes["encoding"] = _encoding(body)
     if device.kind == "pull":
         if "host" in body:
             changes["host"] = _host(_str(body, "host"))
@@ -444,7 +463,7 @@ async def update_device(self: WebApp, request: IRequest, device_id: str) -> byte
             if transport not in ("tcp", "udp"):
                 raise ApiError(400, "transport must be tcp or udp")
             changes["transport"] = transport
-    allowed = {"name", "timezone"} | (
+    allowed = {"name", "timezone", "encoding"} | (
         {"host", "port", "comm_key", "transport"} if device.kind == "pull" else set()
     )
     unknown = set(body) - allowed

@@ -65,6 +65,17 @@ TIME_FIELDS: dict[str, Schema] = {
     ),
 }
 
+_ENCODING: Schema = {
+    "type": "string",
+    "maxLength": 40,
+    "description": "The text encoding of the terminal's names: '' automatic (UTF-8, else GBK,"
+    " else latin-1; names written as UTF-8), or a codec such as cp1252 (Western Europe),"
+    " cp1250, cp1251 (Cyrillic), cp1254, cp1256, cp874, gbk, big5, utf-8. Stored under its"
+    " canonical name (windows-1252 is cp1252); a codec that is not ASCII-compatible text"
+    " (base64, rot13, utf-16) is refused (400, field encoding). docs/protocols.md §A.2, §B.4.",
+    "examples": ["", "cp1252"],
+}
+
 _STATUS_DETAIL = _nullable(
     "string",
     description="Why the device is not (fully) working, for an operator; null when all is"
@@ -146,6 +157,7 @@ SCHEMAS: dict[str, Schema] = {
                 "description": "How many of its punches had a suspect_time.",
             },
             "status_detail": _STATUS_DETAIL,
+            "encoding": _ENCODING,
         }
     ),
     "DeviceCreate": {
@@ -163,6 +175,7 @@ SCHEMAS: dict[str, Schema] = {
             "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 4370},
             "comm_key": {"type": "integer", "minimum": 0, "maximum": 999999999, "default": 0},
             "transport": {"type": "string", "enum": ["tcp", "udp"], "default": "tcp"},
+            "encoding": {**_ENCODING, "default": ""},
         },
         "additionalProperties": False,
     },
@@ -175,6 +188,7 @@ SCHEMAS: dict[str, Schema] = {
             "port": {"type": "integer", "minimum": 1, "maximum": 65535},
             "comm_key": {"type": "integer", "minimum": 0, "maximum": 999999999},
             "transport": {"type": "string", "enum": ["tcp", "udp"]},
+            "encoding": _ENCODING,
         },
         "additionalProperties": False,
     },

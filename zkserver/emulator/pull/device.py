@@ -110,6 +110,9 @@ class PullDevice:
     record_size: int = field(default=40, validator=ge(8))
     #: Bytes per real-time attendance event payload: any size of 10 or more.
     event_size: int = field(default=36, validator=ge(10))
+    #: The code page of its names (``cp1251`` for a Russian-language terminal; ``""``:
+    #: UTF-8 out, the automatic reading in; docs/protocols.md §B.4).
+    encoding: str = ""
     users: list[DeviceUser] = Factory(list)
     records: list[PullRecord] = Factory(list)
     #: Device clock minus host clock, in seconds (SET_TIME changes it).
@@ -190,11 +193,14 @@ class PullDevice:
         """The users dataset (``<I length>`` + records), cached until the list changes."""
         key = (
             self.user_size,
+            self.encoding,
             len(self.users),
             id(self.users[-1]) if self.users else None,
             self._version,
         )
-        return self._cached("users", key, lambda: encode_users(self.users, self.user_size))
+        return self._cached(
+            "users", key, lambda: encode_users(self.users, self.user_size, self.encoding)
+        )
 
     def templates_dataset(self) -> bytes:
         """The fingerprint templates dataset (``<i total>`` + ``<HHbb>`` entries)."""

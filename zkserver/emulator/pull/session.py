@@ -203,7 +203,7 @@ class Session:
         if size not in USER_RECORD_SIZES:
             self._reply(p, Reply.ACK_ERROR)
             return
-        user = parse_user_record(p.data, size)
+        user = parse_user_record(p.data, size, self.device.encoding)
         if not user.uid:
             self._reply(p, Reply.ACK_ERROR)
             return
@@ -247,7 +247,7 @@ class Session:
         if upload is None or len(upload) != self.upload_size:
             self._reply(p, Reply.ACK_ERROR)
             return
-        user, _size, templates = parse_user_templates(bytes(upload))
+        user, _size, templates = parse_user_templates(bytes(upload), self.device.encoding)
         if not user.uid:
             self._reply(p, Reply.ACK_ERROR)
             return
