@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -32,6 +33,7 @@ from zkserver.localtime import (
     server_zone,
     suspect_reason,
     utc_text,
+    zone_name,
 )
 
 RECEIVED = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -560,3 +562,21 @@ def test_clock_offset_in_a_repeated_hour_takes_the_pass_nearest_the_probe(
     asked = datetime.fromisoformat(asked_utc).replace(tzinfo=UTC).timestamp()
     local = datetime.fromisoformat(device_local)
     assert clock_offset(local, resolve_zone(zone), asked, asked + 0.2) == offset
+
+
+@pytest.mark.parametrize(
+    ("zone", "name"),
+    [
+        (ZoneInfo("Europe/Berlin"), "Europe/Berlin"),
+        (timezone(timedelta(hours=5, minutes=30)), "+05:30"),
+        (timezone(timedelta(hours=-3, minutes=-30)), "-03:30"),
+        (UTC, "+00:00"),
+        (posix_zone("CET-1CEST,M3.5.0,M10.5.0/3"), ""),  # no name a browser reads
+    ],
+)
+def test_zone_name_is_what_resolve_zone_and_a_browser_read(zone: Any, name: str) -> None:
+    assert zone_name(zone) == name
+    if name:
+        assert resolve_zone(name).utcoffset(datetime(2026, 7, 1)) == zone.utcoffset(
+            datetime(2026, 7, 1)
+        )

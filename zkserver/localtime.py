@@ -61,6 +61,7 @@ __all__ = [
     "resolve_zone",
     "posix_zone",
     "server_zone",
+    "zone_name",
     "suspect_reason",
     "utc_text",
 ]
@@ -149,6 +150,25 @@ def posix_zone(spec: str) -> ZoneInfo:
     counts = struct.pack(">6l", 0, 0, 0, 0, 1, 1)  # isut, isstd, leap, time, type, char
     section = b"TZif2" + bytes(15) + counts + struct.pack(">lBB", 0, 0, 0) + b"\0"
     return ZoneInfo.from_file(io.BytesIO(section * 2 + b"\n" + rule + b"\n"), key=spec)
+
+
+def zone_name(zone: tzinfo) -> str:
+    """A name for ``zone`` that :func:`resolve_zone` and a browser's ``Intl`` both read: its
+    IANA key, ``+HH:MM`` for a fixed offset, ``""`` when it has neither (a zone read from
+    ``/etc/localtime``'s rules alone, or a POSIX rule from ``$TZ``)."""
+    key = getattr(zone, "key", None)
+    if isinstance(key, str):
+        try:
+            ZoneInfo(key)
+            return key
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            return ""
+    if isinstance(zone, timezone):
+        offset = zone.utcoffset(None)
+        minutes = int(offset.total_seconds()) // 60
+        sign = "-" if minutes < 0 else "+"
+        return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+    return ""
 
 
 @functools.lru_cache(maxsize=512)

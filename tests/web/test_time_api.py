@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+import pytest
 import pytest_twisted
 import treq
 
@@ -356,3 +357,19 @@ async def test_times_and_days_at_the_ends_of_the_calendar_are_400_not_500(server
     assert await upload(server, "BER0001", line("1", "2026-03-29 03:00:00")) == b"OK: 1"
     found = await punches(server, "&since=2026-03-29t01:00:00z&until=2026-03-29t01:00:00z")
     assert [r["timestamp"] for r in found] == ["2026-03-29 03:00:00"]
+
+
+@pytest.mark.parametrize(
+    ("option", "expected"), [("Asia/Kathmandu", "Asia/Kathmandu"), ("+05:30", "+05:30")]
+)
+async def test_days_names_the_zone_of_devices_without_their_own(
+    db_url: str, tmp_path: Any, option: str, expected: str
+):
+    # The page's Today view reads a zone-less device's "today" in it (not the viewer's date).
+    server = await start_server(db_url, str(tmp_path / "data"), "--timezone", option)
+    try:
+        code, result = await server.api("GET", "/api/days?from=2026-03-02")
+        assert code == 200, result
+        assert result["default_timezone"] == expected
+    finally:
+        await server.stop()

@@ -167,13 +167,19 @@ def test_today_is_each_devices_own_today_when_the_viewer_is_a_day_behind(
     page: WebDriver, start_monitor: Callable[..., ServerProcess]
 ):
     # A viewer at UTC-12 and sites at UTC+14: their dates always differ (by one or two days).
+    # A device without a zone of its own is in the server's (--timezone): its today too.
     kiritimati = timedelta(hours=14)
     server = start_monitor(
-        "--auto-approve", "--day-starts-at", day_starting_before(datetime.now(UTC) + kiritimati)
+        "--auto-approve",
+        "--day-starts-at",
+        day_starting_before(datetime.now(UTC) + kiritimati),
+        "--timezone",
+        "Pacific/Kiritimati",
     )
     page.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Etc/GMT+12"})
     add_device(server, "KIRI0001", "Pacific/Kiritimati")
     add_device(server, "FIXED0001", "+14:00")
+    add_device(server, "DEFAULT01", "")
 
     def there(seconds: float) -> str:
         return (datetime.now(UTC) + kiritimati + timedelta(seconds=seconds)).strftime(
@@ -181,10 +187,11 @@ def test_today_is_each_devices_own_today_when_the_viewer_is_a_day_behind(
         )
 
     assert upload_attlog(server, "KIRI0001", attlog(("501", there(-120), 0, 1)))[0] == 200
+    assert upload_attlog(server, "DEFAULT01", attlog(("503", there(-60), 0, 1)))[0] == 200
     login(page, server)
     wait_live(page)
-    wait_until(lambda: today_view(page)["punched"] == ["501"], message="today loaded")
+    wait_until(lambda: today_view(page)["punched"] == ["501", "503"], message="today loaded")
     # Live, from a fixed-offset device in the same zone.
     assert upload_attlog(server, "FIXED0001", attlog(("502", there(-5), 0, 1)))[0] == 200
-    wait_until(lambda: today_view(page)["punched"] == ["501", "502"], message="live punch")
-    assert today_view(page)["in_now"] == ["501", "502"]
+    wait_until(lambda: today_view(page)["punched"] == ["501", "502", "503"], message="live punch")
+    assert today_view(page)["in_now"] == ["501", "502", "503"]

@@ -34,7 +34,7 @@ from zkserver.commands.spec import CommandError, CommandSpec, Unsupported, parse
 from zkserver.devices import DeviceRegistry
 from zkserver.http import web_request
 from zkserver.ingest import Ingest
-from zkserver.localtime import TimePolicy, format_day_start, parse_query_time
+from zkserver.localtime import TimePolicy, format_day_start, parse_query_time, zone_name
 from zkserver.push.timezones import utc_offset_minutes
 from zkserver.records import Device
 from zkserver.store.base import DuplicateDevice, Store, StoreUnavailable
@@ -900,6 +900,7 @@ async def _days(self: WebApp, request: IRequest) -> dict[str, Any]:
         "from": first.isoformat(),
         "to": last.isoformat(),
         "day_starts_at": format_day_start(day_starts_at),
+        "default_timezone": zone_name(self.time_policy.zone("")),
         "items": rows,
     }
 

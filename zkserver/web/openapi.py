@@ -433,6 +433,12 @@ SCHEMAS: dict[str, Schema] = {
             "from": {"type": "string", "format": "date"},
             "to": {"type": "string", "format": "date"},
             "day_starts_at": {"type": "string", "description": "--day-starts-at, HH:MM."},
+            "default_timezone": {
+                "type": "string",
+                "description": "The zone of a device without its own (--timezone, else the"
+                " server's): an IANA name or a fixed offset such as +05:30; empty when it"
+                " has no name (then a viewer takes its own date for such devices).",
+            },
             "items": {"type": "array", "items": _ref("DayRow")},
         }
     ),

@@ -16,6 +16,7 @@ export const today = {
   day: '',               // the viewer's today (the heading)
   key: '',               // todayKey() when loaded
   dayStart: 0,          // minutes (the server's --day-starts-at)
+  defaultZone: '',      // the zone of devices without their own (--timezone, else the server's)
   people: new Map(),    // user id -> person
   loading: null,
   pending: [],          // live punches that arrived while loading
@@ -34,11 +35,14 @@ function person(userId) {
 }
 
 /** Today for a device: its own local date (a punch's day is its device-local date), so a
- * site in a zone ahead of or behind the viewer shows its own today; the viewer's date for a
- * device without a zone the browser can read. */
+ * site in a zone ahead of or behind the viewer shows its own today. A device without a zone
+ * takes the server's default zone (/api/days tells it); the viewer's date when the browser
+ * cannot read either. */
 export function deviceToday(deviceId, now = new Date()) {
   const device = state.devices.get(deviceId);
-  const local = device ? localNowIn(device.timezone, now) : null;
+  const local = device
+    ? localNowIn(device.timezone, now) || localNowIn(today.defaultZone, now)
+    : null;
   return local ? dayOf(local, today.dayStart) : todayOf(now, today.dayStart);
 }
 
@@ -71,8 +75,10 @@ export function loadToday() {
       return { answer, now, key: todayKey(now) };
     };
     let { answer: result, now, key } = await ask();
-    if (parseDayStart(result.day_starts_at) !== today.dayStart) {
+    const zone = result.default_timezone || '';
+    if (parseDayStart(result.day_starts_at) !== today.dayStart || zone !== today.defaultZone) {
       today.dayStart = parseDayStart(result.day_starts_at);
+      today.defaultZone = zone;
       ({ answer: result, now, key } = await ask());
     }
     today.day = todayOf(now, today.dayStart);
