@@ -197,6 +197,24 @@ async def test_subscriptions_api(hooked: RunningServer):
     assert code == 404
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_url_with_a_password_is_refused_even_for_private_targets(hooked: RunningServer):
+    # It was accepted, listed with its password, and every delivery failed ("invalid
+    # hostname"): the HTTP client cannot send to it.
+    receiver = await Receiver(secret=SECRET).start()
+    try:
+        url = receiver.url.replace("http://", "http://user:pass@")
+        code, answer = await hooked.api("POST", "/api/webhooks", {"url": url})
+        assert code == 400 and answer["field"] == "url" and "user:password" in answer["detail"]
+        code, hook = await hooked.api("POST", "/api/webhooks", {"url": receiver.url})
+        assert code == 201
+        code, answer = await hooked.api("PATCH", f"/api/webhooks/{hook['id']}", {"url": url})
+        assert code == 400 and answer["field"] == "url"
+        assert (await hooked.api("GET", "/api/webhooks"))[1][0]["url"] == receiver.url
+    finally:
+        await receiver.stop()
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -205,6 +223,7 @@ async def test_subscriptions_api(hooked: RunningServer):
         ({"url": "http://127.0.0.1:9/x"}, "url"),  # loopback: refused (SSRF)
         ({"url": "http://169.254.169.254/latest/meta-data"}, "url"),
         ({"url": "http://10.1.2.3/"}, "url"),
+        ({"url": "http://127.1:9/"}, "url"),  # inet_aton's loopback
         ({"url": "https://example.com/", "types": ["attendance", "nope"]}, "types"),
         ({"url": "https://example.com/", "batch_max": 0}, "batch_max"),
         ({"url": "https://example.com/", "batch_max": 1001}, "batch_max"),

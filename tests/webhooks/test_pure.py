@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
+import socket
 
 import pytest
 import pytest_twisted
@@ -16,6 +18,7 @@ from zkserver.webhooks.urls import (
     BadWebhookURL,
     check_webhook_url,
     forbidden_address,
+    host_address,
     parse_webhook_url,
 )
 
@@ -175,3 +178,62 @@ def test_give_up_after_the_window() -> None:
     policy = RetryPolicy(give_up=86400)
     assert not policy.exhausted(1000.0, 1000.0 + 86399)
     assert policy.exhausted(1000.0, 1000.0 + 86400)
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        # Forms the system's resolver (inet_aton) reads as IPv4 addresses: refused as the
+        # address they are, whatever a resolver (or a DNS server) would answer for them.
+        ("http://127.1/", "loopback"),
+        ("http://2130706433/", "loopback"),
+        ("http://0x7f.1/", "loopback"),
+        ("http://0x7f000001:8080/", "loopback"),
+        ("http://0177.0.0.1/", "loopback"),
+        ("http://017700000001/", "loopback"),
+        ("http://0/", "unspecified"),
+        ("http://10.1/", "private"),
+        ("http://192.168.1/", "private"),
+        ("http://0xa9.0xfe.0xa9.0xfe/", "metadata"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_numeric_host_forms_are_addresses(url: str, reason: str) -> None:
+    public = _resolver({})  # any name "resolves" nowhere: only the literal check can refuse
+
+    async def everything_public(host: str, port: int) -> list[str]:
+        return ["93.184.216.34"]
+
+    for resolve in (public, everything_public):
+        with pytest.raises(BadWebhookURL, match=reason):
+            await check_webhook_url(url, resolve)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        # Twisted's client cannot send to a URL with user:password@ (every delivery failed
+        # with "invalid hostname"), and the listing would show the password: refused.
+        ("http://user:pass@hooks.example.com/in", "user"),
+        ("https://token@hooks.example.com/in", "user"),
+        ("http://:@hooks.example.com/in", "user"),
+        ("http://hooks.example.com:0/in", "port"),
+    ],
+)
+def test_urls_that_cannot_be_delivered(url: str, message: str) -> None:
+    with pytest.raises(BadWebhookURL, match=message):
+        parse_webhook_url(url)
+
+
+def test_non_default_ports_and_names_that_look_numeric_are_kept() -> None:
+    assert parse_webhook_url("https://hooks.example.com:8443/in").port == 8443
+    assert parse_webhook_url("http://1.2.3.4.example.com/").host == "1.2.3.4.example.com"
+
+
+@given(st.text(alphabet="0123456789xXabcdef.", min_size=1, max_size=16))
+def test_numeric_hosts_read_as_the_system_resolver_reads_them(host: str) -> None:
+    try:
+        expected: str | None = str(ipaddress.IPv4Address(socket.inet_aton(host)))
+    except OSError:
+        expected = None
+    assert host_address(host) == expected

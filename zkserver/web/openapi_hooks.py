@@ -31,7 +31,7 @@ _WEBHOOK_FIELDS: dict[str, Schema] = {
     "url": {
         "type": "string",
         "format": "uri",
-        "description": "http or https; not internal "
+        "description": "http or https, without user:password@; not internal "
         "(loopback/private/link-local/metadata) unless --webhook-allow-private.",
     },
     "secret": {

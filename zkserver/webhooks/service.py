@@ -12,7 +12,6 @@ receiver's idempotency key.
 
 from __future__ import annotations
 
-import ipaddress
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -39,6 +38,7 @@ from zkserver.webhooks.urls import (
     Resolver,
     check_webhook_url,
     forbidden_address,
+    host_address,
 )
 
 __all__ = ["WebhookSender", "Outcome", "Poster"]
@@ -85,9 +85,10 @@ class _CheckedEndpoint:
         from twisted.internet.ssl import optionsForClientTLS
 
         literal = self.host.strip("[]")
-        try:
-            addresses = [str(ipaddress.ip_address(literal))]
-        except ValueError:
+        written = host_address(self.host)
+        if written is not None:
+            addresses = [written]
+        else:
             addresses = await self.resolve(self.host, self.port)
         if not addresses:
             raise BadWebhookURL(f"host {self.host} does not resolve")

@@ -10,6 +10,7 @@ subscription is created or changed and again before every delivery (DNS may chan
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
@@ -25,6 +26,7 @@ __all__ = [
     "Resolver",
     "MAX_URL_LENGTH",
     "getaddrinfo_resolver",
+    "host_address",
 ]
 
 MAX_URL_LENGTH = 2000
@@ -70,6 +72,15 @@ def parse_webhook_url(url: object) -> WebhookURL:
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
         raise BadWebhookURL("must be an http or https URL")
+    if "@" in parts.netloc:
+        # The HTTP client cannot send to it (each delivery failed) and the listing would
+        # show the password: the signature is the receiver's proof of the sender.
+        raise BadWebhookURL(
+            "must not carry user:password@ (the X-Zkserver-Signature header authenticates"
+            " each delivery)"
+        )
+    if port == 0:
+        raise BadWebhookURL("port must be from 1 to 65535")
     host = (parts.hostname or "").rstrip(".").lower()
     if not host:
         raise BadWebhookURL("has no host")
@@ -107,11 +118,37 @@ def forbidden_address(address: str) -> str | None:
     return None
 
 
-def _literal(host: str) -> str | None:
-    try:
-        return str(ipaddress.ip_address(host.strip("[]")))
-    except ValueError:
+_AT_PART = re.compile(r"0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*")
+
+
+def _inet_aton(host: str) -> ipaddress.IPv4Address | None:
+    """The IPv4 address of the classic numeric forms the system resolver also reads as
+    one (inet_aton: ``127.1``, ``2130706433``, ``0x7f.1``, ``0177.0.0.1``), else None."""
+    parts = host.split(".")
+    if not 1 <= len(parts) <= 4 or not all(_AT_PART.fullmatch(p) for p in parts):
         return None
+    values = [
+        int(p[2:], 16) if p[:2].lower() == "0x" else int(p, 8 if p[0] == "0" else 10) for p in parts
+    ]
+    *head, last = values
+    if any(v > 255 for v in head) or last >= 256 ** (4 - len(head)):
+        return None
+    number = last
+    for index, value in enumerate(head):
+        number |= value << (8 * (3 - index))
+    return ipaddress.IPv4Address(number)
+
+
+def host_address(host: str) -> str | None:
+    """The IP address ``host`` is written as (``[::1]``, ``10.0.0.1``, ``127.1``,
+    ``2130706433``, ...), or None for a name that must be resolved."""
+    text = host.strip("[]")
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    address = _inet_aton(text)
+    return None if address is None else str(address)
 
 
 async def check_webhook_url(
@@ -124,7 +161,7 @@ async def check_webhook_url(
         return parsed
     if parsed.host in METADATA_HOSTS:
         raise BadWebhookURL(f"host {parsed.host} is a cloud metadata service")
-    literal = _literal(parsed.host)
+    literal = host_address(parsed.host)
     if literal is not None:
         addresses = [literal]
     else:
