@@ -196,3 +196,15 @@ def test_payload_carries_the_device_fields() -> None:
         "cardno": "0",
         "inoutstatus": "0",
     }
+
+
+@pytest.mark.parametrize("code", ["²", "①", "٣", "+5", "3.0", "0x10"])
+def test_rtlog_codes_that_are_not_ascii_integers_are_no_device_event(code: str) -> None:
+    # "²".isdigit() is true but int("²") raised: one such line failed its whole upload.
+    fields = _rt(code, door="²")
+    assert rtlog_event(fields) is None
+
+
+@given(st.dictionaries(st.sampled_from(["event", "eventaddr", "pin", "time"]), st.text()))
+def test_rtlog_decoder_never_raises(fields: dict[str, str]) -> None:
+    rtlog_event(fields)

@@ -65,3 +65,28 @@ def test_open_repeat_and_recover() -> None:
 def test_clock_offset_of_the_device_record() -> None:
     device = _device(kind="push", clock_offset_s=-500)
     assert set(failing_conditions(device, NOW, POLICY)) == {"clock"}
+
+
+@pytest.mark.parametrize(
+    "info",
+    [
+        {"attlog_count": "²", "records_cap": "100"},
+        {"user_count": "99", "options": {"~MaxUserCount": "①"}},
+        {"clock_offset_s": "٣٠٠"},
+        {"attlog_count": 5, "records_cap": 0},  # a zero capacity: no alert, no division
+        {"user_count": "50", "options": {"~MaxUserCount": "0"}},
+        {"attlog_count": float("inf"), "records_cap": 100},  # int(inf) raised
+        {"clock_offset_s": float("-inf")},
+        {"clock_offset_s": float("nan")},
+    ],
+)
+def test_odd_numbers_from_a_device_raise_no_alert_and_no_error(info: dict) -> None:
+    assert failing_conditions(_device(info=info), NOW, POLICY) == {}
+
+
+@pytest.mark.parametrize(
+    ("offset", "alerts"),
+    [(-120, set()), (-120.5, {"clock"}), ("-121", {"clock"}), ("-120.5", {"clock"}), (120, set())],
+)
+def test_clock_offset_at_and_past_the_threshold(offset: object, alerts: set[str]) -> None:
+    assert set(failing_conditions(_device(info={"clock_offset_s": offset}), NOW, POLICY)) == alerts

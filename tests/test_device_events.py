@@ -185,3 +185,27 @@ async def test_every_rtstate_line_of_an_upload_counts(db_url: str, tmp_path):
         await stream.close()
         await terminal.close()
         await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_rtlog_line_with_a_non_ascii_code_keeps_the_rest_of_its_upload(server):
+    # "event=²" passed str.isdigit() and int() raised: the upload failed, every line with it.
+    terminal = PushTerminal(server.push_url, "DOOR0009", reactor, users=1)
+    try:
+        await terminal.handshake()
+        lines = "".join(
+            f"time=2026-11-29 10:00:0{i}\tpin={pin}\tcardno=0\teventaddr=1\tevent={code}"
+            "\tinoutstatus=0\tverifytype=0\n"
+            for i, (pin, code) in enumerate([("0", "²"), ("0", "200"), ("1", "0")])
+        )
+        code, text = await terminal._request(
+            "POST", "cdata", {"table": "rtlog", "Stamp": "9999"}, lines
+        )
+        assert code == 200 and text.startswith("OK"), text
+        code, page = await server.api("GET", "/api/device-log?type=rtlog")
+        assert code == 200
+        assert {r["op"] for r in page["items"]} >= {"rtlog:200"}
+        punches = await server.store.events_after(0, 100)
+        assert [e.type for e in punches].count("attendance") == 1
+    finally:
+        await terminal.close()

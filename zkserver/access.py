@@ -17,6 +17,7 @@ Nothing here imports a reactor; a decoder never raises on device input.
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Mapping
 from typing import Any
@@ -130,9 +131,14 @@ RTLOG_ALARMS: dict[int, tuple[str, str]] = {
 RTLOG_DEVICE: dict[int, str] = {206: "device started"}
 
 
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
 def _int(value: Any) -> int | None:
+    """An ASCII integer (``str.isdigit`` also accepts "²" and "٣", which ``int`` refuses
+    or reads as a code the terminal never sent)."""
     text = str(value if value is not None else "").strip()
-    if text.lstrip("-").isdigit():
+    if _INTEGER.fullmatch(text):
         return int(text)
     return None
 

@@ -10,6 +10,8 @@ processes.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -63,12 +65,16 @@ class Transition:
     repeat: bool = False
 
 
+#: ASCII only: "²".isdigit() is true and float("²") raises (a whole check round failed).
+_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+
+
 def _number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
         return float(value.strip())
     return None
 
