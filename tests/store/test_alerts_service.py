@@ -147,3 +147,20 @@ async def test_no_silent_storm_after_the_server_was_down(store):
         assert states(published) == [("ALERT09", "silent", "open")]
     finally:
         alerts.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_deleting_a_device_closes_its_alerts_at_once(store):
+    clock = Clock()
+    clock.advance(START)
+    device = await store.add_device(serial_number="ALERT09", status="online", approved=True)
+    await store.update_device(device.id, last_seen=iso_at(START - 1000))
+    published: list[Event] = []
+    await service(store, clock, published).check()
+    assert states(published) == [("ALERT09", "silent", "open")]
+    assert await store.delete_device(device.id)
+    # GET /api/alerts and zkserver_device_alerts_open read these rows: the alert of a
+    # device that no longer exists was listed until the next health round.
+    assert await store.open_alerts() == []
+    await service(store, clock, published).check()
+    assert len(published) == 1

@@ -285,11 +285,13 @@ class SQLStore(PersonScripts, WebhookStoreMixin):
         return self._call(script).addErrback(self._duplicate)
 
     def delete_device(self, device_id: str) -> Deferred[bool]:
-        """Delete the device, its users and its commands; its punches and photos stay."""
+        """Delete the device, its users, its commands and its open health alerts (closed
+        without an event: there is no device to announce); its punches and photos stay."""
 
         def script() -> Script[bool]:
             yield Q("DELETE FROM users WHERE device_id = %s", (device_id,))
             yield Q("DELETE FROM commands WHERE device_id = %s", (device_id,))
+            yield Q("DELETE FROM device_alerts WHERE device_id = %s", (device_id,))
             rows = yield Q("DELETE FROM devices WHERE id = %s RETURNING id", (device_id,))
             return bool(rows)
 
