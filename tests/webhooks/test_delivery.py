@@ -266,3 +266,53 @@ async def test_two_processes_on_postgresql_send_each_delivery_once(tmp_path):
             await first.stop()
             await second.stop()
             await receiver.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_delivery_cut_short_by_a_stop_is_no_failed_attempt(db_url: str, tmp_path):
+    # Stopping the server cancels the POST in flight; it was recorded as a failed attempt
+    # with a retry delay, so after a restart the event waited --webhook-retry-min first.
+    slow = (
+        "--auto-approve",
+        "--webhook-allow-private",
+        "--webhook-retry-min",
+        "60",
+        "--webhook-timeout",
+        "30",
+    )
+    data_dir = str(tmp_path / "d")
+    receiver = await Receiver(secret=SECRET, dead=True).start()
+    first = await start_server(db_url, data_dir, *slow)
+    try:
+        hook = await subscribe(first, receiver, types=["attendance"])
+        await punch(first, "HOOK0007", range(1, 2))
+        await wait_until(lambda: len(receiver.requests) == 1)  # in flight, unanswered
+    finally:
+        await first.stop()
+    receiver.dead = False
+    second = await start_server(db_url, data_dir, *slow)
+    try:
+        await wait_until(lambda: len(receiver.delivered_ids()) == 1)
+        _, log = await second.api("GET", f"/api/webhooks/{hook['id']}/deliveries")
+        (row,) = log["items"]
+        assert row["status"] == "delivered" and row["attempts"] == 1, row
+    finally:
+        await second.stop()
+        await receiver.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_endpoint_that_never_answers_is_logged_as_such(hooked: RunningServer):
+    # The error read "ResponseNeverReceived: [<...CancelledError>]": the client's wrapping
+    # of the timeout's cancel, which the operator could not read as a timeout.
+    receiver = await Receiver(secret=SECRET, dead=True).start()
+    try:
+        hook = await subscribe(hooked, receiver, types=["attendance"])
+        await punch(hooked, "HOOK0008", range(1, 2))
+        await wait_until(lambda: len(receiver.requests) >= 2)
+        _, log = await hooked.api("GET", f"/api/webhooks/{hook['id']}/deliveries")
+        (row,) = log["items"]
+        assert row["status"] == "pending" and row["attempts"] >= 1
+        assert row["error"] == "no answer within 1 s" and row["response_code"] is None
+    finally:
+        await receiver.stop()

@@ -368,20 +368,29 @@ class WebhookSender(Service):
         """One signed POST within the timeout (SSRF-checked unless private targets are
         allowed). Never raises."""
         started = perf_counter()
+        timed_out = False
+
+        def on_timeout(result: Any, timeout: float) -> Any:
+            nonlocal timed_out
+            timed_out = True
+            return result
+
         try:
             if not self.allow_private:
                 await check_webhook_url(hook.url, self.resolve)
             headers = signed_headers(hook.secret, int(self.clock.seconds()), body, event_ids)
             d = Deferred.fromCoroutine(_awaited(self.post(hook.url, body, headers)))
-            d.addTimeout(self.policy.timeout, self.clock)
+            d.addTimeout(self.policy.timeout, self.clock, onTimeoutCancel=on_timeout)
             code = await d
         except BadWebhookURL as e:
             return Outcome(False, None, f"url refused: {e}")
-        except CancelledError:
-            if self._stopped:
-                raise
-            return Outcome(False, None, f"no answer within {self.policy.timeout:g} s")
         except Exception as e:
+            # The HTTP client reports a cancelled request as ResponseNeverReceived (or
+            # similar), not CancelledError: the flags tell a stop and a timeout apart.
+            if self._stopped:
+                raise CancelledError() from e  # not an attempt: sent again after a restart
+            if timed_out or isinstance(e, CancelledError):
+                return Outcome(False, None, f"no answer within {self.policy.timeout:g} s")
             return Outcome(False, None, f"{type(e).__name__}: {e}"[:500])
         finally:
             metrics.WEBHOOK_ATTEMPT_SECONDS.observe(perf_counter() - started)
