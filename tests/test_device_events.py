@@ -209,3 +209,36 @@ async def test_an_rtlog_line_with_a_non_ascii_code_keeps_the_rest_of_its_upload(
         assert [e.type for e in punches].count("attendance") == 1
     finally:
         await terminal.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_same_pull_event_twice_in_one_second_is_two_events(server: RunningServer):
+    # The exit button pressed twice, a tamper switch that bounces: the same payload in
+    # the same second. The operation log's "resent" check (meant for push uploads that
+    # a terminal repeats) kept the first and dropped the second: one event, not two.
+    emu = build_device(users=1, records=0, serial_number="TWICEPULL")
+    factory = PullTCPFactory(emu, reactor)
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    stream = await SSEClient(
+        f"{server.web_url}/devices/events?token={server.token}&type=alarm,door"
+    ).connect()
+    code, body = await server.api(
+        "POST", "/api/devices", {"kind": "pull", "host": "127.0.0.1", "port": port.getHost().port}
+    )
+    try:
+        assert code == 201, body
+        await wait_until(lambda: any(s.flags & EventFlag.ALARM for s in emu.sessions))
+        for _ in range(3):
+            emu.alarm(0x35)
+        emu.emit_event(int(EventFlag.BUTTON), b"")
+        emu.emit_event(int(EventFlag.BUTTON), b"")
+        await wait_until(lambda: len(stream.events) >= 5)
+        assert [e["event"] for e in stream.events] == ["exit_button"] * 5
+        code, page = await server.api("GET", f"/api/device-log?device_id={body['id']}")
+        assert len(page["items"]) == 5
+    finally:
+        await stream.close()
+        await server.api("DELETE", f"/api/devices/{body['id']}")
+        await wait_until(lambda: not emu.sessions)
+        await factory.close_connections()
+        await port.stopListening()

@@ -4,6 +4,7 @@ by :mod:`zkserver.access`, kept with the operation log and published as stream e
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from twisted.internet.defer import DeferredLock
@@ -35,19 +36,24 @@ async def save_device_event(service: Any, code: int, data: bytes, timestamp: str
     if event is None:
         return
     device = service.device
-    entry = {
-        "op": f"pull:{code}",
-        "operator": str(event.fields.get("user_id", "")),
-        "timestamp": timestamp,
-        "obj": str(event.fields.get("door", "")),
-        "values": [bytes(data).hex()],
-        "raw": bytes(data).hex(),
-    }
     lock = getattr(service, "_device_event_lock", None)
     if lock is None:  # one save at a time per device: events keep the order they came in
         lock = service._device_event_lock = DeferredLock()
     await lock.acquire()
     try:
+        # A terminal never sends a real-time event again, so two alike in one second (a
+        # button pressed twice) are two events: the server's instant of receipt (taken
+        # under the lock, after the previous save committed) keeps their log entries
+        # apart, where the operation log skips an entry it already holds (push resends).
+        received = datetime.now(UTC).isoformat(timespec="microseconds")
+        entry = {
+            "op": f"pull:{code}",
+            "operator": str(event.fields.get("user_id", "")),
+            "timestamp": timestamp,
+            "obj": str(event.fields.get("door", "")),
+            "values": [bytes(data).hex(), f"received={received}"],
+            "raw": bytes(data).hex(),
+        }
         events = await service.store.save_device_events(
             device.id, device.serial_number, [(entry, event.payload(device))]
         )
