@@ -316,3 +316,78 @@ async def test_an_endpoint_that_never_answers_is_logged_as_such(hooked: RunningS
         assert row["error"] == "no answer within 1 s" and row["response_code"] is None
     finally:
         await receiver.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_changing_or_deleting_a_subscription_with_deliveries_pending(
+    hooked: RunningServer, log_events
+):
+    failing = await Receiver(secret=SECRET, fail_first=10_000).start()
+    good = await Receiver(secret="another-secret-of-length").start()
+    try:
+        hook = await subscribe(hooked, failing, types=["attendance"])
+        await punch(hooked, "HOOK0010", range(1, 4))
+        await wait_until(lambda: len(failing.requests) >= 2)
+        path = f"/api/webhooks/{hook['id']}"
+        code, _ = await hooked.api("PATCH", path, {"active": False})
+        assert code == 200
+        seen = len(failing.requests)
+        await sleep(0.5)
+        assert len(failing.requests) <= seen + 1  # paused (one may have been in flight)
+        code, _ = await hooked.api(
+            "PATCH",
+            path,
+            {"url": good.url, "secret": "another-secret-of-length", "active": True},
+        )
+        assert code == 200
+        await wait_until(lambda: len(good.delivered_ids()) >= 3)
+        assert good.delivered_ids() == sorted(good.delivered_ids())
+        assert all(r.signature_ok for r in good.requests)  # signed with the new secret
+        second = await subscribe(hooked, failing, types=["attendance"])
+        await punch(hooked, "HOOK0010", range(4, 6))
+        await wait_until(lambda: len(failing.requests) >= seen + 2)
+        code, _ = await hooked.api("DELETE", f"/api/webhooks/{second['id']}")
+        assert code == 200
+        after = len(failing.requests)
+        await sleep(0.5)
+        assert len(failing.requests) <= after + 1
+        assert not [e for e in log_events if e.get("log_failure") is not None]
+    finally:
+        await failing.stop()
+        await good.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_batch_gives_up_only_on_deliveries_past_the_window(db_url: str, tmp_path):
+    # A batch carries the failing head and the events queued behind it. When the head's
+    # --webhook-give-up passed, every delivery of the batch was marked failed, even one
+    # whose first attempt was a moment ago ("still failing this long after its first
+    # attempt" was true of the head only).
+    server = await start_server(db_url, str(tmp_path / "d"), *FAST, "--webhook-give-up", "1.5")
+    receiver = await Receiver(secret=SECRET, fail_first=10_000).start()
+    try:
+        hook = await subscribe(server, receiver, types=["attendance"], batch_max=10)
+        path = f"/api/webhooks/{hook['id']}/deliveries"
+        await punch(server, "HOOK0011", range(1, 2))
+        await wait_until(lambda: len(receiver.requests) >= 1)
+        await sleep(1.0)
+        await punch(server, "HOOK0011", range(2, 3))
+        await wait_until(lambda: any(len(r.event_ids) == 2 for r in receiver.requests))
+
+        async def rows() -> list[dict]:
+            items = (await server.api("GET", path))[1]["items"]
+            return sorted(items, key=lambda row: row["event_id"])
+
+        for _ in range(100):
+            head, later = await rows()
+            if head["status"] == "failed":
+                break
+            await sleep(0.02)
+        assert head["status"] == "failed"
+        assert later["status"] == "pending", later  # its own window is not over
+        receiver.fail_first = 0
+        await wait_until(lambda: later["event_id"] in receiver.delivered_ids())
+        assert [row["status"] for row in await rows()] == ["failed", "delivered"]
+    finally:
+        await receiver.stop()
+        await server.stop()

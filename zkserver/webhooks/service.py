@@ -333,36 +333,45 @@ class WebhookSender(Service):
             body = batch[0].data.encode()
         outcome = await self.attempt(hook, body, [str(d.event_id) for d in batch])
         now = self.clock.seconds()
+
+        async def record(deliveries: list[DueDelivery], status: str, next_at: float) -> None:
+            await self.store.record_attempt(
+                [d.id for d in deliveries],
+                at=iso_at(now),
+                status=status,
+                response_code=outcome.response_code,
+                error=outcome.error,
+                next_attempt_at=iso_at(next_at),
+            )
+
         if outcome.delivered:
-            status, next_at = "delivered", now
             metrics.WEBHOOK_DELIVERIES.labels("delivered").inc(len(batch))
-        else:
-            first = parse_iso(batch[0].first_attempt_at)
-            first_at = first.timestamp() if first is not None else now
-            attempts = batch[0].attempts + 1
-            if self.policy.exhausted(first_at, now):
-                status, next_at = "failed", now
-                metrics.WEBHOOK_DELIVERIES.labels("failed").inc(len(batch))
-                log.warn(
-                    "Webhook {id}: giving up on events {ids} after {n} attempts",
-                    id=hook.id,
-                    ids=[d.event_id for d in batch],
-                    n=attempts,
-                )
-            else:
-                status, next_at = "pending", now + self.policy.delay(attempts)
-                metrics.WEBHOOK_DELIVERIES.labels("retry").inc(len(batch))
-        await self.store.record_attempt(
-            [d.id for d in batch],
-            at=iso_at(now),
-            status=status,
-            response_code=outcome.response_code,
-            error=outcome.error,
-            next_attempt_at=iso_at(next_at),
-        )
-        if status == "pending":
+            await record(batch, "delivered", now)
+            return True
+
+        def first_at(delivery: DueDelivery) -> float:
+            first = parse_iso(delivery.first_attempt_at)
+            return first.timestamp() if first is not None else now
+
+        # Each delivery has its own window: the events queued behind a failing head
+        # joined its batch later and are not given up with it.
+        expired = [d for d in batch if self.policy.exhausted(first_at(d), now)]
+        pending = [d for d in batch if not self.policy.exhausted(first_at(d), now)]
+        if expired:
+            metrics.WEBHOOK_DELIVERIES.labels("failed").inc(len(expired))
+            log.warn(
+                "Webhook {id}: giving up on events {ids} after {n} attempts",
+                id=hook.id,
+                ids=[d.event_id for d in expired],
+                n=expired[0].attempts + 1,
+            )
+            await record(expired, "failed", now)
+        if pending:
+            next_at = now + self.policy.delay(pending[0].attempts + 1)
+            metrics.WEBHOOK_DELIVERIES.labels("retry").inc(len(pending))
+            await record(pending, "pending", next_at)
             self._retry_at(hook.id, next_at - self.clock.seconds())
-        return outcome.delivered
+        return False
 
     async def attempt(self, hook: Webhook, body: bytes, event_ids: list[str]) -> Outcome:
         """One signed POST within the timeout (SSRF-checked unless private targets are
