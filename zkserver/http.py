@@ -18,9 +18,11 @@ from twisted.web.resource import IResource
 from zope.interface import implementer
 
 __all__ = [
+    "BodyTooLarge",
     "Gate",
     "LimitedRequest",
     "json_error",
+    "inflate",
     "make_site",
     "origin_form",
     "text_error",
@@ -99,37 +101,89 @@ class LimitedRequest(server.Request):
         super().process()
 
     def _inflate(self) -> None:
-        """A body sent with ``Content-Encoding: gzip`` or ``deflate`` is inflated, up to
-        ``max_body`` bytes (more is 413, as for a body sent that large); one that is not
-        compressed as labelled is read as sent (docs/protocols.md §A.11)."""
-        coding = (self.getHeader(b"content-encoding") or b"").strip().lower()
-        if coding not in _WBITS or self.content is None:
+        """A body sent with ``Content-Encoding: gzip`` or ``deflate`` (or a list of them,
+        ``identity`` ignored) is inflated, up to ``max_body`` bytes (more is 413, as for a
+        body sent that large); one that is not compressed as labelled is read as sent
+        (docs/protocols.md §A.11)."""
+        header = self.getHeader(b"content-encoding")
+        if not header or self.content is None:
             return
         self.content.seek(0)
-        data = self.content.read()
-        for wbits in _WBITS[coding]:
-            inflater = zlib.decompressobj(wbits)
-            try:
-                inflated = inflater.decompress(data, self.max_body + 1)
-            except zlib.error:
-                continue
-            if len(inflated) > self.max_body:
-                self._too_large = True
-                return
-            if inflater.eof:
-                self.content = BytesIO(inflated)
-                self.requestHeaders.removeHeader(b"content-encoding")
-                return
-        log.info(
-            "A body labelled {coding} from {peer} is not; read as sent",
-            coding=coding.decode("ascii", "replace"),
-            peer=str(self.getClientAddress()),
-        )
-        self.content.seek(0)
+        try:
+            inflated = inflate(self.content.read(), header, self.max_body)
+        except BodyTooLarge:
+            self._too_large = True
+            return
+        if inflated is None:
+            codings = _codings(header)
+            if codings and all(coding in _WBITS for coding in codings):
+                log.info(
+                    "A body labelled {coding} from {peer} is not; read as sent",
+                    coding=header[:80].decode("latin-1"),
+                    peer=str(self.getClientAddress()),
+                )
+            self.content.seek(0)
+            return
+        self.content = BytesIO(inflated)
+        self.requestHeaders.removeHeader(b"content-encoding")
+
+
+class BodyTooLarge(ValueError):
+    """A compressed body inflates to more than the body limit."""
 
 
 #: zlib window bits to try per Content-Encoding: gzip (or zlib), zlib then raw deflate.
 _WBITS = {b"gzip": (47,), b"x-gzip": (47,), b"deflate": (15, -15)}
+
+
+def _codings(header: bytes) -> list[bytes]:
+    """The codings a Content-Encoding header lists, in the order they were applied."""
+    names = (name.strip().lower() for name in header.split(b","))
+    return [name for name in names if name and name != b"identity"]
+
+
+def inflate(data: bytes, header: bytes, limit: int) -> bytes | None:
+    """``data`` decoded by the codings ``header`` (a Content-Encoding value) lists, last
+    applied first; None when it lists none, one zkserver does not know, or ``data`` is not
+    coded as it says. Every member of a gzip body is read (RFC 1952 §2.2: ``cat a.gz b.gz``
+    is one); bytes after the last member that are not one (cut off, junk) follow as they
+    were sent, so the lines they hold are kept as rejected input, NUL padding is dropped.
+    BodyTooLarge when the result, or a step of it, is over ``limit`` bytes."""
+    codings = _codings(header)
+    if not codings or any(coding not in _WBITS for coding in codings):
+        return None
+    for coding in reversed(codings):
+        decoded = _decode(data, _WBITS[coding], limit)
+        if decoded is None:
+            return None
+        data = decoded
+    return data
+
+
+def _decode(data: bytes, choices: tuple[int, ...], limit: int) -> bytes | None:
+    for wbits in choices:
+        out = bytearray()
+        rest = data
+        while rest:
+            inflater = zlib.decompressobj(wbits)
+            try:
+                piece = inflater.decompress(rest, limit + 1 - len(out))
+            except zlib.error:
+                piece, finished = b"", False
+            else:
+                finished = inflater.eof
+            if len(out) + len(piece) > limit:
+                raise BodyTooLarge(f"inflates to more than {limit} bytes")
+            if not finished:
+                if not out:
+                    break  # not this coding (or not coded at all): try the next window
+                out += rest if rest.strip(b"\0") else b""  # not a member: as sent
+                return bytes(out)
+            out += piece
+            rest = inflater.unused_data
+        else:
+            return bytes(out)
+    return None
 
 
 _ABSOLUTE = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")

@@ -242,6 +242,35 @@ async def test_compressed_bodies_are_read(server: RunningServer):
 
 
 @pytest_twisted.ensureDeferred
+async def test_every_gzip_member_and_every_listed_coding_is_read(server: RunningServer):
+    """A gzip body of two members (``cat a.gz b.gz``, valid gzip, RFC 1952 §2.2) was read
+    to the end of its first member: ``OK: 1`` for two punches, and the terminal dropped
+    the second. ``Content-Encoding: gzip, identity`` was read as sent (every punch a
+    rejected binary line, ``OK: 0``), and codings applied one after the other were too."""
+    lines = [f"{9400 + i}\t{TS}\t0\t1\t0\t0\t0\n".encode() for i in range(5)]
+    members = gzip.compress(lines[0]) + gzip.compress(lines[1])
+    code, body = await call(
+        server, "POST", f"/iclock/cdata?SN={SN}&table=ATTLOG", members,
+        {b"Content-Encoding": [b"gzip"]},
+    )  # fmt: skip
+    assert (code, body) == (200, b"OK: 2")
+    code, body = await call(
+        server, "POST", f"/iclock/cdata?SN={SN}&table=ATTLOG", gzip.compress(lines[2]),
+        {b"Content-Encoding": [b"gzip, identity"]},
+    )  # fmt: skip
+    assert (code, body) == (200, b"OK: 1")
+    code, body = await call(
+        server, "POST", f"/iclock/cdata?SN={SN}&table=ATTLOG",
+        gzip.compress(zlib.compress(lines[3])),  # deflate first, then gzip
+        {b"Content-Encoding": [b"deflate, GZIP"]},
+    )  # fmt: skip
+    assert (code, body) == (200, b"OK: 1")
+    assert await users(server) == ["9400", "9401", "9402", "9403"]
+    _, rejected = await server.api("GET", "/api/rejected")
+    assert rejected == []
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_compressed_body_is_capped_at_the_body_limit(db_url, tmp_path):
     from tests.harness import start_server
 
