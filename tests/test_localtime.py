@@ -480,6 +480,8 @@ def test_a_malformed_posix_rule_is_refused(spec: str) -> None:
     ("tz", "january", "july"),
     [
         ("CET-1CEST,M3.5.0,M10.5.0/3", 3600, 7200),  # a rule (containers, embedded images)
+        ("CET-1CEST", 3600, 7200),  # no dates: libc's default ones (M3.2.0,M11.1.0)
+        ("EST5EDT4", -18000, -14400),
         (":Asia/Kolkata", 19800, 19800),  # an IANA name, with glibc's optional colon
         ("America/New_York", -18000, -14400),
         ("/usr/share/zoneinfo/Australia/Sydney", 39600, 36000),  # a TZif file's path

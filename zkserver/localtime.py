@@ -149,7 +149,19 @@ def posix_zone(spec: str) -> ZoneInfo:
     # transitions or leap seconds, one local time type (UTC, unused) and its "\0" name.
     counts = struct.pack(">6l", 0, 0, 0, 0, 1, 1)  # isut, isstd, leap, time, type, char
     section = b"TZif2" + bytes(15) + counts + struct.pack(">lBB", 0, 0, 0) + b"\0"
+    try:
+        return ZoneInfo.from_file(io.BytesIO(section * 2 + b"\n" + rule + b"\n"), key=spec)
+    except ValueError:
+        if b"," in rule:
+            raise
+    # A daylight-saving name without the dates of the change (``CET-1CEST``): glibc and
+    # musl then change on the dates their built-in default names, M3.2.0,M11.1.0.
+    rule += _DEFAULT_DST_DATES
     return ZoneInfo.from_file(io.BytesIO(section * 2 + b"\n" + rule + b"\n"), key=spec)
+
+
+#: The dates of the daylight-saving change libc takes when a POSIX rule names none.
+_DEFAULT_DST_DATES = b",M3.2.0,M11.1.0"
 
 
 def zone_name(zone: tzinfo) -> str:
