@@ -99,6 +99,12 @@ def server_zone() -> tzinfo:
     that file's rules, else the current fixed offset."""
     name = os.environ.get("TZ", "").lstrip(":")
     if name:
+        if name.startswith("/") and "/zoneinfo/" in name:
+            # a tzdata file's path: its IANA name, which a browser reads too (zone_name)
+            try:
+                return ZoneInfo(name.split("/zoneinfo/", 1)[1])
+            except (ZoneInfoNotFoundError, ValueError, OSError):
+                pass
         try:
             if name.startswith("/"):
                 with open(name, "rb") as rules:
