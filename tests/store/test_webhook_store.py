@@ -72,15 +72,15 @@ async def test_sender_retries_when_the_backoff_ends_not_at_the_next_poll(store):
 
     from tests.harness import wait_until
     from zkserver.webhooks.backoff import RetryPolicy
-    from zkserver.webhooks.service import WebhookSender
+    from zkserver.webhooks.service import Answer, WebhookSender
 
     clock = Clock()
     clock.advance(NOW)
     posts: list[float] = []
 
-    async def post(url: str, body: bytes, headers: dict[str, str]) -> int:
+    async def post(url: str, body: bytes, headers: dict[str, str]) -> Answer:
         posts.append(clock.seconds())
-        return 500
+        return Answer(500)
 
     async def resolve(host: str, port: int) -> list[str]:
         return ["93.184.216.34"]

@@ -1,9 +1,11 @@
 """A real webhook receiver on loopback (twisted.web) that verifies signatures the way a
-receiver would, and can fail its first N requests, or never answer."""
+receiver would, and can fail its first N requests (with a status and a Retry-After of
+one's choice), or never answer."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from attrs import define, field
@@ -34,11 +36,14 @@ class Received:
 
 @define(eq=False)
 class Receiver(Resource):
-    """``fail_first``: answer 500 to that many requests; ``dead``: never answer."""
+    """``fail_first``: answer ``fail_code`` to that many requests, with ``retry_after``
+    (a value, or a function of nothing giving one) as Retry-After; ``dead``: never answer."""
 
     secret: str = ""
     fail_first: int = 0
     dead: bool = False
+    fail_code: int = 500
+    retry_after: str | Callable[[], str] | None = None
     requests: list[Received] = field(factory=list)
     held: list[Any] = field(factory=list)
     port: Any = None
@@ -64,7 +69,10 @@ class Receiver(Resource):
         if self.dead:
             self.held.append(request)
             return NOT_DONE_YET
-        received.status = 500 if self.fail_first > 0 else 204
+        received.status = self.fail_code if self.fail_first > 0 else 204
+        if self.fail_first > 0 and self.retry_after is not None:
+            value = self.retry_after if isinstance(self.retry_after, str) else self.retry_after()
+            request.setHeader(b"retry-after", value.encode("latin-1"))
         self.fail_first = max(0, self.fail_first - 1)
         request.setResponseCode(received.status)
         return b""

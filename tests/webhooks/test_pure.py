@@ -12,7 +12,7 @@ import pytest_twisted
 from hypothesis import given
 from hypothesis import strategies as st
 
-from zkserver.webhooks.backoff import RetryPolicy
+from zkserver.webhooks.backoff import RetryPolicy, retry_after
 from zkserver.webhooks.signing import sign, signed_headers, verify
 from zkserver.webhooks.urls import (
     BadWebhookURL,
@@ -178,6 +178,68 @@ def test_give_up_after_the_window() -> None:
     policy = RetryPolicy(give_up=86400)
     assert not policy.exhausted(1000.0, 1000.0 + 86399)
     assert policy.exhausted(1000.0, 1000.0 + 86400)
+
+
+# --- Retry-After (RFC 9110 10.2.3: delay-seconds or an HTTP-date, 5.6.7) --------------------
+
+NOW = 784_111_777.0  # Sun, 06 Nov 1994 08:49:37 GMT, RFC 9110's example date
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("120", 120.0),
+        ("0", 0.0),
+        (" 120 ", 120.0),  # optional whitespace around a field value
+        ("Sun, 06 Nov 1994 08:51:37 GMT", 120.0),  # IMF-fixdate
+        ("Sunday, 06-Nov-94 08:51:37 GMT", 120.0),  # obsolete RFC 850 form
+        ("Sun Nov  6 08:51:37 1994", 120.0),  # obsolete asctime form
+        ("Sun, 06 Nov 1994 08:48:37 GMT", -60.0),  # already past: no wait
+        ("99999999999999999999999999", 1e12),  # absurd: any cap applies to it
+    ],
+)
+def test_retry_after_values(value: str, seconds: float) -> None:
+    assert retry_after(value, NOW) == seconds
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "-5",  # negative: not delay-seconds
+        "1.5",
+        "+120",
+        "120 s",
+        "soon",
+        "\u0661\u0662\u0660",  # Arabic-Indic digits are not DIGIT
+        "120, 60",  # two Retry-After fields joined
+        "Sun, 06 Nov 1994 08:51:37 +0200",  # an HTTP-date is always GMT
+        "Sun, 06 Nov 1994 08:51:37",
+        "Sun, 31 Feb 1994 08:51:37 GMT",
+        "sun, 06 nov 1994 08:51:37 GMT",  # day and month names are case-sensitive
+        "Sun, 06 Nov 1994 25:51:37 GMT",
+    ],
+)
+def test_malformed_retry_after_is_none(value: str) -> None:
+    assert retry_after(value, NOW) is None
+
+
+def test_rfc850_two_digit_years_are_never_far_in_the_future() -> None:
+    # RFC 9110 5.6.7: a year "more than 50 years in the future" is the most recent past
+    # year with the same last two digits.
+    now = 1_800_000_000.0  # Fri, 15 Jan 2027 08:00:00 GMT
+    assert retry_after("Friday, 15-Jan-27 08:02:00 GMT", now) == 120.0
+    assert retry_after("Wednesday, 01-Jan-76 00:00:00 GMT", now) == 3_345_062_400 - now
+    assert retry_after("Friday, 01-Jan-99 00:00:00 GMT", now) == 915_148_800 - now  # 1999
+
+
+def test_retry_after_waits_at_least_the_backoff_at_most_the_cap() -> None:
+    policy = RetryPolicy(retry_min=5, retry_max=600)
+    assert policy.honour(5.0, None) == 5
+    assert policy.honour(5.0, 120.0) == 120
+    assert policy.honour(20.0, 10.0) == 20  # the backoff is longer
+    assert policy.honour(5.0, -60.0) == 5  # a date past
+    assert policy.honour(5.0, 7200.0) == 600  # --webhook-retry-max
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,10 @@ which subscriptions have a due head-of-queue delivery and runs one worker per
 subscription: take the subscription's cross-process lock (``webhook:<id>``), send its
 head deliveries (one event per POST, or up to ``batch_max`` as a JSON array), record each
 outcome, and stop at the first failure (that subscription's later events wait; no other
-subscription, nor ingest, nor the stream, waits for it). A delivery is recorded only
-after its POST ended, so a crash resends it: at least once, the event id being the
-receiver's idempotency key.
+subscription, nor ingest, nor the stream, waits for it). A 429 or 503 answer's
+``Retry-After`` makes that subscription wait at least as long (within the retry policy).
+A delivery is recorded only after its POST ended, so a crash resends it: at least once,
+the event id being the receiver's idempotency key.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import UTC, datetime
 from time import perf_counter
 from typing import Any
 
-from attrs import define, field
+from attrs import define, field, frozen
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
@@ -30,7 +31,7 @@ from zkserver import metrics
 from zkserver.clock import parse_iso
 from zkserver.events import encode_payload
 from zkserver.store.base import Store
-from zkserver.webhooks.backoff import RetryPolicy
+from zkserver.webhooks.backoff import RetryPolicy, retry_after
 from zkserver.webhooks.model import DueDelivery, Webhook
 from zkserver.webhooks.signing import signed_headers
 from zkserver.webhooks.urls import (
@@ -41,15 +42,27 @@ from zkserver.webhooks.urls import (
     host_address,
 )
 
-__all__ = ["WebhookSender", "Outcome", "Poster"]
+__all__ = ["Answer", "WebhookSender", "Outcome", "Poster"]
 
 log = Logger()
 
 MAX_WORKERS = 200
 MAX_RESPONSE = 64 * 1024  # bytes of an answer that are read (and dropped)
 
-Poster = Callable[[str, bytes, dict[str, str]], Awaitable[int]]
-"""``(url, body, headers) -> HTTP status``: one POST (raises on a network error)."""
+#: The answers whose ``Retry-After`` is honoured (RFC 9110 15.6.4, RFC 6585 section 4).
+RETRY_AFTER_CODES = (429, 503)
+
+
+@frozen
+class Answer:
+    """An endpoint's answer to a POST: its status and its raw ``Retry-After``, if any."""
+
+    code: int
+    retry_after: str | None = None
+
+
+Poster = Callable[[str, bytes, dict[str, str]], Awaitable[Answer]]
+"""``(url, body, headers) -> Answer``: one POST (raises on a network error)."""
 
 
 def iso_at(seconds: float) -> str:
@@ -62,6 +75,8 @@ class Outcome:
     delivered: bool
     response_code: int | None = None
     error: str = ""
+    #: Seconds a 429/503 answer's Retry-After asked to wait (None: not asked, or malformed).
+    retry_after: float | None = None
 
 
 @implementer(IStreamClientEndpoint)
@@ -142,7 +157,7 @@ def treq_poster(
         agent = Agent.usingEndpointFactory(reactor, _CheckedEndpoints(reactor, resolve), pool)
     client = HTTPClient(agent)
 
-    async def post(url: str, body: bytes, headers: dict[str, str]) -> int:
+    async def post(url: str, body: bytes, headers: dict[str, str]) -> Answer:
         wire: dict[bytes | str, list[bytes | str]] = {k: [v] for k, v in headers.items()}
         response = await client.post(
             url,
@@ -162,7 +177,10 @@ def treq_poster(
             await collect(response, drop)
         except Exception:
             pass  # the status is what counts
-        return int(response.code)
+        # Several Retry-After fields join into one malformed value (ignored).
+        values = response.headers.getRawHeaders(b"retry-after")
+        raw = b", ".join(values).decode("latin-1") if values else None
+        return Answer(int(response.code), raw)
 
     return post
 
@@ -334,13 +352,15 @@ class WebhookSender(Service):
         outcome = await self.attempt(hook, body, [str(d.event_id) for d in batch])
         now = self.clock.seconds()
 
-        async def record(deliveries: list[DueDelivery], status: str, next_at: float) -> None:
+        async def record(
+            deliveries: list[DueDelivery], status: str, next_at: float, why: str = ""
+        ) -> None:
             await self.store.record_attempt(
                 [d.id for d in deliveries],
                 at=iso_at(now),
                 status=status,
                 response_code=outcome.response_code,
-                error=outcome.error,
+                error=outcome.error + why,
                 next_attempt_at=iso_at(next_at),
             )
 
@@ -367,7 +387,25 @@ class WebhookSender(Service):
             )
             await record(expired, "failed", now)
         if pending:
-            next_at = now + self.policy.delay(pending[0].attempts + 1)
+            backoff = self.policy.delay(pending[0].attempts + 1)
+            wait = self.policy.honour(backoff, outcome.retry_after)
+            if wait > backoff:
+                # The receiver asked for a longer wait than the backoff: a delivery whose
+                # give-up window ends before it is failed now, not retried before it asked.
+                late = [d for d in pending if self.policy.exhausted(first_at(d), now + wait)]
+                pending = [d for d in pending if d not in late]
+                if late:
+                    metrics.WEBHOOK_DELIVERIES.labels("failed").inc(len(late))
+                    log.warn(
+                        "Webhook {id}: giving up on events {ids}: the endpoint asked to wait"
+                        " {wait:g} s, past --webhook-give-up",
+                        id=hook.id,
+                        ids=[d.event_id for d in late],
+                        wait=wait,
+                    )
+                    await record(late, "failed", now, " (past --webhook-give-up)")
+        if pending:
+            next_at = now + wait
             metrics.WEBHOOK_DELIVERIES.labels("retry").inc(len(pending))
             await record(pending, "pending", next_at)
             self._retry_at(hook.id, next_at - self.clock.seconds())
@@ -390,7 +428,7 @@ class WebhookSender(Service):
             headers = signed_headers(hook.secret, int(self.clock.seconds()), body, event_ids)
             d = Deferred.fromCoroutine(_awaited(self.post(hook.url, body, headers)))
             d.addTimeout(self.policy.timeout, self.clock, onTimeoutCancel=on_timeout)
-            code = await d
+            answer = await d
         except BadWebhookURL as e:
             return Outcome(False, None, f"url refused: {e}")
         except Exception as e:
@@ -403,8 +441,15 @@ class WebhookSender(Service):
             return Outcome(False, None, f"{type(e).__name__}: {e}"[:500])
         finally:
             metrics.WEBHOOK_ATTEMPT_SECONDS.observe(perf_counter() - started)
+        code = answer.code
         if 200 <= code < 300:
             return Outcome(True, code)
+        if code in RETRY_AFTER_CODES and answer.retry_after is not None:
+            raw = answer.retry_after[:100]
+            asked = retry_after(answer.retry_after, self.clock.seconds())
+            if asked is None:
+                return Outcome(False, code, f"HTTP {code}, Retry-After: {raw} (ignored)")
+            return Outcome(False, code, f"HTTP {code}, Retry-After: {raw}", asked)
         return Outcome(False, code, f"HTTP {code}")
 
     async def ping(self, hook: Webhook) -> dict[str, Any]:
