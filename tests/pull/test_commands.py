@@ -286,6 +286,33 @@ async def test_user_delete_and_user_not_found(ctl: Ctl) -> None:
     )
 
 
+@pytest.mark.parametrize("user_size", [28, 72])
+@pytest_twisted.ensureDeferred
+async def test_a_numeric_pin_terminal_matches_pins_as_numbers(ctl: Ctl, user_size: int) -> None:
+    # Queued before the terminal's layout was known (the API refuses 0002 for a 28-byte
+    # terminal only once it knows it is one). The 28-byte layout keeps the PIN as a
+    # number: 0002 is user 2 there, and the upsert wrote a second slot with PIN 2 (two
+    # users 2), the delete of 03 found no user 3. A 72-byte terminal keeps text: 0002 is
+    # another user than 2.
+    emu = build_device(users=3, user_size=user_size)
+    device = await ctl.world.add(await ctl.world.emulator(emu))
+    upsert = await ctl.queue(device, type="user_upsert", user_id="0002", name="Renamed")
+    delete = await ctl.queue(device, type="user_delete", user_id="03")
+    ctl.manager()
+    upserted, deleted = await ctl.final(upsert), await ctl.final(delete)
+    pins = sorted((u.uid, u.user_id, u.name) for u in emu.users)
+    if user_size == 28:
+        assert (upserted.status, upserted.result) == ("done", "user 2 updated (uid 2)")
+        assert (deleted.status, deleted.result) == ("done", "user 3 deleted (uid 3)")
+        assert pins == [(1, "1", "User 1"), (2, "2", "Renamed")]
+        stored = sorted(u.user_id for u in await ctl.world.real_store.users(device.id))
+        assert stored == ["2"]  # as the terminal keeps it
+    else:
+        assert (upserted.status, upserted.result) == ("done", "user 0002 added (uid 4)")
+        assert (deleted.status, deleted.result) == ("failed", "user not found")
+        assert [p[1] for p in pins] == ["1", "2", "3", "0002"]
+
+
 @pytest_twisted.ensureDeferred
 async def test_template_upsert_one_buffered_write_read_back_by_pyzk(ctl: Ctl) -> None:
     emu = build_device(users=2)

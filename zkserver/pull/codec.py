@@ -70,6 +70,7 @@ __all__ = [
     "encode_free_sizes",
     "record_size_for",
     "user_layout",
+    "pin_key",
     "user_record_size",
     "parse_user_record",
     "encode_user_record",
@@ -630,6 +631,15 @@ USER_RECORD_SIZES = (28, 72)
 def user_layout(record_size: int) -> int:
     """The layout read from a user record: 72 for 72 bytes or more, 28 for 28..71."""
     return _layout_for(record_size, USER_RECORD_SIZES, "user")
+
+
+def pin_key(user_id: str, layout: int | None) -> str:
+    """What identifies the user ``user_id`` on a terminal of user ``layout`` (28 or 72,
+    None: unknown): the 28-byte layout keeps the PIN as a number, so ``0012`` and ``12``
+    are one user there (``"12"``); the 72-byte layout keeps it as text."""
+    if layout == 28 and user_id.isascii() and user_id.isdigit():
+        return str(int(user_id))
+    return user_id
 
 
 def parse_user_record(data: bytes, record_size: int, encoding: str = "") -> DeviceUser:

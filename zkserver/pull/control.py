@@ -19,7 +19,8 @@ clear_log       DISABLEDEVICE, CLEAR_ATTLOG, ENABLEDEVICE; the catch-up mark is 
 clear_data      DISABLEDEVICE, CLEAR_DATA, REFRESHDATA, ENABLEDEVICE; mark reset
 open_door       UNLOCK ``seconds``
 user_upsert     read users (the layout); DISABLEDEVICE, USER_WRQ (existing uid kept, else a
-                free one), REFRESHDATA, ENABLEDEVICE
+                free one), REFRESHDATA, ENABLEDEVICE. On a 28-byte terminal the PIN is a
+                number: ``0012`` is user ``12`` there (every type naming a user)
 user_delete     read users; DISABLEDEVICE, DELETE_USER, REFRESHDATA, ENABLEDEVICE
                 (``failed``, "user not found", when the PIN is not on the terminal)
 query_users     read users (stored, ``user_sync`` event)
@@ -45,7 +46,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from attrs import define
+from attrs import define, evolve
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
@@ -278,6 +279,16 @@ class CommandRunner:
         return users
 
     @staticmethod
+    def _match(users: list[DeviceUser], user_id: str, layout: int | None) -> DeviceUser | None:
+        """The terminal's user ``user_id``: the same text, else (28-byte layout: a
+        numeric PIN) the same number."""
+        found = next((u for u in users if u.user_id == user_id), None)
+        if found is None:
+            key = codec.pin_key(user_id, layout)
+            found = next((u for u in users if codec.pin_key(u.user_id, layout) == key), None)
+        return found
+
+    @staticmethod
     def _free_uid(users: list[DeviceUser]) -> int:
         used = {u.uid for u in users if u.uid is not None}
         top = max(used, default=0)
@@ -291,8 +302,9 @@ class CommandRunner:
     async def _do_user_upsert(self, session: ZKSession, fields: dict[str, Any]) -> Outcome:
         users = await self._users(session)
         user_id = str(fields["user_id"])
-        existing = next((u for u in users if u.user_id == user_id), None)
+        existing = self._match(users, user_id, session.user_size)
         uid = existing.uid if existing is not None and existing.uid else self._free_uid(users)
+        guessed = session.user_size is None
         user = DeviceUser(
             user_id=user_id,
             name=str(fields.get("name", "")),
@@ -302,7 +314,6 @@ class CommandRunner:
             group=str(fields.get("group", "") or ""),
             uid=uid,
         )
-        guessed = session.user_size is None
         codec.check_user(user, session.user_size or 28, encoding=session.encoding)
 
         async def write() -> None:
@@ -317,13 +328,15 @@ class CommandRunner:
                 session.user_size = other
 
         await self._write_sequence(session, write)
+        # Stored and reported as the terminal keeps it: 0012 is 12 on 28 bytes.
+        user = evolve(user, user_id=codec.pin_key(user_id, session.user_size or 28))
         await self._store(self.service.store.save_users(self.service.device.id, [user]))
         verb = "updated" if existing is not None else "added"
-        return Outcome("done", 0, f"user {user_id} {verb} (uid {uid})")
+        return Outcome("done", 0, f"user {user.user_id} {verb} (uid {uid})")
 
     async def _find(self, session: ZKSession, user_id: str) -> DeviceUser:
         users = await self._users(session)
-        found = next((u for u in users if u.user_id == user_id), None)
+        found = self._match(users, user_id, session.user_size)
         if found is None or found.uid is None:
             raise Failed("user not found")
         return found
