@@ -11,6 +11,7 @@ from typing import Any
 from attrs import define, field
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.protocols.policies import WrappingFactory
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
@@ -47,6 +48,7 @@ class Receiver(Resource):
     requests: list[Received] = field(factory=list)
     held: list[Any] = field(factory=list)
     port: Any = None
+    wrapper: WrappingFactory | None = None
     isLeaf = True  # noqa: N815
 
     def __attrs_post_init__(self) -> None:
@@ -86,8 +88,14 @@ class Receiver(Resource):
         return [i for r in self.requests if r.status == 204 for i in r.event_ids]
 
     async def start(self) -> Receiver:
-        self.port = reactor.listenTCP(0, Site(self), interface="127.0.0.1")
+        self.wrapper = WrappingFactory(Site(self))
+        self.port = reactor.listenTCP(0, self.wrapper, interface="127.0.0.1")
         return self
+
+    @property
+    def connections(self) -> int:
+        """The senders' TCP connections open now."""
+        return len(self.wrapper.protocols) if self.wrapper is not None else 0
 
     async def stop(self) -> None:
         for request in self.held:

@@ -391,3 +391,22 @@ async def test_a_batch_gives_up_only_on_deliveries_past_the_window(db_url: str, 
     finally:
         await receiver.stop()
         await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stopping_server_closes_its_kept_alive_connections(db_url: str, tmp_path):
+    # The sender keeps connections to receivers open between deliveries; a stop closes
+    # them instead of leaving each receiver a half-dead connection to time out.
+    server = await start_server(db_url, str(tmp_path / "data"), *FAST)
+    receiver = await Receiver(secret=SECRET).start()
+    try:
+        await subscribe(server, receiver, types=["attendance"])
+        await punch(server, "KEEPALIVE1", range(1, 2))
+        await wait_until(lambda: len(receiver.delivered_ids()) == 1)
+        assert receiver.connections == 1
+        await server.stop()
+        await wait_until(lambda: receiver.connections == 0, timeout=5)
+    finally:
+        if server.service.running:
+            await server.stop()
+        await receiver.stop()

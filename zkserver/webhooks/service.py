@@ -182,6 +182,7 @@ def treq_poster(
         raw = b", ".join(values).decode("latin-1") if values else None
         return Answer(int(response.code), raw)
 
+    post.pool = pool  # type: ignore[attr-defined]  # closed by WebhookSender.stop
     return post
 
 
