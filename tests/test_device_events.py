@@ -3,7 +3,10 @@ terminals -> zkserver -> the stream, a webhook and GET /api/device-log."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Any
 
 import pytest_twisted
 from twisted.internet import reactor
@@ -15,6 +18,34 @@ from zkserver.emulator.push import PushTerminal
 from zkserver.pull.codec import EventFlag
 
 WHEN = datetime(2026, 11, 29, 10, 0, 0)
+
+
+@asynccontextmanager
+async def pull_terminal_on_stream(
+    server: RunningServer, serial: str, users: int = 1, records: int = 0
+) -> AsyncIterator[tuple[Any, SSEClient, dict[str, Any]]]:
+    """A pull emulator added to ``server`` and registered for its events, with a stream of
+    door and alarm events: ``(emulator, stream, device JSON)``; all torn down after."""
+    emu = build_device(users=users, records=records, serial_number=serial)
+    factory = PullTCPFactory(emu, reactor)
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    stream = await SSEClient(
+        f"{server.web_url}/devices/events?token={server.token}&type=alarm,door"
+    ).connect()
+    code, body = await server.api(
+        "POST", "/api/devices", {"kind": "pull", "host": "127.0.0.1", "port": port.getHost().port}
+    )
+    try:
+        assert code == 201, body
+        await wait_until(lambda: any(s.flags & EventFlag.ALARM for s in emu.sessions))
+        yield emu, stream, body
+    finally:
+        await stream.close()
+        if code == 201:
+            await server.api("DELETE", f"/api/devices/{body['id']}")
+            await wait_until(lambda: not emu.sessions)
+        await factory.close_connections()
+        await port.stopListening()
 
 
 @pytest_twisted.ensureDeferred
@@ -81,20 +112,11 @@ async def test_push_rtlog_rtstate_and_oplog_events(db_url: str, tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_pull_alarm_event(server: RunningServer):
-    emu = build_device(users=2, records=1, serial_number="ALARMPULL")
-    factory = PullTCPFactory(emu, reactor)
-    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-    stream = await SSEClient(
-        f"{server.web_url}/devices/events?token={server.token}&type=alarm,door"
-    ).connect()
-    try:
-        code, body = await server.api(
-            "POST",
-            "/api/devices",
-            {"kind": "pull", "host": "127.0.0.1", "port": port.getHost().port},
-        )
-        assert code == 201, body
-        await wait_until(lambda: any(s.flags & EventFlag.ALARM for s in emu.sessions))
+    async with pull_terminal_on_stream(server, "ALARMPULL", users=2, records=1) as (
+        emu,
+        stream,
+        body,
+    ):
         emu.alarm(0x37)
         emu.alarm(0x35)
         await wait_until(lambda: len(stream.events) >= 2)
@@ -109,12 +131,6 @@ async def test_pull_alarm_event(server: RunningServer):
         assert (button["type"], button["event"]) == ("door", "exit_button")
         code, page = await server.api("GET", f"/api/device-log?device_id={body['id']}")
         assert [r["op"] for r in page["items"]] == ["pull:512", "pull:512"]
-    finally:
-        await stream.close()
-        await server.api("DELETE", f"/api/devices/{body['id']}")
-        await wait_until(lambda: not emu.sessions)
-        await factory.close_connections()
-        await port.stopListening()
 
 
 @pytest_twisted.ensureDeferred
@@ -216,18 +232,7 @@ async def test_the_same_pull_event_twice_in_one_second_is_two_events(server: Run
     # The exit button pressed twice, a tamper switch that bounces: the same payload in
     # the same second. The operation log's "resent" check (meant for push uploads that
     # a terminal repeats) kept the first and dropped the second: one event, not two.
-    emu = build_device(users=1, records=0, serial_number="TWICEPULL")
-    factory = PullTCPFactory(emu, reactor)
-    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-    stream = await SSEClient(
-        f"{server.web_url}/devices/events?token={server.token}&type=alarm,door"
-    ).connect()
-    code, body = await server.api(
-        "POST", "/api/devices", {"kind": "pull", "host": "127.0.0.1", "port": port.getHost().port}
-    )
-    try:
-        assert code == 201, body
-        await wait_until(lambda: any(s.flags & EventFlag.ALARM for s in emu.sessions))
+    async with pull_terminal_on_stream(server, "TWICEPULL") as (emu, stream, body):
         for _ in range(3):
             emu.alarm(0x35)
         emu.emit_event(int(EventFlag.BUTTON), b"")
@@ -236,9 +241,3 @@ async def test_the_same_pull_event_twice_in_one_second_is_two_events(server: Run
         assert [e["event"] for e in stream.events] == ["exit_button"] * 5
         code, page = await server.api("GET", f"/api/device-log?device_id={body['id']}")
         assert len(page["items"]) == 5
-    finally:
-        await stream.close()
-        await server.api("DELETE", f"/api/devices/{body['id']}")
-        await wait_until(lambda: not emu.sessions)
-        await factory.close_connections()
-        await port.stopListening()
