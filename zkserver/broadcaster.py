@@ -144,7 +144,10 @@ class EventSource(Protocol):
 
 @define(frozen=True)
 class EventFilter:
-    """Which events a client asked for (``?device=SN&type=attendance``); empty = all."""
+    """Which events a client asked for (``?device=SN&type=attendance``); empty = all.
+
+    ``serials`` holds what ``?device=`` named: serial numbers or device ids (a pull
+    device has no serial number until it is first read)."""
 
     serials: frozenset[str] = frozenset()
     types: frozenset[str] = frozenset()
@@ -152,7 +155,11 @@ class EventFilter:
     def accepts(self, event: Event) -> bool:
         if self.types and event.type not in self.types:
             return False
-        if self.serials and event.serial_number not in self.serials:
+        if (
+            self.serials
+            and event.serial_number not in self.serials
+            and event.payload.get("device_id") not in self.serials
+        ):
             return False
         return True
 

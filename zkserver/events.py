@@ -24,6 +24,7 @@ __all__ = [
     "user_sync_payload",
     "encode_payload",
     "encode_comment",
+    "one_line",
 ]
 
 
@@ -43,17 +44,32 @@ class Event:
     frame: bytes = field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        text = self.data if self.data is not None else encode_payload(self.payload)
+        # The stored text of events saved before separators were escaped may hold them.
+        text = one_line(self.data) if self.data is not None else encode_payload(self.payload)
         object.__setattr__(self, "frame", f"id: {self.id}\ndata: {text}\n\n".encode())
 
 
 #: One encoder for every payload (``json.dumps`` with options builds a new one per call).
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
 
+#: Characters JSON leaves raw (with ``ensure_ascii=False``) that line-splitting clients
+#: read as a line end (Python's ``str.splitlines``; NEL in ECMA-48) or that JavaScript
+#: before ES2019 refuses in a string literal: escaped, the ``data:`` line stays one line.
+_SEPARATORS = {0x85: "\\u0085", 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def one_line(text: str) -> str:
+    """JSON text with U+0085, U+2028 and U+2029 escaped (the same JSON value: raw, they can
+    only be inside strings). ASCII text, nearly every event, is returned at once."""
+    if text.isascii():
+        return text
+    return text.translate(_SEPARATORS)
+
 
 def encode_payload(payload: dict[str, Any]) -> str:
-    """The one JSON form of a payload: compact, UTF-8 as is, one line."""
-    return _ENCODER.encode(payload)
+    """The one JSON form of a payload: compact, UTF-8 as is (line separators escaped),
+    one line."""
+    return one_line(_ENCODER.encode(payload))
 
 
 def encode_comment(text: str) -> bytes:
@@ -128,7 +144,7 @@ def attendance_encoder(device: Device) -> Callable[[Punch, str], tuple[dict[str,
             f'"time_ambiguous":{"true" if ambiguous else "false"},'
             f'"suspect_time":{"null" if suspect is None else encode_basestring(suspect)}}}'
         )
-        return payload, text
+        return payload, one_line(text)
 
     return encode
 

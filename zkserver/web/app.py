@@ -316,6 +316,15 @@ async def preflight(self: WebApp, request: IRequest, _rest: str) -> bytes:
     return b""
 
 
+@routes.route("/devices/events", methods=["OPTIONS"])
+@api(authenticated=False)
+async def stream_preflight(self: WebApp, request: IRequest) -> bytes:
+    """A cross-origin stream opened with a header (``Authorization``, or ``Last-Event-ID``
+    from a polyfill) is preflighted like any API call."""
+    request.setResponseCode(204)
+    return b""
+
+
 @routes.route("/healthz", methods=["GET"])
 @api(authenticated=False)
 async def healthz(self: WebApp, request: IRequest) -> bytes:

@@ -18,7 +18,7 @@ from attrs import frozen
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
-__all__ = ["TokenAuth", "load_or_create_token", "query_params", "COOKIE_NAME"]
+__all__ = ["TokenAuth", "load_or_create_token", "query_params", "query_lists", "COOKIE_NAME"]
 
 log = Logger()
 
@@ -27,8 +27,13 @@ COOKIE_NAME = b"zkserver_session"
 
 def query_params(request: IRequest) -> dict[str, str]:
     """The query string of the raw URI (never the form body), last value wins."""
+    return {key: values[-1] for key, values in query_lists(request).items()}
+
+
+def query_lists(request: IRequest) -> dict[str, list[str]]:
+    """The query string of the raw URI, every value of a repeated parameter in order."""
     query = urlsplit(request.uri.decode("latin-1")).query
-    return {key: values[-1] for key, values in parse_qs(query, keep_blank_values=True).items()}
+    return parse_qs(query, keep_blank_values=True)
 
 
 @frozen
@@ -45,7 +50,9 @@ class TokenAuth:
             if scheme.lower() == "bearer" and self._same(value.strip(), self.token):
                 return True
         supplied = query_params(request).get("token")
-        if supplied is not None and self._same(supplied, self.token):
+        # Stripped as the header's value is: a token never holds spaces, and one pasted
+        # with a space or newline around it is the same token.
+        if supplied is not None and self._same(supplied.strip(), self.token):
             return True
         cookie = request.getCookie(COOKIE_NAME)
         if cookie and self._same(cookie.decode("latin-1"), self.session_value()):

@@ -724,11 +724,25 @@ def _paths() -> dict[str, Schema]:
                         }
                     },
                     parameters=[
-                        _query("type", "Comma-separated event types to receive (default all)."),
-                        _query("device", "Comma-separated serial numbers (default all)."),
+                        _query(
+                            "type",
+                            "Comma-separated event types to receive (default all); the "
+                            "parameter may also be repeated.",
+                        ),
+                        _query(
+                            "device",
+                            "Comma-separated serial numbers or device ids (default all); "
+                            "the parameter may also be repeated.",
+                        ),
                         _query(
                             "last_event_id",
-                            "Replay events after this id (as the Last-Event-ID header).",
+                            "Replay events after this id (as the Last-Event-ID header, "
+                            "which wins when both are given).",
+                            {"type": "integer", "minimum": 0},
+                        ),
+                        _query(
+                            "lastEventId",
+                            "The same as last_event_id (the name EventSource polyfills use).",
                             {"type": "integer", "minimum": 0},
                         ),
                         {

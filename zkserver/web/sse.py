@@ -15,7 +15,7 @@ from zkserver import metrics
 from zkserver.broadcaster import Broadcaster, EventFilter, Subscriber
 from zkserver.events import encode_payload
 from zkserver.store.base import Store
-from zkserver.web.auth import query_params
+from zkserver.web.auth import query_lists, query_params
 
 __all__ = ["EventStream"]
 
@@ -40,17 +40,36 @@ _EMPTY: frozenset[str] = frozenset()
 _FILTERS: dict[EventFilter, EventFilter] = {}
 
 
-def _split(value: str | None) -> frozenset[str]:
-    return frozenset(v.strip() for v in (value or "").split(",") if v.strip()) or _EMPTY
+def _split(values: list[str]) -> frozenset[str]:
+    """A filter's values: comma-separated, and the parameter repeated (``?type=a&type=b``,
+    as ``URLSearchParams.append`` writes a list) adds up."""
+    found = frozenset(v.strip() for value in values for v in value.split(",") if v.strip())
+    return found or _EMPTY
+
+
+#: Above the largest id a database column holds (SQLite INTEGER, PostgreSQL bigint): no
+#: event has it, so the client starts live, as for any id above the newest.
+_MAX_ID = (1 << 63) - 1
+
+#: The resume id's spellings, in order: the header EventSource sends, then the query
+#: parameters of clients that cannot set headers (``lastEventId``: EventSource polyfills).
+_RESUME_PARAMS = ("last_event_id", "lastEventId")
 
 
 def _last_event_id(request: IRequest, params: dict[str, str]) -> int | None:
+    """The id to resume after, or None (start live) when none is given or it is not an
+    integer; a negative one counts as 0 (everything), one too large for any database as
+    the largest id (nothing to replay)."""
     raw = request.getHeader(b"last-event-id")
-    text = raw.decode("latin-1") if raw else params.get("last_event_id")
+    text = raw.decode("latin-1") if raw else None
+    for name in _RESUME_PARAMS:
+        if text is not None and text.strip():
+            break
+        text = params.get(name)
     if text is None or not text.strip():
         return None
     try:
-        return max(0, int(text.strip()))
+        return min(max(0, int(text.strip())), _MAX_ID)
     except ValueError:
         return None
 
@@ -113,6 +132,7 @@ class EventStream:
         :func:`_travel_light`), its :class:`Subscriber` and the one ``notifyFinish``
         Deferred that unsubscribes it."""
         params = query_params(request)
+        lists = query_lists(request)
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-accel-buffering", b"no")
@@ -124,7 +144,9 @@ class EventStream:
             request.finish()
             return
         last_id = _last_event_id(request, params)
-        flt = EventFilter(serials=_split(params.get("device")), types=_split(params.get("type")))
+        flt = EventFilter(
+            serials=_split(lists.get("device", [])), types=_split(lists.get("type", []))
+        )
         subscriber = Subscriber(
             target=request,
             on_overflow=self._on_overflow,
