@@ -19,7 +19,7 @@ from attrs import frozen
 from zkserver.persons.model import ALL, Person
 from zkserver.persons.validate import PersonError, person_fields
 
-__all__ = ["COLUMNS", "CsvRow", "format_csv", "parse_csv"]
+__all__ = ["COLUMNS", "CsvRow", "format_csv", "parse_csv", "safe_cell"]
 
 COLUMNS = ("user_id", "name", "card", "privilege", "group", "devices", "active")
 MAX_ROWS = 100_000
@@ -31,11 +31,18 @@ class CsvRow:
     fields: dict[str, Any]
 
 
-def _cell(value: str) -> str:
+#: What makes a spreadsheet read a cell as a formula (TAB and CR too, in some).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value: str) -> str:
     """Spreadsheet-safe: a cell that starts like a formula is quoted with ``'``."""
-    if value[:1] in ("=", "+", "-", "@"):
+    if value[:1] in FORMULA_STARTS:
         return "'" + value
     return value
+
+
+_cell = safe_cell
 
 
 def format_csv(persons: Iterable[Person], header: bool = True) -> str:

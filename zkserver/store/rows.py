@@ -114,9 +114,14 @@ def decode_cursor(cursor: str) -> tuple[str, int]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         timestamp, punch_id = json.loads(raw)
     except (binascii.Error, ValueError, TypeError) as e:
-        raise ValueError(f"invalid cursor: {cursor!r}") from e
-    if not isinstance(timestamp, str) or not isinstance(punch_id, int):
-        raise ValueError(f"invalid cursor: {cursor!r}")
+        raise ValueError(f"invalid cursor: {cursor[:60]!r}") from e
+    if (
+        not isinstance(timestamp, str)
+        or not isinstance(punch_id, int)
+        or isinstance(punch_id, bool)
+        or not 0 <= punch_id < 1 << 63  # no punch has another id (a database bigint)
+    ):
+        raise ValueError(f"invalid cursor: {cursor[:60]!r}")
     return timestamp, punch_id
 
 

@@ -13,19 +13,23 @@ import json
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
-from functools import wraps
+from functools import cache, wraps
 from importlib.resources import files
 from typing import Any, Protocol
 
 from attrs import define
 from klein import Klein
+from klein.interfaces import IKleinRequest
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.static import File
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import Map, RequestRedirect
 from zope.interface import implementer
 
 from zkserver import device_text
@@ -35,6 +39,7 @@ from zkserver.devices import DeviceRegistry
 from zkserver.http import web_request
 from zkserver.ingest import Ingest
 from zkserver.localtime import TimePolicy, format_day_start, parse_query_time, zone_name
+from zkserver.persons.csvio import safe_cell
 from zkserver.push.timezones import utc_offset_minutes
 from zkserver.records import Device
 from zkserver.store.base import DuplicateDevice, Store, StoreUnavailable
@@ -132,7 +137,11 @@ def read_json(request: IRequest) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
+    except DuplicateKey as e:
+        raise ApiError(400, f"invalid JSON: the key {e.key[:60]!r} is given twice", e.key) from None
+    except RecursionError:
+        raise ApiError(400, "invalid JSON: nested too deeply") from None
     except ValueError as e:
         raise ApiError(400, f"invalid JSON: {e}") from None
     if not isinstance(body, dict):
@@ -140,15 +149,40 @@ def read_json(request: IRequest) -> dict[str, Any]:
     return body
 
 
+class DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object; a key given twice is refused (parsers differ on which one counts)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    """``NaN``, ``Infinity`` and ``-Infinity``, which Python reads and JSON has not."""
+    raise ValueError(f"{name} is not JSON")
+
+
 def _int(value: Any, name: str, lo: int, hi: int) -> int:
+    """An integer from ``lo`` to ``hi``; else a 400 naming ``name`` (the JSON field or the
+    query parameter)."""
     if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
-        raise ApiError(400, f"{name} must be an integer")
+        raise ApiError(400, f"{name} must be an integer", name)
     try:
         number = int(value)
     except (TypeError, ValueError, OverflowError):
-        raise ApiError(400, f"{name} must be an integer") from None
+        raise ApiError(400, f"{name} must be an integer", name) from None
     if not lo <= number <= hi:
-        raise ApiError(400, f"{name} must be between {lo} and {hi}")
+        raise ApiError(400, f"{name} must be between {lo} and {hi}", name)
     return number
 
 
@@ -172,14 +206,14 @@ HOST_RE = re.compile(
 def _host(value: str) -> str:
     """A pull device's address: an IPv4/IPv6 address or a DNS name."""
     if not value:
-        raise ApiError(400, "host is required for a pull device")
+        raise ApiError(400, "host is required for a pull device", "host")
     try:
         ipaddress.ip_address(value)
         return value
     except ValueError:
         pass
     if not HOST_RE.match(value):
-        raise ApiError(400, f"host {value[:60]!r} is not an IP address or a host name")
+        raise ApiError(400, f"host {value[:60]!r} is not an IP address or a host name", "host")
     return value
 
 
@@ -401,17 +435,21 @@ async def add_device(self: WebApp, request: IRequest) -> bytes:
     if kind == "push":
         serial = _str(body, "serial_number")
         if not SERIAL_RE.match(serial):
-            raise ApiError(400, "serial_number is required (letters, digits, '-', '_', '.')")
+            raise ApiError(
+                400, "serial_number is required (letters, digits, '-', '_', '.')", "serial_number"
+            )
         fields: dict[str, Any] = {"serial_number": serial}
         status = "offline"
     elif kind == "pull":
         host = _host(_str(body, "host"))
         serial = _str(body, "serial_number")
         if serial and not SERIAL_RE.match(serial):
-            raise ApiError(400, "serial_number may hold letters, digits, '-', '_', '.'")
+            raise ApiError(
+                400, "serial_number may hold letters, digits, '-', '_', '.'", "serial_number"
+            )
         transport = _str(body, "transport", "tcp").lower()
         if transport not in ("tcp", "udp"):
-            raise ApiError(400, "transport must be tcp or udp")
+            raise ApiError(400, "transport must be tcp or udp", "transport")
         fields = {
             "serial_number": serial,
             "host": host,
@@ -421,7 +459,7 @@ async def add_device(self: WebApp, request: IRequest) -> bytes:
         }
         status = "offline"
     else:
-        raise ApiError(400, "kind must be push or pull")
+        raise ApiError(400, "kind must be push or pull", "kind")
     try:
         device = await self.store.add_device(
             kind=kind,
@@ -470,7 +508,7 @@ async def update_device(self: WebApp, request: IRequest, device_id: str) -> byte
         if "transport" in body:
             transport = _str(body, "transport").lower()
             if transport not in ("tcp", "udp"):
-                raise ApiError(400, "transport must be tcp or udp")
+                raise ApiError(400, "transport must be tcp or udp", "transport")
             changes["transport"] = transport
     allowed = {"name", "timezone", "encoding"} | (
         {"host", "port", "comm_key", "transport"} if device.kind == "pull" else set()
@@ -753,7 +791,7 @@ async def attendance(self: WebApp, request: IRequest) -> bytes:
             **_attendance_filters(request), cursor=params.get("cursor") or None, limit=limit
         )
     except ValueError as e:
-        raise ApiError(400, f"invalid query: {e}") from None
+        raise ApiError(400, f"invalid query: {e}", "cursor") from None
     return json_response(request, {"items": rows, "next_cursor": cursor})
 
 
@@ -784,7 +822,7 @@ async def attendance_csv(self: WebApp, request: IRequest) -> bytes:
         if header:
             writer.writerow(columns)
         for row in rows:
-            writer.writerow(["" if row.get(c) is None else row[c] for c in columns])
+            writer.writerow([_csv_cell(row.get(c)) for c in columns])
         return out.getvalue().encode()
 
     rows, cursor = await self.store.attendance(**filters, cursor=None, limit=1000)
@@ -816,6 +854,16 @@ async def attendance_csv(self: WebApp, request: IRequest) -> bytes:
         if not getattr(request, "_disconnected", False):
             web.unregisterProducer()
     return b""
+
+
+def _csv_cell(value: Any) -> Any:
+    """One exported cell: text that starts like a formula is quoted with ``'`` (as in
+    ``/api/persons.csv``: a name never runs in a spreadsheet), nothing for null."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return safe_cell(value)
+    return value
 
 
 @implementer(IPushProducer)
@@ -940,7 +988,7 @@ async def days_csv(self: WebApp, request: IRequest) -> bytes:
                     value = " ".join(value or [])
                 elif isinstance(value, bool):
                     value = "true" if value else "false"
-                cells.append("" if value is None else value)
+                cells.append(_csv_cell(value))
             writer.writerow(cells)
         return out.getvalue().encode()
 
@@ -1013,7 +1061,47 @@ class StaticFiles(File):
 
 @routes.route("/", branch=True, methods=["GET", "HEAD"])
 def static(self: WebApp, request: IRequest) -> Any:
+    if request.path.startswith(b"/api/"):  # no API route has it: not a page file either
+        self.apply_cors(request)
+        return json_response(request, {"error": "not found", "detail": "no such API path"}, 404)
     return StaticFiles(str(files("zkserver.web") / "static"))
+
+
+#: Endpoints that match paths no API route has: the page's files and CORS preflights.
+_CATCH_ALL = frozenset({"static", "static_branch", "preflight", "stream_preflight"})
+
+
+@cache
+def _route_map() -> Map:
+    """The routes without :data:`_CATCH_ALL` (built once every module has added its own)."""
+    return Map(
+        [rule.empty() for rule in routes.url_map.iter_rules() if rule.endpoint not in _CATCH_ALL]
+    )
+
+
+@routes.handle_errors(NotFound, MethodNotAllowed)
+def routing_error(self: WebApp, request: IRequest, failure: Failure) -> bytes:
+    """A path no route has, or a method its routes do not take, answered in JSON (the
+    default is werkzeug's HTML page): 404, or 405 with ``Allow`` naming the methods the
+    path's own routes take (the page's GET and the preflight's OPTIONS, which match every
+    path, do not make an unknown path a 405)."""
+    self.apply_cors(request)
+    method = request.method.decode("latin-1")
+    try:
+        _route_map().bind("localhost", path_info=IKleinRequest(request).mapper.path_info).match(
+            method="--"
+        )
+    except MethodNotAllowed as e:
+        allowed = sorted(set(e.valid_methods or ()) | {"OPTIONS"} - {"--"})
+        request.setHeader(b"allow", ", ".join(allowed).encode())
+        return json_response(
+            request,
+            {"error": "method not allowed", "detail": f"{method[:20]} is not one of {allowed}"},
+            405,
+        )
+    except (NotFound, RequestRedirect):
+        pass
+    return json_response(request, {"error": "not found", "detail": "no such path"}, 404)
 
 
 @routes.route("/api/openapi.json", methods=["GET"])

@@ -47,6 +47,7 @@ EVENT_TYPES = (
 SERIAL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 SECRET_RE = re.compile(r"^[\x21-\x7e]{16,200}$")
 DEVICE_LOG_TYPES = ("oplog", "rtlog", "biometric")
+_DIGITS = re.compile(r"[0-9]{1,19}")
 
 
 @define(eq=False)
@@ -223,7 +224,9 @@ def _page(params: dict[str, str], cursor_rule: str) -> tuple[int, str | None]:
     except ApiError:
         raise FieldError("limit", "must be an integer from 1 to 1000") from None
     cursor = params.get("cursor") or None
-    if cursor is not None and not cursor.isdigit():
+    # ASCII digits of an id a database column can hold ("²" is a digit to isdigit, and
+    # int() refuses it; 10**22 overflows SQLite's INTEGER): anything else was a 500.
+    if cursor is not None and not (_DIGITS.fullmatch(cursor) and int(cursor) < 1 << 63):
         raise FieldError("cursor", cursor_rule)
     return limit, cursor
 

@@ -91,6 +91,10 @@ SCHEMAS: dict[str, Schema] = {
         {
             "error": {"type": "string", "description": "What went wrong, for people."},
             "detail": {"type": "string"},
+            "field": {
+                "type": "string",
+                "description": "The JSON field or query parameter at fault, when there is one.",
+            },
         },
         required=["error"],
     ),
