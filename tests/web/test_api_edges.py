@@ -186,3 +186,28 @@ async def test_csv_exports_never_hand_a_spreadsheet_a_formula(server: RunningSer
     days = await _csv(server, "/api/days.csv?from=2025-10-09")
     header, body = days[0], days[1:]
     assert sorted(r[header.index("name")] for r in body) == sorted("'" + n for n in names)
+
+
+@pytest_twisted.ensureDeferred
+async def test_ids_and_numbers_in_other_digits_are_refused_not_a_500(server: RunningServer):
+    """``²`` and ``٣`` are digits to ``str.isdigit`` (``int`` refuses the first and reads
+    the second as 3): a command, webhook, delivery or template id made of them was a 500,
+    a ``limit`` of ``٣`` was read as 3. Ids are ASCII digits (404 otherwise), numbers in
+    the query too (400 naming the parameter)."""
+    code, hook, _ = await call(
+        server, "POST", "/api/webhooks", json.dumps({"url": "https://93.184.216.34/h"}).encode()
+    )
+    assert code == 201
+    for method, path in [
+        ("GET", "/api/commands/%C2%B2"),
+        ("DELETE", "/api/commands/%C2%B2"),
+        ("GET", "/api/webhooks/%C2%B2"),
+        ("DELETE", "/api/webhooks/%C2%B2"),
+        ("POST", f"/api/webhooks/{hook['id']}/deliveries/%C2%B2/retry"),
+        ("GET", "/api/persons/1/templates/%C2%B2"),
+    ]:
+        code, reply, _ = await call(server, method, path)
+        assert code == 404 and reply["error"], (method, path, reply)
+    for path in ("/api/attendance?limit=%D9%A3", "/api/commands?limit=%C2%B2"):
+        code, reply, _ = await call(server, "GET", path)
+        assert code == 400 and reply["field"] == "limit", (path, reply)

@@ -140,7 +140,7 @@ _NOT_PULL = "device_id NOT IN (SELECT id FROM devices WHERE kind = 'pull')"
 
 def _ids(command_id: str) -> int | None:
     text = str(command_id)
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:  # "²".isdigit()
         return None
     return int(text)
 

@@ -489,7 +489,11 @@ class PersonScripts:
 
     def commands_by_id(self, command_ids: Sequence[str]) -> Deferred[list[Command]]:
         """The commands with these ids (unknown ids left out)."""
-        numbers = [int(i) for i in command_ids if str(i).isdigit() and len(str(i)) <= 18]
+        numbers = [
+            int(i)
+            for i in command_ids
+            if str(i).isascii() and str(i).isdigit() and len(str(i)) <= 18
+        ]
 
         def script() -> Script[list[Command]]:
             found: list[Command] = []

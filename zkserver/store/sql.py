@@ -843,7 +843,7 @@ class SQLStore(PersonScripts, WebhookStoreMixin):
     def finish_command(
         self, device_id: str, command_id: str, return_code: int, result: str = ""
     ) -> Deferred[Command | None]:
-        if not str(command_id).isdigit():
+        if not (str(command_id).isascii() and str(command_id).isdigit()):
             return succeed(None)
 
         def script() -> Script[Command | None]:

@@ -51,6 +51,7 @@ __all__ = ["WebApp", "PullControl", "ApiError"]
 log = Logger()
 
 SERIAL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 MAX_JSON_BODY = 1 << 20
 
 
@@ -175,7 +176,13 @@ def _no_constant(name: str) -> Any:
 def _int(value: Any, name: str, lo: int, hi: int) -> int:
     """An integer from ``lo`` to ``hi``; else a 400 naming ``name`` (the JSON field or the
     query parameter)."""
-    if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+    if (
+        isinstance(value, bool)
+        or isinstance(value, float)
+        and not value.is_integer()
+        or isinstance(value, str)
+        and not _INTEGER.fullmatch(value.strip())  # "٣" and "1_000" are ints to int()
+    ):
         raise ApiError(400, f"{name} must be an integer", name)
     try:
         number = int(value)

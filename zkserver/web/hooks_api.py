@@ -159,7 +159,7 @@ async def _fields(self: WebApp, body: Mapping[str, Any], creating: bool) -> dict
 
 
 async def _webhook_or_404(self: WebApp, webhook_id: str) -> Webhook:
-    if not webhook_id.isdigit() or len(webhook_id) > 18:
+    if not (webhook_id.isascii() and webhook_id.isdigit()) or len(webhook_id) > 18:
         raise ApiError(404, "no such webhook")
     hook = await self.store.webhook(int(webhook_id))
     if hook is None:
@@ -256,7 +256,7 @@ async def retry_delivery(
     self: WebApp, request: IRequest, webhook_id: str, delivery_id: str
 ) -> bytes:
     hook = await _webhook_or_404(self, webhook_id)
-    if not delivery_id.isdigit() or len(delivery_id) > 18:
+    if not (delivery_id.isascii() and delivery_id.isdigit()) or len(delivery_id) > 18:
         raise ApiError(404, "no such delivery")
     delivery = await self.store.retry_delivery(hook.id, int(delivery_id))
     if delivery is None:

@@ -148,7 +148,7 @@ async def person_templates(self: WebApp, request: IRequest, user_id: str) -> byt
 @routes.route("/api/persons/<user_id>/templates/<template_id>", methods=["GET"])
 @api()
 async def person_template(self: WebApp, request: IRequest, user_id: str, template_id: str) -> bytes:
-    if not template_id.isdigit() or len(template_id) > 18:
+    if not (template_id.isascii() and template_id.isdigit()) or len(template_id) > 18:
         raise ApiError(404, "no such template")
     found = await _persons(self).store.person_template_data(_pin(user_id), int(template_id))
     if not found:
