@@ -13,13 +13,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from attrs import frozen
 
 from zkserver.clock import parse_iso
-from zkserver.records import Device
+from zkserver.localtime import utc_text
+from zkserver.records import TIMESTAMP_FORMAT, Device
 
 __all__ = [
     "AlertPolicy",
@@ -157,15 +158,19 @@ def transitions(
 
 
 def device_alert_payload(
-    device: Device, alert: str, state: str, detail: str, at: str
+    device: Device, alert: str, state: str, detail: str, at: datetime, zone: tzinfo
 ) -> dict[str, Any]:
-    """The ``device_alert`` stream event (``timestamp``: server time, UTC ISO-8601)."""
+    """The ``device_alert`` stream event. ``at`` (aware) is when the server saw the change;
+    ``timestamp`` is that moment in the device's local time (``zone``: its own, else the
+    default), ``YYYY-MM-DD HH:MM:SS`` as on every event, and ``timestamp_utc`` the same
+    instant as ``YYYY-MM-DDTHH:MM:SSZ``."""
     return {
         "type": "device_alert",
         "device_id": device.id,
         "device_name": device.display_name,
         "serial_number": device.serial_number,
-        "timestamp": at,
+        "timestamp": at.astimezone(zone).strftime(TIMESTAMP_FORMAT),
+        "timestamp_utc": utc_text(at),
         "alert": alert,
         "state": state,
         "detail": detail,

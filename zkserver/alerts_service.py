@@ -23,6 +23,7 @@ from zkserver.alerts import AlertPolicy, OpenAlert, device_alert_payload, failin
 from zkserver.alerts import transitions as alert_transitions
 from zkserver.clock import parse_iso, utc_now
 from zkserver.events import Event
+from zkserver.localtime import TimePolicy
 from zkserver.webhooks.service import iso_at
 
 __all__ = ["AlertService"]
@@ -36,6 +37,8 @@ class AlertService(Service):
     clock: IReactorTime
     publish: Callable[[Sequence[Event]], None]
     policy: AlertPolicy = field(factory=AlertPolicy)
+    #: The zones of devices (an event's ``timestamp`` is device-local time).
+    time_policy: TimePolicy = field(factory=TimePolicy)
     interval: float = 30.0
     ready: Callable[[], bool] = lambda: True
     #: What sessions measured, by device id, merged into ``info`` (pull clock offsets).
@@ -118,7 +121,12 @@ class AlertService(Service):
                     at=at,
                     last_sent_at=last_sent,
                     payload=device_alert_payload(
-                        device, change.alert, change.state, change.detail, at
+                        device,
+                        change.alert,
+                        change.state,
+                        change.detail,
+                        datetime.fromtimestamp(now, UTC),
+                        self.time_policy.zone(device.timezone),
                     ),
                     serial_number=device.serial_number,
                 )

@@ -104,6 +104,7 @@ def setup_hooks(
             repeat=config["alert-repeat"],
         ),
         interval=config["alert-interval"],
+        time_policy=ingest.time_policy,
         ready=ready,
         measured=measured,
     )

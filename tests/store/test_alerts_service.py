@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest_twisted
 from twisted.internet.defer import gatherResults
@@ -164,3 +166,25 @@ async def test_deleting_a_device_closes_its_alerts_at_once(store):
     assert await store.open_alerts() == []
     await service(store, clock, published).check()
     assert len(published) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_alerts_timestamp_is_device_local_like_every_events(store):
+    # The stream's contract: `timestamp` is YYYY-MM-DD HH:MM:SS in the device's local time;
+    # the instant itself is `timestamp_utc`.
+    clock = Clock()
+    clock.advance(START)
+    device = await store.add_device(
+        serial_number="ALERT05", status="online", approved=True, timezone="Asia/Kolkata"
+    )
+    await store.update_device(device.id, last_seen=iso_at(START))
+    published: list[Event] = []
+    alerts = service(store, clock, published)
+    await alerts.check()
+    clock.advance(901)
+    await alerts.check()
+    (event,) = published
+    moment = datetime.fromtimestamp(START + 901, UTC)
+    kolkata = moment.astimezone(ZoneInfo("Asia/Kolkata"))
+    assert event.payload["timestamp"] == kolkata.strftime("%Y-%m-%d %H:%M:%S")
+    assert event.payload["timestamp_utc"] == moment.strftime("%Y-%m-%dT%H:%M:%SZ")

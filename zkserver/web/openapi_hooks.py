@@ -190,7 +190,15 @@ HOOK_SCHEMAS: dict[str, Schema] = {
         {
             "type": {"type": "string", "const": "device_alert"},
             **_DEVICE_FIELDS,
-            "timestamp": {"type": "string", "description": "Server time (UTC)."},
+            "timestamp": {
+                "type": "string",
+                "description": "When the server saw the change, in the device's local time"
+                " (its zone, else --timezone, else the server's): YYYY-MM-DD HH:MM:SS.",
+            },
+            "timestamp_utc": {
+                "type": "string",
+                "description": "The same instant in UTC: YYYY-MM-DDTHH:MM:SSZ.",
+            },
             "alert": {"type": "string", "enum": ["silent", "storage", "users", "clock"]},
             "state": {"type": "string", "enum": ["open", "recovered"]},
             "detail": _STR,
