@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest_twisted
 from twisted.internet import reactor
@@ -197,6 +198,38 @@ async def test_every_rtstate_line_of_an_upload_counts(db_url: str, tmp_path):
             ("2026-11-29 10:00:02", 1, "closed", None),
             ("2026-11-29 10:00:02", 1, "tamper", "active"),
         ]
+    finally:
+        await stream.close()
+        await terminal.close()
+        await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_event_the_terminal_sent_no_time_for_is_dated_on_arrival(db_url: str, tmp_path):
+    """Every event's ``timestamp`` is device-local ``YYYY-MM-DD HH:MM:SS``: state lines
+    without a time (or with one that cannot be read) are dated when they arrived, in the
+    device's zone."""
+    server = await start_server(
+        db_url, str(tmp_path / "d"), "--auto-approve", "--timezone", "Asia/Kathmandu"
+    )
+    stream = await SSEClient(
+        f"{server.web_url}/devices/events?token={server.token}&type=door,alarm"
+    ).connect()
+    terminal = PushTerminal(server.push_url, "DOOR0004", reactor, users=1)
+    try:
+        await terminal.handshake()
+        before = datetime.now(ZoneInfo("Asia/Kathmandu")).replace(tzinfo=None)
+        for body in (
+            "sensor=0101\trelay=00\talarm=0000\n",
+            "sensor=0201\trelay=01\talarm=0000\n",
+            "time=yesterday\tsensor=0101\trelay=00\talarm=0000\n",
+        ):
+            await terminal._request("POST", "cdata", {"table": "rtstate"}, body)
+        await wait_until(lambda: len(stream.events) >= 2)
+        after = datetime.now(ZoneInfo("Asia/Kathmandu")).replace(tzinfo=None)
+        for event in stream.events:
+            stamp = datetime.strptime(event["timestamp"], "%Y-%m-%d %H:%M:%S")
+            assert before.replace(microsecond=0) <= stamp <= after, event
     finally:
         await stream.close()
         await terminal.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from functools import partial, wraps
 from typing import Any
 
@@ -35,7 +36,7 @@ from zkserver.push import iclock, v3
 from zkserver.push.commands import parse_info_result
 from zkserver.push.device_events import oplog_items, rtlog_items, rtstate_items
 from zkserver.push.timezones import device_offset_minutes
-from zkserver.records import Device, Rejected
+from zkserver.records import TIMESTAMP_FORMAT, Device, Rejected
 from zkserver.store.base import Store, StoreUnavailable
 
 __all__ = ["PushApp"]
@@ -134,6 +135,17 @@ class PushApp:
         """Operation-log entries and their door/alarm/device_log events, in one
         transaction; the new events are published after the commit."""
         if items:
+            now = utc_now(self.clock)
+            offset = device_offset_minutes(device.timezone, self.server_timezone, now)
+            local = (now + timedelta(minutes=offset)).strftime(TIMESTAMP_FORMAT)
+            for _, payload in items:
+                # Every event's timestamp is device-local YYYY-MM-DD HH:MM:SS: a state line
+                # or log entry that sent none (or an unreadable one, kept raw in the
+                # operation log) is dated when it arrived.
+                if payload is not None and not _TIMESTAMP.fullmatch(
+                    str(payload.get("timestamp") or "")
+                ):
+                    payload["timestamp"] = local
             self.ingest.publish(
                 await self.store.save_device_events(device.id, device.serial_number, items)
             )
@@ -267,6 +279,7 @@ class _TerminalPaths:
         raise NotImplementedError("wraps the push routes")
 
 
+_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
 OPTIONS_MAX = 64 * 1024  # bytes of a table=options upload that are read
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
