@@ -390,9 +390,16 @@ def _option_names(options: Options) -> list[str]:
 
 def _read_config(path: Path, known: set[str]) -> dict[str, Any]:
     try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError) as e:
+        # utf-8-sig: a file saved by Windows Notepad starts with a byte order mark.
+        data = tomllib.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise usage.UsageError(
+            f"cannot read config file {path}: not UTF-8 (byte {e.start + 1} is "
+            f"{e.object[e.start : e.start + 1]!r})"
+        ) from None
+    except OSError as e:
+        raise usage.UsageError(f"cannot read config file {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
         raise usage.UsageError(f"cannot read config file {path}: {e}") from None
     found = {}
     for key, value in data.items():
