@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
@@ -76,3 +78,32 @@ def test_a_config_file_not_in_utf8_is_refused_in_one_line(tmp_path: Path):
     config = tmp_path / "zkserver.toml"
     config.write_bytes('timezone = "Europe/Z\xfcrich"\n'.encode("latin-1"))
     assert_refused(twistd("-c", str(config)), str(config), "UTF-8")
+
+
+# --- --db -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "db, text",
+    [
+        ("mysql://zk@127.0.0.1/zk", "sqlite:PATH or postgresql://"),
+        ("sqlite:zk.db?timeout=soon", "timeout"),
+        ("sqlite:zk.db?timeout=-1", "timeout"),
+        ("sqlite:zk.db?journal=wal", "journal"),
+        ("postgresql://zk:xy%zzy@127.0.0.1/zk", "percent-encoded"),
+        ("postgresql://zk:xy@zzy@127.0.0.1/zk", "%40"),
+        ("postgresql://zk:plugh@127.0.0.1/zk?no_such_option=1", "no_such_option"),
+    ],
+)
+def test_a_bad_db_is_refused_in_one_line_without_its_password(tmp_path: Path, db: str, text: str):
+    """Before this, a bad --db stopped twistd with a traceback; a URL libpq could not
+    parse started the server, which then logged libpq's message (the password in it)
+    every 5 s."""
+    line = assert_refused(twistd("-d", str(tmp_path), "--db", db, *listeners()), "db", text)
+    for secret in ("xy", "zzy", "plugh"):
+        assert secret not in line, line
+
+
+def test_a_bad_db_from_the_environment_names_the_variable(tmp_path: Path):
+    env = environment(ZKSERVER_DB="postgres://zk:s3cret@127.0.0.1/zk?bogus=1")
+    result = twistd("-d", str(tmp_path), *listeners(), env=env)
+    line = assert_refused(result, "environment variable ZKSERVER_DB", "bogus")
+    assert "s3cret" not in result.stdout + result.stderr, line

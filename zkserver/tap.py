@@ -38,7 +38,7 @@ from zkserver.pull.manager import PullManager
 from zkserver.push.resource import PushApp
 from zkserver.retention import EventRetention
 from zkserver.sendpool import SendPool
-from zkserver.store import open_store
+from zkserver.store import check_db, open_store, redact_db
 from zkserver.store.base import Store
 from zkserver.systemd import notify
 from zkserver.web.app import WebApp
@@ -223,6 +223,8 @@ class Options(usage.Options):
         for name in LIST_OPTIONS:
             self[name] = []
         self.given: set[str] = set()
+        #: Where each option not left at its default came from (for error messages).
+        self.sources: dict[str, str] = {}
 
     def opt_push(self, endpoint: str) -> None:
         """Endpoint for push terminals (/iclock/* only); repeatable. Default: tcp:8081."""
@@ -273,9 +275,16 @@ class Options(usage.Options):
             else:
                 continue  # the default
             self[name] = _check(name, value, source)
+            self.sources[name] = source
         self["push"] = self["push"] or ["tcp:8081"]
         self["web"] = self["web"] or ["tcp:5000"]
         self["time-policy"] = _time_policy(self)
+        try:
+            check_db(self["db"] or "")
+        except ValueError as e:
+            raise usage.UsageError(
+                f"invalid value for db ({self.sources.get('db', 'default')}): {e}"
+            ) from None
         _check_workers(self)
         if self["webhook-retry-min"] > self["webhook-retry-max"]:
             raise usage.UsageError(
@@ -418,8 +427,11 @@ def _check(name: str, value: Any, source: str) -> Any:
     option, the source and the value."""
 
     def bad(expected: str) -> usage.UsageError:
+        shown = "(not shown)" if name == "token" else repr(value)
+        if name == "db" and isinstance(value, str):
+            shown = repr(redact_db(value))
         return usage.UsageError(
-            f"invalid value for {name} ({source}): {value!r}; expected {expected}"
+            f"invalid value for {name} ({source}): {shown}; expected {expected}"
         )
 
     if name in LIST_OPTIONS:

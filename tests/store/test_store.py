@@ -67,6 +67,15 @@ def test_open_store_parses_db_option(tmp_path: Any) -> None:
         open_store("sqlite:x.db?bogus=1", data)
 
 
+def test_open_store_decodes_percent_escapes_in_a_sqlite_path(tmp_path: Any) -> None:
+    """``sqlite:`` takes a URL: ``%20`` is a space (``%25`` a percent sign), as the
+    query after ``?`` is decoded too; a literal space works as well."""
+    data = str(tmp_path)
+    for db in ("sqlite:///srv/my%20data/x.db", "sqlite:/srv/my data/x.db"):
+        assert open_store(db, data).path == "/srv/my data/x.db"  # type: ignore[attr-defined]
+    assert open_store("sqlite:a%2525.db", data).path == os.path.join(data, "a%25.db")  # type: ignore[attr-defined]
+
+
 # --- life cycle and migrations --------------------------------------------------------
 
 

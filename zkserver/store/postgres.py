@@ -55,7 +55,7 @@ from zkserver.store.dialect import (
 from zkserver.store.sql import EVENT_COLUMNS, InFlight, SQLStore
 from zkserver.store.webhooks import OUTBOX_INSERT, OUTBOX_MATCH
 
-__all__ = ["PostgresStore", "events_channel"]
+__all__ = ["PostgresStore", "events_channel", "redact_db"]
 
 _log = Logger()
 
@@ -615,6 +615,18 @@ class _DeviceLocks:
             self.conn = None
 
 
+def redact_db(db: str) -> str:
+    """``db`` with the password of a URL replaced by ``***`` (for logs and errors)."""
+    head, sep, rest = db.partition("://")
+    if not sep:
+        return db
+    authority, slash, tail = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not at or ":" not in userinfo:
+        return db
+    return f"{head}://{userinfo.split(':', 1)[0]}:***@{host}{slash}{tail}"
+
+
 class PostgresStore(CommandScripts, SQLStore):
     """:class:`~zkserver.store.base.Store` on PostgreSQL (txpostgres)."""
 
@@ -656,7 +668,7 @@ class PostgresStore(CommandScripts, SQLStore):
         self.origin = uuid.uuid4().hex[:12]
 
     def __repr__(self) -> str:
-        return f"<PostgresStore {self.dsn}>"
+        return f"<PostgresStore {redact_db(self.dsn)}>"
 
     # --- PostgreSQL-only statements in the shared scripts ---------------------------
     def _lock_events(self) -> Iterator[Q]:
