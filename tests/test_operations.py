@@ -9,6 +9,8 @@ import os
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -107,3 +109,125 @@ def test_a_bad_db_from_the_environment_names_the_variable(tmp_path: Path):
     result = twistd("-d", str(tmp_path), *listeners(), env=env)
     line = assert_refused(result, "environment variable ZKSERVER_DB", "bogus")
     assert "s3cret" not in result.stdout + result.stderr, line
+
+
+# --- listeners ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "endpoint, text",
+    [
+        ("bogus:8081", "Unknown endpoint type"),
+        ("tcp:eighty", "eighty"),
+        ("systemd:domain=INET:index=0", "LISTEN_FDS"),  # no socket passed in
+        ("ssl:8443:privateKey=/nonexistent/key.pem", "No such file"),
+    ],
+)
+def test_a_bad_endpoint_is_refused_in_one_line(tmp_path: Path, endpoint: str, text: str):
+    result = twistd("-d", str(tmp_path), "--push", endpoint, "--web", "tcp:0", "--no-pull")
+    assert_refused(result, "push", endpoint, text)
+
+
+def test_a_port_in_use_or_a_missing_socket_directory_is_one_line(tmp_path: Path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for endpoint, text in (
+            (f"tcp:{port}:interface=127.0.0.1", "Address already in use"),
+            (f"unix:{tmp_path}/missing/web.sock", "No such file or directory"),
+        ):
+            result = twistd("-d", str(tmp_path / "d"), "--web", endpoint, "--push", "tcp:0")
+            assert_refused(result, f"cannot listen on {endpoint}", text)
+
+
+# --- the data directory ---------------------------------------------------------------------------
+def test_a_data_directory_that_cannot_be_made_is_one_line(tmp_path: Path):
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert_refused(twistd("-d", str(afile), *listeners()), str(afile), "not a directory")
+    inside = afile / "data"
+    assert_refused(twistd("-d", str(inside), *listeners()), str(inside), "Not a directory")
+
+
+def test_a_data_directory_not_writable_is_one_line(tmp_path: Path):
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(0o500)
+    try:
+        if os.access(data, os.W_OK):  # root: test as root without its file powers
+            if not Path("/usr/sbin/capsh").exists():
+                pytest.skip("running as root without capsh")
+            drop = ["capsh", "--drop=cap_dac_override,cap_dac_read_search", "--", "-c"]
+            command = [*drop, 'exec "$0" "$@"', *TWISTD]
+        else:
+            command = list(TWISTD)
+        for extra, text in (([], "token"), (["--token", "t0ken"], "zkserver.sqlite3.lock")):
+            result = subprocess.run(
+                [*command, "-n", "--pidfile=", "zkserver", "-d", str(data), *extra, *listeners()],
+                env=environment(),
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert_refused(result, text, "Permission denied")
+    finally:
+        data.chmod(0o700)
+
+
+def wait_for(path: Path, text: str, process: subprocess.Popen[bytes], timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = path.read_text(errors="replace") if path.exists() else ""
+        if text in log:
+            return log
+        assert process.poll() is None, log
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not logged:\n{path.read_text(errors='replace')}")
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, list[str]]]:
+    """A ``twistd zkserver`` on SQLite in tmp_path/data, its log file and listeners."""
+    log = tmp_path / "first.log"
+    ports = listeners()
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [*TWISTD, "-n", "--pidfile=", "--logfile=-", "zkserver", "-d", str(tmp_path / "data")]
+            + ports,
+            env=environment(),
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(log, "Database ready", process)
+        yield process, log, ports
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        process.wait(20)
+
+
+def test_a_second_server_on_the_same_sqlite_database_is_refused(running, tmp_path: Path):
+    """Both would connect the same pull terminals and prune the same events; the second
+    is refused naming the first one's pid, and binds nothing."""
+    process = running[0]
+    result = twistd("-d", str(tmp_path / "data"), *listeners())
+    line = assert_refused(result, f"pid {process.pid}", str(tmp_path / "data"))
+    assert "Listening on" not in result.stdout, line
+    # Another database in the same data directory is another server's own.
+    log = tmp_path / "other.log"
+    with open(log, "wb") as out:
+        other = subprocess.Popen(
+            [*TWISTD, "-n", "--pidfile=", "--logfile=-", "zkserver", "-d", str(tmp_path / "data")]
+            + ["--db", "sqlite:other.db", *listeners()],
+            env=environment(),
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(log, "Database ready", other)
+    finally:
+        other.terminate()
+        other.wait(20)

@@ -13,10 +13,12 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.logger import Logger
 
 __all__ = [
+    "CannotStart",
     "Listener",
     "open_files_target",
     "raise_open_files_limit",
@@ -104,14 +106,44 @@ def with_backlog(description: str, backlog: int | None = None) -> str:
     return f"{description}:backlog={backlog if backlog is not None else system_backlog()}"
 
 
+class CannotStart(SystemExit):
+    """A start-up failure the operator must fix (a port in use, a data directory that
+    cannot be written): ``twistd`` ends with this one line on standard error and exit
+    status 1, not a traceback."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"zkserver: {message}")
+        self.message = message
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, CannotListenError):
+        error = error.socketError
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    if isinstance(error, IndexError):  # systemd: fewer sockets passed than the index
+        return "no such inherited socket (LISTEN_FDS)"
+    return str(error).strip() or type(error).__name__
+
+
+def check_endpoint(reactor: Any, description: str) -> str | None:
+    """Why ``description`` is no server endpoint string (None if it is one); nothing is
+    bound."""
+    try:
+        serverFromString(reactor, with_backlog(description))
+    except Exception as e:
+        return _reason(e)
+    return None
+
+
 class Listener(Service):
     """Listen on a Twisted endpoint string (``tcp:8081``, ``systemd:domain=INET:index=0``).
 
     ``on_bound(port)`` is called once the port is bound (e.g. to log the page's URL).
     Binding happens in ``privilegedStartService`` (before twistd drops privileges); a
-    failure to bind raises there, so ``twistd`` exits with the error instead of running
-    deaf. An endpoint that takes a listen backlog and names none gets the system's
-    deepest (see :func:`with_backlog`).
+    failure to bind raises :class:`CannotStart` there, so ``twistd`` exits with that one
+    line instead of running deaf. An endpoint that takes a listen backlog and names
+    none gets the system's deepest (see :func:`with_backlog`).
     """
 
     def __init__(
@@ -133,12 +165,16 @@ class Listener(Service):
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
         self.effective = with_backlog(self.description)
-        endpoint = serverFromString(self.reactor, self.effective)
-        self.listening = endpoint.listen(self.factory)
         failures: list[Any] = []
+        try:
+            endpoint = serverFromString(self.reactor, self.effective)
+            self.listening = endpoint.listen(self.factory)
+        except Exception as e:
+            raise CannotStart(f"cannot listen on {self.description}: {_reason(e)}") from None
         self.listening.addCallbacks(self._bound, failures.append)
         if failures:
-            failures[0].raiseException()
+            error = failures[0].value
+            raise CannotStart(f"cannot listen on {self.description}: {_reason(error)}")
 
     def startService(self) -> None:
         if self.listening is None:

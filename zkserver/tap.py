@@ -7,6 +7,7 @@ Every option can also come from the environment (``ZKSERVER_<OPTION>``, e.g.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tomllib
 from functools import partial
@@ -29,7 +30,7 @@ from zkserver.hooks_setup import OPT_FLAGS as HOOK_FLAGS
 from zkserver.hooks_setup import OPT_PARAMETERS as HOOK_PARAMETERS
 from zkserver.http import Gate, make_site, push_refusal, web_refusal
 from zkserver.ingest import Ingest
-from zkserver.listener import Listener, raise_open_files_limit
+from zkserver.listener import CannotStart, Listener, check_endpoint, raise_open_files_limit
 from zkserver.localtime import TimePolicy, UnknownZone, parse_day_start, resolve_zone
 from zkserver.periodic import PeriodicJob
 from zkserver.persons.service import Persons
@@ -38,7 +39,7 @@ from zkserver.pull.manager import PullManager
 from zkserver.push.resource import PushApp
 from zkserver.retention import EventRetention
 from zkserver.sendpool import SendPool
-from zkserver.store import check_db, open_store, redact_db
+from zkserver.store import SqliteStore, check_db, open_store, redact_db
 from zkserver.store.base import Store
 from zkserver.systemd import notify
 from zkserver.web.app import WebApp
@@ -296,6 +297,23 @@ class Options(usage.Options):
                 f"invalid value for enrolled-persons: {self['enrolled-persons']!r};"
                 " expected all or origin"
             )
+        if not self["worker"]:  # a --workers process binds nothing: it inherits sockets
+            _check_endpoints(self)
+
+
+def _check_endpoints(options: Options) -> None:
+    """Each --push/--web endpoint string parses (its type is known, its port a number,
+    a systemd: index names a socket passed in); binding comes later."""
+    from twisted.internet import reactor
+
+    for name in ("push", "web"):
+        for endpoint in options[name]:
+            problem = check_endpoint(reactor, endpoint)
+            if problem is not None:
+                source = options.sources.get(name, "default")
+                raise usage.UsageError(
+                    f"invalid value for {name} ({source}): {endpoint!r}; {problem}"
+                )
 
 
 def _time_policy(options: Options) -> TimePolicy:
@@ -487,12 +505,52 @@ class ZKServer(MultiService):
         self.commands: Any = None  # zkserver.commands.Commands, set by makeService
         self.token = ""
         self._stopping = False
+        #: A SQLite database's file: no second server may use it at the same time.
+        self.lock_path: Path | None = None
+        self._lock_fd: int | None = None
+
+    def privilegedStartService(self) -> None:
+        self._claim_database()  # before binding: a refused second start binds nothing
+        super().privilegedStartService()
 
     def startService(self) -> None:
+        self._claim_database()
         # Before the workers (if any) are started: they inherit the raised limit.
         raise_open_files_limit()
         super().startService()
         self._connect()
+
+    def _claim_database(self) -> None:
+        """Hold an exclusive lock on ``lock_path`` while running (flock: released when
+        the process ends, however it ends). A second server on the same SQLite file
+        would connect the same pull terminals and prune the same events; it is refused
+        with the first one's process id."""
+        if self.lock_path is None or self._lock_fd is not None:
+            return
+        path = self.lock_path
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise CannotStart(
+                f"cannot create {path}: {e.strerror} (its directory must be writable by this user)"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            raise CannotStart(
+                f"another zkserver (pid {holder}) is using {str(path)[: -len('.lock')]}; "
+                "stop it first, or give this one its own --data-dir or --db"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _release_database(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)
 
     def _connect(self) -> None:
         d = Deferred.fromCoroutine(self._start_store())
@@ -535,6 +593,7 @@ class ZKServer(MultiService):
         d = super().stopService() or succeed(None)
         d.addBoth(lambda _: self.broadcaster.sender.stop())
         d.addBoth(lambda _: self.store.stop())
+        d.addBoth(lambda _: self._release_database())
         return d
 
 
@@ -555,7 +614,12 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
 
         reactor = default_reactor
     data_dir = Path(config["data-dir"]).absolute()
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # holds keys
+    if data_dir.exists() and not data_dir.is_dir():
+        raise CannotStart(f"the data directory {data_dir} is not a directory")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # holds keys
+    except OSError as e:
+        raise CannotStart(f"cannot create the data directory {data_dir}: {e.strerror}") from None
     policy = config.get("time-policy") or _time_policy(config)
     store = open_store(config["db"] or "", str(data_dir), reactor, time_policy=policy)
     send_threads = _send_threads(config)
@@ -569,6 +633,15 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
         poll_delay=config["poll-delay"],
     )
     server = ZKServer(store, broadcaster, reactor)
+    if isinstance(store, SqliteStore):
+        server.lock_path = Path(store.path + ".lock")
+        if not server.lock_path.parent.is_dir():
+            try:
+                server.lock_path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise CannotStart(
+                    f"cannot create {server.lock_path.parent}: {e.strerror}"
+                ) from None
     commands = Commands(
         store=store,
         ingest=ingest,
@@ -583,7 +656,13 @@ def makeService(config: Options, reactor: Any = None) -> ZKServer:
     token = config["token"]
     shown_token = None  # the token is logged only by the start that generates it
     if not token:
-        token, created = load_or_create_token(data_dir)
+        try:
+            token, created = load_or_create_token(data_dir)
+        except OSError as e:
+            raise CannotStart(
+                f"cannot keep the access token in {data_dir / 'token'}: {e.strerror} "
+                "(make the data directory writable by this user, or pass --token)"
+            ) from None
         if created:
             log.info("Generated an access token in {path}", path=str(data_dir / "token"))
             shown_token = token
