@@ -231,3 +231,46 @@ def test_a_second_server_on_the_same_sqlite_database_is_refused(running, tmp_pat
     finally:
         other.terminate()
         other.wait(20)
+
+
+# --- what the log may not say ---------------------------------------------------------------------
+def test_the_access_log_never_shows_the_token(tmp_path: Path):
+    """The page is opened as /?token=..., EventSource URLs carry it, and every asset the
+    page loads sends that URL as its Referer: Twisted's access log wrote them all."""
+    import urllib.error
+    import urllib.request
+
+    token = "Sekr1t-t0ken-xyz"
+    web = free_port()
+    log = tmp_path / "twistd.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [*TWISTD, "-n", "--pidfile=", "--logfile=-", "zkserver", "-d", str(tmp_path / "d")]
+            + ["--token", token, "--web", f"tcp:{web}:interface=127.0.0.1"]
+            + ["--push", f"tcp:{free_port()}:interface=127.0.0.1", "--no-pull"],
+            env=environment(),
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(log, "Database ready", process)
+        base = f"http://127.0.0.1:{web}"
+        for path, referer in (
+            (f"/?token={token}", ""),
+            (f"/api/devices?limit=5&TOKEN={token}", f"{base}/?x=1&token={token}#top"),
+            ("/healthz", f"{base}/?token={token}"),
+        ):
+            request = urllib.request.Request(base + path, headers={"Referer": referer})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    answer.read()
+            except urllib.error.HTTPError as e:  # TOKEN= is no token: 401, logged too
+                assert e.code == 401
+        wait_for(log, '"GET /healthz', process)
+    finally:
+        process.terminate()
+        process.wait(20)
+    text = log.read_text()
+    assert "token=***" in text and "TOKEN=***" in text, text
+    assert token not in text, text

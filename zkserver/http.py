@@ -198,6 +198,17 @@ def origin_form(target: bytes) -> bytes:
     return rest if rest.startswith(b"/") else b"/" + rest
 
 
+#: ``token=VALUE`` in a query string (the page's ``/?token=``, an EventSource URL) or in a
+#: Referer that carries one (every asset the page loads sends it).
+_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&#\s\"]*", re.IGNORECASE)
+
+
+def access_log_line(timestamp: str, request: IRequest) -> str:
+    """Twisted's combined log line, with every query-string token replaced by ``***``:
+    the access log must not hand the operator token to whoever reads the journal."""
+    return _TOKEN_IN_QUERY.sub(r"\1***", http.combinedLogFormatter(timestamp, request))
+
+
 def make_site(resource: IResource, max_body: int, timeout: float | None = 60 * 5) -> server.Site:
     """A Site whose requests cap their bodies at ``max_body`` bytes (``timeout`` None: no
     idle timeout, for streams). Bodies are never parsed as forms into ``request.args``
@@ -206,7 +217,11 @@ def make_site(resource: IResource, max_body: int, timeout: float | None = 60 * 5
     body as a query string, ~50 us a request for nothing."""
     request_class: Any = type("Request", (LimitedRequest,), {"max_body": max_body})
     site = server.Site(
-        resource, requestFactory=request_class, timeout=timeout, parsePOSTFormSubmission=False
+        resource,
+        requestFactory=request_class,
+        timeout=timeout,
+        parsePOSTFormSubmission=False,
+        logFormatter=access_log_line,
     )
     site.displayTracebacks = False
     return site
