@@ -190,3 +190,17 @@ def test_webhook_retry_min_above_max_is_refused():
     assert (
         parse("--webhook-retry-min", "10", "--webhook-retry-max", "10")["webhook-retry-min"] == 10
     )
+
+
+def test_an_empty_environment_variable_counts_as_unset(tmp_path, monkeypatch):
+    """An env file with ``ZKSERVER_POLL_DELAY=`` (a blank template line) leaves the file's
+    or the default value, as the ``zkserver`` console treats ``ZKSERVER_DATA_DIR=``;
+    before, numbers were refused and ``data-dir`` became the working directory."""
+    config = toml(tmp_path, "poll-delay = 7\nauto-approve = true\n")
+    for name in ("POLL_DELAY", "DATA_DIR", "AUTO_APPROVE", "PUSH", "DB", "TOKEN"):
+        monkeypatch.setenv(f"ZKSERVER_{name}", " ")
+    options = parse("-c", str(config))
+    assert options["poll-delay"] == 7 and options["auto-approve"] is True
+    assert options["data-dir"] == "./zkserver-data" and options["push"] == ["tcp:8081"]
+    assert not options["db"] and not options["token"]
+    assert "data-dir" in usage_error("--data-dir", "")

@@ -269,7 +269,7 @@ class Options(usage.Options):
             key = "ZKSERVER_" + name.upper().replace("-", "_")
             if name in self.given:
                 value, source = self[name], f"--{name} on the command line"
-            elif key in os.environ:
+            elif os.environ.get(key, "").strip():  # empty: as if unset (as for the CLI)
                 value, source = os.environ[key], f"environment variable {key}"
             elif name in from_file:
                 value, source = from_file[name], f"{name} in {self['config']}"
@@ -478,6 +478,8 @@ def _check(name: str, value: Any, source: str) -> Any:
         return number
     if not isinstance(value, str):
         raise bad("a string")
+    if name == "data-dir" and not value.strip():
+        raise bad("a directory")  # "" would be the working directory
     return value
 
 
