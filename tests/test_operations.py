@@ -274,3 +274,65 @@ def test_the_access_log_never_shows_the_token(tmp_path: Path):
     text = log.read_text()
     assert "token=***" in text and "TOKEN=***" in text, text
     assert token not in text, text
+
+
+# --- stopping -------------------------------------------------------------------------------------
+
+
+def test_sigterm_answers_the_uploads_being_saved(tmp_path: Path):
+    """SIGTERM while uploads wait for the database (here: another process holds it for a
+    moment): each gets its answer (OK once its punches are saved, or 503 to resend), none
+    a reset connection, and every punch answered OK is in the database."""
+    import sqlite3
+    import threading
+    import urllib.error
+    import urllib.request
+
+    log = tmp_path / "stop.log"
+    ports = listeners()
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [*TWISTD, "-n", "--pidfile=", "--logfile=-", "zkserver", "-d", str(tmp_path / "data")]
+            + ["--auto-approve", *ports],
+            env=environment(),
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    wait_for(log, "Database ready", process)
+    push = ports[ports.index("--push") + 1].split(":")[1]
+    database = tmp_path / "data" / "zkserver.sqlite3"
+    base = f"http://127.0.0.1:{push}/iclock/cdata?SN=STOP0001"
+    urllib.request.urlopen(base + "&options=all", timeout=10).read()
+    answers: dict[int, str] = {}
+
+    def upload(pin: int) -> None:
+        body = f"{pin}\t2026-11-30 08:00:{pin % 60:02d}\t0\t1\t0\t0\t0\n".encode()
+        try:
+            with urllib.request.urlopen(base + "&table=ATTLOG", body, timeout=30) as r:
+                answers[pin] = r.read().decode()
+        except urllib.error.HTTPError as e:
+            answers[pin] = str(e.code)
+        except OSError as e:
+            answers[pin] = f"error: {e}"
+
+    holder = sqlite3.connect(database, timeout=10)
+    holder.execute("BEGIN EXCLUSIVE")
+    threads = [threading.Thread(target=upload, args=(pin,)) for pin in range(1, 21)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)  # every upload is now waiting for the database
+    process.terminate()
+    time.sleep(0.5)
+    holder.rollback()
+    holder.close()
+    for t in threads:
+        t.join(40)
+    assert process.wait(30) is not None
+    assert sorted(answers) == list(range(1, 21))
+    errors = {pin: a for pin, a in answers.items() if not (a.startswith("OK") or a == "503")}
+    assert errors == {}, (errors, log.read_text(errors="replace")[-3000:])
+    saved = {
+        int(row[0]) for row in sqlite3.connect(database).execute("SELECT user_id FROM punches")
+    }
+    assert {pin for pin, a in answers.items() if a.startswith("OK")} <= saved
