@@ -196,6 +196,8 @@ NOW = 784_111_777.0  # Sun, 06 Nov 1994 08:49:37 GMT, RFC 9110's example date
         ("Sun Nov  6 08:51:37 1994", 120.0),  # obsolete asctime form
         ("Sun, 06 Nov 1994 08:48:37 GMT", -60.0),  # already past: no wait
         ("99999999999999999999999999", 1e12),  # absurd: any cap applies to it
+        ("9" * 5000, 1e12),  # past int()'s 4300-digit limit: as absurd, not a ValueError
+        ("0" * 5000 + "120", 120.0),  # leading zeros are still delay-seconds
     ],
 )
 def test_retry_after_values(value: str, seconds: float) -> None:

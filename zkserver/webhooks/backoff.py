@@ -70,7 +70,10 @@ def retry_after(value: str, now: float) -> float | None:
     a date already past), or None when it is neither delay-seconds nor an HTTP-date."""
     text = value.strip(" \t")
     if _DELAY.fullmatch(text):
-        return float(min(int(text), _LONGEST))
+        # int() refuses more than 4300 digits (ValueError, out of the attempt): past 13
+        # significant ones the value is beyond _LONGEST anyway.
+        digits = text.lstrip("0") or "0"
+        return float(_LONGEST if len(digits) > 13 else min(int(digits), _LONGEST))
     match = _IMF.fullmatch(text) or _RFC850.fullmatch(text) or _ASCTIME.fullmatch(text)
     if match is None:
         return None
