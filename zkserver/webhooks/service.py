@@ -29,7 +29,7 @@ from zope.interface import implementer
 
 from zkserver import metrics
 from zkserver.clock import parse_iso
-from zkserver.events import encode_payload
+from zkserver.events import encode_payload, one_line
 from zkserver.store.base import Store
 from zkserver.webhooks.backoff import RetryPolicy, retry_after
 from zkserver.webhooks.model import DueDelivery, Webhook
@@ -345,11 +345,13 @@ class WebhookSender(Service):
 
     async def _deliver(self, hook: Webhook, batch: list[DueDelivery]) -> bool:
         """POST one batch and record the outcome; True when it was delivered."""
+        # one_line: the stream's data (an event stored before separators were escaped
+        # may hold them raw; Event.frame escapes them the same way).
         if hook.batch_max > 1:
-            body = ("[" + ",".join(d.data for d in batch) + "]").encode()
+            body = ("[" + ",".join(one_line(d.data) for d in batch) + "]").encode()
         else:
             batch = batch[:1]
-            body = batch[0].data.encode()
+            body = one_line(batch[0].data).encode()
         outcome = await self.attempt(hook, body, [str(d.event_id) for d in batch])
         now = self.clock.seconds()
 
