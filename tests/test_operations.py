@@ -92,6 +92,7 @@ def test_a_config_file_not_in_utf8_is_refused_in_one_line(tmp_path: Path):
         ("sqlite:zk.db?journal=wal", "journal"),
         ("postgresql://zk:xy%zzy@127.0.0.1/zk", "percent-encoded"),
         ("postgresql://zk:xy@zzy@127.0.0.1/zk", "%40"),
+        ("postgresql://zk:xy/zzy@127.0.0.1/zk", "%2F"),
         ("postgresql://zk:plugh@127.0.0.1/zk?no_such_option=1", "no_such_option"),
     ],
 )

@@ -28,7 +28,9 @@ from zkserver.store import (
     SqliteStore,
     Store,
     StoreUnavailable,
+    check_db,
     open_store,
+    redact_db,
 )
 from zkserver.store.dialect import Q, Script, utc_now
 from zkserver.store.schema import MIGRATIONS
@@ -74,6 +76,26 @@ def test_open_store_decodes_percent_escapes_in_a_sqlite_path(tmp_path: Any) -> N
     for db in ("sqlite:///srv/my%20data/x.db", "sqlite:/srv/my data/x.db"):
         assert open_store(db, data).path == "/srv/my data/x.db"  # type: ignore[attr-defined]
     assert open_store("sqlite:a%2525.db", data).path == os.path.join(data, "a%25.db")  # type: ignore[attr-defined]
+
+
+def test_a_slash_in_a_postgres_password_is_refused_without_showing_it() -> None:
+    """A generated (base64) password often holds a ``/``. libpq ends the host at the first
+    ``/``: ``zk:Ab12/xyZ@db/zk`` connects to host ``zk`` port ``Ab12``, and its message
+    (logged every 5 s) held half the password. Refused like an unencoded ``@``, with the
+    password shown as ``***``."""
+    db = "postgresql://zk:Ab12/xyZ@127.0.0.1/zk"
+    with pytest.raises(ValueError, match="%2F") as info:
+        check_db(db)
+    assert "Ab12" not in str(info.value) and "xyZ" not in str(info.value), info.value
+    assert redact_db(db) == "postgresql://zk:***@127.0.0.1/zk"
+    # Still accepted: what a valid URL may hold after its host.
+    for good in (
+        "postgresql:///test?host=/var/run/postgresql",
+        "postgresql://zk:Ab12%2FxyZ@127.0.0.1/zk?options=-csearch_path%3Ds",
+        "postgresql://zk@127.0.0.1/zk?application_name=a@b",
+        "postgresql://zk:s?cret@127.0.0.1/zk",
+    ):
+        check_db(good)
 
 
 # --- life cycle and migrations --------------------------------------------------------

@@ -57,6 +57,10 @@ def _postgres_problem(db: str) -> str | None:
     authority = db.partition("://")[2].partition("/")[0].partition("?")[0]
     if authority.count("@") > 1:
         return "more than one @ before the host: write an @ in the password as %40"
+    if "@" not in authority and "@" in db.partition("://")[2].partition("?")[0]:
+        # libpq ends the host at the first /: zk:Ab12/xyZ@db/zk is host zk, port Ab12
+        # (its error message then shows that part of the password).
+        return "an @ after a / in the URL: write a / in the password as %2F (an @ as %40)"
     from psycopg2 import ProgrammingError
     from psycopg2.extensions import parse_dsn
 

@@ -622,6 +622,9 @@ def redact_db(db: str) -> str:
         return db
     authority, slash, tail = rest.partition("/")
     userinfo, at, host = authority.rpartition("@")
+    if not at:  # a / in the password: the user information ends at the last @ before ?
+        userinfo, at, host = rest.partition("?")[0].rpartition("@")
+        slash, tail = "", rest[len(userinfo) + len(at) + len(host) :]
     if not at or ":" not in userinfo:
         return db
     return f"{head}://{userinfo.split(':', 1)[0]}:***@{host}{slash}{tail}"
