@@ -47,14 +47,15 @@ async def first_attempt(
 ) -> tuple[Clock, Receiver, WebhookSender, float, int]:
     """One event, one failed attempt answered ``code`` with Retry-After ``value(now)``."""
     clock = Clock()
-    # Whole seconds (HTTP-dates have no fraction), after the delivery rows' creation time
-    # (real time), near enough to real time for the receiver's signature check.
-    clock.advance(float(int(time.time()) + 1))
     receiver = await Receiver(
         secret=SECRET, fail_first=1, fail_code=code, retry_after=lambda: value(clock.seconds())
     ).start()
     hook = await store.add_webhook(url=receiver.url, secret=SECRET)
     await store.append_event({"type": "door", "door": 1}, "SN1")
+    # Whole seconds (HTTP-dates have no fraction), after the delivery row's creation time
+    # (real time: set only now, so a slow machine cannot leave the row in the clock's
+    # future, never due), near enough to real time for the receiver's signature check.
+    clock.advance(float(int(time.time()) + 1))
     sender = WebhookSender(
         store, clock, treq_poster(reactor), resolve, policy=policy, allow_private=True, poll=1e6
     )
@@ -102,7 +103,12 @@ async def test_the_next_attempt_waits_as_the_receiver_asked(
         assert len(receiver.requests) == 1  # not one moment early
         clock.advance(0.5)
         await wait_until(lambda: len(receiver.delivered_ids()) == 1)
-        (row,) = await store.webhook_deliveries(hook_id)
+        # The receiver has answered; the sender records it in its own time.
+        for _ in range(200):
+            (row,) = await store.webhook_deliveries(hook_id)
+            if row.status != "pending":
+                break
+            await sleep(0.05)
         assert row.status == "delivered" and row.attempts == 2
     finally:
         await sender.stopService()
