@@ -186,20 +186,24 @@ def wait_for(path: Path, text: str, process: subprocess.Popen[bytes], timeout: f
     raise AssertionError(f"{text!r} not logged:\n{path.read_text(errors='replace')}")
 
 
-@pytest.fixture
-def running(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, list[str]]]:
-    """A ``twistd zkserver`` on SQLite in tmp_path/data, its log file and listeners."""
-    log = tmp_path / "first.log"
-    ports = listeners()
+def start_twistd(log: Path, data: Path, *args: str) -> subprocess.Popen[bytes]:
+    """``twistd -n zkserver -d DATA ARGS`` in the background, its output in ``log``."""
     with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [*TWISTD, "-n", "--pidfile=", "--logfile=-", "zkserver", "-d", str(tmp_path / "data")]
-            + ports,
+        return subprocess.Popen(
+            [*TWISTD, "-n", "--pidfile=", "--logfile=-", "zkserver", "-d", str(data), *args],
             env=environment(),
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, list[str]]]:
+    """A ``twistd zkserver`` on SQLite in tmp_path/data, its log file and listeners."""
+    log = tmp_path / "first.log"
+    ports = listeners()
+    process = start_twistd(log, tmp_path / "data", *ports)
     try:
         wait_for(log, "Database ready", process)
         yield process, log, ports
@@ -218,15 +222,7 @@ def test_a_second_server_on_the_same_sqlite_database_is_refused(running, tmp_pat
     assert "Listening on" not in result.stdout, line
     # Another database in the same data directory is another server's own.
     log = tmp_path / "other.log"
-    with open(log, "wb") as out:
-        other = subprocess.Popen(
-            [*TWISTD, "-n", "--pidfile=", "--logfile=-", "zkserver", "-d", str(tmp_path / "data")]
-            + ["--db", "sqlite:other.db", *listeners()],
-            env=environment(),
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    other = start_twistd(log, tmp_path / "data", "--db", "sqlite:other.db", *listeners())
     try:
         wait_for(log, "Database ready", other)
     finally:
@@ -244,16 +240,12 @@ def test_the_access_log_never_shows_the_token(tmp_path: Path):
     token = "Sekr1t-t0ken-xyz"
     web = free_port()
     log = tmp_path / "twistd.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [*TWISTD, "-n", "--pidfile=", "--logfile=-", "zkserver", "-d", str(tmp_path / "d")]
-            + ["--token", token, "--web", f"tcp:{web}:interface=127.0.0.1"]
-            + ["--push", f"tcp:{free_port()}:interface=127.0.0.1", "--no-pull"],
-            env=environment(),
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    process = start_twistd(
+        log,
+        tmp_path / "d",
+        *["--token", token, "--web", f"tcp:{web}:interface=127.0.0.1"],
+        *["--push", f"tcp:{free_port()}:interface=127.0.0.1", "--no-pull"],
+    )
     try:
         wait_for(log, "Database ready", process)
         base = f"http://127.0.0.1:{web}"
@@ -291,15 +283,7 @@ def test_sigterm_answers_the_uploads_being_saved(tmp_path: Path):
 
     log = tmp_path / "stop.log"
     ports = listeners()
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [*TWISTD, "-n", "--pidfile=", "--logfile=-", "zkserver", "-d", str(tmp_path / "data")]
-            + ["--auto-approve", *ports],
-            env=environment(),
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    process = start_twistd(log, tmp_path / "data", "--auto-approve", *ports)
     wait_for(log, "Database ready", process)
     push = ports[ports.index("--push") + 1].split(":")[1]
     database = tmp_path / "data" / "zkserver.sqlite3"
