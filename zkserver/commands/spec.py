@@ -123,14 +123,15 @@ OPTION_KEY_RE = re.compile(r"^[A-Za-z0-9_~.]{1,64}$")
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 #: Control characters, C1 controls (NEL) and the Unicode line and paragraph separators:
 #: each can end a line or a field of the iclock command line somewhere on its way.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 #: The same in a ``raw`` line, which keeps its TABs (they separate its fields).
 _RAW_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 #: A space before ``Key=`` starts a new field where a terminal sends no TABs
 #: (docs/protocols.md §A.10): a name "Bob Pri=14" would come back as privilege 14.
-_KEY_AFTER_SPACE = re.compile(r" [A-Za-z~][A-Za-z0-9_~]*=")
-_DIGITS = re.compile(r"[0-9]+")
-_ALNUM = re.compile(r"[A-Za-z0-9]+")
+KEY_AFTER_SPACE_RE = re.compile(r" [A-Za-z~][A-Za-z0-9_~]*=")
+#: ASCII digits only (``"²".isdigit()`` is true, and ``int()`` refuses it).
+DIGITS_RE = re.compile(r"[0-9]+")
+ALNUM_RE = re.compile(r"[A-Za-z0-9]+")
 PRIVILEGES = (0, 2, 6, 14)
 TEMPLATE_KINDS = ("finger", "face", "biodata", "userpic")
 NAME_MAX = 24  # characters (push terminals); pull terminals: see check_for_device
@@ -167,7 +168,7 @@ def _text(
         value = str(value)
     if not isinstance(value, str):
         raise CommandError(name, f"{name} must be a string")
-    if _CONTROL.search(value):
+    if CONTROL_RE.search(value):
         raise CommandError(name, f"{name} must not contain TAB, newline or control characters")
     if len(value) > limit:
         raise CommandError(name, f"{name} is longer than {limit} characters")
@@ -177,7 +178,7 @@ def _text(
 def _field_text(body: Mapping[str, Any], name: str, *, limit: int, allow_int: bool) -> str:
     """A value sent as one ``Key=value`` field of a user line (name, password)."""
     value = _text(body, name, limit=limit, allow_int=allow_int)
-    if _KEY_AFTER_SPACE.search(value):
+    if KEY_AFTER_SPACE_RE.search(value):
         raise CommandError(
             name, f"{name} must not contain a space followed by Key= (read as another field)"
         )
@@ -228,10 +229,10 @@ def _user_upsert(body: Mapping[str, Any]) -> dict[str, Any]:
         raise CommandError("privilege", "privilege must be 0 (user), 2, 6 or 14 (admin)")
     password = _field_text(body, "password", limit=PASSWORD_MAX, allow_int=True)
     card = _text(body, "card", limit=10, allow_int=True)
-    if card and (not _DIGITS.fullmatch(card) or int(card) > 0xFFFFFFFF):
+    if card and (not DIGITS_RE.fullmatch(card) or int(card) > 0xFFFFFFFF):
         raise CommandError("card", "card must be a card number (digits, at most 4294967295)")
     group = _text(body, "group", limit=GROUP_MAX, default="1", allow_int=True)
-    if group and not _ALNUM.fullmatch(group):
+    if group and not ALNUM_RE.fullmatch(group):
         raise CommandError("group", "group must be letters or digits")
     return {
         "user_id": _pin(body),
@@ -264,7 +265,7 @@ def _template_upsert(body: Mapping[str, Any]) -> dict[str, Any]:
         raise CommandError("kind", "kind must be one of " + ", ".join(TEMPLATE_KINDS))
     index = _int(body, "index", 0, 9 if kind == "finger" else 255, 0)
     fmt = _text(body, "format", limit=8, default="", allow_int=True)
-    if fmt and not _DIGITS.fullmatch(fmt):
+    if fmt and not DIGITS_RE.fullmatch(fmt):
         raise CommandError("format", "format must be the algorithm version, e.g. '10' or '12'")
     if kind in ("finger", "face", "biodata") and not fmt:
         raise CommandError("format", f"format (the algorithm version) is required for {kind}")

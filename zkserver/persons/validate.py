@@ -19,6 +19,17 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from zkserver.commands.spec import (  # the same user-record fields as the commands'
+    ALNUM_RE,
+    CONTROL_RE,
+    DIGITS_RE,
+    GROUP_MAX,
+    KEY_AFTER_SPACE_RE,
+    NAME_MAX,
+    PASSWORD_MAX,
+    PIN_RE,
+    PRIVILEGES,
+)
 from zkserver.persons.model import ALL
 from zkserver.pull import codec
 from zkserver.records import Device, DeviceUser
@@ -34,18 +45,6 @@ __all__ = [
     "valid_pin",
 ]
 
-PIN_RE = re.compile(r"^[A-Za-z0-9]{1,24}$")
-#: Control characters, C1 controls (NEL) and the Unicode line and paragraph separators.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-#: A space before ``Key=`` starts a new field where a terminal sends no TABs
-#: (docs/protocols.md §A.10): a name "Bob Pri=14" would come back as privilege 14.
-_KEY_AFTER_SPACE = re.compile(r" [A-Za-z~][A-Za-z0-9_~]*=")
-_DIGITS = re.compile(r"[0-9]+")
-_ALNUM = re.compile(r"[A-Za-z0-9]+")
-PRIVILEGES = (0, 2, 6, 14)
-NAME_MAX = 24
-PASSWORD_MAX = 8
-GROUP_MAX = 7
 NOTES_MAX = 2000
 DEVICES_MAX = 1000
 FIELDS = ("user_id", "name", "card", "password", "privilege", "group", "active", "devices", "notes")
@@ -85,11 +84,11 @@ def _text(body: Mapping[str, Any], name: str, limit: int) -> str:
         value = str(value)
     if not isinstance(value, str):
         raise PersonError(name, f"{name} must be a string")
-    if name != "notes" and _CONTROL.search(value):
+    if name != "notes" and CONTROL_RE.search(value):
         raise PersonError(name, f"{name} must not contain TAB, newline or control characters")
     if len(value) > limit:
         raise PersonError(name, f"{name} is longer than {limit} characters")
-    if name in ("name", "password") and _KEY_AFTER_SPACE.search(value):
+    if name in ("name", "password") and KEY_AFTER_SPACE_RE.search(value):
         raise PersonError(
             name, f"{name} must not contain a space followed by Key= (read as another field)"
         )
@@ -120,13 +119,13 @@ def parse_devices(value: Any) -> str | list[str]:
     if len(ids) > DEVICES_MAX:
         raise PersonError("devices", f"devices has more than {DEVICES_MAX} entries")
     for item in ids:
-        if len(item) > 64 or "," in item or _CONTROL.search(item):
+        if len(item) > 64 or "," in item or CONTROL_RE.search(item):
             raise PersonError("devices", f"{item[:40]!r} is not a device id")
     return ids
 
 
 def _privilege(value: Any) -> int:
-    if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
+    if isinstance(value, str) and DIGITS_RE.fullmatch(value.strip()):
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or value not in PRIVILEGES:
         raise PersonError(
@@ -166,14 +165,14 @@ def person_fields(body: Any, *, partial: bool = False) -> dict[str, Any]:
 
 def _card(body: Mapping[str, Any]) -> str:
     card = _text(body, "card", 10)
-    if card and (not _DIGITS.fullmatch(card) or int(card) > 0xFFFFFFFF):
+    if card and (not DIGITS_RE.fullmatch(card) or int(card) > 0xFFFFFFFF):
         raise PersonError("card", "card must be a card number (digits, at most 4294967295)")
     return str(int(card)) if card and int(card) else ""
 
 
 def _group(body: Mapping[str, Any]) -> str:
     group = _text(body, "group", GROUP_MAX)
-    if group and not _ALNUM.fullmatch(group):
+    if group and not ALNUM_RE.fullmatch(group):
         raise PersonError("group", "group must be letters or digits")
     return group
 
@@ -199,7 +198,7 @@ def fit_problems(fields: Mapping[str, Any], device: Device) -> list[PersonError]
     encoding = device.encoding
     label = device.name or device.serial_number or device.id
     pin = user.user_id
-    if layout == 28 and _DIGITS.fullmatch(pin) and pin != str(int(pin)):
+    if layout == 28 and DIGITS_RE.fullmatch(pin) and pin != str(int(pin)):
         return [
             PersonError(
                 "user_id",

@@ -66,9 +66,11 @@ __all__ = [
     "parse_operlog",
     "parse_options",
     "parse_query",
+    "normal_timestamp",
     "parse_user_fields",
     "push_version_tuple",
     "split_lines",
+    "TIMESTAMP_RE",
     "terminal_path",
 ]
 
@@ -112,7 +114,7 @@ _INT = re.compile(r"[+-]?[0-9]{1,9}")
 _DATE = re.compile(r"[0-9]{4}[-/][0-9]{1,2}[-/][0-9]{1,2}")
 _TIME = re.compile(r"[0-9]{1,2}:[0-9]{2}:[0-9]{2}")
 # A timestamp in a form seen in the field: '/' in the date, 'T' between date and time,
-# one-digit month, day or hour (docs/protocols.md §A.10); normalised by _normal_timestamp.
+# one-digit month, day or hour (docs/protocols.md §A.10); normalised by normal_timestamp.
 _LOOSE_TIMESTAMP = re.compile(
     r"([0-9]{4})[-/]([0-9]{1,2})[-/]([0-9]{1,2})[ T]([0-9]{1,2}):([0-9]{2}):([0-9]{2})"
 )
@@ -127,7 +129,7 @@ _TIME_KEYS = ("time", "datetime", "checktime", "timestamp")
 _STATUS_KEYS = ("status", "state", "inoutstatus")
 _VERIFY_KEYS = ("verify", "verifytype", "verifymode", "verify_method")
 _WORKCODE_KEYS = ("workcode", "work_code")
-_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
+TIMESTAMP_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
 _COMMAND_ID = re.compile(r"[A-Za-z0-9]{1,16}")
 _KEYWORD_SPLIT = re.compile(r"([^ \t]*)([ \t]?)(.*)", re.DOTALL)
 _KV_SPACE_SPLIT = re.compile(r" +(?=[A-Za-z~][A-Za-z0-9_~]*=)")
@@ -195,9 +197,9 @@ def _junk(line: str) -> str | None:
     return f"control or binary character {match.group()!r} at column {match.start() + 1}"
 
 
-def _normal_timestamp(value: str) -> str:
+def normal_timestamp(value: str) -> str:
     """``value`` as ``YYYY-MM-DD HH:MM:SS`` when it is a loose form of it, else unchanged."""
-    if _TIMESTAMP.fullmatch(value):  # the usual case: already normal
+    if TIMESTAMP_RE.fullmatch(value):  # the usual case: already normal
         return value
     match = _LOOSE_TIMESTAMP.fullmatch(value.strip(" "))
     if match is None:
@@ -208,7 +210,7 @@ def _normal_timestamp(value: str) -> str:
 
 def _valid_timestamp(value: str) -> str | None:
     """``None`` if ``value`` is a real ``YYYY-MM-DD HH:MM:SS``, else why not."""
-    if not _TIMESTAMP.fullmatch(value):
+    if not TIMESTAMP_RE.fullmatch(value):
         return f"bad timestamp {value[:40]!r} (want YYYY-MM-DD HH:MM:SS)"
     try:  # what strptime(TIMESTAMP_FORMAT) checks once the pattern matched, 10x faster
         moment = datetime(
@@ -327,7 +329,7 @@ def _fields(line: str, separator: str = "\t") -> list[str]:
         # The usual line, ``PIN<TAB>YYYY-MM-DD HH:MM:SS<TAB>...``: its one blank is the
         # timestamp's, so the TAB fields are the fields (what the general path gives).
         parts = line.split("\t")
-        if len(parts) > 1 and _TIMESTAMP.fullmatch(parts[1]):
+        if len(parts) > 1 and TIMESTAMP_RE.fullmatch(parts[1]):
             while parts and parts[-1] == "":
                 parts.pop()
             return parts
@@ -380,7 +382,7 @@ def _parse_attlog_line(line: str) -> Punch | str:
 def _punch_from_fields(fields: list[str]) -> Punch | str:
     if len(fields) < 2:
         return "missing timestamp"
-    pin, timestamp = fields[0], _normal_timestamp(fields[1])
+    pin, timestamp = fields[0], normal_timestamp(fields[1])
     if problem := _pin_problem(pin):
         return problem
     if problem := _valid_timestamp(timestamp):
@@ -422,7 +424,7 @@ def _parse_attlog_kv(line: str) -> Punch | str:
     pin = _first(fields, _PIN_KEYS)
     if problem := _pin_problem(pin):
         return problem
-    timestamp = _normal_timestamp(_first(fields, _TIME_KEYS))
+    timestamp = normal_timestamp(_first(fields, _TIME_KEYS))
     if problem := _valid_timestamp(timestamp):
         return problem
     numbers: list[int] = []
@@ -643,11 +645,11 @@ def _parse_operlog_line(line: str, batch: OperlogBatch) -> str | None:
 
 def _parse_oplog(line: str, rest: str, batch: OperlogBatch) -> str | None:
     fields = [f.strip(" ") for f in rest.split("\t")]
-    if len(fields) < 3 or _valid_timestamp(_normal_timestamp(fields[2])) is not None:
+    if len(fields) < 3 or _valid_timestamp(normal_timestamp(fields[2])) is not None:
         fields = _fields(rest)  # spaces, or TABs and spaces mixed (docs/protocols.md §A.10)
     if len(fields) < 3:
         return "bad OPLOG line: fewer than 3 fields"
-    op, operator, timestamp = fields[0], fields[1], _normal_timestamp(fields[2])
+    op, operator, timestamp = fields[0], fields[1], normal_timestamp(fields[2])
     if not _UINT.fullmatch(op):
         return f"bad OPLOG line: non-numeric op {op[:20]!r}"
     if problem := _valid_timestamp(timestamp):

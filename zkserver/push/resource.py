@@ -142,7 +142,7 @@ class PushApp:
                 # Every event's timestamp is device-local YYYY-MM-DD HH:MM:SS: a state line
                 # or log entry that sent none (or an unreadable one, kept raw in the
                 # operation log) is dated when it arrived.
-                if payload is not None and not _TIMESTAMP.fullmatch(
+                if payload is not None and not iclock.TIMESTAMP_RE.fullmatch(
                     str(payload.get("timestamp") or "")
                 ):
                     payload["timestamp"] = local
@@ -207,7 +207,7 @@ class PushApp:
                 # keys in any case, a loose time read as the documented form (§A.10)
                 state = _printable(iclock.lower_keys(iclock.parse_key_values(line)))
                 if "time" in state:
-                    state["time"] = iclock._normal_timestamp(state["time"])
+                    state["time"] = iclock.normal_timestamp(state["time"])
                 changes += rtstate_items(device, previous, state)
                 previous = state
             await self.save_device_events(device, changes)
@@ -279,7 +279,6 @@ class _TerminalPaths:
         raise NotImplementedError("wraps the push routes")
 
 
-_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
 OPTIONS_MAX = 64 * 1024  # bytes of a table=options upload that are read
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 

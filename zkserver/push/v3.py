@@ -20,11 +20,11 @@ from zkserver.push.iclock import (
     _clip,
     _junk,
     _lines,
-    _normal_timestamp,
     _pin_problem,
     _trim,
     _valid_timestamp,
     lower_keys,
+    normal_timestamp,
     parse_key_values,
 )
 from zkserver.push.timezones import timezone_value
@@ -54,7 +54,7 @@ def parse_rtlog(
         # keys in any letter case (docs/protocols.md §A.10)
         fields = lower_keys(parse_key_values(_trim(line).strip(_BLANK)))
         if "time" in fields:
-            fields["time"] = _normal_timestamp(fields["time"])
+            fields["time"] = normal_timestamp(fields["time"])
         pin = fields.get("pin", "").strip()
         if problem is None and "time" in fields:
             if pin in RTLOG_NO_USER or not rtlog_is_punch(fields):
