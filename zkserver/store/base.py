@@ -20,7 +20,24 @@ if TYPE_CHECKING:
     from zkserver.persons.model import NewTemplate, Person, PersonTemplate, SyncEntry
     from zkserver.store.commands import CommandChange, CommandPage, NewCommand
 
-__all__ = ["Store", "StoreUnavailable", "DuplicateDevice", "AttendancePage", "ReplayPage"]
+__all__ = [
+    "Store",
+    "StoreUnavailable",
+    "DuplicateDevice",
+    "AttendancePage",
+    "ReplayPage",
+    "row_id",
+]
+
+
+def row_id(text: object) -> int | None:
+    """A row id given as text (a URL segment, a command id a terminal reports) as an int,
+    or None when it cannot be one: ASCII digits only (``"²".isdigit()`` is true and
+    ``int()`` refuses it), at most 18 of them (every such number fits a 64-bit column)."""
+    value = str(text)
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        return None
+    return int(value)
 
 
 class StoreUnavailable(Exception):

@@ -23,6 +23,7 @@ from twisted.internet.defer import Deferred, succeed
 
 from zkserver.events import Event, encode_payload
 from zkserver.records import Command, redact_command
+from zkserver.store.base import row_id
 from zkserver.store.dialect import Q, Rows, Script, chunks, values
 
 __all__ = [
@@ -136,13 +137,6 @@ def _fit(sizes: Sequence[tuple[int, int]], max_bytes: int) -> list[int]:
 
 #: The commands the sent-timeout applies to: all but those of pull devices.
 _NOT_PULL = "device_id NOT IN (SELECT id FROM devices WHERE kind = 'pull')"
-
-
-def _ids(command_id: str) -> int | None:
-    text = str(command_id)
-    if not (text.isascii() and text.isdigit()) or len(text) > 18:  # "²".isdigit()
-        return None
-    return int(text)
 
 
 class CommandScripts:
@@ -304,7 +298,7 @@ class CommandScripts:
         replay or another installation's id), or (with ``device_id``) another device's
         command changes nothing: ``([], [])``. A command sent, then queued again or
         expired after its timeout, still takes its late result."""
-        number = _ids(command_id)
+        number = row_id(command_id)
         if number is None or status not in ("done", "failed", "expired"):
             return succeed(([], []))
 
@@ -332,7 +326,7 @@ class CommandScripts:
         """Cancel a ``queued`` command: ``([cancelled], [event])``; otherwise nothing
         changes and the command as it is comes back without events (``([], [])`` when
         there is no such command)."""
-        number = _ids(command_id)
+        number = row_id(command_id)
         if number is None:
             return succeed(([], []))
 
@@ -398,7 +392,7 @@ class CommandScripts:
         dropped mid-command, or the server was restarted): back to ``queued`` (run again,
         same id) while fewer than ``max_attempts`` runs were started, else ``expired``.
         ``keep``: ids still running in this process, left alone."""
-        kept = [n for n in (_ids(c) for c in keep) if n is not None]
+        kept = [n for n in (row_id(c) for c in keep) if n is not None]
 
         def script() -> Script[CommandChange]:
             where = "device_id = %s AND status = 'sent'"
@@ -425,7 +419,7 @@ class CommandScripts:
 
     # --- reading ------------------------------------------------------------------
     def command(self, command_id: str) -> Deferred[Command | None]:
-        number = _ids(command_id)
+        number = row_id(command_id)
         if number is None:
             return succeed(None)
 
@@ -459,7 +453,7 @@ class CommandScripts:
                     where.append(f"{column} = %s")
                     params.append(value)
             if cursor:
-                number = _ids(cursor)
+                number = row_id(cursor)
                 if number is None:
                     raise ValueError(f"invalid cursor: {cursor[:40]!r}")
                 where.append("id < %s")

@@ -25,6 +25,7 @@ from zkserver.persons.model import (
     unpack_devices,
 )
 from zkserver.records import Command
+from zkserver.store.base import row_id
 from zkserver.store.commands import COLS as COMMAND_COLS
 from zkserver.store.commands import NewCommand, _row
 from zkserver.store.dialect import Q, Rows, Script, chunks
@@ -489,11 +490,7 @@ class PersonScripts:
 
     def commands_by_id(self, command_ids: Sequence[str]) -> Deferred[list[Command]]:
         """The commands with these ids (unknown ids left out)."""
-        numbers = [
-            int(i)
-            for i in command_ids
-            if str(i).isascii() and str(i).isdigit() and len(str(i)) <= 18
-        ]
+        numbers = [n for n in map(row_id, command_ids) if n is not None]
 
         def script() -> Script[list[Command]]:
             found: list[Command] = []

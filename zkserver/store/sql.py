@@ -26,7 +26,7 @@ from zkserver import metrics
 from zkserver.events import Event, attendance_encoder, encode_payload
 from zkserver.localtime import TimePolicy
 from zkserver.records import Command, Device, DeviceUser, Punch, Rejected
-from zkserver.store.base import AttendancePage, DuplicateDevice, ReplayPage
+from zkserver.store.base import AttendancePage, DuplicateDevice, ReplayPage, row_id
 from zkserver.store.days import day_rows
 from zkserver.store.dialect import Q, Script, chunks, row_source, utc_now, values
 from zkserver.store.persons import PersonScripts
@@ -843,7 +843,7 @@ class SQLStore(PersonScripts, WebhookStoreMixin):
     def finish_command(
         self, device_id: str, command_id: str, return_code: int, result: str = ""
     ) -> Deferred[Command | None]:
-        if not (str(command_id).isascii() and str(command_id).isdigit()):
+        if row_id(command_id) is None:
             return succeed(None)
 
         def script() -> Script[Command | None]:

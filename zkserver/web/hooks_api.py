@@ -17,6 +17,7 @@ from twisted.web.iweb import IRequest
 
 from zkserver import metrics
 from zkserver.access import ACCESS_EVENT_TYPES
+from zkserver.store.base import row_id
 from zkserver.web.app import (
     ApiError,
     WebApp,
@@ -159,9 +160,10 @@ async def _fields(self: WebApp, body: Mapping[str, Any], creating: bool) -> dict
 
 
 async def _webhook_or_404(self: WebApp, webhook_id: str) -> Webhook:
-    if not (webhook_id.isascii() and webhook_id.isdigit()) or len(webhook_id) > 18:
+    number = row_id(webhook_id)
+    if number is None:
         raise ApiError(404, "no such webhook")
-    hook = await self.store.webhook(int(webhook_id))
+    hook = await self.store.webhook(number)
     if hook is None:
         raise ApiError(404, "no such webhook")
     return hook
@@ -256,9 +258,10 @@ async def retry_delivery(
     self: WebApp, request: IRequest, webhook_id: str, delivery_id: str
 ) -> bytes:
     hook = await _webhook_or_404(self, webhook_id)
-    if not (delivery_id.isascii() and delivery_id.isdigit()) or len(delivery_id) > 18:
+    number = row_id(delivery_id)
+    if number is None:
         raise ApiError(404, "no such delivery")
-    delivery = await self.store.retry_delivery(hook.id, int(delivery_id))
+    delivery = await self.store.retry_delivery(hook.id, number)
     if delivery is None:
         raise ApiError(404, "no such delivery")
     _hooks(self).sender.wake()

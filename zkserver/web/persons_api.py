@@ -23,6 +23,7 @@ from zkserver.persons.csvio import format_csv, parse_csv
 from zkserver.persons.model import NewTemplate
 from zkserver.persons.service import NoSuchPerson, Persons, TerminalUnavailable
 from zkserver.persons.validate import PersonError, valid_pin
+from zkserver.store.base import row_id
 from zkserver.store.persons import DuplicatePerson
 from zkserver.web.app import (
     ApiError,
@@ -148,9 +149,10 @@ async def person_templates(self: WebApp, request: IRequest, user_id: str) -> byt
 @routes.route("/api/persons/<user_id>/templates/<template_id>", methods=["GET"])
 @api()
 async def person_template(self: WebApp, request: IRequest, user_id: str, template_id: str) -> bytes:
-    if not (template_id.isascii() and template_id.isdigit()) or len(template_id) > 18:
+    number = row_id(template_id)
+    if number is None:
         raise ApiError(404, "no such template")
-    found = await _persons(self).store.person_template_data(_pin(user_id), int(template_id))
+    found = await _persons(self).store.person_template_data(_pin(user_id), number)
     if not found:
         raise ApiError(404, "no such template")
     template, data = found[0]
